@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each installs what it needs).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python -m brats.demo $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: install
+	$(BIN)/ruff check brats jobs tests
+	$(BIN)/ruff format --check brats jobs tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix brats jobs tests
+	$(BIN)/ruff format brats jobs tests
+
+bench: install
+	$(BIN)/python jobs/benchmark.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-out bench-out
