@@ -1,0 +1,3 @@
+"""brats: BraTS brain-tumor segmentation as distributed jobs on Ray."""
+
+__version__ = "0.1.0"

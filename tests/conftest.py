@@ -1,0 +1,83 @@
+"""Shared fixtures: one local Ray and one moto S3 server per test session, tiny cohorts.
+
+Fake AWS credentials are set before anything starts, so Ray workers inherit them and nothing
+can reach a real account.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+import pytest
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "AKIAFAKEBRATSTESTKEY",
+        "AWS_SECRET_ACCESS_KEY": "fake/brats+test+secret+do+not+log",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "RAY_DEDUP_LOGS": "0",
+    }
+)
+for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "RAY_ADDRESS"):
+    os.environ.pop(var, None)
+
+FAKE_SECRETS = (os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A real local Ray with 2 CPUs, started once for the whole session."""
+    import ray
+    from ray.data import DataContext
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=768 << 20,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint: moto's server on 127.0.0.1, as s3fs tests itself."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    """A fresh bucket per test; yields ``s3://<bucket>``."""
+    import s3fs
+
+    name = f"brats-test-{uuid.uuid4().hex[:12]}"
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}, skip_instance_cache=True)
+    fs.mkdir(name)
+    yield f"s3://{name}"
+
+
+def s3fs_client(endpoint: str):
+    import s3fs
+
+    return s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True, use_listings_cache=False
+    )

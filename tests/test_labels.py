@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from brats.labels import (
+    LabelConvention,
+    LabelError,
+    infer_convention,
+    one_hot,
+    region_mask,
+    region_masks,
+    to_disk,
+    to_internal,
+)
+
+
+def test_2020_and_2023_map_to_the_same_internal_classes():
+    disk2020 = np.array([0, 1, 2, 4, 4, 0], dtype=np.uint8)
+    disk2023 = np.array([0, 1, 2, 3, 3, 0], dtype=np.uint8)
+    expected = np.array([0, 1, 2, 3, 3, 0], dtype=np.uint8)
+    np.testing.assert_array_equal(to_internal(disk2020, "brats2020"), expected)
+    np.testing.assert_array_equal(to_internal(disk2023, LabelConvention.BRATS2023), expected)
+
+
+def test_round_trip_to_disk():
+    internal = np.arange(4, dtype=np.uint8).repeat(3).reshape(3, 4)
+    for conv in LabelConvention:
+        np.testing.assert_array_equal(to_internal(to_disk(internal, conv), conv), internal)
+    assert set(np.unique(to_disk(internal, "brats2020"))) == {0, 1, 2, 4}
+
+
+@pytest.mark.parametrize(
+    ("seg", "conv"),
+    [([0, 3], "brats2020"), ([0, 4], "brats2023"), ([0, 5], "brats2020"), ([0, 7], "brats2023")],
+)
+def test_stray_label_is_an_error(seg, conv):
+    with pytest.raises(LabelError, match=r"not in the brats20\d\d convention"):
+        to_internal(np.array(seg, dtype=np.int16), conv)
+
+
+def test_float_labels_must_be_whole_numbers():
+    np.testing.assert_array_equal(to_internal(np.array([0.0, 4.0]), "brats2020"), [0, 3])
+    with pytest.raises(LabelError, match="non-integer"):
+        to_internal(np.array([0.0, 1.5]), "brats2020")
+    with pytest.raises(LabelError, match="non-integer"):
+        to_internal(np.array([0.0, np.nan]), "brats2020")
+    with pytest.raises(LabelError, match="outside"):
+        to_internal(np.array([0, -1]), "brats2020")
+
+
+def test_infer_convention():
+    assert infer_convention([0, 1, 4]) is LabelConvention.BRATS2020
+    assert infer_convention([0, 2, 3]) is LabelConvention.BRATS2023
+    assert infer_convention([0, 1, 2]) is None
+    with pytest.raises(LabelError):
+        infer_convention([3, 4])
+
+
+def test_regions_nest():
+    labels = np.array([0, 1, 2, 3])
+    masks = region_masks(labels)
+    np.testing.assert_array_equal(masks["WT"], [False, True, True, True])
+    np.testing.assert_array_equal(masks["TC"], [False, True, False, True])
+    np.testing.assert_array_equal(masks["ET"], [False, False, False, True])
+    with pytest.raises(ValueError, match="unknown region"):
+        region_mask(labels, "XX")
+
+
+def test_one_hot_channels_last():
+    oh = one_hot(np.array([[0, 3], [1, 2]]))
+    assert oh.shape == (2, 2, 4) and oh.dtype == np.float32
+    np.testing.assert_array_equal(oh.sum(-1), 1)
+    assert oh[0, 1, 3] == 1 and oh[1, 0, 1] == 1
