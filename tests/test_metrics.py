@@ -1,0 +1,256 @@
+"""Exact per-case metrics against hand-computed cases and a brute-force HD95."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from brats import metrics
+from brats.labels import LabelConvention, to_disk, to_internal
+from brats.metrics import (
+    METRIC_KEYS,
+    dice,
+    evaluate_case,
+    hausdorff,
+    hd95,
+    iou,
+    precision,
+    recall,
+    surface,
+    surface_distances,
+    volume_diagonal,
+)
+
+
+def _cube(shape: tuple[int, int, int], lo: int, hi: int) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(shape, dtype=bool)
+    mask[lo:hi, lo:hi, lo:hi] = True
+    return mask
+
+
+def _brute_force_hd(
+    pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_], spacing: tuple[float, ...], q: float
+) -> float:
+    """All-pairs distances between surface voxel coordinates (in mm): slow and obviously right."""
+    p = np.argwhere(surface(pred)) * np.asarray(spacing)
+    t = np.argwhere(surface(truth)) * np.asarray(spacing)
+    pairwise = np.sqrt(((p[:, None, :] - t[None, :, :]) ** 2).sum(axis=-1))
+    union = np.concatenate([pairwise.min(axis=1), pairwise.min(axis=0)])
+    return float(np.percentile(union, q))
+
+
+def test_metrics_module_needs_neither_tensorflow_nor_ray() -> None:
+    assert metrics.__name__ == "brats.metrics"
+    source = open(metrics.__file__, encoding="utf-8").read()
+    assert "import tensorflow" not in source and "import ray" not in source
+    assert "keras" not in source
+
+
+def test_concentric_cubes_overlap_counts() -> None:
+    truth = _cube((20, 20, 20), 5, 15)  # 10^3 = 1000 voxels
+    pred = _cube((20, 20, 20), 7, 13)  # 6^3 = 216 voxels, inside truth
+    assert dice(pred, truth) == pytest.approx(2 * 216 / (1000 + 216))
+    assert iou(pred, truth) == pytest.approx(216 / 1000)
+    assert precision(pred, truth) == 1.0
+    assert recall(pred, truth) == pytest.approx(0.216)
+
+
+def test_concentric_cubes_surface_distances() -> None:
+    truth = _cube((20, 20, 20), 5, 15)
+    pred = _cube((20, 20, 20), 7, 13)
+    forward, backward = surface_distances(pred, truth, (1.0, 1.0, 1.0))
+    # Every surface voxel of the inner cube sits exactly two voxels inside a face of the outer.
+    assert forward.size == 6**3 - 4**3
+    np.testing.assert_allclose(forward, 2.0)
+    # The outer cube's corners are furthest: (5,5,5) -> (7,7,7).
+    assert backward.size == 10**3 - 8**3
+    assert backward.max() == pytest.approx(math.sqrt(12))
+    assert backward.min() == pytest.approx(2.0)
+    assert hausdorff(pred, truth, (1, 1, 1), percentile=100) == pytest.approx(math.sqrt(12))
+
+
+def test_identical_masks() -> None:
+    mask = _cube((16, 16, 16), 3, 9)
+    assert dice(mask, mask) == 1.0
+    assert hd95(mask, mask, (1, 1, 1)) == 0.0
+
+
+def test_parallel_slabs_and_anisotropic_spacing() -> None:
+    truth = np.zeros((12, 12, 12), dtype=bool)
+    pred = np.zeros_like(truth)
+    truth[2:10, 2:10, 5] = True
+    pred[2:10, 2:10, 8] = True
+    # One-voxel-thick slabs: every voxel is surface and its nearest partner is 3 voxels away
+    # along axis 2, so every surface distance is 3 voxels of axis-2 spacing.
+    assert hd95(pred, truth, (1.0, 1.0, 1.0)) == pytest.approx(3.0)
+    assert hd95(pred, truth, (1.0, 1.0, 3.0)) == pytest.approx(9.0)
+    assert hd95(pred, truth, (3.0, 2.0, 1.0)) == pytest.approx(3.0)
+    assert dice(pred, truth) == 0.0
+
+
+def test_single_voxels_distance_in_mm() -> None:
+    truth = np.zeros((10, 10, 10), dtype=bool)
+    pred = np.zeros_like(truth)
+    truth[5, 5, 5] = True
+    pred[5, 9, 1] = True
+    assert hd95(pred, truth, (1, 1, 1)) == pytest.approx(math.sqrt(16 + 16))
+    assert hd95(pred, truth, (2.0, 0.5, 1.5)) == pytest.approx(math.sqrt(4 + 36))
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.0, 1.0, 3.0), (0.7, 1.3, 2.1)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hd95_matches_brute_force_on_random_shapes(
+    spacing: tuple[float, float, float], seed: int
+) -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    # Smoothed noise thresholded: blobby shapes with holes and several components.
+    truth = ndimage.gaussian_filter(rng.random((12, 12, 12)), 1.0) > 0.52
+    pred = ndimage.gaussian_filter(rng.random((12, 12, 12)), 1.2) > 0.5
+    assert truth.any() and pred.any()
+    for q in (95.0, 100.0, 50.0):
+        expected = _brute_force_hd(pred, truth, spacing, q)
+        assert hausdorff(pred, truth, spacing, percentile=q) == pytest.approx(expected, abs=1e-9)
+
+
+def test_hd95_bounding_box_crop_handles_masks_touching_the_border() -> None:
+    rng = np.random.default_rng(7)
+    truth = rng.random((12, 12, 12)) > 0.8
+    pred = np.zeros_like(truth)
+    pred[0:4, 8:12, 0:12] = True
+    expected = _brute_force_hd(pred, truth, (1.0, 2.0, 1.0), 95.0)
+    assert hd95(pred, truth, (1.0, 2.0, 1.0)) == pytest.approx(expected)
+
+
+def test_volume_diagonal_of_a_brats_volume() -> None:
+    assert volume_diagonal((240, 240, 155), (1, 1, 1)) == pytest.approx(373.13, abs=0.01)
+
+
+def test_empty_rules() -> None:
+    empty = np.zeros((24, 24, 16), dtype=bool)
+    full = empty.copy()
+    full[10:14, 10:14, 7:10] = True
+    for fn in (dice, iou, precision, recall):
+        assert fn(empty, empty) == 1.0
+        assert fn(empty, full) == 0.0
+        assert fn(full, empty) == 0.0
+    assert hd95(empty, empty, (1, 1, 1)) == 0.0
+    assert hd95(full, empty, (1, 1, 2)) == pytest.approx(math.sqrt(24**2 + 24**2 + 32**2))
+    assert hd95(empty, full, (1, 1, 2)) == pytest.approx(math.sqrt(24**2 + 24**2 + 32**2))
+    with pytest.raises(ValueError, match="non-empty"):
+        surface_distances(empty, full, (1, 1, 1))
+
+
+def test_one_empty_brats_volume_scores_its_diagonal() -> None:
+    empty = np.zeros((240, 240, 155), dtype=bool)
+    tumour = empty.copy()
+    tumour[100:110, 100:110, 70:80] = True
+    assert hd95(empty, tumour, (1, 1, 1)) == pytest.approx(373.13, abs=0.01)
+    assert hd95(tumour, empty, (1, 1, 1)) == pytest.approx(373.13, abs=0.01)
+
+
+def test_evaluate_case_keys_and_values() -> None:
+    truth = np.zeros((16, 16, 16), dtype=np.uint8)
+    truth[2:12, 2:12, 2:12] = 2  # edema
+    truth[4:10, 4:10, 4:10] = 1  # necrotic core inside
+    truth[6:8, 6:8, 6:8] = 3  # enhancing inside the core
+    pred = truth.copy()
+    pred[2:12, 2:12, 11] = 0  # miss one edema slab
+    out = evaluate_case(pred, truth, (1.0, 1.0, 1.0))
+    assert tuple(out) == METRIC_KEYS
+    assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
+    assert out["dice_ET"] == 1.0 and out["hd95_ET"] == 0.0
+    assert out["dice_TC"] == 1.0 and out["dice_class1"] == 1.0
+    wt = 1000
+    assert out["dice_WT"] == pytest.approx(2 * (wt - 100) / (2 * wt - 100))
+    assert out["recall_class2"] == pytest.approx((1000 - 216 - 100) / (1000 - 216))
+    assert out["precision_class2"] == 1.0
+    assert out["accuracy"] == pytest.approx(1 - 100 / 16**3)
+    assert out["hd95_WT"] > 0.0
+
+
+def test_evaluate_case_empty_tumour_is_perfect_not_nan() -> None:
+    zeros = np.zeros((8, 8, 8), dtype=np.uint8)
+    out = evaluate_case(zeros, zeros, (1, 1, 1))
+    for key, value in out.items():
+        assert value == (0.0 if key.startswith("hd95") else 1.0), key
+
+
+def test_evaluate_case_missed_region_scores_the_diagonal() -> None:
+    truth = np.zeros((8, 8, 8), dtype=np.uint8)
+    truth[2:4, 2:4, 2:4] = 3
+    pred = np.zeros_like(truth)
+    out = evaluate_case(pred, truth, (1, 1, 2))
+    assert out["dice_ET"] == 0.0
+    assert out["hd95_ET"] == pytest.approx(math.sqrt(8**2 + 8**2 + 16**2))
+    assert out["precision_class3"] == 0.0 and out["recall_class3"] == 0.0
+    assert out["dice_class1"] == 1.0  # absent in both
+
+
+def test_both_disk_conventions_give_the_same_metrics() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 4, size=(12, 12, 12)).astype(np.uint8)
+    pred = rng.integers(0, 4, size=(12, 12, 12)).astype(np.uint8)
+    results = []
+    for convention in (LabelConvention.BRATS2020, LabelConvention.BRATS2023):
+        disk_truth, disk_pred = to_disk(truth, convention), to_disk(pred, convention)
+        results.append(
+            evaluate_case(
+                to_internal(disk_pred, convention), to_internal(disk_truth, convention), (1, 1, 1)
+            )
+        )
+    assert 4 in to_disk(truth, LabelConvention.BRATS2020)
+    assert results[0] == results[1]
+
+
+def test_evaluate_case_rejects_bad_input() -> None:
+    ok = np.zeros((8, 8, 8), dtype=np.uint8)
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_case(ok, np.zeros((8, 8, 7), dtype=np.uint8))
+    with pytest.raises(ValueError, match="to_internal"):
+        evaluate_case(ok + 4, ok)
+    with pytest.raises(ValueError, match="spacing"):
+        evaluate_case(ok, ok, (1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="spacing"):
+        evaluate_case(ok, ok, (1.0, 1.0))
+    with pytest.raises(ValueError, match=r"\(D, H, W\)"):
+        evaluate_case(ok[0], ok[0])
+
+
+def test_full_size_case_is_fast_enough() -> None:
+    # A 240 x 240 x 155 case with a realistic tumour: HD95 runs on the tumour's bounding box.
+    import time
+
+    truth = np.zeros((240, 240, 155), dtype=np.uint8)
+    truth[90:150, 90:150, 50:100] = 2
+    truth[105:135, 105:135, 60:90] = 1
+    truth[112:128, 112:128, 70:80] = 3
+    pred = np.roll(truth, 2, axis=0)
+    start = time.perf_counter()
+    out = evaluate_case(pred, truth, (1, 1, 1))
+    elapsed = time.perf_counter() - start
+    assert 0.0 < out["hd95_WT"] <= 2.0
+    assert elapsed < 10.0, elapsed
+
+
+def test_evaluate_case_agrees_with_the_pieces_on_the_full_volume() -> None:
+    from brats.labels import region_mask
+
+    rng = np.random.default_rng(11)
+    truth = np.zeros((20, 18, 16), dtype=np.uint8)
+    pred = np.zeros_like(truth)
+    truth[5:12, 4:10, 6:12] = rng.integers(0, 4, size=(7, 6, 6))
+    pred[6:14, 3:9, 5:10] = rng.integers(0, 4, size=(8, 6, 5))
+    spacing = (1.0, 0.8, 2.5)
+    out = evaluate_case(pred, truth, spacing)
+    for region in ("WT", "TC", "ET"):
+        p, t = region_mask(pred, region), region_mask(truth, region)
+        assert out[f"dice_{region}"] == dice(p, t)
+        assert out[f"hd95_{region}"] == pytest.approx(_brute_force_hd(p, t, spacing, 95.0))
+    for c in (1, 2, 3):
+        assert out[f"iou_class{c}"] == iou(pred == c, truth == c)
+    assert out["accuracy"] == pytest.approx(float(np.mean(pred == truth)))
