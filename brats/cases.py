@@ -33,13 +33,14 @@ MODALITIES: Final = ("flair", "t1", "t1ce", "t2")
 SEED_MODALITIES: Final = ("flair", "t1ce", "t2")
 """The seed app's three-channel mode."""
 
-_SUFFIXES: Final[dict[str, tuple[str, LabelConvention]]] = {
-    # file-name token -> (canonical modality or "seg", naming convention it implies)
+_SUFFIXES: Final[dict[str, tuple[str, LabelConvention | None]]] = {
+    # file-name token -> (canonical modality or "seg", naming convention it implies); both
+    # releases name the segmentation "seg", so it implies none.
     "flair": ("flair", LabelConvention.BRATS2020),
     "t1": ("t1", LabelConvention.BRATS2020),
     "t1ce": ("t1ce", LabelConvention.BRATS2020),
     "t2": ("t2", LabelConvention.BRATS2020),
-    "seg": ("seg", LabelConvention.BRATS2020),
+    "seg": ("seg", None),
     "t2f": ("flair", LabelConvention.BRATS2023),
     "t1n": ("t1", LabelConvention.BRATS2023),
     "t1c": ("t1ce", LabelConvention.BRATS2023),
@@ -109,7 +110,7 @@ def nifti_stem(filename: str) -> str | None:
     return filename[: match.start()] if match else None
 
 
-def _parse(stem: str) -> tuple[str, str, LabelConvention] | None:
+def _parse(stem: str) -> tuple[str, str, LabelConvention | None] | None:
     """``"BraTS20_Training_001_t1ce" -> ("BraTS20_Training_001", "t1ce", BRATS2020)``."""
     match = _TOKEN_RE.match(stem)
     if not match:
@@ -163,7 +164,9 @@ def group_cases(
     ids = [c.case_id for c in found.cases]
     duplicates = {i for i in ids if ids.count(i) > 1}
     if duplicates:
-        found.rejected.extend(Rejected(i, "case id found in more than one folder") for i in duplicates)
+        found.rejected.extend(
+            Rejected(i, "case id found in more than one folder") for i in duplicates
+        )
         found.cases[:] = [c for c in found.cases if c.case_id not in duplicates]
     return found
 
@@ -194,7 +197,8 @@ def _make_case(
             leftovers.append(path)
             continue
         _, kind, naming = parsed
-        namings.add(naming)
+        if naming is not None:
+            namings.add(naming)
         if kind == "seg":
             if seg is not None:
                 return Rejected(case_id, f"two segmentation files: {seg} and {path}")

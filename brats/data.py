@@ -13,6 +13,7 @@ Shard keys are derived from the case ids they hold, so a rerun overwrites, never
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -150,7 +151,7 @@ def read_cohort(
     if not rows:
         raise FileNotFoundError(f"no cases found under {redact(cohort.uri)}")
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
-        load_and_prepare, fn_kwargs={"cohort": cohort, "config": config}, num_cpus=1
+        functools.partial(load_and_prepare, cohort=cohort, config=config), num_cpus=1
     )
     return ds, found
 
@@ -281,13 +282,16 @@ def ingest(config: IngestConfig) -> IngestResult:
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
     ds, found = read_cohort(cohort, config.preprocess)
     total = len(found.cases)
-    log.info("ingest: %d cases found under %s (%d rejected)", total, redact(cohort.uri),
-             len(found.rejected))
+    log.info(
+        "ingest: %d cases found under %s (%d rejected)",
+        total,
+        redact(cohort.uri),
+        len(found.rejected),
+    )
     for rejected in found.rejected:
         log.warning("rejected %s: %s", rejected.name, rejected.reason)
     results = ds.map_batches(
-        write_shard,
-        fn_kwargs={"out": out},
+        functools.partial(write_shard, out=out),
         batch_size=config.cases_per_shard,
         batch_format="numpy",
         num_cpus=1,

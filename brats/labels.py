@@ -73,9 +73,8 @@ def to_internal(seg: npt.ArrayLike, convention: LabelConvention | str) -> npt.ND
     """
     convention = LabelConvention(convention)
     arr = np.asarray(seg)
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise LabelError("segmentation has non-integer or non-finite values")
+    if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))):
+        raise LabelError("segmentation has non-integer or non-finite values")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise LabelError(f"label values outside 0..255: min {arr.min()}, max {arr.max()}")
     disk = DISK_LABELS[convention]

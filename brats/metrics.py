@@ -88,7 +88,10 @@ def precision(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
 
 
 def recall(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
-    """``|P∩T| / |T|`` (sensitivity). Both empty -> 1.0; empty truth, non-empty prediction -> 0.0."""
+    """``|P∩T| / |T|`` (sensitivity).
+
+    Both empty -> 1.0; empty truth, non-empty prediction -> 0.0.
+    """
     p, t = _masks(pred, truth)
     return _ratio(int(np.count_nonzero(p & t)), int(t.sum()), other=int(p.sum()))
 
@@ -248,9 +251,7 @@ def _labels(labels: npt.ArrayLike, what: str) -> npt.NDArray[np.uint8]:
     arr = np.asarray(labels)
     if arr.ndim != 3:
         raise ValueError(f"{what} must be a (D, H, W) label volume, got shape {arr.shape}")
-    if arr.dtype.kind not in "biu" and not (
-        arr.dtype.kind == "f" and np.all(arr == np.round(arr))
-    ):
+    if arr.dtype.kind not in "biu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
         raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}")
     if arr.size and (arr.min() < 0 or arr.max() >= N_CLASSES):
         raise ValueError(

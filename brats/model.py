@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402  (TF reads TF_CPP_MIN_LOG_LEVEL at import)
+import keras
 
 if TYPE_CHECKING:
     from keras import KerasTensor
@@ -102,7 +102,7 @@ class UNetConfig:
         if self.depth == len(SEED_LEVEL_DROPOUT) - 1:
             return SEED_LEVEL_DROPOUT
         half = self.depth // 2
-        return tuple(0.1 if level < half else 0.2 for level in range(self.depth)) + (0.3,)
+        return (*(0.1 if level < half else 0.2 for level in range(self.depth)), 0.3)
 
     @property
     def divisor(self) -> int:

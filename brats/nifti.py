@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import posixpath
 import zlib
 from dataclasses import dataclass, field
@@ -28,10 +29,26 @@ from brats.storage import Location, StorageError, read_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
 ALLOWED_DTYPES = frozenset(
-    np.dtype(t).str[1:]
-    for t in ("u1", "i1", "u2", "i2", "u4", "i4", "i8", "u8", "f2", "f4", "f8")
+    np.dtype(t).str[1:] for t in ("u1", "i1", "u2", "i2", "u4", "i4", "i8", "u8", "f2", "f4", "f8")
 )
 """Voxel types accepted, endianness aside (no complex, RGB or structured types)."""
+GEOMETRY_FIELDS = (
+    "pixdim",
+    "dim_info",
+    "xyzt_units",
+    "qform_code",
+    "sform_code",
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+)
+"""Header fields that place voxels in the world; a mask copies them from its source."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +115,7 @@ def parse_header(
     return header, shape, dtype, offset
 
 
-def read_volume(
-    raw: bytes, *, case_id: str, file: str, limits: Limits = Limits()
-) -> Volume:
+def read_volume(raw: bytes, *, case_id: str, file: str, limits: Limits = Limits()) -> Volume:
     """Read one NIfTI file (plain or gzipped bytes) into a Volume, in the file's own dtype.
 
     Scaling (``scl_slope``/``scl_inter``) is applied when present, which yields float32.
@@ -111,15 +126,14 @@ def read_volume(
     try:
         buf = stream.read(offset + nbytes)
         if len(buf) < offset + nbytes:
-            raise _fail(
-                case_id, file, f"truncated: {len(buf)} of {offset + nbytes} bytes present"
-            )
+            raise _fail(case_id, file, f"truncated: {len(buf)} of {offset + nbytes} bytes present")
         if isinstance(stream, gzip.GzipFile):
             stream.read(1)  # reach the end-of-stream marker: a cut-off gzip fails here
     except (OSError, EOFError, zlib.error) as err:
         raise _fail(case_id, file, f"corrupt or truncated gzip stream ({err})") from None
-    data: npt.NDArray[np.generic] = np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape)),
-                                                  offset=offset).reshape(shape, order="F")
+    data: npt.NDArray[np.generic] = np.frombuffer(
+        buf, dtype=dtype, count=int(np.prod(shape)), offset=offset
+    ).reshape(shape, order="F")
     slope, inter = header.get_slope_inter()
     if slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0):
         data = data.astype(np.float32) * np.float32(slope) + np.float32(inter or 0.0)
@@ -205,26 +219,22 @@ def read_case(
     )
 
 
-def encode_mask(
-    labels: npt.NDArray[np.integer], affine: npt.NDArray[np.floating], header: nib.Nifti1Header
-) -> bytes:
+def encode_mask(labels: npt.NDArray[np.integer], header: nib.Nifti1Header) -> bytes:
     """Encode an on-disk label volume as gzipped NIfTI-1 bytes in the source's geometry.
 
-    The source header's geometry (qform/sform and their codes, zooms, units) is kept; the data
+    The source header's geometry is copied field by field (qform and sform with their codes,
+    voxel sizes, units, slice axes), so the mask overlays its input in any viewer; the data
     type becomes uint8 with no scaling. Output is deterministic (gzip mtime 0), so writing the
     same mask twice gives identical bytes.
     """
+    data = np.asarray(labels, dtype=np.uint8)
     hdr = nib.Nifti1Header()
-    for key in ("qform_code", "sform_code", "xyzt_units", "dim_info"):
+    hdr.set_data_shape(data.shape)
+    for key in GEOMETRY_FIELDS:
         hdr[key] = header[key]
-    img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), affine, header=hdr)
-    img.header.set_zooms(header.get_zooms()[:3])
-    qform, qcode = header.get_qform(coded=True)
-    sform, scode = header.get_sform(coded=True)
-    img.set_qform(qform if qcode else affine, int(qcode or 1))
-    img.set_sform(sform if scode else affine, int(scode or 1))
-    img.header.set_slope_inter(1.0, 0.0)
-    img.set_data_dtype(np.uint8)
+    hdr.set_data_dtype(np.uint8)
+    hdr.set_slope_inter(1.0, 0.0)
+    img = nib.Nifti1Image(data, None, header=hdr)
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
 
 
@@ -267,23 +277,25 @@ def _check_header(
         shape = shape[:-1]
     if len(shape) != 3:
         raise _fail(case_id, file, f"expected a 3-D volume, header declares shape {shape}")
-    if any(s < 1 or s > limits.max_dim for s in shape):
-        raise _fail(
-            case_id, file, f"header declares shape {shape}; each axis must be 1..{limits.max_dim}"
-        )
+    if any(s < 1 for s in shape):
+        raise _fail(case_id, file, f"header declares shape {shape}; an axis is empty")
     try:
         dtype = np.dtype(header.get_data_dtype())
     except (TypeError, KeyError, ValueError) as err:
         raise _fail(case_id, file, f"unsupported voxel type ({err})") from None
     if dtype.str[1:] not in ALLOWED_DTYPES:
         raise _fail(case_id, file, f"unsupported voxel type {dtype}")
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: NIfTI-2 sizes overflow int64
     if nbytes > limits.max_bytes:
         raise _fail(
             case_id,
             file,
             f"header declares {shape} {dtype} = {nbytes} bytes, over the limit of "
             f"{limits.max_bytes} bytes",
+        )
+    if any(s > limits.max_dim for s in shape):
+        raise _fail(
+            case_id, file, f"header declares shape {shape}; each axis must be 1..{limits.max_dim}"
         )
     offset = int(header.get_data_offset())
     if offset < 348 or offset > limits.max_offset:

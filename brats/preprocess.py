@@ -207,7 +207,9 @@ def pad_or_crop(
             lo = (want - have) // 2
             src.append(slice(0, have))
             dst.append(slice(lo, lo + have))
-    out[(..., *dst)] = volume[(..., *src)]
+    dst_index: tuple[Any, ...] = (..., *dst)
+    src_index: tuple[Any, ...] = (..., *src)
+    out[dst_index] = volume[src_index]
     return out
 
 
@@ -218,7 +220,9 @@ def stack_channels(
     return np.stack([images[m] for m in modalities], axis=0)
 
 
-def normalize(image: npt.NDArray[np.floating], method: Normalization | str) -> npt.NDArray[np.float32]:
+def normalize(
+    image: npt.NDArray[np.floating], method: Normalization | str
+) -> npt.NDArray[np.float32]:
     """Apply the configured normalization to ``(C, D, H, W)``."""
     if Normalization(method) is Normalization.ZSCORE:
         return zscore_nonzero(image)

@@ -78,7 +78,6 @@ class Location:
             config_kwargs={"retries": {"max_attempts": S3_RETRIES, "mode": "adaptive"}},
             # Listings change under a nightly job (records appear); never serve stale ones.
             use_listings_cache=False,
-            retries=S3_RETRIES,
         )
 
     def pyarrow_filesystem(self) -> pyarrow.fs.FileSystem:

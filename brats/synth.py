@@ -135,7 +135,9 @@ class SynthConfig:
         if len(self.shape) != 3 or min(self.shape) < 8:
             raise ValueError(f"shape must be three sizes of at least 8, got {self.shape}")
         if len(self.field_of_view_mm) != 3 or min(self.field_of_view_mm) <= 0:
-            raise ValueError(f"field_of_view_mm must be three positive sizes, got {self.field_of_view_mm}")
+            raise ValueError(
+                f"field_of_view_mm must be three positive sizes, got {self.field_of_view_mm}"
+            )
         if self.seed < 0:
             raise ValueError("seed must be non-negative")
         if not 0.0 <= self.p_no_enhancing <= 1.0:
@@ -239,7 +241,7 @@ def _read_map(name: str) -> tuple[F32, F64] | None:
     path = template_dir() / _TEMPLATE_NAME.format(name)
     if not path.is_file():
         return None
-    img = nib.load(path)
+    img = nib.Nifti1Image.from_filename(path)
     data = np.asarray(img.get_fdata(dtype=np.float32))
     if data.max() > 1.5:  # some releases store the maps as 0..255
         data = data / np.float32(data.max())
@@ -264,7 +266,9 @@ def _load_template() -> _Template:
     idx = np.argwhere(mask > 0.5)
     lo = nib.affines.apply_affine(affine, idx.min(axis=0))
     hi = nib.affines.apply_affine(affine, idx.max(axis=0))
-    return _Template(tissue.astype(np.float32), mask, affine, np.minimum(lo, hi), np.maximum(lo, hi))
+    return _Template(
+        tissue.astype(np.float32), mask, affine, np.minimum(lo, hi), np.maximum(lo, hi)
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -333,6 +337,7 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
 
     enhancing = bool(tumor_rng.random() >= config.p_no_enhancing)
     tumor = _grow_tumor(tumor_rng, world, mni, tissue, spacing, enhancing)
+    _keep_connected_to_core(tumor, points, config.shape)
     values = _render(intensity_rng, tissue, tumor, world, config, enhancing)
 
     images: dict[str, npt.NDArray[np.int16]] = {}
@@ -364,7 +369,8 @@ def _placement(
     extent = np.ptp((corners - centre) @ rot.T, axis=0)
     room = np.asarray(config.field_of_view_mm) - 2.0 * (config.max_shift_mm + 2.0)
     scale = min(scale, float(np.min(room / extent)))
-    # world = scale * rot @ (mni - centre) + shift, inverted: mni = centre + rot.T @ (world - shift) / scale
+    # world = scale * rot @ (mni - centre) + shift, inverted:
+    # mni = centre + rot.T @ (world - shift) / scale
     mni_from_world = np.eye(4)
     mni_from_world[:3, :3] = rot.T / scale
     mni_from_world[:3, 3] = centre - rot.T @ shift / scale
@@ -390,8 +396,14 @@ def _resample_mask(
     sub_shape = tuple(int(b - a) for a, b in zip(start, stop, strict=True))
     offset = vox_to_tpl[:3, :3] @ start + vox_to_tpl[:3, 3]
     sub = ndimage.affine_transform(
-        template.mask, vox_to_tpl[:3, :3], offset=offset, output_shape=sub_shape, order=1,
-        mode="constant", cval=0.0, output=np.float32,
+        template.mask,
+        vox_to_tpl[:3, :3],
+        offset=offset,
+        output_shape=sub_shape,
+        order=1,
+        mode="constant",
+        cval=0.0,
+        output=np.float32,
     )
     mask = np.zeros(shape, dtype=bool)
     mask[tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))] = sub > 0.5
@@ -463,10 +475,14 @@ def _grow_tumor(
     fields = [np.clip(_smooth_noise(rng, xyz, lam), -2.5, 2.5) for _ in range(4)]
     radius = np.linalg.norm((xyz @ axes) / aspect, axis=1).astype(np.float32)
 
-    def membership(r0: float, amp: float, field: F32, softness: float, bias: F32 | float = 0.0) -> F32:
+    def membership(
+        r0: float, amp: float, field: F32, softness: float, bias: F32 | float = 0.0
+    ) -> F32:
         # Deformed radius: the boundary sits at r0 * exp(amp * noise + bias).
         rho = radius * np.exp(-amp * field - bias)
-        return (1.0 / (1.0 + np.exp((rho - r0) / softness))).astype(np.float32)
+        # Clipped: far from the boundary the logistic is 0 or 1 either way, and exp overflows.
+        z = np.clip((rho - r0) / softness, -60.0, 60.0)
+        return (1.0 / (1.0 + np.exp(z))).astype(np.float32)
 
     sharp = 0.3 * float(spacing.min())
     necrosis = membership(r_necrosis, amp_necrosis, fields[0], sharp)
@@ -494,6 +510,22 @@ def _grow_tumor(
     return _Tumor(label, out["edema"], out["core"], out["necrosis"], out["tex"])
 
 
+def _keep_connected_to_core(
+    tumor: _Tumor, points: tuple[npt.NDArray[np.intp], ...], shape: tuple[int, int, int]
+) -> None:
+    """Drop edema islands that CSF cut off from the core (in place): one connected tumor.
+
+    Their edema membership goes too, so no unlabeled bright patch is left in the images.
+    """
+    label = np.zeros(shape, dtype=np.uint8)
+    label[points] = tumor.label
+    components, _ = ndimage.label(label > 0)
+    keep = np.unique(components[np.isin(label, (NCR, ET))])
+    dropped = ~np.isin(components[points], keep[keep > 0]) & (tumor.label > 0)
+    tumor.label[dropped] = 0
+    tumor.edema[dropped] = 0.0
+
+
 def _render(
     rng: np.random.Generator,
     tissue: F32,
@@ -506,15 +538,22 @@ def _render(
     # Low-order polynomial in world mm: a smooth field across the head, like coil shading.
     u = (world / 100.0).astype(np.float32)
     basis = np.stack(
-        [u[:, 0], u[:, 1], u[:, 2], u[:, 0] * u[:, 1], u[:, 0] * u[:, 2], u[:, 1] * u[:, 2],
-         u[:, 0] ** 2, u[:, 1] ** 2, u[:, 2] ** 2],
+        [
+            u[:, 0],
+            u[:, 1],
+            u[:, 2],
+            u[:, 0] * u[:, 1],
+            u[:, 0] * u[:, 2],
+            u[:, 1] * u[:, 2],
+            u[:, 0] ** 2,
+            u[:, 1] ** 2,
+            u[:, 2] ** 2,
+        ],
         axis=1,
     )
     values: dict[str, npt.NDArray[np.int16]] = {}
     for modality in MODALITIES:
-        csf, gm, wm, ed, et, nec, net = (
-            v * rng.uniform(0.92, 1.08) for v in _CONTRAST[modality]
-        )
+        csf, gm, wm, ed, et, nec, net = (v * rng.uniform(0.92, 1.08) for v in _CONTRAST[modality])
         image = tissue @ np.array([csf, gm, wm], dtype=np.float32)
         heterogeneity = 1.0 + 0.08 * tumor.texture
         core_value = (et if enhancing else net) * heterogeneity
@@ -707,12 +746,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out", help="cohort root: local folder or s3://bucket/prefix")
     parser.add_argument("--cases", type=int, default=8, help="labeled cases (default 8)")
     parser.add_argument(
-        "--shape", type=int, nargs=3, default=[240, 240, 155], metavar=("D", "H", "W"),
+        "--shape",
+        type=int,
+        nargs=3,
+        default=[240, 240, 155],
+        metavar=("D", "H", "W"),
         help="output grid; the field of view stays 240 x 240 x 155 mm (default 240 240 155)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--convention", choices=[c.value for c in LabelConvention], default="brats2020",
+        "--convention",
+        choices=[c.value for c in LabelConvention],
+        default="brats2020",
         help="file names and label values on disk (default brats2020)",
     )
     parser.add_argument("--unlabeled", type=int, default=0, help="extra cases without a seg")
@@ -733,9 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         p_no_enhancing=args.p_no_enhancing,
     )
     began = time.perf_counter()
-    ids = generate_cohort(
-        args.out, args.cases, config, unlabeled=args.unlabeled, start=args.start
-    )
+    ids = generate_cohort(args.out, args.cases, config, unlabeled=args.unlabeled, start=args.start)
     elapsed = time.perf_counter() - began
     where = resolve(args.out).uri
     print(

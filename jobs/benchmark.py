@@ -1,8 +1,8 @@
 """Benchmarks: each prints ratios measured side by side in one run, and writes JSON.
 
-    python jobs/benchmark.py ingest [--cases 8 --shape 240 240 155]
-    python jobs/benchmark.py model [--size 128]
-    python jobs/benchmark.py all --json bench-out/figures.json
+python jobs/benchmark.py ingest [--cases 8 --shape 240 240 155]
+python jobs/benchmark.py model [--size 128]
+python jobs/benchmark.py all --json bench-out/figures.json
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Ingest job: read + validate + normalize a NIfTI cohort with Ray Data.
 
-    python jobs/preprocess.py --cohort s3://bucket/brats2020 --out s3://bucket/cohorts/v1
-    ray job submit --working-dir . -- python jobs/preprocess.py --cohort ... --out ...
+python jobs/preprocess.py --cohort s3://bucket/brats2020 --out s3://bucket/cohorts/v1
+ray job submit --working-dir . -- python jobs/preprocess.py --cohort ... --out ...
 """
 
 import sys

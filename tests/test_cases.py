@@ -19,8 +19,22 @@ def test_valid_case_ids(name):
 
 @pytest.mark.parametrize(
     "name",
-    ["../x", "/abs", "a/b", "%2e%2e", "..", "a..b", "caf\u00e9", "with space", "", ".hidden",
-     "-dash", "a\\b", "x" * 200, "a\x00b"],
+    [
+        "../x",
+        "/abs",
+        "a/b",
+        "%2e%2e",
+        "..",
+        "a..b",
+        "caf\u00e9",
+        "with space",
+        "",
+        ".hidden",
+        "-dash",
+        "a\\b",
+        "x" * 200,
+        "a\x00b",
+    ],
 )
 def test_hostile_case_ids_are_rejected(name):
     with pytest.raises(InvalidCaseIdError):
@@ -29,8 +43,9 @@ def test_hostile_case_ids_are_rejected(name):
 
 def test_brats2020_layout():
     cid = "BraTS20_Training_001"
-    found = group_cases(files(cid, [f"{cid}_{m}.nii.gz" for m in
-                                    ("flair", "t1", "t1ce", "t2", "seg")]), ROOT)
+    found = group_cases(
+        files(cid, [f"{cid}_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2", "seg")]), ROOT
+    )
     (case,) = found.cases
     assert case.case_id == cid
     assert set(case.images) == {"flair", "t1", "t1ce", "t2"}
@@ -41,8 +56,9 @@ def test_brats2020_layout():
 
 def test_brats2023_layout_and_nii():
     cid = "BraTS-GLI-00000-000"
-    found = group_cases(files(cid, [f"{cid}-{m}.nii" for m in
-                                    ("t2f", "t1n", "t1c", "t2w", "seg")]), ROOT)
+    found = group_cases(
+        files(cid, [f"{cid}-{m}.nii" for m in ("t2f", "t1n", "t1c", "t2w", "seg")]), ROOT
+    )
     (case,) = found.cases
     assert case.images == {
         "flair": f"{ROOT}/{cid}/{cid}-t2f.nii",
@@ -73,7 +89,7 @@ def test_unlabeled_and_missing_modality_are_kept_for_reporting():
 
 def test_flat_layout_groups_by_prefix():
     paths = [f"{ROOT}/{c}_{m}.nii.gz" for c in ("P1", "P2") for m in ("flair", "t1", "t1ce", "t2")]
-    found = group_cases(paths + [f"{ROOT}/notes.nii.gz"], ROOT)
+    found = group_cases([*paths, f"{ROOT}/notes.nii.gz"], ROOT)
     assert [c.case_id for c in found.cases] == ["P1", "P2"]
     assert [r.name for r in found.rejected] == ["notes.nii.gz"]
 

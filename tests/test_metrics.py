@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +45,7 @@ def _brute_force_hd(
 
 def test_metrics_module_needs_neither_tensorflow_nor_ray() -> None:
     assert metrics.__name__ == "brats.metrics"
-    source = open(metrics.__file__, encoding="utf-8").read()
+    source = Path(metrics.__file__).read_text(encoding="utf-8")
     assert "import tensorflow" not in source and "import ray" not in source
     assert "keras" not in source
 

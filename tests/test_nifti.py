@@ -101,8 +101,9 @@ def test_huge_header_is_rejected_before_reading_data():
 
 def test_shape_limits_and_dtypes():
     with pytest.raises(CaseError, match="each axis"):
-        parse_header(huge_header_bytes((2000, 2, 2), np.uint8), case_id="c", file="f",
-                     limits=Limits())
+        parse_header(
+            huge_header_bytes((2000, 2, 2), np.uint8), case_id="c", file="f", limits=Limits()
+        )
     with pytest.raises(CaseError, match="3-D"):
         read_volume(nifti_bytes(np.zeros((2, 2, 2, 2), np.int16)), case_id="c", file="f")
     with pytest.raises(CaseError, match="3-D"):
@@ -129,8 +130,9 @@ def write_case(root, cid, arrays, affines=None):
 
 def good_arrays(shape=(8, 8, 8)):
     rng = np.random.default_rng(1)
-    arrays = {m: (rng.random(shape) * 100 + 1).astype(np.int16) for m in
-              ("flair", "t1", "t1ce", "t2")}
+    arrays = {
+        m: (rng.random(shape) * 100 + 1).astype(np.int16) for m in ("flair", "t1", "t1ce", "t2")
+    }
     seg = np.zeros(shape, np.uint8)
     seg[2:4, 2:4, 2:4] = 4
     seg[4, 4, 4] = 1
@@ -155,11 +157,21 @@ def test_read_case_validates_and_converts(tmp_path):
     [
         (lambda a: a.pop("t1ce"), "c1_t1ce.nii.gz", "missing modality t1ce"),
         (lambda a: a.__setitem__("t2", np.zeros((8, 8, 9), np.int16)), "c1_t2.nii.gz", "shape"),
-        (lambda a: a.__setitem__("t1", np.zeros((8, 8, 8), np.int16)), "c1_t1.nii.gz", "all voxels"),
-        (lambda a: a.__setitem__("flair", np.full((8, 8, 8), np.nan, np.float32)),
-         "c1_flair.nii.gz", "non-finite"),
-        (lambda a: a.__setitem__("t2", np.full((8, 8, 8), np.inf, np.float32)),
-         "c1_t2.nii.gz", "non-finite"),
+        (
+            lambda a: a.__setitem__("t1", np.zeros((8, 8, 8), np.int16)),
+            "c1_t1.nii.gz",
+            "all voxels",
+        ),
+        (
+            lambda a: a.__setitem__("flair", np.full((8, 8, 8), np.nan, np.float32)),
+            "c1_flair.nii.gz",
+            "non-finite",
+        ),
+        (
+            lambda a: a.__setitem__("t2", np.full((8, 8, 8), np.inf, np.float32)),
+            "c1_t2.nii.gz",
+            "non-finite",
+        ),
         (lambda a: a["seg"].__setitem__((0, 0, 0), 3), "c1_seg.nii.gz", "not in the brats2020"),
     ],
 )
@@ -199,8 +211,8 @@ def test_encode_mask_keeps_geometry_and_is_deterministic():
     affine = src.header.get_best_affine()
     labels = np.zeros((4, 5, 6), np.uint8)
     labels[1, 2, 3] = 4
-    raw = encode_mask(labels, affine, src.header)
-    assert raw == encode_mask(labels, affine, src.header)
+    raw = encode_mask(labels, src.header)
+    assert raw == encode_mask(labels, src.header)
     back = nib.Nifti1Image.from_bytes(gzip.decompress(raw))
     assert back.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(np.asanyarray(back.dataobj), labels)

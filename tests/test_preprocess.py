@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from brats.labels import LabelConvention
 from brats.nifti import CaseVolumes
 from brats.preprocess import (
     CropBox,
@@ -14,7 +15,6 @@ from brats.preprocess import (
     prepare_case,
     zscore_nonzero,
 )
-from brats.labels import LabelConvention
 
 
 def test_zscore_over_brain_only():
@@ -38,9 +38,10 @@ def test_zscore_constant_channel_and_empty_mask():
 
 
 def test_minmax_is_whole_volume_not_per_slice():
-    image = np.zeros((1, 2, 2, 2), np.float32)
+    image = np.zeros((1, 2, 2, 3), np.float32)
     image[0, :, :, 0] = 10  # slice 0 bright
     image[0, :, :, 1] = 5  # slice 1 half as bright: must stay half, not become 1
+    # slice 2 stays 0: the background sets the minimum
     out = minmax_scale(image)
     assert out.max() == 1 and out[0, 0, 0, 1] == pytest.approx(0.5)
     assert np.all(minmax_scale(np.ones((1, 2, 2, 2))) == 0)
@@ -85,8 +86,9 @@ def test_prepare_case_crops_normalizes_and_orders_channels():
         images[m] = v
     label = np.zeros(shape, np.uint8)
     label[4, 4, 4] = 3
-    vols = CaseVolumes("c", images, label, np.eye(4), (1.0, 1.0, 1.0),
-                       LabelConvention.BRATS2020, header=None)
+    vols = CaseVolumes(
+        "c", images, label, np.eye(4), (1.0, 1.0, 1.0), LabelConvention.BRATS2020, header=None
+    )
     prep = prepare_case(vols, PreprocessConfig(modalities=("t2", "flair", "t1ce")))
     assert prep.image.shape == (3, 6, 4, 8) and prep.image.dtype == np.float16
     assert prep.crop == CropBox((2, 3, 1), (8, 7, 9), shape)

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_atomic_local_write_leaves_no_temp_and_never_half(tmp_path):
     path = loc.join("deep", "obj.bin")
     write_bytes_atomic(fs, path, b"first")
     write_bytes_atomic(fs, path, b"second")
-    assert open(path, "rb").read() == b"second"
+    assert Path(path).read_bytes() == b"second"
     assert os.listdir(tmp_path / "deep") == ["obj.bin"]
 
     with pytest.raises(TypeError):

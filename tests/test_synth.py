@@ -226,7 +226,7 @@ def test_fault_writes_the_condition_it_claims(faulty_root: Path, fault: str) -> 
         data = _data(path)
         assert data.dtype == np.float32
         bad = np.isnan(data) if fault == "nan" else np.isinf(data)
-        assert 0 < np.count_nonzero(bad) and np.all(np.isfinite(data[~bad]))
+        assert np.count_nonzero(bad) > 0 and np.all(np.isfinite(data[~bad]))
     elif fault == "all_zero":
         assert not np.any(_data(path))
     elif fault == "huge_header":

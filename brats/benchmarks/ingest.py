@@ -63,11 +63,14 @@ def _seed_way(cases: list[Case], config: PreprocessConfig) -> float:
     start = time.perf_counter()
     for case in cases:
         channels = [
-            _minmax_per_slice(nib.load(case.images[m]).get_fdata()) for m in config.modalities
+            _minmax_per_slice(
+                np.asarray(nib.Nifti1Image.from_filename(case.images[m]).get_fdata(), np.float64)
+            )
+            for m in config.modalities
         ]
         np.stack(channels, axis=3)
         if case.seg is not None:
-            mask = nib.load(case.seg).get_fdata().astype(np.uint8)
+            mask = nib.Nifti1Image.from_filename(case.seg).get_fdata().astype(np.uint8)
             mask[mask == 4] = 3
     return time.perf_counter() - start
 
@@ -98,8 +101,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             root = tmp
             t0 = time.perf_counter()
             generate_cohort(root, args.cases, SynthConfig(shape=tuple(args.shape), seed=0))
-            print(f"generated {args.cases} cases {tuple(args.shape)} in "
-                  f"{time.perf_counter() - t0:.1f} s")
+            print(
+                f"generated {args.cases} cases {tuple(args.shape)} in "
+                f"{time.perf_counter() - t0:.1f} s"
+            )
         loc = resolve(root)
         cases = discover(loc).cases
         init_ray(num_cpus=args.num_cpus or os.cpu_count())
