@@ -61,7 +61,6 @@ def ingest_parser() -> argparse.ArgumentParser:
         default=None,
         help="force the on-disk label convention (default: from the file names)",
     )
-    parser.add_argument("--cases-per-shard", type=int, default=8)
     parser.add_argument(
         "--max-bytes",
         type=int,
@@ -93,7 +92,6 @@ def run_ingest(argv: list[str] | None = None) -> int:
             convention=LabelConvention(args.label_convention) if args.label_convention else None,
             limits=Limits(max_bytes=args.max_bytes),
         ),
-        cases_per_shard=args.cases_per_shard,
     )
     init_ray(num_cpus=args.num_cpus)
     result = ingest(config)

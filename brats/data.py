@@ -4,11 +4,11 @@ Shape of the ingest pipeline (DESIGN.md):
 
     discover cases (driver, one listing) -> one row per case
       -> map: read the case's files in one task, validate, normalize, crop   (parallel)
-      -> map_batches: write each batch of cases as one Parquet shard at a fixed key
+      -> map: write each good case as its own Parquet shard at a fixed key (same task)
       -> driver: collect the small per-case results, write manifest.json last
 
 A case that fails becomes a failure row (case, file, reason) and never stops the others.
-Shard keys are derived from the case ids they hold, so a rerun overwrites, never duplicates.
+Shard keys are derived from the case id, so a rerun overwrites, never duplicates.
 """
 
 from __future__ import annotations
@@ -159,10 +159,13 @@ def read_cohort(
 # --- writing shards --------------------------------------------------------------------------
 
 
-def shard_name(case_ids: list[str]) -> str:
-    """A shard's key follows from the cases it holds: reruns overwrite instead of piling up."""
-    digest = hashlib.sha256("\n".join(sorted(case_ids)).encode()).hexdigest()[:16]
-    return f"part-{digest}.parquet"
+def shard_key(case_id: str) -> str:
+    """A case's shard key follows from its id alone: a rerun overwrites, never duplicates.
+
+    One case per shard: a case is tens of MB, so a shard per case keeps every read and write
+    in its own task (full parallelism, no batching hop through the object store).
+    """
+    return posixpath.join(SHARDS, f"{case_id}.parquet")
 
 
 def _tensor_column(arrays: list[npt.NDArray[Any]]) -> Any:
@@ -205,30 +208,27 @@ def encode_shard(rows: list[dict[str, Any]]) -> bytes:
     return sink.getvalue()
 
 
-def write_shard(batch: dict[str, npt.NDArray[Any]], *, out: Location) -> dict[str, Any]:
-    """Ray Data ``map_batches`` function: write a batch's good cases as one shard.
+def write_case_shard(row: dict[str, Any], *, out: Location) -> dict[str, Any]:
+    """Ray Data ``map`` function: write a prepared case as its shard; failures write nothing.
 
-    Returns one small row per case (no tensors) for the manifest.
+    Returns a small row (no tensors) for the manifest.
     """
-    n = len(batch["case_id"])
-    rows = [{k: batch[k][i] for k in batch} for i in range(n)]
-    ok = [r for r in rows if r["status"] == "ok"]
-    shard = ""
+    ok = row["status"] == "ok"
+    shard = shard_key(str(row["case_id"])) if ok else ""
     if ok:
-        shard = posixpath.join(SHARDS, shard_name([str(r["case_id"]) for r in ok]))
-        write_bytes_atomic(out.filesystem(), out.join(shard), encode_shard(ok))
+        write_bytes_atomic(out.filesystem(), out.join(shard), encode_shard([row]))
     return {
-        "case_id": [str(r["case_id"]) for r in rows],
-        "status": [str(r["status"]) for r in rows],
-        "error": [str(r["error"]) for r in rows],
-        "error_file": [str(r["error_file"]) for r in rows],
-        "shard": [shard if r["status"] == "ok" else "" for r in rows],
-        "shape": [json.dumps(list(r["image"].shape)) for r in rows],
-        "crop": [_crop_json(r) for r in rows],
-        "spacing": [json.dumps(r["spacing"].tolist()) for r in rows],
-        "labeled": [bool(r["labeled"]) for r in rows],
-        "convention": [str(r["convention"]) for r in rows],
-        "checksums": [str(r["checksums"]) for r in rows],
+        "case_id": str(row["case_id"]),
+        "status": str(row["status"]),
+        "error": str(row["error"]),
+        "error_file": str(row["error_file"]),
+        "shard": shard,
+        "shape": json.dumps(list(row["image"].shape)),
+        "crop": _crop_json(row),
+        "spacing": json.dumps(row["spacing"].tolist()),
+        "labeled": bool(row["labeled"]),
+        "convention": str(row["convention"]),
+        "checksums": str(row["checksums"]),
     }
 
 
@@ -253,7 +253,6 @@ class IngestConfig:
     out: str
     s3_endpoint: str | None = None
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    cases_per_shard: int = 8
 
 
 @dataclass(frozen=True)
@@ -290,12 +289,7 @@ def ingest(config: IngestConfig) -> IngestResult:
     )
     for rejected in found.rejected:
         log.warning("rejected %s: %s", rejected.name, rejected.reason)
-    results = ds.map_batches(
-        functools.partial(write_shard, out=out),
-        batch_size=config.cases_per_shard,
-        batch_format="numpy",
-        num_cpus=1,
-    )
+    results = ds.map(functools.partial(write_case_shard, out=out), num_cpus=1)
     entries: list[dict[str, Any]] = []
     for done, row in enumerate(_iter_results(results), start=1):
         entries.append(row)

@@ -61,7 +61,7 @@ def check_manifest(manifest, ids):
 def test_ingest_local_folder(cohort, tmp_path, ray_session):
     root, ids = cohort
     out = tmp_path / "out"
-    result = ingest(IngestConfig(str(root), str(out), cases_per_shard=4))
+    result = ingest(IngestConfig(str(root), str(out)))
     check_manifest(result.manifest, ids)
     assert result.manifest_uri == str(out / "manifest.json")
 
@@ -89,8 +89,8 @@ def test_ingest_local_folder(cohort, tmp_path, ray_session):
 
     # Rerunning into the same folder overwrites the same shard keys: nothing piles up.
     shards = sorted(os.listdir(out / "shards"))
-    assert len(shards) >= 2
-    again = ingest(IngestConfig(str(root), str(out), cases_per_shard=4))
+    assert shards == sorted(f"{i}.parquet" for i in ids)
+    again = ingest(IngestConfig(str(root), str(out)))
     assert sorted(os.listdir(out / "shards")) == shards
     assert again.manifest["hash"] == result.manifest["hash"]
 
@@ -100,12 +100,10 @@ def test_ingest_s3_matches_local(cohort, tmp_path, s3_bucket, s3_endpoint, ray_s
     fs = s3fs_client(s3_endpoint)
     fs.put(str(root), f"{s3_bucket[5:]}/incoming", recursive=True)
     out = f"{s3_bucket}/cohorts/v1"
-    result = ingest(
-        IngestConfig(f"{s3_bucket}/incoming", out, s3_endpoint=s3_endpoint, cases_per_shard=4)
-    )
+    result = ingest(IngestConfig(f"{s3_bucket}/incoming", out, s3_endpoint=s3_endpoint))
     check_manifest(result.manifest, ids)
     assert result.manifest["source"] == f"{s3_bucket}/incoming"
-    local = ingest(IngestConfig(str(root), str(tmp_path / "local"), cases_per_shard=4))
+    local = ingest(IngestConfig(str(root), str(tmp_path / "local")))
     # Same bytes in, same preprocessing: the cohort hash does not depend on where it lives.
     assert result.manifest["hash"] == local.manifest["hash"]
     ds, _ = read_prepared(resolve(out, s3_endpoint=s3_endpoint))
