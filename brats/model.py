@@ -53,8 +53,13 @@ class UNetConfig:
             bottleneck).
         normalization: ``None`` (the seed), ``"batch"``, ``"group"`` or ``"instance"``;
             placed between each convolution and its ReLU.
-        mixed_precision: compute in float16 (``"mixed_float16"`` policy per layer, variables
-            in float32) with a float32 softmax. Set per layer, never as Keras' global policy.
+        mixed_precision: the compute precision, set per layer (never as Keras' global policy);
+            variables and the softmax output stay float32 whatever is chosen. ``False`` or
+            ``"float32"``: float32 throughout (the seed). ``True`` or ``"mixed_float16"``:
+            float16 compute, for GPUs (TensorFlow has no CPU float16 kernel for 3D max
+            pooling). ``"mixed_bfloat16"``: bfloat16 compute, for CPUs with AVX-512 BF16 or
+            AMX, TPUs and Ampere or newer GPUs. Stored canonically as ``False``, ``True`` or
+            ``"mixed_bfloat16"``.
     """
 
     base_filters: int = 16
@@ -64,7 +69,7 @@ class UNetConfig:
     dropout: bool = True
     dropout_rates: tuple[float, ...] | None = None
     normalization: str | None = None
-    mixed_precision: bool = False
+    mixed_precision: bool | str = False
 
     def __post_init__(self) -> None:
         for name in ("base_filters", "depth", "in_channels", "n_classes"):
@@ -86,6 +91,14 @@ class UNetConfig:
                     f"in [0, 1), got {self.dropout_rates!r}"
                 )
             object.__setattr__(self, "dropout_rates", rates)
+        object.__setattr__(self, "mixed_precision", _canonical_precision(self.mixed_precision))
+
+    @property
+    def dtype_policy(self) -> str:
+        """The Keras dtype policy of every layer but the float32 softmax."""
+        if self.mixed_precision is True:
+            return "mixed_float16"
+        return "float32" if self.mixed_precision is False else str(self.mixed_precision)
 
     @property
     def filters(self) -> tuple[int, ...]:
@@ -127,6 +140,18 @@ class UNetConfig:
         if values.get("dropout_rates") is not None:
             values["dropout_rates"] = tuple(values["dropout_rates"])
         return cls(**values)
+
+
+def _canonical_precision(value: object) -> bool | str:
+    # bool first: True == 1 and False == 0, so a membership test alone would take ints.
+    if isinstance(value, bool):
+        return value
+    if value in ("float32", "mixed_float16", "mixed_bfloat16"):
+        return {"float32": False, "mixed_float16": True}.get(str(value), str(value))
+    raise ValueError(
+        "UNetConfig.mixed_precision must be False, True, 'float32', 'mixed_float16' or "
+        f"'mixed_bfloat16', got {value!r}"
+    )
 
 
 SEED_CONFIG: Final = UNetConfig(in_channels=3)
@@ -173,7 +198,7 @@ def build_unet(config: UNetConfig | None = None, *, name: str = "unet3d") -> ker
         to ``(B, D, H, W, n_classes) float32`` softmax probabilities.
     """
     config = config or UNetConfig()
-    dtype = "mixed_float16" if config.mixed_precision else "float32"
+    dtype = config.dtype_policy
     rates = config.level_dropout
     inputs = keras.Input(shape=(None, None, None, config.in_channels), name="image")
 
