@@ -255,3 +255,19 @@ def test_evaluate_case_agrees_with_the_pieces_on_the_full_volume() -> None:
     for c in (1, 2, 3):
         assert out[f"iou_class{c}"] == iou(pred == c, truth == c)
     assert out["accuracy"] == pytest.approx(float(np.mean(pred == truth)))
+
+
+def test_case_without_et_predicted_with_et_scores_zero_and_the_diagonal() -> None:
+    # RELIABILITY row 11: a 2020 case with no enhancing tumour (no label 4 on disk).
+    disk_truth = np.zeros((10, 12, 8), dtype=np.uint8)
+    disk_truth[2:8, 2:8, 2:6] = 2
+    disk_truth[4:6, 4:6, 3:5] = 1
+    truth = to_internal(disk_truth, LabelConvention.BRATS2020)
+    pred = truth.copy()
+    pred[4, 4, 3] = 3  # one false enhancing voxel inside the core
+    out = evaluate_case(pred, truth, (1.0, 1.0, 2.5))
+    assert out["dice_ET"] == 0.0
+    assert out["hd95_ET"] == pytest.approx(math.sqrt(10**2 + 12**2 + 20**2))
+    assert out["precision_class3"] == 0.0 and out["recall_class3"] == 0.0
+    assert out["dice_TC"] == 1.0 and out["dice_WT"] == 1.0 and out["hd95_TC"] == 0.0
+    assert all(math.isfinite(v) for v in out.values())
