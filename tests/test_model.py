@@ -264,3 +264,28 @@ def test_group_normalization_uses_fewer_groups_when_a_level_is_narrow() -> None:
     model = build_unet(UNetConfig(base_filters=4, depth=1, normalization="group"))
     groups = {layer.name: layer.groups for layer in _layers(model, keras.layers.GroupNormalization)}
     assert groups["enc0_norm1"] == 4 and groups["bottleneck_norm1"] == 8
+
+
+def test_model_benchmark_reports_flops_and_rates() -> None:
+    import argparse
+
+    from brats.benchmarks import model as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            *("--size", "16", "--channels", "3", "--base-filters", "4", "--depth", "2"),
+            *("--repeats", "1", "--matmul-n", "128"),
+        ]
+    )
+    figures = bench.run(args)
+    config = UNetConfig(base_filters=4, depth=2, in_channels=3)
+    flops = forward_flops(config, (16, 16, 16))["total"]
+    assert figures["forward_gflop_per_step"] == round(flops / 1e9, 2)
+    assert figures["train_gflop_per_step"] == round(3 * flops / 1e9, 2)
+    assert figures["input_shape"] == [1, 16, 16, 16, 3]
+    assert figures["forward_s"] > 0 and figures["train_step_s"] > 0
+    assert set(figures["matmul_gflops"]) == {"numpy", "tensorflow"}
+    best = max(figures["matmul_gflops"].values())
+    assert figures["train_vs_matmul"] == pytest.approx(figures["train_gflops"] / best, rel=0.05)
