@@ -112,8 +112,110 @@ def run_ingest(argv: list[str] | None = None) -> int:
     return 0 if counts["ok"] else 1
 
 
+def train_parser() -> argparse.ArgumentParser:
+    from brats.training import TrainConfig
+
+    d = TrainConfig(data="", storage="")
+    parser = argparse.ArgumentParser(
+        prog="brats train",
+        description="Train the 3D U-Net with Ray Train (multi-worker TensorFlow); checkpoints "
+        "to storage; rerun with the same --name and --storage to resume.",
+    )
+    parser.add_argument("--data", required=True, help="raw NIfTI cohort or ingested cohort")
+    parser.add_argument("--storage", required=True, help="runs folder: local or s3://")
+    parser.add_argument("--name", default=d.name, help="run name (resume by reusing it)")
+    parser.add_argument("--num-workers", type=int, default=d.num_workers)
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help="CPUs reserved per worker (default: 1 with GPUs; else at most 1, leaving one for "
+        "data loading)",
+    )
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="per worker")
+    parser.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size))
+    parser.add_argument("--patches-per-case", type=int, default=d.patches_per_case)
+    parser.add_argument("--steps-per-epoch", type=int, default=None)
+    parser.add_argument("--tumor-fraction", type=float, default=d.tumor_fraction)
+    parser.add_argument("--loss", choices=["cce", "dice", "dice_ce", "dice_focal"], default=d.loss)
+    parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    parser.add_argument(
+        "--lr-schedule", choices=["poly", "cosine", "constant"], default=d.lr_schedule
+    )
+    parser.add_argument("--mixed-precision", action="store_true", help="float16 (GPU only)")
+    parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--max-failures", type=int, default=d.max_failures)
+    parser.add_argument("--num-to-keep", type=int, default=d.num_to_keep)
+    parser.add_argument("--base-filters", type=int, default=d.base_filters)
+    parser.add_argument("--depth", type=int, default=d.depth)
+    parser.add_argument("--normalization", choices=["batch", "group", "instance"], default=None)
+    parser.add_argument("--modalities", default=",".join(d.modalities))
+    add_storage_arguments(parser)
+    add_ray_arguments(parser)
+    return parser
+
+
+def run_train(argv: list[str] | None = None) -> int:
+    from brats.training import TrainConfig, TrainingError, train
+
+    args = train_parser().parse_args(argv)
+    setup_logging()
+    config = TrainConfig(
+        data=args.data,
+        storage=args.storage,
+        name=args.name,
+        s3_endpoint=args.s3_endpoint,
+        num_workers=args.num_workers,
+        use_gpu=args.use_gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patch_size=tuple(args.patch_size),
+        patches_per_case=args.patches_per_case,
+        steps_per_epoch=args.steps_per_epoch,
+        tumor_fraction=args.tumor_fraction,
+        loss=args.loss,
+        learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
+        mixed_precision=args.mixed_precision,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        max_failures=args.max_failures,
+        num_to_keep=args.num_to_keep,
+        base_filters=args.base_filters,
+        depth=args.depth,
+        normalization=args.normalization,
+        modalities=tuple(m.strip() for m in args.modalities.split(",") if m.strip()),
+    )
+    init_ray(num_cpus=args.num_cpus)
+    try:
+        result = train(config)
+    except TrainingError as err:
+        log.error("%s", err)
+        print(json.dumps({"status": "failed", "error": str(err)}, indent=2))
+        return 1
+    print(
+        json.dumps(
+            {
+                "status": "ok",
+                "run": result.run,
+                "model": result.model,
+                "epochs": len(result.history),
+                "best": result.best,
+                "seconds": round(result.seconds, 1),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
 COMMANDS = {
     "ingest": "brats.cli:run_ingest",
+    "train": "brats.cli:run_train",
     "synth": "brats.synth:main",
 }
 

@@ -376,12 +376,25 @@ def load_manifest(out: Location) -> dict[str, Any]:
     return manifest
 
 
-def read_prepared(out: Location) -> tuple[ray.data.Dataset, dict[str, Any]]:
-    """The normalized cohort written by :func:`ingest`, as a Ray Dataset of prepared rows."""
+def read_prepared(
+    out: Location, case_ids: list[str] | None = None
+) -> tuple[ray.data.Dataset, dict[str, Any]]:
+    """The normalized cohort written by :func:`ingest`, as a Ray Dataset of prepared rows.
+
+    Args:
+        out: the folder holding ``manifest.json`` and ``shards/``.
+        case_ids: read only these cases (each has its own shard, so nothing else is read).
+    """
     import ray.data
 
     manifest = load_manifest(out)
-    shards = sorted({c["shard"] for c in manifest["cases"]})
+    by_id = {c["case_id"]: c["shard"] for c in manifest["cases"]}
+    if case_ids is not None:
+        missing = sorted(set(case_ids) - set(by_id))
+        if missing:
+            raise KeyError(f"{redact(out.uri)}: cases not in the manifest: {missing}")
+        by_id = {i: by_id[i] for i in case_ids}
+    shards = sorted(set(by_id.values()))
     if not shards:
         raise FileNotFoundError(f"{redact(out.uri)}: the manifest lists no cases")
     paths = [out.join(s) for s in shards]

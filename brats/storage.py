@@ -9,6 +9,7 @@ config, a log, a Ray runtime_env or a report.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import tempfile
@@ -137,6 +138,8 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
         try:
+            # mkstemp makes the file private (0600); give it the mode open() would have.
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -168,6 +171,13 @@ def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
 
 def unique_suffix() -> str:
     return uuid.uuid4().hex[:12]
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:

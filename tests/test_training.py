@@ -1,0 +1,310 @@
+"""Training: the pure parts, then real Ray Train runs (2 CPU workers, real TensorFlow, moto S3).
+
+The integration runs use a tiny U-Net (4 base filters, depth 2) on 16^3 patches of a 32^3
+generated cohort, so a run of a few epochs takes well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brats.faults import CrashAtEpoch, EpochLog
+from brats.labels import N_CLASSES
+from brats.synth import SynthConfig, generate_cohort
+from brats.training import (
+    TrainConfig,
+    TrainingError,
+    patch_batches,
+    read_checkpoint_state,
+    restore_checkpoint,
+    split_cases,
+    steps_per_epoch,
+    train,
+    write_checkpoint,
+)
+from tests.conftest import s3fs_client
+
+TINY = {
+    "patch_size": (16, 16, 16),
+    "base_filters": 4,
+    "depth": 2,
+    "batch_size": 2,
+    "patches_per_case": 2,
+    "learning_rate": 3e-3,
+    "val_fraction": 0.25,
+    "num_workers": 2,
+}
+
+
+# --- pure parts --------------------------------------------------------------------------------
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    ids = [f"c{i:02d}" for i in range(10)]
+    a = split_cases(ids, 0.2, seed=3)
+    assert a == split_cases(list(reversed(ids)), 0.2, seed=3)
+    assert len(a["val"]) == 2 and sorted(a["train"] + a["val"]) == ids
+    assert a != split_cases(ids, 0.2, seed=4)
+    assert split_cases(["only"], 0.2, seed=0) == {"train": ["only"], "val": []}
+    assert len(split_cases(ids[:3], 0.1, seed=0)["val"]) == 1  # at least one when asked
+
+
+def test_steps_per_epoch_comes_from_the_global_count():
+    config = TrainConfig(data="d", storage="s", **TINY)
+    # 7 cases x 2 patches over 2 workers x 2 per batch -> 3.5 -> 4 steps on every worker.
+    assert steps_per_epoch(config, 7) == 4
+    fixed = TrainConfig(data="d", storage="s", steps_per_epoch=9, **TINY)
+    assert steps_per_epoch(fixed, 7) == 9
+
+
+def _rows(n: int, consumed: list[int]):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        consumed.append(i)
+        label = np.zeros((20, 20, 20), np.uint8)
+        label[8:12, 8:12, 8:12] = 1 + i % 3
+        yield {
+            "image": rng.normal(size=(4, 20, 20, 20)).astype(np.float16),
+            "label": label,
+            "labeled": True,
+        }
+
+
+@pytest.mark.parametrize(("cases", "steps"), [(5, 2), (2, 7)])
+def test_patch_batches_gives_exactly_steps_and_reads_the_whole_shard(cases, steps):
+    config = TrainConfig(data="d", storage="s", **TINY)
+    consumed: list[int] = []
+    batches = list(patch_batches(_rows(cases, consumed), config, steps, np.random.default_rng(1)))
+    assert len(batches) == steps
+    assert consumed == list(range(cases))  # every row read, even when steps ran out first
+    x, y = batches[0]
+    assert x.shape == (2, 16, 16, 16, 4) and x.dtype == np.float32
+    assert y.shape == (2, 16, 16, 16, N_CLASSES)
+    np.testing.assert_array_equal(y.sum(axis=-1), 1.0)
+
+
+def test_patch_batches_on_an_empty_shard_is_an_error_not_a_hang():
+    config = TrainConfig(data="d", storage="s", **TINY)
+    with pytest.raises(TrainingError, match="fewer cases than workers"):
+        list(patch_batches(iter([]), config, 3, np.random.default_rng(0)))
+
+
+def test_config_refuses_patches_the_network_cannot_take():
+    with pytest.raises(ValueError, match="divisible"):
+        TrainConfig(data="d", storage="s", patch_size=(16, 16, 10), depth=2)
+
+
+def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path):
+    import keras
+
+    from brats.model import UNetConfig, build_unet
+
+    keras.utils.set_random_seed(0)
+    config = UNetConfig(base_filters=2, depth=1)
+    model = build_unet(config)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    for v in optimizer.variables:
+        v.assign(np.full(v.shape, 3, dtype=v.dtype))
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    write_checkpoint(str(folder), model, optimizer, {"epochs_done": 3, "history": [{"a": 1}]})
+
+    other = build_unet(config)
+    other_opt = keras.optimizers.Adam(1e-3)
+    other_opt.build(other.trainable_variables)
+    state = restore_checkpoint(str(folder), other, other_opt)
+    assert state["epochs_done"] == 3 and state["history"] == [{"a": 1}]
+    for a, b in zip(model.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for v in other_opt.variables:
+        np.testing.assert_array_equal(np.asarray(v.numpy()), 3)
+
+    weights = folder / "model.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(TrainingError, match=r"model\.weights\.h5 is missing or corrupt"):
+        read_checkpoint_state(str(folder))
+    (folder / "state.json").unlink()
+    with pytest.raises(TrainingError, match="incomplete"):
+        read_checkpoint_state(str(folder))
+
+
+# --- real runs ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-cohort")
+    generate_cohort(root, 6, SynthConfig(shape=(32, 32, 32), seed=11))
+    return root
+
+
+def _epochs(history):
+    return [row["epoch"] for row in history]
+
+
+def _log_lines(path: Path) -> list[tuple[int, int]]:
+    return [tuple(map(int, line.split())) for line in path.read_text().split("\n") if line]
+
+
+@pytest.mark.integration
+def test_two_workers_train_on_s3_storage_and_export_the_model(
+    cohort, ray_session, s3_bucket, s3_endpoint
+):
+    from brats.artifact import load_artifact
+    from brats.data import load_manifest
+    from brats.storage import resolve
+
+    config = TrainConfig(
+        data=str(cohort),
+        storage=f"{s3_bucket}/runs",
+        name="two-workers",
+        s3_endpoint=s3_endpoint,
+        epochs=3,
+        **TINY,
+    )
+    result = train(config)
+    assert _epochs(result.history) == [1, 2, 3]
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+    assert all(0.0 <= row["val_dice_WT"] <= 1.0 for row in result.history)
+    assert result.best["val_dice_mean"] == max(r["val_dice_mean"] for r in result.history)
+
+    fs = s3fs_client(s3_endpoint)
+    run = f"{s3_bucket[5:]}/runs/two-workers"
+    keys = fs.find(run)
+    assert any("/checkpoint_" in k and k.endswith("state.json") for k in keys)
+    assert any("/tensorboard/" in k and "tfevents" in k for k in keys)
+    history_csv = fs.cat(f"{run}/history.csv").decode().splitlines()
+    assert history_csv[0].startswith("epoch,loss") and len(history_csv) == 4
+    split = json.loads(fs.cat(f"{run}/split.json"))
+    assert len(split["val"]) == 2 and len(split["train"]) == 4
+
+    loaded = load_artifact(resolve(result.model, s3_endpoint=s3_endpoint))
+    manifest = load_manifest(
+        resolve(f"{s3_bucket}/runs/two-workers/cohort", s3_endpoint=s3_endpoint)
+    )
+    card = loaded.card
+    assert card.info.manifest_hash == manifest["hash"]
+    assert card.info.patch_size == (16, 16, 16) and card.info.label_convention == "brats2020"
+    assert card.info.metrics["val_dice_mean"] == pytest.approx(result.best["val_dice_mean"])
+    probs = loaded.model.predict(np.zeros((1, 16, 16, 16, 4), np.float32), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+
+    # Nothing the job wrote names the fake credentials.
+    from tests.conftest import FAKE_SECRETS
+
+    for key in keys:
+        if key.endswith((".json", ".csv")):
+            text = fs.cat(key).decode(errors="replace")
+            assert not any(secret in text for secret in FAKE_SECRETS), key
+
+    # A rerun of a finished run trains nothing and keeps the exported model (same version).
+    again = train(config)
+    assert _epochs(again.history) == [1, 2, 3]
+    assert load_artifact(resolve(result.model, s3_endpoint=s3_endpoint)).version == loaded.version
+
+
+@pytest.mark.integration
+def test_a_worker_dies_in_epoch_three_and_the_run_resumes_from_its_checkpoint(
+    cohort, ray_session, tmp_path
+):
+    marker, log = tmp_path / "crashes", tmp_path / "epochs"
+    config = TrainConfig(
+        data=str(cohort), storage=str(tmp_path / "runs"), name="crash", epochs=4, **TINY
+    )
+    hook = CrashAtEpoch(epoch=2, rank=1, marker=str(marker), times=1, log=str(log))
+    result = train(config, epoch_hook=hook)
+    assert marker.read_text() == "x"  # it did die once
+    assert _epochs(result.history) == [1, 2, 3, 4]  # and every epoch is there once
+    starts = _log_lines(log)
+    rank1 = [epoch for epoch, rank in starts if rank == 1]
+    # Epochs 0, 1, 2 (dies), then the restarted worker begins at 2: the epoch-2 checkpoint.
+    assert rank1 == [0, 1, 2, 2, 3]
+    assert (tmp_path / "runs" / "crash" / "model" / "model.json").is_file()
+
+
+@pytest.mark.integration
+def test_more_failures_than_allowed_fail_clearly_and_export_nothing(cohort, ray_session, tmp_path):
+    config = TrainConfig(
+        data=str(cohort),
+        storage=str(tmp_path / "runs"),
+        name="doomed",
+        epochs=3,
+        max_failures=1,
+        **TINY,
+    )
+    hook = CrashAtEpoch(epoch=1, rank=0, marker=str(tmp_path / "crashes"), times=-1)
+    with pytest.raises(TrainingError, match=r"training run .*doomed failed"):
+        train(config, epoch_hook=hook)
+    assert len((tmp_path / "crashes").read_text()) == 2  # the first try and the one retry
+    assert not (tmp_path / "runs" / "doomed" / "model").exists()
+
+
+@pytest.mark.integration
+def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_session, tmp_path):
+    import ray
+
+    storage = tmp_path / "runs"
+    args = [
+        sys.executable,
+        "jobs/train.py",
+        "--data",
+        str(cohort),
+        "--storage",
+        str(storage),
+        "--name",
+        "driver",
+        "--epochs",
+        "6",
+        "--patch-size",
+        "16",
+        "16",
+        "16",
+        "--base-filters",
+        "4",
+        "--depth",
+        "2",
+        "--patches-per-case",
+        "2",
+        "--val-fraction",
+        "0.25",
+        "--learning-rate",
+        "3e-3",
+    ]
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    repo = Path(__file__).resolve().parents[1]
+    driver = subprocess.Popen(
+        args, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    snapshot = storage / "driver" / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 240
+    try:
+        while not snapshot.exists():
+            assert driver.poll() is None, "the driver exited before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    done_before = len(list((storage / "driver").glob("checkpoint_*/state.json")))
+    assert done_before >= 1
+
+    log = tmp_path / "epochs"
+    config = TrainConfig(data=str(cohort), storage=str(storage), name="driver", epochs=6, **TINY)
+    result = train(config, epoch_hook=EpochLog(str(log)))
+    assert _epochs(result.history) == list(range(1, 7))
+    first_epoch_after_restart = min(epoch for epoch, _ in _log_lines(log))
+    # It picks up where the killed driver's last checkpoint left off, not at epoch 0.
+    assert first_epoch_after_restart == done_before
