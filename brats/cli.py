@@ -213,7 +213,90 @@ def run_train(argv: list[str] | None = None) -> int:
     return 0
 
 
+def segment_parser() -> argparse.ArgumentParser:
+    from brats.segment import SegmentConfig
+
+    d = SegmentConfig(cohort="", model="", out="")
+    parser = argparse.ArgumentParser(
+        prog="brats segment",
+        description="Segment a cohort with a trained model on Ray Data: one mask per case in "
+        "the case's geometry, records, a Dice report; cases already done are skipped.",
+    )
+    parser.add_argument("--cohort", required=True, help="NIfTI cohort: local folder or s3://")
+    parser.add_argument("--model", required=True, help="model folder (model.keras + json)")
+    parser.add_argument("--out", required=True, help="output folder: local or s3://")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per model actor")
+    parser.add_argument("--num-actors", type=int, default=d.num_actors, help="model replicas")
+    parser.add_argument("--cpus-per-actor", type=float, default=d.cpus_per_actor)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per call")
+    parser.add_argument("--overlap", type=float, default=d.overlap)
+    parser.add_argument("--tta", action="store_true", help="average the 8 axis flips")
+    parser.add_argument(
+        "--min-et-voxels",
+        type=int,
+        default=d.min_et_voxels,
+        help="enhancing-tumor components smaller than this become necrosis (0: off)",
+    )
+    parser.add_argument(
+        "--label-convention",
+        choices=["brats2020", "brats2023"],
+        default=None,
+        help="write masks in this convention (default: each case's own)",
+    )
+    parser.add_argument("--fail-on-error", action="store_true", help="exit 1 when any case failed")
+    add_storage_arguments(parser)
+    add_ray_arguments(parser)
+    return parser
+
+
+def run_segment(argv: list[str] | None = None) -> int:
+    from brats.segment import SegmentConfig, SegmentError, segment
+
+    args = segment_parser().parse_args(argv)
+    setup_logging()
+    config = SegmentConfig(
+        cohort=args.cohort,
+        model=args.model,
+        out=args.out,
+        s3_endpoint=args.s3_endpoint,
+        use_gpu=args.use_gpu,
+        num_actors=args.num_actors,
+        cpus_per_actor=args.cpus_per_actor,
+        batch_size=args.batch_size,
+        overlap=args.overlap,
+        flip_tta=args.tta,
+        min_et_voxels=args.min_et_voxels,
+        label_convention=args.label_convention,
+        fail_on_error=args.fail_on_error,
+    )
+    init_ray(num_cpus=args.num_cpus)
+    try:
+        result = segment(config)
+    except SegmentError as err:
+        log.error("%s", err)
+        print(json.dumps({"status": "failed", "error": str(err)}, indent=2))
+        return 1
+    print(
+        json.dumps(
+            {
+                "status": "ok",
+                "out": result.out,
+                "model_version": result.model_version,
+                "cases": result.total,
+                "skipped": result.skipped,
+                "done": result.done,
+                "failed": result.failed,
+                "report": result.report,
+                "seconds": round(result.seconds, 1),
+            },
+            indent=2,
+        )
+    )
+    return result.exit_code(fail_on_error=config.fail_on_error)
+
+
 COMMANDS = {
+    "segment": "brats.cli:run_segment",
     "ingest": "brats.cli:run_ingest",
     "train": "brats.cli:run_train",
     "synth": "brats.synth:main",

@@ -90,6 +90,7 @@ def prepared_to_row(prepared: PreparedCase) -> dict[str, Any]:
         "spacing": np.asarray(prepared.spacing, np.float64),
         "convention": prepared.convention.value,
         "checksums": json.dumps(prepared.checksums, sort_keys=True),
+        "header": prepared.header,
     }
 
 
@@ -110,6 +111,7 @@ def failure_row(case_id: str, err: CaseError, n_channels: int, dtype: str) -> di
         "spacing": np.ones(3),
         "convention": "",
         "checksums": "{}",
+        "header": b"",
     }
 
 

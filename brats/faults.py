@@ -7,6 +7,7 @@ at the start of every epoch (see :data:`brats.training.EpochHook`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -50,3 +51,44 @@ class CrashAtEpoch:
             with open(self.marker, "a") as fh:
                 fh.write("x")
             os._exit(17)
+
+
+def chosen(case_id: str, rate: float, seed: int) -> bool:
+    """A seeded, stable choice of about ``rate`` of all case ids (same ids every run)."""
+    digest = hashlib.sha256(f"{seed}:{case_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+@dataclass(frozen=True)
+class CrashOnCases:
+    """Kill the process (``os._exit``) the first time it handles a chosen case.
+
+    Used as the segmentation job's predict hook, it kills the model actor mid-batch (Ray
+    Data restarts it and retries the batch). A case is chosen when :func:`chosen` says so;
+    ``marker_dir`` remembers which cases already crashed once, across processes.
+    """
+
+    rate: float
+    seed: int
+    marker_dir: str
+
+    def __call__(self, case_id: str) -> None:
+        if not chosen(case_id, self.rate, self.seed):
+            return
+        marker = os.path.join(self.marker_dir, f"{case_id}.crashed")
+        if os.path.exists(marker):
+            return
+        with open(marker, "w") as fh:
+            fh.write("crashed\n")
+        os._exit(19)
+
+
+@dataclass(frozen=True)
+class RaiseOnCases:
+    """Raise ``OSError`` for the listed cases: a write that breaks halfway, say."""
+
+    cases: tuple[str, ...]
+
+    def __call__(self, case_id: str) -> None:
+        if case_id in self.cases:
+            raise OSError(f"injected failure while writing case {case_id}")

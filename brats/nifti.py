@@ -238,6 +238,15 @@ def encode_mask(labels: npt.NDArray[np.integer], header: nib.Nifti1Header) -> by
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
 
 
+def header_from_bytes(block: bytes) -> nib.Nifti1Header:
+    """A NIfTI-1 or NIfTI-2 header from its ``binaryblock`` (as carried in prepared rows)."""
+    if len(block) == 540:
+        return nib.Nifti2Header(binaryblock=block)
+    if len(block) == 348:
+        return nib.Nifti1Header(binaryblock=block)
+    raise ValueError(f"a NIfTI header block has 348 or 540 bytes, not {len(block)}")
+
+
 def _open(raw: bytes, case_id: str, file: str) -> io.BufferedIOBase:
     if raw[:2] == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb")

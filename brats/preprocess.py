@@ -106,6 +106,8 @@ class PreparedCase:
     spacing: tuple[float, float, float]
     convention: LabelConvention
     checksums: dict[str, str]
+    header: bytes = b""
+    """The source NIfTI header (``binaryblock``): a mask written back copies its geometry."""
 
 
 def brain_mask(image: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
@@ -233,6 +235,9 @@ def prepare_case(volumes: CaseVolumes, config: PreprocessConfig) -> PreparedCase
     """Stack, normalize and crop a validated case into network input."""
     image = stack_channels(volumes.images, config.modalities)
     mask = brain_mask(image)
+    if volumes.label is not None:
+        # A label outside the brain (rare, but seen in hand edits) must survive the crop.
+        mask |= volumes.label > 0
     if config.crop_to_brain:
         box = bounding_box(mask, config.crop_margin)
     else:
@@ -248,4 +253,5 @@ def prepare_case(volumes: CaseVolumes, config: PreprocessConfig) -> PreparedCase
         spacing=volumes.spacing,
         convention=volumes.convention,
         checksums=volumes.checksums,
+        header=bytes(volumes.header.binaryblock) if volumes.header is not None else b"",
     )

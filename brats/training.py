@@ -440,26 +440,24 @@ def validate(
     return out
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker: config in, a loop, ``ray.train.report(metrics, checkpoint)`` out."""
+def build_step(config: TrainConfig, total_steps: int, strategy: Any) -> tuple[Any, ...]:
+    """``(model, optimizer, train_step, infer)`` under ``strategy``.
+
+    ``train_step(x, y)`` runs one optimizer step on every replica and returns the global
+    mean loss; ``infer(x)`` is the forward pass without dropout. With
+    ``tf.distribute.get_strategy()`` (one replica, no Ray) it is the same step, which is what
+    the training benchmark compares against.
+    """
     import keras
-    import ray.train
     import tensorflow as tf
 
     from brats.losses import get_loss
     from brats.model import build_unet
 
-    config = TrainConfig.from_dict(loop_config["config"])
-    steps: int = loop_config["steps_per_epoch"]
-    hook: EpochHook | None = loop_config.get("epoch_hook")
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
         model = build_unet(config.unet())
-        optimizer: Any = keras.optimizers.Adam(_schedule(config, steps * config.epochs))
+        optimizer: Any = keras.optimizers.Adam(_schedule(config, total_steps))
         if config.mixed_precision and config.use_gpu:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -483,6 +481,25 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     @tf.function(reduce_retracing=True)
     def infer(x: Any) -> Any:
         return model(x, training=False)
+
+    return model, optimizer, train_step, infer
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker: config in, a loop, ``ray.train.report(metrics, checkpoint)`` out."""
+    import keras
+    import ray.train
+    import tensorflow as tf
+
+    config = TrainConfig.from_dict(loop_config["config"])
+    steps: int = loop_config["steps_per_epoch"]
+    hook: EpochHook | None = loop_config.get("epoch_hook")
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    replicas = strategy.num_replicas_in_sync
+    model, optimizer, train_step, infer = build_step(config, steps * config.epochs, strategy)
 
     history: list[dict[str, Any]] = []
     start_epoch = 0

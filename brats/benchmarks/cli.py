@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-SUITES = ("ingest", "model")
+SUITES = ("ingest", "model", "train")
 
 
 def _machine() -> dict[str, Any]:

@@ -1,0 +1,116 @@
+"""Training benchmark: the Ray Train loop vs the same loop without Ray, and 2-worker scaling.
+
+All three run in one invocation on the same normalized cohort, model and patch size:
+
+* ``plain``: :func:`brats.training.build_step` under TensorFlow's default strategy (one
+  replica, no Ray), fed by :func:`brats.training.patch_batches` from rows held in memory;
+* ``ray_1``: :func:`brats.training.train` with one worker (data streamed from Ray Data);
+* ``ray_2``: the same with two workers (``MultiWorkerMirroredStrategy``).
+
+Figures are training samples (patches) per second, the median over epochs after the first
+(the first traces the step). Targets: ``ray_1 / plain >= 0.90``; ``ray_2 / ray_1`` is the
+scaling on this machine (two workers share its cores, so ~1 means no loss, not a speed-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from brats.runtime import init_ray
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cases", type=int, default=6)
+    parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64])
+    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--base-filters", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=6, help="steps per epoch per worker")
+    parser.add_argument("--num-cpus", type=int, default=None)
+
+
+def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[float]:
+    import tensorflow as tf
+
+    from brats.data import read_prepared
+    from brats.training import build_step, patch_batches
+
+    ds, _ = read_prepared(cohort)
+    rows = ds.take_all()  # in memory before the clock starts: only the loop is timed
+    _, _, train_step, _ = build_step(config, steps * epochs, tf.distribute.get_strategy())
+    rates = []
+    for epoch in range(epochs):
+        rng = np.random.default_rng([config.seed, epoch, 0])
+        began = time.perf_counter()
+        for x, y in patch_batches(iter(rows), config, steps, rng):
+            float(train_step(tf.constant(x), tf.constant(y)))
+        rates.append(steps * config.batch_size / (time.perf_counter() - began))
+    return rates
+
+
+def _ray(config: Any) -> list[float]:
+    from brats.training import train
+
+    result = train(config)
+    return [float(row["samples_per_s"]) for row in result.history]
+
+
+def _steady(rates: list[float]) -> float:
+    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from brats.data import IngestConfig, ingest
+    from brats.storage import resolve
+    from brats.synth import SynthConfig, generate_cohort
+    from brats.training import TrainConfig
+
+    init_ray(num_cpus=args.num_cpus)
+    with tempfile.TemporaryDirectory(prefix="brats-bench-train-") as tmp:
+        generate_cohort(f"{tmp}/raw", args.cases, SynthConfig(shape=tuple(args.shape), seed=0))
+        ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
+        base = TrainConfig(
+            data=f"{tmp}/cohort",
+            storage=f"{tmp}/runs",
+            name="ray-1",
+            num_workers=1,
+            epochs=args.epochs,
+            batch_size=args.batch,
+            patch_size=(args.patch,) * 3,
+            steps_per_epoch=args.steps,
+            base_filters=args.base_filters,
+            depth=args.depth,
+            val_fraction=0.0,
+        )
+        rates = {
+            "plain": _plain(base, resolve(f"{tmp}/cohort"), args.epochs, args.steps),
+            "ray_1": _ray(base),
+            "ray_2": _ray(replace(base, name="ray-2", num_workers=2)),
+        }
+    steady = {k: _steady(v) for k, v in rates.items()}
+    overhead = steady["ray_1"] / steady["plain"]
+    scaling = steady["ray_2"] / steady["ray_1"]
+    print(
+        f"train {args.patch}^3 patches, batch {args.batch}, base filters {args.base_filters}: "
+        f"plain {steady['plain']:.2f}, Ray Train 1 worker {steady['ray_1']:.2f}, 2 workers "
+        f"{steady['ray_2']:.2f} samples/s -> Ray/plain {overhead:.2f} (target 0.90), "
+        f"2 workers/1 worker {scaling:.2f}"
+    )
+    return {
+        "samples_per_s": {k: round(v, 3) for k, v in steady.items()},
+        "per_epoch": {k: [round(r, 3) for r in v] for k, v in rates.items()},
+        "ray_over_plain": round(overhead, 3),
+        "two_over_one_worker": round(scaling, 3),
+        "targets": {"ray_over_plain": 0.9},
+        "setup": {k: v for k, v in vars(args).items() if k not in ("suite", "json")},
+    }

@@ -1,0 +1,317 @@
+"""The segmentation job against a real local Ray, a real (tiny, freshly trained) model, real
+NIfTI files and a moto S3 server: outputs, exactly-once, reruns and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brats.artifact import ModelInfo, save_artifact
+from brats.cases import discover
+from brats.faults import CrashOnCases, RaiseOnCases, chosen
+from brats.labels import ET, NCR, LabelConvention, to_internal
+from brats.metrics import evaluate_case
+from brats.segment import (
+    SegmentConfig,
+    SegmentError,
+    SegmentResult,
+    segment,
+    small_et_to_necrosis,
+)
+from brats.storage import resolve
+from brats.synth import FAULTS, SynthConfig, generate_cohort, write_faulty_case
+from tests.conftest import FAKE_SECRETS, s3fs_client
+
+N_CASES = 6
+SHAPE = (32, 32, 24)
+
+
+# --- pure parts --------------------------------------------------------------------------------
+
+
+def test_small_enhancing_components_become_necrosis():
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[2:8, 2:8, 2:8] = ET  # 216 voxels: kept
+    labels[15, 15, 15] = ET  # a speck: necrosis
+    labels[12:14, 2:4, 2:4] = 2
+    out = small_et_to_necrosis(labels, 10)
+    assert out[15, 15, 15] == NCR and (out[2:8, 2:8, 2:8] == ET).all()
+    assert (out[12:14, 2:4, 2:4] == 2).all()
+    np.testing.assert_array_equal(small_et_to_necrosis(labels, 0), labels)
+
+
+def test_exit_code_rules():
+    def result(done, skipped, failed):
+        return SegmentResult("o", "v", done + skipped + len(failed), skipped, done, failed, {}, 0)
+
+    assert result(3, 0, [{"case_id": "x"}]).exit_code() == 0
+    assert result(3, 0, [{"case_id": "x"}]).exit_code(fail_on_error=True) == 1
+    assert result(0, 0, [{"case_id": "x"}]).exit_code() == 1  # nothing succeeded
+    assert result(0, 4, []).exit_code() == 0  # all done before: a success
+
+
+# --- fixtures: a cohort and a model trained here -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg-cohort")
+    generate_cohort(root, N_CASES, SynthConfig(shape=SHAPE, seed=21))
+    return root
+
+
+def train_tiny_model(cohort_root: Path, where: str, *, seed: int, steps: int = 25) -> str:
+    """A 4-filter, depth-2 U-Net trained for a few steps on the cohort's patches."""
+    import keras
+    import tensorflow as tf
+
+    from brats.model import UNetConfig
+    from brats.nifti import read_case
+    from brats.preprocess import PreprocessConfig, prepare_case
+    from brats.training import TrainConfig, build_step, patch_batches
+
+    keras.utils.set_random_seed(seed)
+    config = TrainConfig(
+        data="-", storage="-", patch_size=(16, 16, 16), base_filters=4, depth=2,
+        learning_rate=3e-3, seed=seed,
+    )  # fmt: skip
+    loc = resolve(str(cohort_root))
+    rows = []
+    for case in discover(loc).cases:
+        prepared = prepare_case(
+            read_case(case, loc, modalities=config.modalities), PreprocessConfig()
+        )
+        rows.append({"image": prepared.image, "label": prepared.label, "labeled": True})
+    model, _, step, _ = build_step(config, steps, tf.distribute.get_strategy())
+    batches = patch_batches(iter(rows * 10), config, steps, np.random.default_rng(seed))
+    for x, y in batches:
+        step(tf.constant(x), tf.constant(y))
+    info = ModelInfo(
+        unet=UNetConfig(base_filters=4, depth=2),
+        patch_size=(16, 16, 16),
+        label_convention="brats2020",
+        training={"test": "tiny"},
+    )
+    save_artifact(model, info, where)
+    return where
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, cohort):
+    return train_tiny_model(cohort, str(tmp_path_factory.mktemp("model")), seed=0)
+
+
+def run(cohort, model, out, *, predict_hook=None, write_hook=None, **kwargs):
+    config = SegmentConfig(cohort=str(cohort), model=str(model), out=str(out), **kwargs)
+    return segment(config, predict_hook=predict_hook, write_hook=write_hook)
+
+
+def files_and_mtimes(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()
+    }
+
+
+# --- the job -----------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_masks_records_and_report_on_local_storage(cohort, model, tmp_path, ray_session):
+    out = tmp_path / "nightly"
+    result = run(cohort, model, out)
+    assert (result.done, result.skipped, result.failed) == (N_CASES, 0, [])
+    assert result.exit_code() == 0
+    masks = sorted(p.name for p in (out / "masks").iterdir())
+    records = sorted(p.name for p in (out / "records").iterdir())
+    ids = [c.case_id for c in discover(resolve(str(cohort))).cases]
+    assert masks == [f"{i}.nii.gz" for i in ids] and records == [f"{i}.json" for i in ids]
+
+    for case in discover(resolve(str(cohort))).cases:
+        mask = nib.load(out / "masks" / f"{case.case_id}.nii.gz")
+        source = nib.load(case.images["flair"])
+        assert mask.shape == source.shape == SHAPE
+        np.testing.assert_allclose(mask.affine, source.affine)
+        assert mask.header.get_zooms() == source.header.get_zooms()
+        assert mask.get_data_dtype() == np.uint8
+        disk = np.asarray(mask.dataobj)
+        assert set(np.unique(disk)) <= {0, 1, 2, 4}  # the cohort's 2020 convention
+        record = json.loads((out / "records" / f"{case.case_id}.json").read_text())
+        assert record["status"] == "done" and record["mask"] == f"masks/{case.case_id}.nii.gz"
+        assert len(record["model_version"]) == 64
+        assert set(record["input_checksums"]) == {
+            os.path.basename(p) for p in [*case.images.values(), case.seg]
+        }
+        # The record's metrics are brats.metrics on the files themselves.
+        truth = to_internal(np.asarray(nib.load(case.seg).dataobj), LabelConvention.BRATS2020)
+        pred = to_internal(disk, LabelConvention.BRATS2020)
+        expected = evaluate_case(pred, truth, source.header.get_zooms())
+        assert record["metrics"] == pytest.approx(expected)
+
+    for name in ("report.parquet", "report.csv", "summary.json", "report.html", "_SUCCESS"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["done"] == N_CASES and summary["counts"]["failed"] == 0
+    success = json.loads((out / "_SUCCESS").read_text())
+    assert success["model_version"] == result.model_version
+
+
+@pytest.mark.integration
+def test_rerun_does_nothing_then_redoes_only_a_deleted_record(cohort, model, tmp_path, ray_session):
+    out = tmp_path / "nightly"
+    run(cohort, model, out)
+    before = files_and_mtimes(out)
+    again = run(cohort, model, out)
+    assert (again.done, again.skipped) == (0, N_CASES)
+    assert files_and_mtimes(out) == before  # nothing written at all
+
+    victim = next(k for k in sorted(before) if k.startswith("records/")).split("/")[1][:-5]
+    mask_before = (out / "masks" / f"{victim}.nii.gz").read_bytes()
+    (out / "records" / f"{victim}.json").unlink()
+    third = run(cohort, model, out)
+    assert (third.done, third.skipped) == (1, N_CASES - 1)
+    assert (out / "records" / f"{victim}.json").is_file()
+    assert (out / "masks" / f"{victim}.nii.gz").read_bytes() == mask_before
+    others = {k: v for k, v in before.items() if k.startswith("masks/") and victim not in k}
+    assert {k: v for k, v in files_and_mtimes(out).items() if k in others} == others
+
+
+@pytest.mark.integration
+def test_a_new_model_version_redoes_every_case(cohort, model, tmp_path, ray_session):
+    out = tmp_path / "nightly"
+    first = run(cohort, model, out)
+    other = train_tiny_model(cohort, str(tmp_path / "model-v2"), seed=1)
+    second = run(cohort, other, out)
+    assert second.model_version != first.model_version
+    assert (second.done, second.skipped) == (N_CASES, 0)
+    for path in (out / "records").iterdir():
+        assert json.loads(path.read_text())["model_version"] == second.model_version
+
+
+@pytest.mark.integration
+def test_actor_crashes_lose_nothing_and_change_no_byte(cohort, model, tmp_path, ray_session):
+    clean = tmp_path / "clean"
+    run(cohort, model, clean)
+    ids = [c.case_id for c in discover(resolve(str(cohort))).cases]
+    seed = next(s for s in range(100) if 0 < sum(chosen(i, 0.1, s) for i in ids) < N_CASES)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    out = tmp_path / "faulty"
+    hook = CrashOnCases(rate=0.1, seed=seed, marker_dir=str(markers))
+    result = run(cohort, model, out, predict_hook=hook)
+    assert len(list(markers.iterdir())) == sum(chosen(i, 0.1, seed) for i in ids) > 0
+    assert (result.done, result.failed) == (N_CASES, [])
+    assert sorted(os.listdir(out / "masks")) == sorted(os.listdir(clean / "masks"))
+    for name in os.listdir(clean / "masks"):
+        assert (out / "masks" / name).read_bytes() == (clean / "masks" / name).read_bytes()
+    rows = json.loads((out / "summary.json").read_text())["counts"]
+    assert rows["cases"] == N_CASES
+
+
+@pytest.mark.integration
+def test_a_write_that_breaks_leaves_nothing_and_is_redone(cohort, model, tmp_path, ray_session):
+    out = tmp_path / "nightly"
+    victim = discover(resolve(str(cohort))).cases[1].case_id
+    result = run(cohort, model, out, write_hook=RaiseOnCases((victim,)))
+    assert [f["case_id"] for f in result.failed] == [victim]
+    assert "injected failure" in result.failed[0]["error"]
+    assert not (out / "masks" / f"{victim}.nii.gz").exists()
+    assert not (out / "records" / f"{victim}.json").exists()
+    assert not [p for p in (out / "masks").iterdir() if p.name.startswith(".")]  # no temp
+    again = run(cohort, model, out)
+    assert (again.done, again.skipped) == (1, N_CASES - 1)
+    assert (out / "records" / f"{victim}.json").is_file()
+
+
+@pytest.mark.integration
+def test_corrupt_inputs_become_failed_records_and_the_rest_finish(model, tmp_path, ray_session):
+    root = tmp_path / "cohort"
+    config = SynthConfig(shape=SHAPE, seed=5)
+    good = generate_cohort(root, 2, config)
+    faults = [f for f in FAULTS if f != "missing_modality"] + ["missing_modality"]
+    for fault in faults:
+        write_faulty_case(root, f"Bad_{fault}", fault, config)
+    out = tmp_path / "nightly"
+    result = run(root, model, out)
+    assert result.done == len(good)
+    failed = {f["case_id"]: f["error"] for f in result.failed}
+    assert set(failed) == {f"Bad_{f}" for f in faults}
+    for fault in faults:
+        record = json.loads((out / "records" / f"Bad_{fault}.json").read_text())
+        assert record["status"] == "failed" and record["mask"] is None
+        assert record["error"]["file"].startswith(f"Bad_{fault}")
+        assert record["error"]["message"].startswith(f"case Bad_{fault}: ")
+        assert record["error"]["reason"]
+    assert not list((out / "masks").glob("Bad_*"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["failed"] == len(faults)
+
+
+@pytest.mark.integration
+def test_a_tampered_model_is_refused_before_any_work(cohort, model, tmp_path, ray_session):
+    tampered = tmp_path / "model"
+    shutil.copytree(model, tampered)
+    data = bytearray((tampered / "model.keras").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tampered / "model.keras").write_bytes(bytes(data))
+    with pytest.raises(SegmentError, match=r"model\.keras: sha256 .* differs"):
+        run(cohort, tampered, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.integration
+def test_hostile_case_folders_are_rejected_and_nothing_lands_outside_out(
+    cohort, model, tmp_path, ray_session
+):
+    root = tmp_path / "cohort"
+    shutil.copytree(cohort, root)
+    source = next(root.iterdir())
+    for name in ("with space", "caf\u00e9", "%2e%2e", ".hidden"):
+        target = root / name
+        target.mkdir()
+        for f in source.iterdir():
+            shutil.copy(f, target / f.name.replace(source.name, name))
+    out = tmp_path / "area" / "nightly"
+    result = run(root, model, out)
+    assert result.total == N_CASES and result.done == N_CASES
+    assert sorted(os.listdir(tmp_path / "area")) == ["nightly"]
+    written = {p.name for p in (out / "records").iterdir()}
+    assert written == {f"{c.case_id}.json" for c in discover(resolve(str(cohort))).cases}
+
+
+@pytest.mark.integration
+def test_s3_cohort_model_and_outputs_with_no_credentials_anywhere(
+    cohort, model, tmp_path, ray_session, s3_bucket, s3_endpoint, capfd
+):
+    fs = s3fs_client(s3_endpoint)
+    bucket = s3_bucket[5:]
+    fs.put(str(cohort), f"{bucket}/incoming", recursive=True)
+    fs.put(str(model), f"{bucket}/model", recursive=True)
+    config = SegmentConfig(
+        cohort=f"{s3_bucket}/incoming",
+        model=f"{s3_bucket}/model",
+        out=f"{s3_bucket}/nightly",
+        s3_endpoint=s3_endpoint,
+    )
+    result = segment(config)
+    assert (result.done, result.failed) == (N_CASES, [])
+    keys = fs.find(f"{bucket}/nightly")
+    assert sum(k.endswith(".nii.gz") for k in keys) == N_CASES
+    assert sum("/records/" in k for k in keys) == N_CASES
+    assert any(k.endswith("_SUCCESS") for k in keys)
+    # Same model, same inputs: the S3 masks are the local run's masks, byte for byte.
+    local = run(cohort, model, tmp_path / "local")
+    assert local.model_version == result.model_version
+    for case in discover(resolve(str(cohort))).cases:
+        key = f"{bucket}/nightly/masks/{case.case_id}.nii.gz"
+        assert fs.cat(key) == (tmp_path / "local" / "masks" / f"{case.case_id}.nii.gz").read_bytes()
+    texts = [fs.cat(k).decode(errors="replace") for k in keys if not k.endswith(".nii.gz")]
+    logs = capfd.readouterr()
+    for secret in FAKE_SECRETS:
+        assert not any(secret in t for t in texts)
+        assert secret not in logs.out and secret not in logs.err
