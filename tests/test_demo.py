@@ -1,0 +1,30 @@
+"""The README's main command, at the reduced size CI runs: the whole pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from brats.demo import main
+
+
+@pytest.mark.integration
+def test_small_demo_runs_the_whole_pipeline_and_says_where_it_went(tmp_path, ray_session, capsys):
+    assert main(["--small", "--out", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    start = printed.index('{\n  "out"')
+    summary = json.loads(printed[start : printed.index("\n}\n", start) + 2])
+    assert summary["ingest"]["ok"] == 6 and len(summary["ingest"]["failed"]) == 2
+    assert summary["train"]["epochs"] == 2
+    assert summary["segment"]["done"] == 2
+    assert [e.split(":")[0] for e in summary["segment"]["failed"]] == ["case Broken_nan"]
+    assert set(summary["held_out_mean_dice"]) == {"WT", "TC", "ET"}
+    assert all(0.0 <= v <= 1.0 for v in summary["held_out_mean_dice"].values())
+    masks = Path(summary["segment"]["masks"])
+    assert len(list(masks.iterdir())) == 2
+    assert (masks.parent / "report.html").is_file() and (masks.parent / "_SUCCESS").is_file()
+    assert (Path(summary["train"]["model"]) / "model.json").is_file()
+    assert f"report: {masks.parent / 'report.html'}" in printed
+    assert "held-out mean Dice" in printed
