@@ -1,4 +1,4 @@
-"""Command line: ``brats synth``, ``brats ingest`` (and the jobs' argument parsing).
+"""Command line: ``brats synth``, ``brats ingest``, ``brats app``; the jobs' argument parsing.
 
 Each job script in ``jobs/`` is a thin wrapper over one ``run_*`` function here: arguments
 become one frozen config dataclass, the library does the work, and the result's location is
@@ -300,6 +300,7 @@ COMMANDS = {
     "ingest": "brats.cli:run_ingest",
     "train": "brats.cli:run_train",
     "synth": "brats.synth:main",
+    "app": "brats.app:main",
 }
 
 
