@@ -158,8 +158,11 @@ def read_bytes(fs: fsspec.AbstractFileSystem, path: str, *, max_bytes: int) -> b
     size = fs.size(path)
     if size is not None and size > max_bytes:
         raise StorageError(f"{path}: {size} bytes is over the limit of {max_bytes}")
+    # read(n) reserves n bytes up front: ask for what the object holds, plus one to notice
+    # an object that grew past the limit since it was sized.
+    want = max_bytes if size is None else min(int(size), max_bytes)
     with fs.open(path, "rb") as fh:
-        data: bytes = fh.read(max_bytes + 1)
+        data: bytes = fh.read(want + 1)
     if len(data) > max_bytes:
         raise StorageError(f"{path}: more than {max_bytes} bytes")
     return data

@@ -140,3 +140,17 @@ def test_ingest_cli_three_channel_mode(cohort, tmp_path, ray_session, capsys):
     assert row["image"].shape[0] == 3 and row["image"].dtype == np.float32
     assert row["image"].min() >= 0.0 and row["image"].max() <= 1.0
     assert manifest["preprocess"]["modalities"] == ["flair", "t1ce", "t2"]
+
+
+def test_ingest_through_s3_slowdowns_retries_and_completes(
+    cohort, s3_bucket, s3_endpoint, flaky_s3, ray_session
+):
+    root, ids = cohort
+    fs = s3fs_client(s3_endpoint)
+    fs.put(str(root), f"{s3_bucket[5:]}/incoming", recursive=True)
+    out = f"{s3_bucket}/cohorts/flaky"
+    result = ingest(IngestConfig(f"{s3_bucket}/incoming", out, s3_endpoint=flaky_s3.endpoint))
+    check_manifest(result.manifest, ids)
+    assert flaky_s3.refused == 30  # the store did answer 503 SlowDown, and it made no difference
+    ds, _ = read_prepared(resolve(out, s3_endpoint=s3_endpoint))
+    assert ds.count() == N_GOOD
