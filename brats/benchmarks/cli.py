@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-SUITES = ("ingest", "model", "train")
+SUITES = ("ingest", "model", "train", "segment")
 
 
 def _machine() -> dict[str, Any]:

@@ -1,0 +1,178 @@
+"""Segmentation benchmark: the whole job vs the model alone, and memory at N and 4N cases.
+
+In one invocation, on generated cases and one model:
+
+* ``model_only``: :func:`brats.inference.sliding_window_predict` in this process on cases
+  already read and normalized (only the model runs while the clock does);
+* ``end_to_end``: :func:`brats.segment.segment` (Ray Data: read, validate, normalize, predict
+  on the actor pool, paste back, write masks and records, report) on N cases, then on 4N.
+  Its rate is the *marginal* one, ``3N / (t(4N) - t(N))``: starting actors and loading the
+  model happen once per job, whatever the cohort's size, so they are left out of the ratio
+  (and printed);
+* peak memory: the largest total RSS of this process and every process under it (the local
+  Ray: raylet, workers, actors) while each job runs, sampled every 0.2 s.
+
+Targets: ``end_to_end / model_only >= 0.90`` (reading, normalizing and writing hide behind
+the model) and ``peak(4N) / peak(N) <= 1.2`` (memory does not grow with the cohort).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from brats.runtime import init_ray
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cases", type=int, default=4, help="N (the second job has 4N)")
+    parser.add_argument("--shape", type=int, nargs=3, default=[96, 96, 64])
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--base-filters", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--num-cpus", type=int, default=None)
+
+
+def _tree_rss(root: int) -> int:
+    """Total resident memory of ``root`` and all its descendants, in bytes (Linux /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss[int(entry.name)] = int(line.split()[1]) * 1024
+    keep = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if ppid in keep and pid not in keep:
+                keep.add(pid)
+                changed = True
+    return sum(rss.get(pid, 0) for pid in keep)
+
+
+class PeakMemory:
+    """Samples :func:`_tree_rss` of this process in a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _model_only(model_dir: str, cohort: str) -> tuple[float, int]:
+    import numpy as np
+
+    from brats.artifact import load_artifact
+    from brats.cases import discover
+    from brats.inference import sliding_window_predict
+    from brats.nifti import read_case
+    from brats.preprocess import PreprocessConfig, prepare_case
+    from brats.segment import _compiled_predict
+    from brats.storage import resolve
+
+    loaded = load_artifact(model_dir)
+    predict = _compiled_predict(loaded.model)
+    loc = resolve(cohort)
+    config = PreprocessConfig(modalities=loaded.card.info.modalities)
+    images = [
+        prepare_case(read_case(c, loc, modalities=config.modalities), config).image
+        for c in discover(loc).cases
+    ]
+    window = loaded.card.info.patch_size
+    sliding_window_predict(np.asarray(images[0], np.float32), predict, window, n_classes=4)
+    began = time.perf_counter()
+    for image in images:
+        sliding_window_predict(np.asarray(image, np.float32), predict, window, n_classes=4)
+    return time.perf_counter() - began, len(images)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import keras
+
+    from brats.artifact import ModelInfo, save_artifact
+    from brats.model import UNetConfig, build_unet
+    from brats.segment import SegmentConfig, segment
+    from brats.synth import SynthConfig, generate_cohort
+
+    init_ray(num_cpus=args.num_cpus)
+    n = args.cases
+    with tempfile.TemporaryDirectory(prefix="brats-bench-seg-") as tmp:
+        synth = SynthConfig(shape=tuple(args.shape), seed=0)
+        generate_cohort(f"{tmp}/small", n, synth)
+        generate_cohort(f"{tmp}/large", 4 * n, synth)
+        keras.utils.set_random_seed(0)
+        unet = UNetConfig(base_filters=args.base_filters, depth=args.depth)
+        # Untrained weights: the cost of a forward pass does not depend on their values.
+        save_artifact(
+            build_unet(unet), ModelInfo(unet=unet, patch_size=(args.patch,) * 3), f"{tmp}/model"
+        )
+        model_s, model_cases = _model_only(f"{tmp}/model", f"{tmp}/small")
+        e2e: dict[str, float] = {}
+        peak: dict[str, int] = {}
+        for name in ("small", "large"):
+            with PeakMemory() as memory:
+                began = time.perf_counter()
+                result = segment(
+                    SegmentConfig(
+                        cohort=f"{tmp}/{name}", model=f"{tmp}/model", out=f"{tmp}/o-{name}"
+                    )
+                )
+                e2e[name] = time.perf_counter() - began
+            peak[name] = memory.peak
+            if result.failed or result.done != (n if name == "small" else 4 * n):
+                raise RuntimeError(f"segmentation of {name} cohort: {result}")
+    model_rate = model_cases / model_s
+    marginal = 3 * n / (e2e["large"] - e2e["small"])
+    fixed = e2e["small"] - n / marginal
+    figures = {
+        "cases": {"N": n, "4N": 4 * n},
+        "shape": list(args.shape),
+        "patch": args.patch,
+        "cases_per_s": {
+            "model_only": round(model_rate, 3),
+            "end_to_end_marginal": round(marginal, 3),
+            "end_to_end_raw_4N": round(4 * n / e2e["large"], 3),
+        },
+        "job_fixed_cost_s": round(fixed, 1),
+        "end_to_end_over_model_only": round(marginal / model_rate, 3),
+        "peak_rss_gib": {k: round(v / 2**30, 2) for k, v in peak.items()},
+        "peak_ratio_4N_over_N": round(peak["large"] / peak["small"], 3),
+        "targets": {"end_to_end_over_model_only": 0.9, "peak_ratio_4N_over_N": 1.2},
+    }
+    print(
+        f"segment {tuple(args.shape)}: model only {model_rate:.3f} cases/s, end to end "
+        f"{marginal:.3f} cases/s (marginal; {fixed:.0f} s fixed per job) -> "
+        f"{marginal / model_rate:.2f} (target 0.90); peak RSS {peak['small'] / 2**30:.2f} GiB "
+        f"at {n} cases, {peak['large'] / 2**30:.2f} GiB at {4 * n} -> "
+        f"{peak['large'] / peak['small']:.2f} (target <= 1.2)"
+    )
+    return figures
