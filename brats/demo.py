@@ -36,12 +36,12 @@ class DemoConfig:
 
     out: str = "demo-out"
     cases: int = 24
-    held_out: int = 6
+    held_out: int = 8
     shape: tuple[int, int, int] = (64, 64, 48)
     patch: int = 32
     base_filters: int = 8
     depth: int = 3
-    epochs: int = 36
+    epochs: int = 48
     patches_per_case: int = 4
     learning_rate: float = 3e-3
     num_workers: int = 2

@@ -21,7 +21,12 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     ``num_cpus``/``object_store_memory`` are ignored; otherwise they size the local Ray.
     """
     import ray
+    from ray.data import DataContext
 
+    # Jobs log their own progress per case and per epoch; Ray Data's progress bars, redrawn
+    # in a job log that is not a terminal, would bury it (they follow each dataset into the
+    # training workers too).
+    DataContext.get_current().enable_progress_bars = False
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
