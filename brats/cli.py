@@ -1,4 +1,4 @@
-"""Command line: ``brats synth``, ``brats ingest``, ``brats app``; the jobs' argument parsing.
+"""Command line: ``brats {synth,ingest,train,segment,nightly,app}``; the jobs' argument parsing.
 
 Each job script in ``jobs/`` is a thin wrapper over one ``run_*`` function here: arguments
 become one frozen config dataclass, the library does the work, and the result's location is
@@ -296,10 +296,11 @@ def run_segment(argv: list[str] | None = None) -> int:
 
 
 COMMANDS = {
-    "segment": "brats.cli:run_segment",
+    "synth": "brats.synth:main",
     "ingest": "brats.cli:run_ingest",
     "train": "brats.cli:run_train",
-    "synth": "brats.synth:main",
+    "segment": "brats.cli:run_segment",
+    "nightly": "brats.nightly:main",
     "app": "brats.app:main",
 }
 
