@@ -317,6 +317,28 @@ def read_model_card(where: str | Location) -> ModelCard:
     return ModelCard.from_json(raw, f"{redact(loc.uri)}/{META_FILE}")
 
 
+def verify_artifact(where: str | Location) -> ModelCard:
+    """The card of an artifact whose ``model.keras`` matches its ``model.json`` (no TF work).
+
+    Raises:
+        ArtifactError: a missing or malformed file, or a ``model.keras`` whose sha256 differs
+            from the json's ``version``.
+    """
+    return _verified(_location(where))[0]
+
+
+def _verified(loc: Location) -> tuple[ModelCard, bytes]:
+    card = read_model_card(loc)
+    data = _read(loc, MODEL_FILE, MAX_MODEL_BYTES)
+    digest = sha256_hex(data)
+    if digest != card.version:
+        raise ArtifactError(
+            f"{redact(loc.uri)}/{MODEL_FILE}: sha256 {digest} differs from version "
+            f"{card.version} in {META_FILE}; the file changed after export, refusing to load it"
+        )
+    return card, data
+
+
 def load_artifact(
     where: str | Location, *, mixed_precision: bool | str | None = None
 ) -> LoadedModel:
@@ -337,15 +359,8 @@ def load_artifact(
             do not fit the json's architecture. The message names the file.
     """
     loc = _location(where)
-    card = read_model_card(loc)
+    card, data = _verified(loc)
     model_uri = f"{redact(loc.uri)}/{MODEL_FILE}"
-    data = _read(loc, MODEL_FILE, MAX_MODEL_BYTES)
-    digest = sha256_hex(data)
-    if digest != card.version:
-        raise ArtifactError(
-            f"{model_uri}: sha256 {digest} differs from version {card.version} in {META_FILE}; "
-            "the file changed after export, refusing to load it"
-        )
     weights = _archive_weights(data, model_uri)
     config = card.info.unet
     if mixed_precision is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -131,8 +131,18 @@ def discover(root: Location, *, convention: LabelConvention | str | None = None)
     fs = root.filesystem()
     if not fs.exists(root.path):
         raise FileNotFoundError(f"cohort root not found: {root.uri}")
-    files = [p for p in fs.find(root.path) if nifti_stem(posixpath.basename(p))]
-    return group_cases(files, root.path.rstrip("/"), convention=convention)
+    base = root.path.rstrip("/")
+    files = [
+        p
+        for p in fs.find(root.path)
+        if nifti_stem(posixpath.basename(p)) and not _is_hidden(p[len(base) :])
+    ]
+    return group_cases(files, base, convention=convention)
+
+
+def _is_hidden(relative: str) -> bool:
+    """Dot files and macOS archive leftovers (``._x``, ``__MACOSX/``) are never data."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in relative.split("/"))
 
 
 def group_cases(
@@ -161,8 +171,7 @@ def group_cases(
             else:
                 found.cases.append(case)
     found.cases.sort(key=lambda c: c.case_id)
-    ids = [c.case_id for c in found.cases]
-    duplicates = {i for i in ids if ids.count(i) > 1}
+    duplicates = {i for i, n in Counter(c.case_id for c in found.cases).items() if n > 1}
     if duplicates:
         found.rejected.extend(
             Rejected(i, "case id found in more than one folder") for i in duplicates

@@ -118,8 +118,12 @@ def failure_row(case_id: str, err: CaseError, n_channels: int, dtype: str) -> di
 def load_and_prepare(
     row: dict[str, Any], *, cohort: Location, config: PreprocessConfig
 ) -> dict[str, Any]:
-    """Ray Data ``map`` function: read + validate + normalize one case; errors become rows."""
+    """Ray Data ``map`` function: read + validate + normalize one case; errors become rows.
+
+    Every row also says how long that took (``read_s``), for the segmentation records.
+    """
     case = row_to_case(row)
+    began = time.perf_counter()
     try:
         volumes = read_case(
             case,
@@ -128,14 +132,16 @@ def load_and_prepare(
             convention=config.convention,
             limits=config.limits,
         )
-        return prepared_to_row(prepare_case(volumes, config))
+        out = prepared_to_row(prepare_case(volumes, config))
     except CaseError as err:
         log.warning("%s", err)
-        return failure_row(case.case_id, err, len(config.modalities), config.dtype)
+        out = failure_row(case.case_id, err, len(config.modalities), config.dtype)
     except Exception as err:  # a bug or an IO failure must still name its case
         wrapped = CaseError(case.case_id, None, f"{type(err).__name__}: {err}")
         log.exception("%s", wrapped)
-        return failure_row(case.case_id, wrapped, len(config.modalities), config.dtype)
+        out = failure_row(case.case_id, wrapped, len(config.modalities), config.dtype)
+    out["read_s"] = time.perf_counter() - began
+    return out
 
 
 def read_cohort(

@@ -17,6 +17,7 @@ import math
 import posixpath
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -55,8 +56,12 @@ GEOMETRY_FIELDS = (
 class Limits:
     """What a single NIfTI file may declare before any of its data is read."""
 
-    max_bytes: int = 1 << 30
-    """Voxel data, as declared: ``prod(shape) * itemsize`` (1 GiB)."""
+    max_bytes: int = 512 << 20
+    """Voxel data, as declared: ``prod(shape) * itemsize`` (512 MiB)."""
+    max_voxels: int = 64 << 20
+    """Voxels per volume (64 Mi; BraTS has 240 x 240 x 155 = 8.9 M). Bounds the memory of
+    the float32 copies a case goes through, which a compressed file's size does not: 1 GiB of
+    one byte repeated gzips to about 1 MiB."""
     max_dim: int = 1024
     """Largest size of any axis."""
     max_offset: int = 1 << 20
@@ -142,6 +147,17 @@ def read_volume(raw: bytes, *, case_id: str, file: str, limits: Limits = Limits(
     return Volume(data, np.asarray(header.get_best_affine(), dtype=np.float64), header)
 
 
+def read_file(fs: Any, path: str, *, case_id: str, limits: Limits = Limits()) -> tuple[Volume, str]:
+    """Read one NIfTI file from storage: its Volume and the sha256 of its bytes as stored."""
+    name = posixpath.basename(path)
+    try:
+        raw = read_bytes(fs, path, max_bytes=limits.max_bytes + limits.max_offset)
+    except (OSError, StorageError) as err:
+        raise _fail(case_id, name, f"cannot read: {err}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    return read_volume(raw, case_id=case_id, file=name, limits=limits), digest
+
+
 def read_case(
     case: Case,
     location: Location,
@@ -169,13 +185,9 @@ def read_case(
     checksums: dict[str, str] = {}
 
     def load(path: str) -> Volume:
-        name = posixpath.basename(path)
-        try:
-            raw = read_bytes(fs, path, max_bytes=limits.max_bytes + limits.max_offset)
-        except (OSError, StorageError) as err:
-            raise _fail(cid, name, f"cannot read: {err}") from None
-        checksums[name] = hashlib.sha256(raw).hexdigest()
-        return read_volume(raw, case_id=cid, file=name, limits=limits)
+        volume, digest = read_file(fs, path, case_id=cid, limits=limits)
+        checksums[posixpath.basename(path)] = digest
+        return volume
 
     images: dict[str, npt.NDArray[np.float32]] = {}
     ref: Volume | None = None
@@ -294,7 +306,15 @@ def _check_header(
         raise _fail(case_id, file, f"unsupported voxel type ({err})") from None
     if dtype.str[1:] not in ALLOWED_DTYPES:
         raise _fail(case_id, file, f"unsupported voxel type {dtype}")
-    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: NIfTI-2 sizes overflow int64
+    voxels = math.prod(shape)  # Python ints: NIfTI-2 sizes overflow int64
+    if voxels > limits.max_voxels:
+        raise _fail(
+            case_id,
+            file,
+            f"header declares {shape} = {voxels} voxels, over the limit of "
+            f"{limits.max_voxels} voxels",
+        )
+    nbytes = voxels * dtype.itemsize
     if nbytes > limits.max_bytes:
         raise _fail(
             case_id,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-Shape3 = tuple[int, int, int]
+from brats.preprocess import Shape3
 
 
 def sample_centers(

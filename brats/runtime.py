@@ -14,6 +14,35 @@ def setup_logging(level: int = logging.INFO) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def cpus_per_replica(requested: float | None, replicas: int, *, use_gpu: bool, what: str) -> float:
+    """CPUs each long-lived replica (training worker, model actor) reserves.
+
+    ``requested`` wins when given. Otherwise 1 with GPUs; on a CPU-only cluster at most 1,
+    leaving one CPU for Ray Data's read tasks, which never run (and the job waits forever)
+    when the replicas hold every CPU. A warning says so when that is about to happen.
+    """
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    if requested is not None:
+        cpus = float(requested)
+    elif use_gpu:
+        cpus = 1.0
+    else:
+        cpus = min(1.0, max(0.25, (total - 1.0) / replicas))
+    free = total - cpus * replicas
+    if free < 0.5 and not use_gpu:
+        logging.getLogger("brats").warning(
+            "%d %s x %.2f CPUs leave %.2f CPUs for reading data; unless the cluster grows, "
+            "the job will wait for data. Ask for fewer CPUs per replica.",
+            replicas,
+            what,
+            cpus,
+            free,
+        )
+    return cpus
+
+
 def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
     """Join the cluster a job was submitted to, or start a local Ray.
 

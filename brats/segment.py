@@ -35,9 +35,10 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from brats.cases import Case, discover, validate_case_id
-from brats.errors import CaseError
+from brats.errors import CaseError, InvalidCaseIdError
 from brats.labels import ET, N_CLASSES, NCR, REGIONS, LabelConvention, to_disk
-from brats.nifti import Limits, encode_mask, header_from_bytes, read_volume
+from brats.nifti import Limits, encode_mask, header_from_bytes, read_file
+from brats.runtime import cpus_per_replica
 from brats.storage import (
     Location,
     StorageError,
@@ -75,7 +76,8 @@ class SegmentConfig:
     use_gpu: bool = False
     num_actors: int = 1
     """Model replicas (one per GPU with ``use_gpu``)."""
-    cpus_per_actor: float = 1.0
+    cpus_per_actor: float | None = None
+    """Default: 1 with GPUs, else at most 1, leaving a CPU for the read tasks."""
     batch_size: int = 2
     """Windows per forward pass."""
     overlap: float = 0.5
@@ -86,6 +88,23 @@ class SegmentConfig:
     """Write masks in this convention; default: each case's own."""
     fail_on_error: bool = False
     limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.batch_size < 1 or self.num_actors < 1 or self.min_et_voxels < 0:
+            raise ValueError("batch_size and num_actors must be >= 1, min_et_voxels >= 0")
+        if self.label_convention is not None:
+            LabelConvention(self.label_convention)
+
+    def output_settings(self) -> dict[str, Any]:
+        """What, besides the model, decides a mask's bytes: a change redoes every case."""
+        return {
+            "label_convention": self.label_convention,
+            "min_et_voxels": self.min_et_voxels,
+            "overlap": self.overlap,
+            "flip_tta": self.flip_tta,
+        }
 
 
 @dataclass(frozen=True)
@@ -103,7 +122,7 @@ class SegmentResult:
         """1 when asked to fail on any error and one happened, or when nothing succeeded."""
         if fail_on_error and self.failed:
             return 1
-        nothing_succeeded = self.total > 0 and self.done == 0 and self.skipped == 0
+        nothing_succeeded = self.done == 0 and self.skipped == 0
         return 1 if nothing_succeeded else 0
 
 
@@ -168,26 +187,36 @@ class CasePredictor:
 
         preds: list[npt.NDArray[np.uint8]] = []
         seconds: list[float] = []
-        for i, status in enumerate(batch["status"]):
-            if status != "ok":
-                preds.append(np.zeros((0, 0, 0), np.uint8))
-                seconds.append(0.0)
-                continue
-            if self.fault_hook is not None:
-                self.fault_hook(str(batch["case_id"][i]))
-            began = time.perf_counter()
-            probs = sliding_window_predict(
-                np.asarray(batch["image"][i], dtype=np.float32),
-                self._predict,
-                self.window,
-                n_classes=N_CLASSES,
-                overlap=self.overlap,
-                batch_size=self.batch_size,
-                flip_tta=self.flip_tta,
-            )
-            preds.append(predict_labels(probs))
-            seconds.append(time.perf_counter() - began)
         out = dict(batch)
+        out["status"] = np.array(batch["status"], dtype=object)
+        out["error"] = np.array(batch["error"], dtype=object)
+        for i, status in enumerate(batch["status"]):
+            preds.append(np.zeros((0, 0, 0), np.uint8))
+            seconds.append(0.0)
+            if status != "ok":
+                continue
+            case_id = str(batch["case_id"][i])
+            began = time.perf_counter()
+            try:
+                if self.fault_hook is not None:
+                    self.fault_hook(case_id)
+                probs = sliding_window_predict(
+                    np.asarray(batch["image"][i], dtype=np.float32),
+                    self._predict,
+                    self.window,
+                    n_classes=N_CLASSES,
+                    overlap=self.overlap,
+                    batch_size=self.batch_size,
+                    flip_tta=self.flip_tta,
+                )
+            except Exception as err:  # this case fails; the actor and the others go on
+                log.exception("case %s: prediction failed", case_id)
+                out["status"][i] = "failed"
+                out["error"][i] = f"case {case_id}: prediction failed: {type(err).__name__}: {err}"
+                continue
+            preds[i] = predict_labels(probs)
+            seconds[i] = time.perf_counter() - began
+        out.pop("image")  # the writer needs the prediction, not the input again
         out["pred"] = _object_array(preds)
         out["predict_s"] = np.asarray(seconds)
         out["model_version"] = np.asarray([self.version] * len(preds))
@@ -231,6 +260,7 @@ def write_case_outputs(
     began = time.perf_counter()
     base = {
         "case_id": case_id,
+        "settings": config.output_settings(),
         "model_version": str(row.get("model_version", "")),
         "input_checksums": json.loads(str(row["checksums"])),
         "convention": str(row["convention"]) or None,
@@ -327,39 +357,21 @@ def _json_bytes(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
-def read_and_prepare(row: dict[str, Any], *, cohort: Location, config: Any) -> dict[str, Any]:
-    """:func:`brats.data.load_and_prepare` plus its time, for the record."""
-    from brats.data import load_and_prepare
-
-    began = time.perf_counter()
-    out = load_and_prepare(row, cohort=cohort, config=config)
-    out["read_s"] = time.perf_counter() - began
-    return out
-
-
 # --- the driver --------------------------------------------------------------------------------
 
 
-def model_version(model: Location) -> str:
-    """The model's version from ``model.json``, after checking ``model.keras`` against it.
+def verified_card(model: Location) -> Any:
+    """The model's card, after checking ``model.keras`` against it (no TensorFlow here).
 
-    The actors check again when they load it; checking here first makes a tampered model a
-    clear error before any case is touched.
+    The actors check again when they load it; checking first makes a tampered model a clear
+    error before any case is touched.
     """
-    from brats.artifact import MAX_MODEL_BYTES, ArtifactError, read_model_card
+    from brats.artifact import ArtifactError, verify_artifact
 
     try:
-        card = read_model_card(model)
-        data = read_bytes(model.filesystem(), model.join("model.keras"), max_bytes=MAX_MODEL_BYTES)
-    except (ArtifactError, OSError, StorageError) as err:
+        return verify_artifact(model)
+    except (ArtifactError, OSError) as err:
         raise SegmentError(f"model {redact(model.uri)}: {err}") from err
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != card.version:
-        raise SegmentError(
-            f"model {redact(model.uri)}/model.keras: sha256 {digest} differs from version "
-            f"{card.version} in model.json; refusing a model that changed after export"
-        )
-    return card.version
 
 
 def read_record(out: Location, case_id: str) -> dict[str, Any] | None:
@@ -376,16 +388,25 @@ def read_record(out: Location, case_id: str) -> dict[str, Any] | None:
     return record
 
 
-def is_done(out: Location, case_id: str, version: str) -> bool:
-    """Done for this model: a ``done`` record of this version whose mask exists."""
+def is_done(out: Location, case_id: str, version: str, settings: dict[str, Any]) -> bool:
+    """Done: a ``done`` record of this model version and these output settings, whose mask
+    exists."""
     record = read_record(out, case_id)
-    if record is None or record.get("status") != DONE or record.get("model_version") != version:
+    if (
+        record is None
+        or record.get("status") != DONE
+        or record.get("model_version") != version
+        or record.get("settings") != settings
+    ):
         return False
     return bool(out.filesystem().exists(out.join(mask_key(case_id))))
 
 
 def all_records(out: Location) -> list[dict[str, Any]]:
-    """Every record under ``OUT/records`` (the whole cohort, this run's and earlier ones)."""
+    """Every record under ``OUT/records`` (the whole cohort, this run's and earlier ones).
+
+    A file there whose name is not a case id (``notes copy.json``) is skipped and logged.
+    """
     fs = out.filesystem()
     folder = out.join(RECORDS)
     if not fs.exists(folder):
@@ -395,7 +416,11 @@ def all_records(out: Location) -> list[dict[str, Any]]:
         name = posixpath.basename(str(path))
         if not name.endswith(".json"):
             continue
-        record = read_record(out, name[: -len(".json")])
+        try:
+            record = read_record(out, validate_case_id(name[: -len(".json")]))
+        except InvalidCaseIdError:
+            log.warning("ignoring %s in %s: not a case's record", name, redact(folder))
+            continue
         if record is not None:
             records.append(record)
     return records
@@ -425,15 +450,15 @@ def segment(
     cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
     model = resolve(config.model, s3_endpoint=config.s3_endpoint)
-    version = model_version(model)
-    card = _card(model)
+    card = verified_card(model)
+    version: str = card.version
+    settings = config.output_settings()
     try:
         found = discover(cohort, convention=None)
     except (OSError, StorageError) as err:
         raise SegmentError(f"cohort {redact(cohort.uri)}: {err}") from err
-    for rejected in found.rejected:
-        log.warning("rejected %s: %s", rejected.name, rejected.reason)
-    todo = [c for c in found.cases if not is_done(out, c.case_id, version)]
+    rejected = _record_rejected(found.rejected, out, version, config)
+    todo = [c for c in found.cases if not is_done(out, c.case_id, version, settings)]
     skipped = len(found.cases) - len(todo)
     log.info(
         "segment: %d cases under %s, %d already done with model %s, %d to do",
@@ -446,7 +471,9 @@ def segment(
     fs = out.filesystem()
     if not todo and _success_matches(out, all_records(out)):
         log.info("nothing to do: every case is done and the report is current")
-        return SegmentResult(redact(out.uri), version, len(found.cases), skipped, 0, [], {}, 0.0)
+        return SegmentResult(
+            redact(out.uri), version, len(found.cases), skipped, 0, rejected, {}, 0.0
+        )
     if fs.exists(out.join(SUCCESS)):
         fs.rm(out.join(SUCCESS))
 
@@ -470,7 +497,7 @@ def segment(
         total=len(found.cases),
         skipped=skipped,
         done=done,
-        failed=[{"case_id": r["case_id"], "error": r["error"]} for r in failed],
+        failed=rejected + [{"case_id": r["case_id"], "error": r["error"]} for r in failed],
         report=report,
         seconds=time.perf_counter() - began,
     )
@@ -484,10 +511,42 @@ def segment(
     return result
 
 
-def _card(model: Location) -> Any:
-    from brats.artifact import read_model_card
-
-    return read_model_card(model)
+def _record_rejected(
+    rejected: list[Any], out: Location, version: str, config: SegmentConfig
+) -> list[dict[str, Any]]:
+    """Folders discovery could not make a case of: logged, reported as failed, and given a
+    failed record when their name is a valid case id (so the report lists them too)."""
+    failed = []
+    for item in rejected:
+        message = f"case {item.name}: {item.reason}"
+        log.warning("rejected %s", message)
+        failed.append({"case_id": item.name, "error": message})
+        try:
+            case_id = validate_case_id(item.name)
+        except InvalidCaseIdError:
+            continue
+        error = {"file": None, "reason": item.reason, "message": message}
+        previous = read_record(out, case_id)
+        if previous is not None and previous.get("error") == error:
+            continue  # recorded by an earlier run: rewriting it would only change "created"
+        record = {
+            "case_id": case_id,
+            "settings": config.output_settings(),
+            "model_version": version,
+            "input_checksums": {},
+            "convention": None,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "status": FAILED,
+            "mask": None,
+            "shape": None,
+            "spacing": None,
+            "timings": {},
+            "region_volumes_ml": None,
+            "metrics": None,
+            "error": error,
+        }
+        write_bytes_atomic(out.filesystem(), out.join(record_key(case_id)), _json_bytes(record))
+    return failed
 
 
 def _success_matches(out: Location, records: list[dict[str, Any]]) -> bool:
@@ -509,10 +568,10 @@ def _run_pipeline(
     write_hook: CaseHook | None,
     rd: Any,
 ) -> Iterator[dict[str, Any]]:
-    from brats.data import case_to_row
+    from brats.cases import Discovery
+    from brats.data import read_cohort
 
-    ds = rd.from_items([case_to_row(c) for c in todo], override_num_blocks=len(todo))
-    ds = ds.map(functools.partial(read_and_prepare, cohort=cohort, config=preprocess), num_cpus=1)
+    ds, _ = read_cohort(cohort, preprocess, discovery=Discovery(cases=todo))
     ds = ds.map_batches(
         CasePredictor,
         fn_constructor_kwargs={
@@ -526,8 +585,13 @@ def _run_pipeline(
         batch_size=1,
         batch_format="numpy",
         concurrency=config.num_actors,
-        num_cpus=config.cpus_per_actor,
+        num_cpus=cpus_per_replica(
+            config.cpus_per_actor, config.num_actors, use_gpu=config.use_gpu, what="model actors"
+        ),
         num_gpus=1 if config.use_gpu else 0,
+        # A dead actor's batch is retried on a new one, but a case that kills every actor
+        # it meets must not stop the cohort forever.
+        max_task_retries=3,
     )
     ds = ds.map(
         functools.partial(write_case_outputs, out=out, config=config, write_hook=write_hook),
@@ -569,13 +633,9 @@ def _overlay(
     if case is None or "flair" not in case.images:
         raise CaseError(case_id, None, "no FLAIR in the cohort to draw")
     fs_in, fs_out = cohort.filesystem(), out.filesystem()
-    limit = config.limits.max_bytes + config.limits.max_offset
 
     def volume(fs: Any, path: str) -> Any:
-        raw = read_bytes(fs, path, max_bytes=limit)
-        return read_volume(
-            raw, case_id=case_id, file=posixpath.basename(path), limits=config.limits
-        )
+        return read_file(fs, path, case_id=case_id, limits=config.limits)[0]
 
     flair = volume(fs_in, case.images["flair"]).data.astype(np.float32)
     record = read_record(out, case_id) or {}

@@ -13,7 +13,6 @@ import functools
 import os
 import posixpath
 import tempfile
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -166,14 +165,6 @@ def read_bytes(fs: fsspec.AbstractFileSystem, path: str, *, max_bytes: int) -> b
     if len(data) > max_bytes:
         raise StorageError(f"{path}: more than {max_bytes} bytes")
     return data
-
-
-def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
-    return bool(fs.exists(path))
-
-
-def unique_suffix() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 @functools.cache

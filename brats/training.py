@@ -37,7 +37,6 @@ import logging
 import math
 import os
 import posixpath
-import shutil
 import tempfile
 import time
 from collections import deque
@@ -52,6 +51,7 @@ from brats.cases import MODALITIES
 from brats.labels import N_CLASSES, REGIONS, one_hot, region_mask
 from brats.metrics import dice
 from brats.patches import Shape3, sample_patches, to_channels_last
+from brats.runtime import cpus_per_replica
 from brats.storage import Location, StorageError, read_bytes, redact, resolve, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
         object.__setattr__(self, "modalities", tuple(self.modalities))
-        if self.num_workers < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("num_workers, batch_size and epochs must be at least 1")
+        if min(self.num_workers, self.batch_size, self.epochs, self.patches_per_case) < 1:
+            raise ValueError("num_workers, batch_size, epochs and patches_per_case must be >= 1")
+        if not 0.0 <= self.tumor_fraction <= 1.0:
+            raise ValueError("tumor_fraction must be in [0, 1]")
         if self.lr_schedule not in ("poly", "cosine", "constant"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -372,12 +374,14 @@ def checkpoint_candidates(run: Location) -> list[tuple[int, str]]:
             continue
         path = run.join(name)
         try:
-            state = json.loads(
-                read_bytes(fs, posixpath.join(path, STATE_FILE), max_bytes=MAX_STATE_BYTES)
-            )
-            found.append((int(state["epochs_done"]), path))
-        except (OSError, StorageError, ValueError, KeyError, TypeError):
-            continue  # an upload that broke before state.json: never used
+            raw = read_bytes(fs, posixpath.join(path, STATE_FILE), max_bytes=MAX_STATE_BYTES)
+            found.append((int(json.loads(raw)["epochs_done"]), path))
+        except FileNotFoundError:
+            continue  # an upload that broke before state.json (written last): never used
+        except (ValueError, KeyError, TypeError):
+            continue  # unreadable state: every worker reads the same bytes and skips it too
+    # Any other error (a storage hiccup) propagates: a worker that quietly fell back to an
+    # older checkpoint than the others would train other weights and hang the collectives.
     return sorted(found, reverse=True)
 
 
@@ -392,7 +396,7 @@ def restore_latest(run: Location, model: Any, optimizer: Any) -> dict[str, Any] 
                 for name in (STATE_FILE, WEIGHTS_FILE, OPTIMIZER_FILE):
                     fs.get_file(posixpath.join(path, name), os.path.join(local, name))
                 return restore_checkpoint(local, model, optimizer)
-        except (OSError, TrainingError) as err:
+        except TrainingError as err:  # a hash mismatch: the same on every worker
             log.warning("skipping checkpoint %s: %s", redact(run.uri_of(path)), err)
     return None
 
@@ -512,7 +516,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val") if loop_config["has_val"] else None
-    writer = tf.summary.create_file_writer(loop_config["tensorboard_dir"]) if rank == 0 else None
+    # Event files are written on rank 0's own node and copied into the run after each epoch:
+    # on a cluster the driver's disk is another machine's.
+    tensorboard_dir = tempfile.mkdtemp(prefix="brats-tb-") if rank == 0 else ""
+    writer = tf.summary.create_file_writer(tensorboard_dir) if rank == 0 else None
 
     for epoch in range(start_epoch, config.epochs):
         if hook is not None:
@@ -552,6 +559,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                         for key, value in metrics.items():
                             tf.summary.scalar(key, value)
                     writer.flush()
+                    _upload_folder(tensorboard_dir, config.run.child("tensorboard"))
             ray.train.report(metrics, checkpoint=report_checkpoint)
 
 
@@ -573,7 +581,7 @@ def _log_epoch(metrics: dict[str, Any], epochs: int) -> None:
 
 
 def build_trainer(
-    config: TrainConfig, *, epoch_hook: EpochHook | None = None, tensorboard_dir: str
+    config: TrainConfig, *, epoch_hook: EpochHook | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """The ``TensorflowTrainer`` for a run, and a summary of its data (for logs and json)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -603,7 +611,9 @@ def build_trainer(
         datasets["val"], _ = read_prepared(cohort, split["val"])
     steps = steps_per_epoch(config, len(split["train"]))
     storage = resolve(config.storage, s3_endpoint=config.s3_endpoint)
-    cpus = worker_cpus(config)
+    cpus = cpus_per_replica(
+        config.cpus_per_worker, config.num_workers, use_gpu=config.use_gpu, what="workers"
+    )
     resources = {"CPU": cpus} | ({"GPU": 1.0} if config.use_gpu else {})
     trainer = TensorflowTrainer(
         train_loop_per_worker,
@@ -612,7 +622,6 @@ def build_trainer(
             "steps_per_epoch": steps,
             "epoch_hook": epoch_hook,
             "has_val": bool(split["val"]),
-            "tensorboard_dir": tensorboard_dir,
         },
         scaling_config=ScalingConfig(
             num_workers=config.num_workers,
@@ -645,29 +654,6 @@ def build_trainer(
     return trainer, summary
 
 
-def worker_cpus(config: TrainConfig) -> float:
-    """CPUs each training worker reserves (see :attr:`TrainConfig.cpus_per_worker`)."""
-    import ray
-
-    if config.cpus_per_worker is not None:
-        cpus = float(config.cpus_per_worker)
-    elif config.use_gpu:
-        cpus = 1.0
-    else:
-        total = float(ray.cluster_resources().get("CPU", 1.0))
-        cpus = min(1.0, max(0.25, (total - 1.0) / config.num_workers))
-    free = float(ray.cluster_resources().get("CPU", 0.0)) - cpus * config.num_workers
-    if free < 0.5 and not config.use_gpu:
-        log.warning(
-            "%d workers x %.2f CPUs leave %.2f CPUs for reading data; if the cluster cannot "
-            "grow, training will wait for data. Lower --cpus-per-worker.",
-            config.num_workers,
-            cpus,
-            free,
-        )
-    return cpus
-
-
 def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainResult:
     """Run (or resume) training; export the best checkpoint as the model artifact.
 
@@ -676,8 +662,7 @@ def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainR
     """
     began = time.perf_counter()
     run = config.run
-    local_tb = tempfile.mkdtemp(prefix="brats-tb-")
-    trainer, summary = build_trainer(config, epoch_hook=epoch_hook, tensorboard_dir=local_tb)
+    trainer, summary = build_trainer(config, epoch_hook=epoch_hook)
     log.info(
         "training %s: %d train / %d val cases, %d workers, %d steps per epoch, %d epochs",
         redact(run.uri),
@@ -695,8 +680,6 @@ def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainR
         raise TrainingError(f"training run {redact(run.uri)} failed: {result.error}")
     best_checkpoint, best_metrics = _best(result)
     latest = _latest_history(result)
-    _upload_folder(local_tb, run.child("tensorboard"))
-    shutil.rmtree(local_tb, ignore_errors=True)
     write_history(run, latest)
     source = posixpath.basename(best_checkpoint.path.rstrip("/"))
     model_uri = run.child("model").uri

@@ -124,3 +124,18 @@ def test_discover_on_local_folder(tmp_path):
     assert [c.case_id for c in found.cases] == ["c1", "c2"]
     with pytest.raises(FileNotFoundError):
         discover(resolve(str(tmp_path / "missing")))
+
+
+def test_macos_leftovers_and_dot_files_are_not_data(tmp_path):
+    from brats.synth import SynthConfig, generate_cohort
+
+    generate_cohort(tmp_path, 1, SynthConfig(shape=(16, 16, 16), seed=0))
+    case = next(tmp_path.iterdir())
+    (case / f"._{case.name}_flair.nii.gz").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble
+    shadow = tmp_path / "__MACOSX" / case.name
+    shadow.mkdir(parents=True)
+    (shadow / f"._{case.name}_t1.nii.gz").write_bytes(b"\x00")
+    (tmp_path / ".trash" / "X").mkdir(parents=True)
+    (tmp_path / ".trash" / "X" / "X_flair.nii.gz").write_bytes(b"")
+    found = discover(resolve(str(tmp_path)))
+    assert [c.case_id for c in found.cases] == [case.name] and not found.rejected

@@ -315,3 +315,51 @@ def test_s3_cohort_model_and_outputs_with_no_credentials_anywhere(
     for secret in FAKE_SECRETS:
         assert not any(secret in t for t in texts)
         assert secret not in logs.out and secret not in logs.err
+
+
+@pytest.mark.integration
+def test_new_output_settings_redo_cases_in_the_asked_convention(
+    cohort, model, tmp_path, ray_session
+):
+    out = tmp_path / "nightly"
+    run(cohort, model, out)
+    again = run(cohort, model, out, label_convention="brats2023")
+    assert (again.done, again.skipped) == (N_CASES, 0)
+    for case in discover(resolve(str(cohort))).cases:
+        disk = np.asarray(nib.load(out / "masks" / f"{case.case_id}.nii.gz").dataobj)
+        assert 4 not in np.unique(disk)  # ET is 3 in the 2023 convention
+        record = json.loads((out / "records" / f"{case.case_id}.json").read_text())
+        assert record["convention"] == "brats2023"
+        assert record["settings"]["label_convention"] == "brats2023"
+
+
+@pytest.mark.integration
+def test_rejected_folders_failed_predictions_and_stray_files_are_reported(
+    cohort, model, tmp_path, ray_session
+):
+    root = tmp_path / "cohort"
+    shutil.copytree(cohort, root)
+    doubled = sorted(root.iterdir())[0]
+    flair = next(doubled.glob("*_flair.nii.gz"))
+    shutil.copy(flair, doubled / flair.name.replace(".nii.gz", ".nii"))  # two FLAIR files
+    out = tmp_path / "nightly"
+    (out / "records").mkdir(parents=True)
+    (out / "records" / "notes copy.json").write_text("{}")
+    victim = sorted(root.iterdir())[1].name
+    result = run(root, model, out, predict_hook=RaiseOnCases((victim,)))
+    failed = {f["case_id"]: f["error"] for f in result.failed}
+    assert set(failed) == {doubled.name, victim}
+    assert "two files for flair" in failed[doubled.name]
+    assert "prediction failed" in failed[victim] and "injected failure" in failed[victim]
+    assert result.done == N_CASES - 2
+    for name in (doubled.name, victim):
+        record = json.loads((out / "records" / f"{name}.json").read_text())
+        assert record["status"] == "failed" and record["mask"] is None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {**summary["counts"], "failed": 2, "done": N_CASES - 2}
+
+
+def test_an_empty_cohort_is_a_failure(model, tmp_path, ray_session):
+    (tmp_path / "empty").mkdir()
+    result = run(tmp_path / "empty", model, tmp_path / "out")
+    assert result.total == 0 and result.exit_code() == 1
