@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-SUITES = ("ingest", "model", "train", "segment")
+SUITES = ("ingest", "model", "train", "segment", "peer")
 
 
 def _machine() -> dict[str, Any]:

@@ -1,0 +1,292 @@
+"""Peer benchmark: our whole-volume inference vs MONAI's sliding_window_inference in PyTorch.
+
+One invocation, on one ``(C, D, H, W)`` float32 volume (seeded random normal: the cost of a
+forward pass does not depend on the values) and the same settings for both sides:
+
+* ``ours``: :func:`brats.model.build_unet` (seeded untrained weights) behind a
+  ``tf.function`` forward, as :func:`brats.segment._compiled_predict` serves it, and
+  :func:`brats.inference.sliding_window_predict` (Gaussian blending, one window per call);
+* ``monai``: a PyTorch 3D U-Net written here with the same architecture (filters per level,
+  depth, two 3x3x3 convolutions + ReLU per level, 2x2x2 max pooling, 2x2x2 stride-2
+  transposed convolutions, skip concatenation, 1x1x1 head + softmax; equal parameter counts
+  are checked), in eval mode under ``torch.inference_mode()``, through
+  ``monai.inferers.sliding_window_inference(..., sw_batch_size=1, mode="gaussian")``.
+
+Same window, overlap and threads: TensorFlow's intra- and inter-op pools and
+``torch.set_num_threads`` get ``--threads`` (TensorFlow's can only be set before it runs
+anything; when an earlier suite of ``all`` already ran it, the figures say so). Each side is
+warmed up once, then ``--repeats`` runs alternate (ours, MONAI, ours, ...); the figures are
+median seconds per case and the ratio ``ours / monai`` (target <= 1.0: we are at least as
+fast). torch and MONAI come from the ``bench`` extra (``pip install -e '.[bench]'``, the CPU
+wheel of torch); they are imported only inside functions, so the other suites run without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+TARGET = 1.0
+"""``ours / monai`` seconds per case must not exceed this."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shape", type=int, nargs=3, default=[240, 240, 155], help="D H W")
+    parser.add_argument("--window", type=int, default=128, help="cube side of the window")
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--base-filters", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each, alternating")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="for TensorFlow and torch"
+    )
+
+
+@dataclass
+class _Peers:
+    """One full-volume inference per call of ``ours`` / ``monai``, each returning
+    ``(K, D, H, W) float32`` probabilities; ``windows`` counts forward calls of each."""
+
+    ours: Callable[[], npt.NDArray[np.float32]]
+    monai: Callable[[], npt.NDArray[np.float32]]
+    params: int
+    threads: dict[str, Any]
+    windows: dict[str, int]
+
+
+def _set_threads(threads: int) -> dict[str, Any]:
+    """Give TensorFlow and torch ``threads`` each; report what each actually uses."""
+    import tensorflow as tf
+    import torch
+
+    tf_set = True
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran something (an earlier suite of ``all``)
+        tf_set = False
+    torch.set_num_threads(threads)
+    # Raises once torch's inter-op pool has started; that pool does not run convolutions.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(threads)
+    return {
+        "requested": threads,
+        # 0 means TensorFlow's default: one thread per core.
+        "tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        "tensorflow_set": tf_set,
+        "torch": torch.get_num_threads(),
+        "torch_interop": torch.get_num_interop_threads(),
+    }
+
+
+def _torch_unet(config: Any) -> Any:
+    """The PyTorch twin of :func:`brats.model.build_unet` for ``config`` (no normalization;
+    dropout is off at inference), he-uniform weights and zero biases as Keras initializes."""
+    import torch
+    from torch import nn
+
+    f = config.filters
+
+    def block(c_in: int, c_out: int) -> Any:
+        return nn.Sequential(
+            nn.Conv3d(c_in, c_out, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(c_out, c_out, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+
+    class TorchUNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.ModuleList(
+                block(config.in_channels if level == 0 else f[level - 1], f[level])
+                for level in range(config.depth)
+            )
+            self.pool = nn.MaxPool3d(2)
+            self.bottleneck = block(f[config.depth - 1], f[config.depth])
+            self.up = nn.ModuleList(
+                nn.ConvTranspose3d(f[level + 1], f[level], 2, stride=2)
+                for level in range(config.depth)
+            )
+            self.dec = nn.ModuleList(block(2 * f[level], f[level]) for level in range(config.depth))
+            self.head = nn.Conv3d(f[0], config.n_classes, 1)
+
+        def forward(self, x: Any) -> Any:
+            skips = []
+            for enc in self.enc:
+                x = enc(x)
+                skips.append(x)
+                x = self.pool(x)
+            x = self.bottleneck(x)
+            for level in reversed(range(config.depth)):
+                x = self.dec[level](torch.cat([self.up[level](x), skips[level]], dim=1))
+            return torch.softmax(self.head(x), dim=1)
+
+    net = TorchUNet()
+    for module in net.modules():
+        if isinstance(module, nn.Conv3d | nn.ConvTranspose3d):
+            nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return net.eval()
+
+
+def _build(args: argparse.Namespace, volume: npt.NDArray[np.float32]) -> _Peers:
+    """Both models and their full-volume inference on ``volume`` (``(C, D, H, W)``)."""
+    import keras
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from brats.inference import sliding_window_predict
+    from brats.model import UNetConfig, build_unet, check_spatial_shape
+    from brats.segment import _compiled_predict
+
+    threads = _set_threads(args.threads)  # before TensorFlow runs anything
+    config = UNetConfig(base_filters=args.base_filters, depth=args.depth, in_channels=args.channels)
+    check_spatial_shape((args.window,) * 3, config.depth)
+    window = (args.window, args.window, args.window)
+    keras.utils.set_random_seed(0)
+    torch.manual_seed(0)
+    model = build_unet(config)
+    net = _torch_unet(config)
+    params = int(model.count_params())
+    torch_params = sum(int(p.numel()) for p in net.parameters())
+    if params != torch_params:
+        raise RuntimeError(
+            f"the PyTorch U-Net has {torch_params} parameters, ours {params}: not the same "
+            "architecture, the comparison would not be fair"
+        )
+
+    windows = {"ours": 0, "monai": 0}
+    forward = _compiled_predict(model)
+
+    def predict(batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        windows["ours"] += len(batch)
+        return forward(batch)
+
+    def predictor(batch: Any) -> Any:
+        windows["monai"] += int(batch.shape[0])
+        return net(batch)
+
+    tensor = torch.from_numpy(np.ascontiguousarray(volume[None]))
+
+    def ours() -> npt.NDArray[np.float32]:
+        return sliding_window_predict(
+            volume,
+            predict,
+            window,
+            n_classes=config.n_classes,
+            overlap=args.overlap,
+            blend="gaussian",
+            batch_size=1,
+        )
+
+    def monai() -> npt.NDArray[np.float32]:
+        with torch.inference_mode():
+            out = sliding_window_inference(
+                tensor,
+                roi_size=window,
+                sw_batch_size=1,
+                predictor=predictor,
+                overlap=args.overlap,
+                mode="gaussian",
+            )
+        return np.asarray(out[0].numpy(), dtype=np.float32)
+
+    return _Peers(ours=ours, monai=monai, params=params, threads=threads, windows=windows)
+
+
+def _volume(args: argparse.Namespace) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((args.channels, *args.shape), dtype=np.float32)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        import monai
+        import torch
+    except ImportError as err:
+        message = f"torch and monai are not installed ({err}): pip install -e '.[bench]'"
+        if getattr(args, "suite", None) == "peer":  # asked for by name: an error
+            raise RuntimeError(message) from err
+        print(f"peer: skipped, {message}")  # part of ``all``: the other suites' figures stand
+        return {"skipped": message}
+    import keras
+    import tensorflow as tf
+
+    peers = _build(args, _volume(args))
+    t = peers.threads
+    print(
+        f"threads: TensorFlow intra-op {t['tensorflow_intra_op']}, inter-op "
+        f"{t['tensorflow_inter_op']}"
+        + ("" if t["tensorflow_set"] else " (already running: not set, 0 = one per core)")
+        + f"; torch {t['torch']}, inter-op {t['torch_interop']}",
+        flush=True,
+    )
+    warmup: dict[str, float] = {}
+    runs: dict[str, Callable[[], npt.NDArray[np.float32]]] = {
+        "ours": peers.ours,
+        "monai": peers.monai,
+    }
+    for name, fn in runs.items():
+        began = time.perf_counter()
+        fn()
+        warmup[name] = time.perf_counter() - began
+    windows = dict(peers.windows)  # one case's worth, counted during the warm-up
+    times: dict[str, list[float]] = {"ours": [], "monai": []}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            began = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - began)
+        print(f"ours {times['ours'][-1]:.2f} s, MONAI {times['monai'][-1]:.2f} s", flush=True)
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    ratio = median["ours"] / median["monai"]
+    figures = {
+        "shape": [args.channels, *args.shape],
+        "window": args.window,
+        "overlap": args.overlap,
+        "unet": {"base_filters": args.base_filters, "depth": args.depth},
+        "params": peers.params,
+        "threads": peers.threads,
+        "windows": windows,
+        "repeats": args.repeats,
+        "warmup_s": {k: round(v, 3) for k, v in warmup.items()},
+        "times_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "s_per_case": {k: round(v, 3) for k, v in median.items()},
+        "ours_over_monai": round(ratio, 3),
+        "target": {"ours_over_monai": TARGET},
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "torch": torch.__version__,
+            "monai": monai.__version__,
+        },
+    }
+    print(
+        f"peer {tuple(args.shape)} x{args.channels}, window {args.window}^3, overlap "
+        f"{args.overlap}, {args.threads} threads: ours {median['ours']:.2f} s/case "
+        f"({windows['ours']} windows), MONAI {median['monai']:.2f} s/case "
+        f"({windows['monai']} windows) -> {ratio:.2f} (target <= {TARGET})"
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    from brats.runtime import setup_logging
+
+    setup_logging()
+    p = argparse.ArgumentParser(description=__doc__)
+    add_arguments(p)
+    run(p.parse_args())

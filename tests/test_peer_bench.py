@@ -1,0 +1,69 @@
+"""The peer benchmark (``jobs/benchmark.py peer``) on a tiny volume.
+
+Needs torch and MONAI from the ``bench`` extra (``pip install -e '.[bench]'``). CI installs
+only ``.[dev]``, so there this module is skipped; run it where the extra is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from brats.benchmarks import peer
+
+TINY = ["--shape", "32", "32", "24", "--window", "16", "--base-filters", "4", "--depth", "2"]
+
+
+def _args(*extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    peer.add_arguments(parser)
+    return parser.parse_args([*TINY, "--threads", "1", *extra])
+
+
+def test_both_sides_give_probability_maps_of_the_volume() -> None:
+    args = _args()
+    volume = peer._volume(args)
+    assert volume.shape == (4, 32, 32, 24)
+    peers = peer._build(args, volume)
+    for name, fn in (("ours", peers.ours), ("monai", peers.monai)):
+        probs = fn()
+        assert probs.shape == (4, 32, 32, 24), name
+        assert probs.dtype == np.float32, name
+        assert np.all(probs >= 0), name
+        np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-4, err_msg=name)
+    # 3 x 3 x 2 windows of 16 at half overlap on 32 x 32 x 24, one per call, on each side.
+    assert peers.windows == {"ours": 18, "monai": 18}
+    assert peers.params > 0
+
+
+def test_torch_unet_matches_the_keras_parameter_count() -> None:
+    from brats.model import UNetConfig, build_unet
+
+    config = UNetConfig(base_filters=4, depth=3, in_channels=3)
+    net = peer._torch_unet(config)
+    assert sum(p.numel() for p in net.parameters()) == build_unet(config).count_params()
+
+
+def test_run_reports_the_figures() -> None:
+    figures = peer.run(_args("--repeats", "1"))
+    assert {
+        "shape",
+        "window",
+        "overlap",
+        "params",
+        "threads",
+        "windows",
+        "s_per_case",
+        "ours_over_monai",
+        "target",
+        "versions",
+    } <= set(figures)
+    assert set(figures["s_per_case"]) == {"ours", "monai"}
+    assert figures["windows"] == {"ours": 18, "monai": 18}
+    assert figures["threads"]["torch"] == 1
+    assert figures["ours_over_monai"] > 0
