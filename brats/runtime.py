@@ -64,6 +64,9 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         ray.init(
             num_cpus=num_cpus,
             object_store_memory=object_store_memory,
-            include_dashboard=False,
+            # Ray Train's placement-group cleaner asks the state API (served by the
+            # dashboard) about its controller every few seconds and logs a warning each
+            # time it cannot; Ray moves to the next free port when 8265 is taken.
+            include_dashboard=True,
             logging_level=logging.WARNING,
         )

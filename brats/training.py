@@ -100,6 +100,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "poly"
     """``"poly"`` (nnU-Net's ``(1 - t)**0.9``), ``"cosine"`` or ``"constant"``."""
+    warmup_fraction: float = 0.05
+    """Share of all steps over which the learning rate ramps up linearly from ~0."""
     mixed_precision: bool = False
     """float16 compute with a float32 softmax and loss scaling; GPU only."""
     val_fraction: float = 0.2
@@ -121,6 +123,8 @@ class TrainConfig:
             raise ValueError("num_workers, batch_size, epochs and patches_per_case must be >= 1")
         if not 0.0 <= self.tumor_fraction <= 1.0:
             raise ValueError("tumor_fraction must be in [0, 1]")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError("warmup_fraction must be in [0, 1)")
         if self.lr_schedule not in ("poly", "cosine", "constant"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -405,15 +409,34 @@ def restore_latest(run: Location, model: Any, optimizer: Any) -> dict[str, Any] 
 
 
 def _schedule(config: TrainConfig, total_steps: int) -> Any:
+    """The learning rate per step: a linear warm-up over ``warmup_fraction`` of the steps,
+    then the configured decay over the rest. Without the warm-up, Adam's first full-size
+    steps can push a freshly initialized U-Net into predicting background everywhere, from
+    which it does not recover."""
     import keras
+    from keras import ops
 
+    warmup = int(total_steps * config.warmup_fraction)
+    rest = max(total_steps - warmup, 1)
+    decay: Any
     if config.lr_schedule == "constant":
-        return config.learning_rate
-    if config.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps)
-    return keras.optimizers.schedules.PolynomialDecay(
-        config.learning_rate, total_steps, end_learning_rate=0.0, power=0.9
-    )
+        decay = None
+    elif config.lr_schedule == "cosine":
+        decay = keras.optimizers.schedules.CosineDecay(config.learning_rate, rest)
+    else:
+        decay = keras.optimizers.schedules.PolynomialDecay(
+            config.learning_rate, rest, end_learning_rate=0.0, power=0.9
+        )
+    peak = config.learning_rate
+
+    class WarmupThenDecay(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step: Any) -> Any:
+            step = ops.cast(step, "float32")
+            after = peak if decay is None else decay(ops.maximum(step - warmup, 0.0))
+            ramp = peak * (step + 1.0) / float(max(warmup, 1))
+            return ops.where(step < warmup, ramp, after)
+
+    return WarmupThenDecay()
 
 
 def validate(
@@ -459,6 +482,8 @@ def build_step(config: TrainConfig, total_steps: int, strategy: Any) -> tuple[An
     from brats.model import build_unet
 
     replicas = strategy.num_replicas_in_sync
+    # The same initial weights every run (MultiWorkerMirroredStrategy broadcasts worker 0's).
+    keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_unet(config.unet())
         optimizer: Any = keras.optimizers.Adam(_schedule(config, total_steps))

@@ -43,7 +43,7 @@ def ray_session():
     ray.init(
         num_cpus=2,
         object_store_memory=768 << 20,
-        include_dashboard=False,
+        include_dashboard=True,  # Ray Train's cleaner polls the state API it serves
         logging_level=logging.WARNING,
     )
     ctx = DataContext.get_current()

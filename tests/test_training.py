@@ -6,6 +6,7 @@ generated cohort, so a run of a few epochs takes well under a minute on 2 cores.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -308,3 +309,21 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
     first_epoch_after_restart = min(epoch for epoch, _ in _log_lines(log))
     # It picks up where the killed driver's last checkpoint left off, not at epoch 0.
     assert first_epoch_after_restart == done_before
+
+
+def test_learning_rate_warms_up_then_decays():
+    for schedule in ("poly", "cosine", "constant"):
+        config = TrainConfig(
+            data="d", storage="s", learning_rate=1e-3, lr_schedule=schedule, warmup_fraction=0.1
+        )
+        from brats.training import _schedule
+
+        lr = _schedule(config, 100)
+        rates = [float(lr(step)) for step in range(100)]
+        assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+        assert all(a < b for a, b in itertools.pairwise(rates[:10]))
+        if schedule == "constant":
+            assert rates[99] == pytest.approx(1e-3)
+        else:
+            assert rates[99] < 1e-4
+            assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
