@@ -140,12 +140,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"seed's way {rate['seed']:.2f} cases/s -> {vs_seed:.1f}x per core (target 2x)"
     )
     return figures
-
-
-if __name__ == "__main__":
-    from brats.runtime import setup_logging
-
-    setup_logging()
-    p = argparse.ArgumentParser(description=__doc__)
-    add_arguments(p)
-    run(p.parse_args())

@@ -281,12 +281,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"({windows['monai']} windows) -> {ratio:.2f} (target <= {TARGET})"
     )
     return figures
-
-
-if __name__ == "__main__":
-    from brats.runtime import setup_logging
-
-    setup_logging()
-    p = argparse.ArgumentParser(description=__doc__)
-    add_arguments(p)
-    run(p.parse_args())
