@@ -147,6 +147,12 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mixed-precision", action="store_true", help="float16 (GPU only)")
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument(
+        "--cache-mib",
+        type=int,
+        default=d.cache_mib,
+        help="keep a worker's cases in memory after epoch 1 when its share fits (0: never)",
+    )
     parser.add_argument("--max-failures", type=int, default=d.max_failures)
     parser.add_argument("--num-to-keep", type=int, default=d.num_to_keep)
     parser.add_argument("--base-filters", type=int, default=d.base_filters)
@@ -183,6 +189,7 @@ def run_train(argv: list[str] | None = None) -> int:
         mixed_precision=args.mixed_precision,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        cache_mib=args.cache_mib,
         max_failures=args.max_failures,
         num_to_keep=args.num_to_keep,
         base_filters=args.base_filters,

@@ -189,7 +189,7 @@ class CasePredictor:
         seconds: list[float] = []
         out = dict(batch)
         out["status"] = np.array(batch["status"], dtype=object)
-        out["error"] = np.array(batch["error"], dtype=object)
+        out["error"] = np.array(batch.get("error", [""] * len(batch["status"])), dtype=object)
         for i, status in enumerate(batch["status"]):
             preds.append(np.zeros((0, 0, 0), np.uint8))
             seconds.append(0.0)

@@ -106,6 +106,9 @@ class TrainConfig:
     """float16 compute with a float32 softmax and loss scaling; GPU only."""
     val_fraction: float = 0.2
     val_overlap: float = 0.5
+    cache_mib: int = 2048
+    """Keep a worker's training cases in memory after the first epoch when its share is at
+    most this many MiB (0: stream every epoch)."""
     seed: int = 0
     max_failures: int = 1
     num_to_keep: int = 2
@@ -372,9 +375,10 @@ def checkpoint_candidates(run: Location) -> list[tuple[int, str]]:
     if not fs.exists(run.path):
         return []
     found = []
-    for entry in fs.ls(run.path, detail=False):
-        name = posixpath.basename(str(entry).rstrip("/"))
-        if not name.startswith("checkpoint_"):
+    for entry in fs.ls(run.path, detail=True):
+        name = posixpath.basename(str(entry["name"]).rstrip("/"))
+        # Ray's checkpoint folders; its checkpoint_manager_snapshot.json is a file.
+        if not name.startswith("checkpoint_") or entry.get("type") != "directory":
             continue
         path = run.join(name)
         try:
@@ -546,6 +550,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     tensorboard_dir = tempfile.mkdtemp(prefix="brats-tb-") if rank == 0 else ""
     writer = tf.summary.create_file_writer(tensorboard_dir) if rank == 0 else None
 
+    # When every worker's share of the cohort fits its memory budget (decided once, on the
+    # driver, so every worker decides alike), the first epoch keeps the rows it streams and
+    # later epochs reuse them: restarting the split read costs seconds per epoch.
+    cached: list[dict[str, Any]] | None = None
     for epoch in range(start_epoch, config.epochs):
         if hook is not None:
             hook(epoch, rank)
@@ -553,7 +561,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         keras.utils.set_random_seed(config.seed * 100_003 + epoch * 101 + rank)
         began = time.perf_counter()
         losses = []
-        for x, y in patch_batches(train_shard.iter_rows(), config, steps, rng):
+        if cached is not None:
+            rows: Iterator[dict[str, Any]] = iter(cached)
+        elif loop_config["cache_rows"]:
+            cached = []
+            rows = _remember(train_shard.iter_rows(), cached)
+        else:
+            rows = train_shard.iter_rows()
+        for x, y in patch_batches(rows, config, steps, rng):
             losses.append(float(train_step(tf.constant(x), tf.constant(y))))
         train_seconds = time.perf_counter() - began
         metrics: dict[str, Any] = {
@@ -588,6 +603,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=report_checkpoint)
 
 
+def _remember(
+    rows: Iterator[dict[str, Any]], keep: list[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        keep.append(row)
+        yield row
+
+
 def _log_epoch(metrics: dict[str, Any], epochs: int) -> None:
     val = " ".join(
         f"{k[len('val_dice_') :]}={metrics[k]:.3f}"
@@ -603,6 +626,18 @@ def _log_epoch(metrics: dict[str, Any], epochs: int) -> None:
 
 
 # --- the driver --------------------------------------------------------------------------------
+
+
+def _shard_bytes(manifest: dict[str, Any], train_ids: list[str], config: TrainConfig) -> int:
+    """Memory one worker's share of the training cases takes (float16 image + uint8 label)."""
+    itemsize = np.dtype(manifest["preprocess"]["dtype"]).itemsize
+    ids = set(train_ids)
+    total = 0
+    for case in manifest["cases"]:
+        if case["case_id"] in ids:
+            voxels = math.prod(case["shape"][1:])
+            total += voxels * (case["shape"][0] * itemsize + 1)
+    return math.ceil(total / config.num_workers)
 
 
 def build_trainer(
@@ -647,6 +682,7 @@ def build_trainer(
             "steps_per_epoch": steps,
             "epoch_hook": epoch_hook,
             "has_val": bool(split["val"]),
+            "cache_rows": _shard_bytes(manifest, split["train"], config) <= config.cache_mib << 20,
         },
         scaling_config=ScalingConfig(
             num_workers=config.num_workers,
