@@ -1,7 +1,7 @@
 """The peer benchmark (``jobs/benchmark.py peer``) on a tiny volume.
 
-Needs torch and MONAI from the ``bench`` extra (``pip install -e '.[bench]'``). CI installs
-only ``.[dev]``, so there this module is skipped; run it where the extra is installed.
+Needs torch and MONAI from the ``bench`` extra (``pip install -e '.[bench]'``), which
+``make test`` (and so CI) installs; a bare ``pip install -e .[dev]`` skips this module.
 """
 
 from __future__ import annotations
