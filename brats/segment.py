@@ -388,41 +388,66 @@ def read_record(out: Location, case_id: str) -> dict[str, Any] | None:
     return record
 
 
-def is_done(out: Location, case_id: str, version: str, settings: dict[str, Any]) -> bool:
+def is_done(
+    record: dict[str, Any] | None, has_mask: bool, version: str, settings: dict[str, Any]
+) -> bool:
     """Done: a ``done`` record of this model version and these output settings, whose mask
     exists."""
-    record = read_record(out, case_id)
-    if (
-        record is None
-        or record.get("status") != DONE
-        or record.get("model_version") != version
-        or record.get("settings") != settings
-    ):
-        return False
-    return bool(out.filesystem().exists(out.join(mask_key(case_id))))
+    return (
+        record is not None
+        and record.get("status") == DONE
+        and record.get("model_version") == version
+        and record.get("settings") == settings
+        and has_mask
+    )
 
 
-def all_records(out: Location) -> list[dict[str, Any]]:
-    """Every record under ``OUT/records`` (the whole cohort, this run's and earlier ones).
-
-    A file there whose name is not a case id (``notes copy.json``) is skipped and logged.
-    """
+def _names(out: Location, folder: str, suffix: str) -> dict[str, int]:
+    """``{case id: size}`` of the files in ``OUT/folder`` named ``<case id><suffix>`` (one
+    listing). Other names are skipped and logged."""
     fs = out.filesystem()
-    folder = out.join(RECORDS)
-    if not fs.exists(folder):
-        return []
-    records = []
-    for path in sorted(fs.ls(folder, detail=False)):
-        name = posixpath.basename(str(path))
-        if not name.endswith(".json"):
+    path = out.join(folder)
+    if not fs.exists(path):
+        return {}
+    found = {}
+    for entry in fs.ls(path, detail=True):
+        name = posixpath.basename(str(entry["name"]).rstrip("/"))
+        if entry.get("type") != "file" or not name.endswith(suffix):
             continue
         try:
-            record = read_record(out, validate_case_id(name[: -len(".json")]))
+            found[validate_case_id(name[: -len(suffix)])] = int(entry.get("size") or 0)
         except InvalidCaseIdError:
-            log.warning("ignoring %s in %s: not a case's record", name, redact(folder))
+            log.warning("ignoring %s in %s: not a case's output", name, redact(path))
+    return found
+
+
+def all_records(out: Location) -> dict[str, dict[str, Any]]:
+    """Every record under ``OUT/records`` (the whole cohort, this run's and earlier ones),
+    by case id: one listing, then one batched read (S3 fetches them concurrently).
+
+    A file there whose name is not a case id (``notes copy.json``) is skipped and logged, and
+    so is an unreadable or oversized one (its case is redone).
+    """
+    fs = out.filesystem()
+    sizes = _names(out, RECORDS, ".json")
+    wanted = []
+    for case_id, size in sizes.items():
+        if size > MAX_RECORD_BYTES:
+            log.warning("case %s: record of %d bytes is over the limit; redoing it", case_id, size)
             continue
-        if record is not None:
-            records.append(record)
+        wanted.append(out.join(record_key(case_id)))
+    records: dict[str, dict[str, Any]] = {}
+    if not wanted:
+        return records
+    for path, raw in fs.cat(sorted(wanted), on_error="omit").items():
+        case_id = posixpath.basename(str(path))[: -len(".json")]
+        try:
+            record = json.loads(raw)
+        except ValueError as err:
+            log.warning("case %s: unreadable record (%s); redoing it", case_id, err)
+            continue
+        if case_id in sizes and isinstance(record, dict):
+            records[case_id] = record
     return records
 
 
@@ -458,7 +483,13 @@ def segment(
     except (OSError, StorageError) as err:
         raise SegmentError(f"cohort {redact(cohort.uri)}: {err}") from err
     rejected = _record_rejected(found.rejected, out, version, config)
-    todo = [c for c in found.cases if not is_done(out, c.case_id, version, settings)]
+    existing = all_records(out)
+    masks = _names(out, MASKS, ".nii.gz")
+    todo = [
+        c
+        for c in found.cases
+        if not is_done(existing.get(c.case_id), c.case_id in masks, version, settings)
+    ]
     skipped = len(found.cases) - len(todo)
     log.info(
         "segment: %d cases under %s, %d already done with model %s, %d to do",
@@ -469,7 +500,7 @@ def segment(
         len(todo),
     )
     fs = out.filesystem()
-    if not todo and _success_matches(out, all_records(out)):
+    if not todo and _success_matches(out, list(existing.values())):
         log.info("nothing to do: every case is done and the report is current")
         return SegmentResult(
             redact(out.uri), version, len(found.cases), skipped, 0, rejected, {}, 0.0
@@ -487,7 +518,7 @@ def segment(
         rows_out = list(
             _run_pipeline(todo, cohort, out, config, preprocess, predict_hook, write_hook, ray.data)
         )
-    records = all_records(out)
+    records = list(all_records(out).values())
     report = _write_report(records, out, cohort, found.cases, config)
     failed = [r for r in rows_out if r["status"] == FAILED]
     done = sum(r["status"] == DONE for r in rows_out)
