@@ -5,13 +5,14 @@ in the manner of MONAI's ``sliding_window_inference``: it tiles a ``(C, D, H, W)
 windows of the training patch size, runs ``predict`` on batches of windows, and blends the
 overlapping class probabilities with a Gaussian importance map (centre voxels weigh more than
 window edges, where the network saw less context). The model is any callable, so this module
-imports neither TensorFlow nor Ray.
+imports neither TensorFlow nor Ray (:func:`compiled_predict` imports TensorFlow when called).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -123,6 +124,19 @@ def _predict_windows(
         total = out if total is None else total + out
     assert total is not None
     return total / np.float32(len(flips))
+
+
+def compiled_predict(model: Any) -> Predict:
+    """A Keras model as a :data:`Predict`: one traced ``tf.function`` forward pass without
+    dropout, numpy in and out. Training's validation, the batch job's actors
+    and the benchmarks all call the model this way."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(x: Any) -> Any:
+        return model(x, training=False)
+
+    return lambda x: np.asarray(forward(tf.constant(x)))
 
 
 def predict_labels(probabilities: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:

@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from brats.cases import Case, discover, validate_case_id
 from brats.errors import CaseError, InvalidCaseIdError
+from brats.inference import compiled_predict
 from brats.labels import ET, N_CLASSES, NCR, REGIONS, LabelConvention, to_disk
 from brats.nifti import Limits, encode_mask, header_from_bytes, read_file
 from brats.runtime import cpus_per_replica
@@ -180,7 +181,7 @@ class CasePredictor:
         self.overlap = overlap
         self.flip_tta = flip_tta
         self.fault_hook = fault_hook
-        self._predict = _compiled_predict(loaded.model)
+        self._predict = compiled_predict(loaded.model)
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         from brats.inference import predict_labels, sliding_window_predict
@@ -221,16 +222,6 @@ class CasePredictor:
         out["predict_s"] = np.asarray(seconds)
         out["model_version"] = np.asarray([self.version] * len(preds))
         return out
-
-
-def _compiled_predict(model: Any) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[Any]]:
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def forward(x: Any) -> Any:
-        return model(x, training=False)
-
-    return lambda x: np.asarray(forward(tf.constant(x)))
 
 
 def _object_array(items: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:

@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.cases import MODALITIES
+from brats.inference import compiled_predict
 from brats.labels import N_CLASSES, REGIONS, one_hot, region_mask
 from brats.metrics import dice
 from brats.patches import Shape3, sample_patches, to_channels_last
@@ -475,7 +476,7 @@ def build_step(config: TrainConfig, total_steps: int, strategy: Any) -> tuple[An
     """``(model, optimizer, train_step, infer)`` under ``strategy``.
 
     ``train_step(x, y)`` runs one optimizer step on every replica and returns the global
-    mean loss; ``infer(x)`` is the forward pass without dropout. With
+    mean loss; ``infer(x)`` is :func:`brats.inference.compiled_predict` of the model. With
     ``tf.distribute.get_strategy()`` (one replica, no Ray) it is the same step, which is what
     the training benchmark compares against.
     """
@@ -511,11 +512,7 @@ def build_step(config: TrainConfig, total_steps: int, strategy: Any) -> tuple[An
         per_replica = strategy.run(replica_step, args=(x, y))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    @tf.function(reduce_retracing=True)
-    def infer(x: Any) -> Any:
-        return model(x, training=False)
-
-    return model, optimizer, train_step, infer
+    return model, optimizer, train_step, compiled_predict(model)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -580,7 +577,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         }
         if rank == 0 and val_data is not None:
             t0 = time.perf_counter()
-            metrics.update(validate(lambda b: np.asarray(infer(b)), val_data.iter_rows(), config))
+            metrics.update(validate(infer, val_data.iter_rows(), config))
             metrics["val_seconds"] = time.perf_counter() - t0
         history.append(metrics)
         with tempfile.TemporaryDirectory(prefix="brats-ckpt-") as folder:

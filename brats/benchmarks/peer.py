@@ -4,7 +4,7 @@ One invocation, on one ``(C, D, H, W)`` float32 volume (seeded random normal: th
 forward pass does not depend on the values) and the same settings for both sides:
 
 * ``ours``: :func:`brats.model.build_unet` (seeded untrained weights) behind a
-  ``tf.function`` forward, as :func:`brats.segment._compiled_predict` serves it, and
+  ``tf.function`` forward, as :func:`brats.inference.compiled_predict` serves it, and
   :func:`brats.inference.sliding_window_predict` (Gaussian blending, one window per call);
 * ``monai``: a PyTorch 3D U-Net written here with the same architecture (filters per level,
   depth, two 3x3x3 convolutions + ReLU per level, 2x2x2 max pooling, 2x2x2 stride-2
@@ -148,9 +148,8 @@ def _build(args: argparse.Namespace, volume: npt.NDArray[np.float32]) -> _Peers:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from brats.inference import sliding_window_predict
+    from brats.inference import compiled_predict, sliding_window_predict
     from brats.model import UNetConfig, build_unet, check_spatial_shape
-    from brats.segment import _compiled_predict
 
     threads = _set_threads(args.threads)  # before TensorFlow runs anything
     config = UNetConfig(base_filters=args.base_filters, depth=args.depth, in_channels=args.channels)
@@ -169,7 +168,7 @@ def _build(args: argparse.Namespace, volume: npt.NDArray[np.float32]) -> _Peers:
         )
 
     windows = {"ours": 0, "monai": 0}
-    forward = _compiled_predict(model)
+    forward = compiled_predict(model)
 
     def predict(batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
         windows["ours"] += len(batch)

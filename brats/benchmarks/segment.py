@@ -93,14 +93,13 @@ def _model_only(model_dir: str, cohort: str) -> tuple[float, int]:
 
     from brats.artifact import load_artifact
     from brats.cases import discover
-    from brats.inference import sliding_window_predict
+    from brats.inference import compiled_predict, sliding_window_predict
     from brats.nifti import read_case
     from brats.preprocess import PreprocessConfig, prepare_case
-    from brats.segment import _compiled_predict
     from brats.storage import resolve
 
     loaded = load_artifact(model_dir)
-    predict = _compiled_predict(loaded.model)
+    predict = compiled_predict(loaded.model)
     loc = resolve(cohort)
     config = PreprocessConfig(modalities=loaded.card.info.modalities)
     images = [
