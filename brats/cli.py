@@ -67,6 +67,12 @@ def ingest_parser() -> argparse.ArgumentParser:
         default=Limits().max_bytes,
         help="largest voxel data one file may declare",
     )
+    parser.add_argument(
+        "--readers",
+        type=int,
+        default=None,
+        help="reader actors (one CPU each); default: one per CPU of the cluster at start",
+    )
     add_storage_arguments(parser)
     add_ray_arguments(parser)
     return parser
@@ -92,6 +98,7 @@ def run_ingest(argv: list[str] | None = None) -> int:
             convention=LabelConvention(args.label_convention) if args.label_convention else None,
             limits=Limits(max_bytes=args.max_bytes),
         ),
+        readers=args.readers,
     )
     init_ray(num_cpus=args.num_cpus)
     result = ingest(config)

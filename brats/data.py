@@ -20,7 +20,7 @@ import json
 import logging
 import posixpath
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -144,13 +144,52 @@ def load_and_prepare(
     return out
 
 
+def read_one(
+    row: dict[str, Any],
+    *,
+    cohort: Location,
+    config: PreprocessConfig,
+    then: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Read and prepare one case, then (in the same worker) apply ``then`` to the row."""
+    prepared = load_and_prepare(row, cohort=cohort, config=config)
+    return then(prepared) if then is not None else prepared
+
+
+class CaseReader:
+    """A Ray Data actor that reads cases one after another (see :func:`read_cohort`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return read_one(row, **self._kwargs)
+
+
 def read_cohort(
-    cohort: Location, config: PreprocessConfig, *, discovery: Discovery | None = None
+    cohort: Location,
+    config: PreprocessConfig,
+    *,
+    discovery: Discovery | None = None,
+    readers: int | None = None,
+    then: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[ray.data.Dataset, Discovery]:
     """The lazy Ray Dataset of prepared cases (one row per case, failures included).
 
-    Listing happens here, once, on the driver; each case is then read in its own task so its
-    files stay together and cases load in parallel.
+    Listing happens here, once, on the driver; each case's files are then read together by
+    one worker, and cases load in parallel. ``then`` runs on each prepared row in the same
+    worker (the ingest job writes the case's shard there, so no tensor crosses the object
+    store).
+
+    Args:
+        readers: ``None`` reads each case in its own Ray task, which suits a pipeline whose
+            pace is set downstream (segmentation's model actors). A number reads through a
+            pool of up to that many reader actors instead, for jobs whose pace *is* the
+            read: Ray Data polls for finished tasks every 0.1 s, and with a case taking
+            about 0.3 s a task per case left a third of the cores idle between cases. An
+            actor always has its next case queued (``python jobs/benchmark.py ingest``
+            measures both).
+        then: applied to each prepared row, in the worker that prepared it.
     """
     import ray.data
 
@@ -158,10 +197,25 @@ def read_cohort(
     rows = [case_to_row(c) for c in found.cases]
     if not rows:
         raise FileNotFoundError(f"no cases found under {redact(cohort.uri)}")
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
-        functools.partial(load_and_prepare, cohort=cohort, config=config), num_cpus=1
-    )
+    items = ray.data.from_items(rows, override_num_blocks=len(rows))
+    kwargs: dict[str, Any] = {"cohort": cohort, "config": config, "then": then}
+    if readers is None:
+        ds = items.map(functools.partial(read_one, **kwargs), num_cpus=1)
+    else:
+        ds = items.map(
+            CaseReader,  # type: ignore[arg-type]  # a class runs as an actor pool
+            fn_constructor_kwargs=kwargs,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, readers)),
+            num_cpus=1,
+        )
     return ds, found
+
+
+def default_readers() -> int:
+    """One reader per CPU the cluster has now."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 # --- writing shards --------------------------------------------------------------------------
@@ -261,6 +315,7 @@ class IngestConfig:
     out: str
     s3_endpoint: str | None = None
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    readers: int | None = None  # reader actors; default one per CPU of the cluster
 
 
 @dataclass(frozen=True)
@@ -287,17 +342,23 @@ def ingest(config: IngestConfig) -> IngestResult:
     started = time.perf_counter()
     cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
-    ds, found = read_cohort(cohort, config.preprocess)
+    readers = config.readers or default_readers()
+    results, found = read_cohort(
+        cohort,
+        config.preprocess,
+        readers=readers,
+        then=functools.partial(write_case_shard, out=out),
+    )
     total = len(found.cases)
     log.info(
-        "ingest: %d cases found under %s (%d rejected)",
+        "ingest: %d cases found under %s (%d rejected), up to %d readers",
         total,
         redact(cohort.uri),
         len(found.rejected),
+        readers,
     )
     for rejected in found.rejected:
         log.warning("rejected %s: %s", rejected.name, rejected.reason)
-    results = ds.map(functools.partial(write_case_shard, out=out), num_cpus=1)
     entries: list[dict[str, Any]] = []
     for done, row in enumerate(_iter_results(results), start=1):
         entries.append(row)

@@ -606,7 +606,7 @@ def _run_pipeline(
         },
         batch_size=1,
         batch_format="numpy",
-        concurrency=config.num_actors,
+        compute=rd.ActorPoolStrategy(size=config.num_actors),
         num_cpus=cpus_per_replica(
             config.cpus_per_actor, config.num_actors, use_gpu=config.use_gpu, what="model actors"
         ),

@@ -154,3 +154,41 @@ def test_ingest_through_s3_slowdowns_retries_and_completes(
     assert flaky_s3.refused == 30  # the store did answer 503 SlowDown, and it made no difference
     ds, _ = read_prepared(resolve(out, s3_endpoint=s3_endpoint))
     assert ds.count() == N_GOOD
+
+
+def _fingerprint(row):
+    return (row["status"], row["image"].shape, float(np.asarray(row["image"], np.float64).sum()))
+
+
+def test_reader_pool_and_tasks_read_alike(cohort, ray_session):
+    """The reader-actor pool (ingest) and a task per case (segmentation) give the same rows;
+    ``then`` runs in the worker, so only its small result comes back."""
+    from brats.data import read_cohort
+
+    root, ids = cohort
+    loc = resolve(str(root))
+    config = PreprocessConfig()
+    by_mode = {}
+    for readers in (None, 2):
+        ds, found = read_cohort(loc, config, readers=readers, then=_fingerprint_row)
+        rows = ds.take_all()
+        assert sorted(r["case_id"] for r in rows) == sorted(c.case_id for c in found.cases)
+        assert set(rows[0]) == {"case_id", "status", "shape", "total", "pid"}
+        by_mode[readers] = rows
+    tasks = {r["case_id"]: (r["status"], list(r["shape"]), r["total"]) for r in by_mode[None]}
+    pool = {r["case_id"]: (r["status"], list(r["shape"]), r["total"]) for r in by_mode[2]}
+    assert tasks == pool
+    assert sum(status == "ok" for status, _, _ in pool.values()) == N_GOOD
+    # Two readers at most: every case went through one of at most two actor processes.
+    assert 1 <= len({r["pid"] for r in by_mode[2]}) <= 2
+
+
+def _fingerprint_row(row):
+    status, shape, total = _fingerprint(row)
+    return {
+        "case_id": row["case_id"],
+        "status": status,
+        "shape": list(shape),
+        "total": total,
+        "pid": os.getpid(),
+    }

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from brats.benchmarks.rates import marginal_rate
 from brats.runtime import init_ray
 
 
@@ -150,8 +151,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if result.failed or result.done != (n if name == "small" else 4 * n):
                 raise RuntimeError(f"segmentation of {name} cohort: {result}")
     model_rate = model_cases / model_s
-    marginal = 3 * n / (e2e["large"] - e2e["small"])
-    fixed = e2e["small"] - n / marginal
+    marginal, fixed = marginal_rate(
+        n, e2e["small"], e2e["large"], "segment; raise --cases or --shape"
+    )
     figures = {
         "cases": {"N": n, "4N": 4 * n},
         "shape": list(args.shape),
