@@ -17,11 +17,12 @@ import math
 import posixpath
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import numpy.typing as npt
+from zlib_ng import gzip_ng, zlib_ng
 
 from brats.cases import Case
 from brats.errors import CaseError
@@ -29,6 +30,13 @@ from brats.labels import LabelConvention, LabelError, to_internal
 from brats.storage import Location, StorageError, read_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    zlib.error,
+    cast(type[BaseException], zlib_ng.error),  # its stub says an instance; it is the class
+)
+"""What a cut-off or corrupt gzip stream raises (a bad CRC is a ``BadGzipFile``, an OSError)."""
 ALLOWED_DTYPES = frozenset(
     np.dtype(t).str[1:] for t in ("u1", "i1", "u2", "i2", "u4", "i4", "i8", "u8", "f2", "f4", "f8")
 )
@@ -113,7 +121,7 @@ def parse_header(
     head = _open(raw, case_id, file)
     try:
         block = head.read(540)
-    except (OSError, EOFError, zlib.error) as err:
+    except _GZIP_ERRORS as err:
         raise _fail(case_id, file, f"corrupt or truncated gzip stream ({err})") from None
     header = _header_from_block(block, case_id, file)
     shape, dtype, offset = _check_header(header, case_id, file, limits)
@@ -132,9 +140,9 @@ def read_volume(raw: bytes, *, case_id: str, file: str, limits: Limits = Limits(
         buf = stream.read(offset + nbytes)
         if len(buf) < offset + nbytes:
             raise _fail(case_id, file, f"truncated: {len(buf)} of {offset + nbytes} bytes present")
-        if isinstance(stream, gzip.GzipFile):
+        if isinstance(stream, gzip_ng.GzipNGFile):
             stream.read(1)  # reach the end-of-stream marker: a cut-off gzip fails here
-    except (OSError, EOFError, zlib.error) as err:
+    except _GZIP_ERRORS as err:
         raise _fail(case_id, file, f"corrupt or truncated gzip stream ({err})") from None
     data: npt.NDArray[np.generic] = np.frombuffer(
         buf, dtype=dtype, count=int(np.prod(shape)), offset=offset
@@ -261,7 +269,9 @@ def header_from_bytes(block: bytes) -> nib.Nifti1Header:
 
 def _open(raw: bytes, case_id: str, file: str) -> io.BufferedIOBase:
     if raw[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb")
+        # zlib-ng inflates BraTS volumes about 5x faster than CPython's zlib, and inflating
+        # is most of the time it takes to read a case.
+        return gzip_ng.GzipNGFile(fileobj=io.BytesIO(raw), mode="rb")
     return io.BytesIO(raw)
 
 

@@ -78,6 +78,21 @@ def test_truncated_gzip_is_detected():
         read_volume(raw[:-4], case_id="c", file="f")  # only the gzip trailer is cut
 
 
+def test_corrupt_voxel_stream_and_bad_checksum_are_named():
+    data = np.random.default_rng(1).normal(size=(24, 24, 24)).astype(np.float32)
+    raw = nifti_bytes(data)
+    # Deflate data ruined past the header: the header parses, the voxels do not inflate.
+    middle = len(raw) // 2
+    ruined = raw[:middle] + bytes(b ^ 0x5A for b in raw[middle : middle + 64]) + raw[middle + 64 :]
+    with pytest.raises(CaseError, match="corrupt or truncated gzip") as info:
+        read_volume(ruined, case_id="c", file="c_t2.nii.gz")
+    assert str(info.value).startswith("case c: c_t2.nii.gz: ")
+    # Every byte inflates, but the gzip trailer's CRC does not match them.
+    bad_crc = raw[:-8] + bytes(4) + raw[-4:]
+    with pytest.raises(CaseError, match="CRC"):
+        read_volume(bad_crc, case_id="c", file="c_t2.nii.gz")
+
+
 def huge_header_bytes(shape=(4096, 4096, 4096), dtype=np.float32):
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(shape)
