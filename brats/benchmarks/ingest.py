@@ -10,6 +10,9 @@ noise hits every variant alike. Figures (cases/s) are medians over rounds.
   worker, as the job reduces it to a shard, so only the work counts.
 * ``tasks``: the same stage with one Ray task per case (what segmentation uses, where the
   model sets the pace), to show what the reader pool buys.
+* ``processes``: ``one_process``'s loop split over one plain process per core (a
+  ``ProcessPoolExecutor`` started before the clock): what this machine's cores give without
+  Ray, the ceiling for the reader pool's efficiency.
 * ``seed``: the seed repo's way: ``nibabel.load(...).get_fdata()`` (float64) and a min-max
   scaler fitted per slice (``reshape(-1, depth)``), on the same modalities plus the seg.
 
@@ -23,10 +26,13 @@ Targets: ``readers / (cores * one_process) >= 0.85`` and ``one_process / seed >=
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing
 import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -53,6 +59,16 @@ def _one_process(cases: list[Case], loc: Location, config: PreprocessConfig) -> 
     start = time.perf_counter()
     for case in cases:
         prepare_case(read_case(case, loc, modalities=config.modalities), config)
+    return time.perf_counter() - start
+
+
+def _prepare_one(case: Case, loc: Location, config: PreprocessConfig) -> int:
+    return int(prepare_case(read_case(case, loc, modalities=config.modalities), config).image.size)
+
+
+def _processes(pool: Any, cases: list[Case], loc: Location, config: PreprocessConfig) -> float:
+    start = time.perf_counter()
+    list(pool.map(functools.partial(_prepare_one, loc=loc, config=config), cases))
     return time.perf_counter() - start
 
 
@@ -143,20 +159,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for readers in variants.values():  # warm up workers and imports; not timed
             _ray_data(loc, config, cases, readers)
         _one_process(cases[:1], loc, config)
+        pool = ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn"))
+        _processes(pool, cases[:cores], loc, config)  # start the processes, import, warm up
         times: dict[str, list[float]] = {
             k: []
-            for k in (*(f"{v}_{m}" for v in variants for m in ("n", "4n")), "one_process", "seed")
+            for k in (
+                *(f"{v}_{m}" for v in variants for m in ("n", "4n")),
+                "one_process",
+                "processes",
+                "seed",
+            )
         }
-        for r in range(args.rounds):
-            for name, readers in variants.items():
-                times[f"{name}_n"].append(_ray_data(loc, config, cases, readers))
-                times[f"{name}_4n"].append(_ray_data(loc, config, cases * 4, readers))
-            times["one_process"].append(_one_process(cases, loc, config))
-            times["seed"].append(_seed_way(cases, config))
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+        with pool:
+            for r in range(args.rounds):
+                for name, readers in variants.items():
+                    times[f"{name}_n"].append(_ray_data(loc, config, cases, readers))
+                    times[f"{name}_4n"].append(_ray_data(loc, config, cases * 4, readers))
+                times["one_process"].append(_one_process(cases, loc, config))
+                times["processes"].append(_processes(pool, cases, loc, config))
+                times["seed"].append(_seed_way(cases, config))
+                print(
+                    f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
+                )
     n = len(cases)
     med = {k: statistics.median(v) for k, v in times.items()}
-    rate = {"one_process": n / med["one_process"], "seed": n / med["seed"]}
+    rate = {k: n / med[k] for k in ("one_process", "processes", "seed")}
     startup: dict[str, float] = {}
     for name in variants:
         rate[name], startup[name] = marginal_rate(
@@ -165,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rate[f"{name}_end_to_end"] = 4 * n / med[f"{name}_4n"]
     efficiency = {
         k: rate[k] / (cores * rate["one_process"])
-        for k in ("readers", "tasks", "readers_end_to_end", "tasks_end_to_end")
+        for k in ("readers", "tasks", "readers_end_to_end", "tasks_end_to_end", "processes")
     }
     vs_seed = rate["one_process"] / rate["seed"]
     figures = {
@@ -186,7 +213,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{rate['readers']:.2f} cases/s -> parallel efficiency {efficiency['readers']:.2f} "
         f"(target 0.85; {efficiency['readers_end_to_end']:.2f} over {4 * n} cases with its "
         f"{startup['readers']:.1f} s start-up), a task per case {rate['tasks']:.2f} cases/s -> "
-        f"{efficiency['tasks']:.2f}; seed's way {rate['seed']:.2f} cases/s -> {vs_seed:.1f}x "
-        "per core (target 2x)"
+        f"{efficiency['tasks']:.2f}; plain processes (no Ray) -> "
+        f"{efficiency['processes']:.2f}; seed's way {rate['seed']:.2f} cases/s -> "
+        f"{vs_seed:.1f}x per core (target 2x)"
     )
     return figures
