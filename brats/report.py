@@ -298,9 +298,29 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert_cell(value: str | None) -> str | None:
+    """A text cell a spreadsheet will not run: one that opens like a formula gets a ``'``."""
+    if value and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_bytes(table: pa.Table) -> bytes:
+    """The report as CSV, text cells made inert (file names and reasons come from the cohort).
+
+    ``report.parquet`` keeps every value as it is.
+    """
+    columns = [
+        pa.array([_inert_cell(v) for v in column.to_pylist()], pa.string())
+        if pa.types.is_string(column.type)
+        else column
+        for column in table.columns
+    ]
     sink = pa.BufferOutputStream()
-    pyarrow.csv.write_csv(table, sink)
+    pyarrow.csv.write_csv(pa.table(columns, names=table.column_names), sink)
     return bytes(sink.getvalue().to_pybytes())
 
 

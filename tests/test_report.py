@@ -248,6 +248,31 @@ def test_files_are_byte_identical_in_any_record_order(tmp_path):
     assert not list(tmp_path.glob("*/.*.tmp"))
 
 
+def test_csv_cells_never_open_like_a_formula(tmp_path):
+    """A file name or reason from the cohort cannot become a spreadsheet formula in the CSV;
+    the Parquet report keeps the text as it was."""
+    import csv
+
+    hostile = {
+        "case_a": ('=HYPERLINK("http://x","y").nii.gz', "+cmd|' /C calc'!A0"),
+        "case_b": ("@SUM(1+1)", "-2+3"),
+    }
+    records = [failed(cid, file, reason) for cid, (file, reason) in hostile.items()]
+    records.append(done("fine", metrics(0.8)))
+    written = write_report(records, resolve(str(tmp_path)))
+    with open(written["report.csv"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        for value in row.values():
+            assert not value.startswith(("=", "+", "-", "@")), (row["case_id"], value)
+    by_id = {r["case_id"]: r for r in rows}
+    assert by_id["case_a"]["error_file"] == "'" + hostile["case_a"][0]
+    assert by_id["case_b"]["error_file"] == "'@SUM(1+1)"
+    table = pq.read_table(written["report.parquet"]).to_pylist()
+    kept = {r["case_id"]: r["error_file"] for r in table}
+    assert kept["case_a"] == hostile["case_a"][0] and kept["case_b"] == "@SUM(1+1)"
+
+
 def test_html_escapes_hostile_text(tmp_path):
     hostile_id = '<script>alert("id")</script>'
     records = [
