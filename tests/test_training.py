@@ -22,6 +22,8 @@ from brats.faults import CrashAtEpoch, EpochLog
 from brats.labels import N_CLASSES
 from brats.synth import SynthConfig, generate_cohort
 from brats.training import (
+    STATE_FILE,
+    WEIGHTS_FILE,
     TrainConfig,
     TrainingError,
     patch_batches,
@@ -301,14 +303,36 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
         driver.wait(timeout=30)
     done_before = len(list((storage / "driver").glob("checkpoint_*/state.json")))
     assert done_before >= 1
+    _leave_broken_uploads(storage / "driver", done_before)
 
     log = tmp_path / "epochs"
     config = TrainConfig(data=str(cohort), storage=str(storage), name="driver", epochs=6, **TINY)
     result = train(config, epoch_hook=EpochLog(str(log)))
     assert _epochs(result.history) == list(range(1, 7))
     first_epoch_after_restart = min(epoch for epoch, _ in _log_lines(log))
-    # It picks up where the killed driver's last checkpoint left off, not at epoch 0.
+    # It picks up where the killed driver's last complete checkpoint left off: not at epoch 0,
+    # and not at either broken upload, which claim later epochs (RELIABILITY 3).
     assert first_epoch_after_restart == done_before
+
+
+def _leave_broken_uploads(run: Path, done: int) -> None:
+    """Two checkpoint uploads that broke partway, both newer than any complete one: one
+    whose state.json arrived but whose weights were cut short, one with weights only."""
+    import shutil
+
+    newest = max(
+        run.glob("checkpoint_*/state.json"), key=lambda p: json.loads(p.read_text())["epochs_done"]
+    ).parent
+    cut = run / "checkpoint_9999-01-01_00-00-00.000001"
+    shutil.copytree(newest, cut)
+    state = json.loads((cut / STATE_FILE).read_text())
+    state["epochs_done"] = done + 2
+    (cut / STATE_FILE).write_text(json.dumps(state))
+    weights = (cut / WEIGHTS_FILE).read_bytes()
+    (cut / WEIGHTS_FILE).write_bytes(weights[: len(weights) // 2])
+    headless = run / "checkpoint_9999-01-01_00-00-00.000002"
+    headless.mkdir()
+    (headless / WEIGHTS_FILE).write_bytes(weights)
 
 
 def test_learning_rate_warms_up_then_decays():
