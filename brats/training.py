@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import posixpath
+import sys
 import tempfile
 import time
 from collections import deque
@@ -538,7 +539,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         start_epoch = int(state["epochs_done"])
         history = list(state["history"])[:start_epoch]
         if rank == 0:
-            print(f"[brats] resuming after epoch {start_epoch}", flush=True)
+            _say(f"[brats] resuming after epoch {start_epoch}")
 
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val") if loop_config["has_val"] else None
@@ -565,8 +566,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             rows = _remember(train_shard.iter_rows(), cached)
         else:
             rows = train_shard.iter_rows()
+        step_seconds = 0.0
         for x, y in patch_batches(rows, config, steps, rng):
+            stepped = time.perf_counter()
             losses.append(float(train_step(tf.constant(x), tf.constant(y))))
+            step_seconds += time.perf_counter() - stepped
         train_seconds = time.perf_counter() - began
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -574,6 +578,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
             "samples_per_s": steps * config.batch_size * replicas / train_seconds,
             "train_seconds": train_seconds,
+            # The rest of train_seconds is waiting for data (reading, cutting patches).
+            "step_seconds": step_seconds,
         }
         if rank == 0 and val_data is not None:
             t0 = time.perf_counter()
@@ -608,17 +614,26 @@ def _remember(
         yield row
 
 
+def _say(line: str) -> None:
+    """One line to the worker's stdout, which Ray streams to the driver and the job log.
+
+    Not ``print``: Ray Train patches it in its workers to also log the text, and every line
+    came out twice in the driver.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _log_epoch(metrics: dict[str, Any], epochs: int) -> None:
     val = " ".join(
         f"{k[len('val_dice_') :]}={metrics[k]:.3f}"
         for k in ("val_dice_WT", "val_dice_TC", "val_dice_ET")
         if k in metrics
     )
-    print(
+    _say(
         f"[brats] epoch {metrics['epoch']}/{epochs} loss {metrics['loss']:.4f} "
         f"lr {metrics['lr']:.2e} {metrics['samples_per_s']:.2f} samples/s"
-        + (f" | val Dice {val}" if val else ""),
-        flush=True,
+        + (f" | val Dice {val}" if val else "")
     )
 
 
