@@ -32,8 +32,9 @@ from brats.runtime import init_ray
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=4, help="N (the second job has 4N)")
-    parser.add_argument("--shape", type=int, nargs=3, default=[96, 96, 64])
-    parser.add_argument("--patch", type=int, default=64)
+    # Large enough that 4N cases take measurably longer than N (smaller runs are refused).
+    parser.add_argument("--shape", type=int, nargs=3, default=[160, 160, 128])
+    parser.add_argument("--patch", type=int, default=96)
     parser.add_argument("--base-filters", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--num-cpus", type=int, default=None)

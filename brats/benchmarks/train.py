@@ -8,8 +8,11 @@ All three run in one invocation on the same normalized cohort, model and patch s
 * ``ray_2``: the same with two workers (``MultiWorkerMirroredStrategy``).
 
 Figures are training samples (patches) per second, the median over epochs after the first
-(the first traces the step). Targets: ``ray_1 / plain >= 0.90``; ``ray_2 / ray_1`` is the
-scaling on this machine (two workers share its cores, so ~1 means no loss, not a speed-up).
+(the first traces the step), and the share of each epoch spent inside the step (the rest is
+waiting for data: reading, cutting patches).
+
+Targets: ``ray_1 / plain >= 0.90``; ``ray_2 / ray_1`` is the scaling on this machine (two
+workers share its cores, so ~1 means no loss, not a speed-up).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, default=None)
 
 
-def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[float]:
+def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[dict[str, float]]:
     import tensorflow as tf
 
     from brats.data import read_prepared
@@ -50,21 +53,37 @@ def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[float]:
     for epoch in range(epochs):
         rng = np.random.default_rng([config.seed, epoch, 0])
         began = time.perf_counter()
+        step_seconds = 0.0
         for x, y in patch_batches(iter(rows), config, steps, rng):
+            stepped = time.perf_counter()
             float(train_step(tf.constant(x), tf.constant(y)))
-        rates.append(steps * config.batch_size / (time.perf_counter() - began))
+            step_seconds += time.perf_counter() - stepped
+        seconds = time.perf_counter() - began
+        rates.append(
+            {
+                "samples_per_s": steps * config.batch_size / seconds,
+                "step_share": step_seconds / seconds,
+            }
+        )
     return rates
 
 
-def _ray(config: Any) -> list[float]:
+def _ray(config: Any) -> list[dict[str, float]]:
     from brats.training import train
 
     result = train(config)
-    return [float(row["samples_per_s"]) for row in result.history]
+    return [
+        {
+            "samples_per_s": float(row["samples_per_s"]),
+            "step_share": float(row["step_seconds"]) / float(row["train_seconds"]),
+        }
+        for row in result.history
+    ]
 
 
-def _steady(rates: list[float]) -> float:
-    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+def _steady(epochs: list[dict[str, float]], key: str) -> float:
+    values = [e[key] for e in epochs]
+    return statistics.median(values[1:] if len(values) > 1 else values)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,18 +116,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ray_1": _ray(base),
             "ray_2": _ray(replace(base, name="ray-2", num_workers=2)),
         }
-    steady = {k: _steady(v) for k, v in rates.items()}
+    steady = {k: _steady(v, "samples_per_s") for k, v in rates.items()}
+    step_share = {k: _steady(v, "step_share") for k, v in rates.items()}
     overhead = steady["ray_1"] / steady["plain"]
     scaling = steady["ray_2"] / steady["ray_1"]
     print(
         f"train {args.patch}^3 patches, batch {args.batch}, base filters {args.base_filters}: "
         f"plain {steady['plain']:.2f}, Ray Train 1 worker {steady['ray_1']:.2f}, 2 workers "
         f"{steady['ray_2']:.2f} samples/s -> Ray/plain {overhead:.2f} (target 0.90), "
-        f"2 workers/1 worker {scaling:.2f}"
+        f"2 workers/1 worker {scaling:.2f}; share of the epoch spent in the step: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in step_share.items())
     )
     return {
         "samples_per_s": {k: round(v, 3) for k, v in steady.items()},
-        "per_epoch": {k: [round(r, 3) for r in v] for k, v in rates.items()},
+        "step_share": {k: round(v, 3) for k, v in step_share.items()},
+        "per_epoch": {
+            k: [{m: round(x, 3) for m, x in e.items()} for e in v] for k, v in rates.items()
+        },
         "ray_over_plain": round(overhead, 3),
         "two_over_one_worker": round(scaling, 3),
         "targets": {"ray_over_plain": 0.9},
