@@ -207,6 +207,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "startup_s": {k: round(v, 2) for k, v in startup.items()},
         "parallel_efficiency": round(efficiency["readers"], 3),
         "parallel_efficiency_by_variant": {k: round(v, 3) for k, v in efficiency.items()},
+        # What Ray costs against the same work in plain processes on the same cores.
+        "readers_over_processes": round(rate["readers"] / rate["processes"], 3),
         "speedup_per_core_vs_seed": round(vs_seed, 2),
         "targets": {"parallel_efficiency": 0.85, "speedup_per_core_vs_seed": 2.0},
     }
@@ -216,7 +218,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"(target 0.85; {efficiency['readers_end_to_end']:.2f} over {4 * n} cases with its "
         f"{startup['readers']:.1f} s start-up), a task per case {rate['tasks']:.2f} cases/s -> "
         f"{efficiency['tasks']:.2f}; plain processes (no Ray) -> "
-        f"{efficiency['processes']:.2f}; seed's way {rate['seed']:.2f} cases/s -> "
+        f"{efficiency['processes']:.2f} (reader pool / processes "
+        f"{rate['readers'] / rate['processes']:.2f}); seed's way {rate['seed']:.2f} cases/s -> "
         f"{vs_seed:.1f}x per core (target 2x)"
     )
     return figures
