@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=6, help="steps per epoch per worker")
+    # Epochs long enough that their rate is the step's, not Ray Train's per-epoch report.
+    parser.add_argument("--steps", type=int, default=40, help="steps per epoch per worker")
     parser.add_argument("--num-cpus", type=int, default=None)
 
 
