@@ -55,15 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, default=None, help="default: all cores")
 
 
+def _prepare_one(case: Case, loc: Location, config: PreprocessConfig) -> int:
+    return int(prepare_case(read_case(case, loc, modalities=config.modalities), config).image.size)
+
+
 def _one_process(cases: list[Case], loc: Location, config: PreprocessConfig) -> float:
     start = time.perf_counter()
     for case in cases:
-        prepare_case(read_case(case, loc, modalities=config.modalities), config)
+        _prepare_one(case, loc, config)
     return time.perf_counter() - start
-
-
-def _prepare_one(case: Case, loc: Location, config: PreprocessConfig) -> int:
-    return int(prepare_case(read_case(case, loc, modalities=config.modalities), config).image.size)
 
 
 def _processes(pool: Any, cases: list[Case], loc: Location, config: PreprocessConfig) -> float:
