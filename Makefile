@@ -22,7 +22,7 @@ $(BENCH_STAMP): $(STAMP)
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m brats.demo $(ARGS)
+	$(BIN)/python -m brats.devtools.demo $(ARGS)
 
 test: $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+
+from brats.options import option
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class LocalRay:
+    """How a job starts Ray when it is not joining a cluster."""
+
+    num_cpus: int | None = option(
+        None, help="CPUs for a local Ray (ignored when joining a cluster)"
+    )
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -10,9 +10,11 @@ config, a log, a Ray runtime_env or a report.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import posixpath
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     import pyarrow.fs
 
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+S3_ENDPOINT_HELP = "S3-compatible endpoint URL (MinIO, moto); default $AWS_ENDPOINT_URL or AWS"
 S3_RETRIES = 10
 """Attempts per S3 call. botocore's adaptive mode backs off on 503 SlowDown and throttling."""
 
@@ -150,6 +153,12 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
             raise
     else:
         fs.pipe_file(path, data)
+
+
+def json_bytes(document: Mapping[str, Any]) -> bytes:
+    """A JSON document as brats stores it: keys sorted, indented, newline-terminated, and never
+    NaN or infinity (``ValueError``), so the same document always gives the same bytes."""
+    return (json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
 def read_bytes(fs: fsspec.AbstractFileSystem, path: str, *, max_bytes: int) -> bytes:

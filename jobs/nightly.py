@@ -6,12 +6,12 @@
 
 Submits `python jobs/segment.py ... --out s3://bucket/nightly/<today>` as the Ray job
 `brats-segment-<today>` (a second run for the same date reports "already submitted").
-The cron line and exit codes are in brats/nightly.py.
+The cron line and exit codes are in brats/segment/nightly.py.
 """
 
 import sys
 
-from brats.nightly import main
+from brats.cli import run_nightly
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_nightly())

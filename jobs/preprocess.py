@@ -1,8 +1,4 @@
-"""Ingest job: read + validate + normalize a NIfTI cohort with Ray Data.
-
-python jobs/preprocess.py --cohort s3://bucket/brats2020 --out s3://bucket/cohorts/v1
-ray job submit --working-dir . -- python jobs/preprocess.py --cohort ... --out ...
-"""
+"""The ingest job under its earlier name: ``jobs/preprocess.py`` runs ``jobs/ingest.py``."""
 
 import sys
 

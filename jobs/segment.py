@@ -1,4 +1,4 @@
-"""Nightly cohort segmentation: a trained model over a whole cohort with Ray Data.
+"""Cohort segmentation: a trained model over a whole cohort with Ray Data.
 
     python jobs/segment.py --cohort ./incoming --model ./runs/unet-v1/model --out ./nightly
     ray job submit --working-dir . -- python jobs/segment.py --cohort s3://bucket/incoming \

@@ -1,20 +1,21 @@
-"""Ingest benchmark: Ray Data read+validate+normalize vs one process, and vs the seed's way.
+"""Ingest benchmark: Ray Data read+validate+normalize vs one process, and vs the seed way.
 
 All of it runs on the same cases in one invocation, interleaved round by round, so machine
 noise hits every variant alike. Figures (cases/s) are medians over rounds.
 
-* ``one_process``: :func:`brats.nifti.read_case` + :func:`brats.preprocess.prepare_case`, case
-  after case, in this process.
-* ``readers``: the ingest job's read stage (:func:`brats.data.read_cohort` through its pool of
-  reader actors, one per core); each case's result is reduced to a few numbers inside the
-  worker, as the job reduces it to a shard, so only the work counts.
+* ``one_process``: :func:`brats.io.nifti.read_case` +
+  :func:`brats.ingest.prepare.prepare_case`, case after case, in this process.
+* ``readers``: the ingest job's read stage (:func:`brats.ingest.rows.read_cohort` through its
+  pool of reader actors, one per core); each case's result is reduced to a few numbers inside
+  the worker, as the job reduces it to a shard, so only the work counts.
 * ``tasks``: the same stage with one Ray task per case (what segmentation uses, where the
   model sets the pace), to show what the reader pool buys.
 * ``processes``: ``one_process``'s loop split over one plain process per core (a
   ``ProcessPoolExecutor`` started before the clock): what this machine's cores give without
   Ray, the ceiling for the reader pool's efficiency. Timed over N and 4N cases like Ray.
-* ``seed``: the seed repo's way: ``nibabel.load(...).get_fdata()`` (float64) and a min-max
-  scaler fitted per slice (``reshape(-1, depth)``), on the same modalities plus the seg.
+* ``seed``: the ``seed`` preset's original preprocessing: ``nibabel.load(...).get_fdata()``
+  (float64) and a min-max scaler fitted per slice (``reshape(-1, depth)``), on the same
+  modalities plus the seg.
 
 The parallel variants run over N and 4N cases (the cohort read four times over): the rate
 between the two, ``3N / (t(4N) - t(N))``, is the steady rate with the fixed start-up of a
@@ -39,10 +40,10 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.benchmarks.rates import marginal_rate
-from brats.cases import Case, Discovery, discover
-from brats.data import read_cohort
-from brats.nifti import read_case
-from brats.preprocess import PreprocessConfig, prepare_case
+from brats.ingest.prepare import PreprocessConfig, prepare_case
+from brats.ingest.rows import read_cohort
+from brats.io.cases import Case, Discovery, discover
+from brats.io.nifti import read_case
 from brats.runtime import init_ray
 from brats.storage import Location, resolve
 
@@ -73,7 +74,8 @@ def _processes(pool: Any, cases: list[Case], loc: Location, config: PreprocessCo
 
 
 def _minmax_per_slice(vol: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """The seed's ``MinMaxScaler().fit_transform(vol.reshape(-1, vol.shape[-1]))``."""
+    """The ``seed`` preset's original scaling:
+    ``MinMaxScaler().fit_transform(vol.reshape(-1, vol.shape[-1]))``."""
     flat = vol.reshape(-1, vol.shape[-1])
     lo = flat.min(axis=0)
     span = flat.max(axis=0) - lo
@@ -122,7 +124,7 @@ def _ray_data(
     _wait_for_idle_cpus()
     start = time.perf_counter()
     ds, _ = read_cohort(
-        loc, config, discovery=Discovery(cases=cases), readers=readers, then=_summarize
+        loc, config, discovery=Discovery(cases=cases), readers=readers, finish=_summarize
     )
     rows = ds.take_all()
     elapsed = time.perf_counter() - start
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.cohort:
             root = args.cohort
         else:
-            from brats.synth import SynthConfig, generate_cohort
+            from brats.devtools.synth import SynthConfig, generate_cohort
 
             root = tmp
             t0 = time.perf_counter()
@@ -219,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{startup['readers']:.1f} s start-up), a task per case {rate['tasks']:.2f} cases/s -> "
         f"{efficiency['tasks']:.2f}; plain processes (no Ray) -> "
         f"{efficiency['processes']:.2f} (reader pool / processes "
-        f"{rate['readers'] / rate['processes']:.2f}); seed's way {rate['seed']:.2f} cases/s -> "
+        f"{rate['readers'] / rate['processes']:.2f}); the seed way {rate['seed']:.2f} cases/s -> "
         f"{vs_seed:.1f}x per core (target 2x)"
     )
     return figures

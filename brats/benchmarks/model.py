@@ -9,7 +9,7 @@ One invocation measures, on whatever TensorFlow runs on (CPU here):
 * ``matmul``: a square float32 matmul in numpy and in TensorFlow (best of 10 each), the
   machine's practical peak for dense float32 math; ratios are taken against the faster.
 
-FLOPs per step come from :func:`brats.model.forward_flops` (convolutions only, a multiply-add
+FLOPs per step come from :func:`brats.train.model.forward_flops` (convolutions only, a multiply-add
 counted as 2); a train step counts as 3x a forward pass (the backward pass computes
 gradients for both the activations and the weights). Times are medians over ``--repeats``
 after a first call that traces the function (reported apart). Achieved GFLOP/s divided by
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-filters", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
-    parser.add_argument("--loss", default="dice_ce", help="a name from brats.losses.LOSSES")
+    parser.add_argument("--loss", default="dice_ce", help="a name from brats.train.losses.LOSSES")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first")
     parser.add_argument("--matmul-n", type=int, default=2048, help="side of the square matmul")
 
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from brats.losses import get_loss
-    from brats.model import UNetConfig, build_unet, check_spatial_shape, forward_flops
+    from brats.train.losses import get_loss
+    from brats.train.model import UNetConfig, build_unet, check_spatial_shape, forward_flops
 
     keras.utils.set_random_seed(0)
     config = UNetConfig(
@@ -167,12 +167,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _fmt(times: list[float]) -> str:
     return ", ".join(f"{t:.2f}" for t in times) + " s"
-
-
-if __name__ == "__main__":
-    from brats.runtime import setup_logging
-
-    setup_logging()
-    p = argparse.ArgumentParser(description=__doc__)
-    add_arguments(p)
-    run(p.parse_args())

@@ -3,9 +3,9 @@
 One invocation, on one ``(C, D, H, W)`` float32 volume (seeded random normal: the cost of a
 forward pass does not depend on the values) and the same settings for both sides:
 
-* ``ours``: :func:`brats.model.build_unet` (seeded untrained weights) behind a
-  ``tf.function`` forward, as :func:`brats.inference.compiled_predict` serves it, and
-  :func:`brats.inference.sliding_window_predict` (Gaussian blending, one window per call);
+* ``ours``: :func:`brats.train.model.build_unet` (seeded untrained weights) through the
+  :class:`~brats.segment.predictor.Predictor`'s probabilities, as the segmentation job runs it
+  (a ``tf.function`` forward, Gaussian blending, one window per call);
 * ``monai``: a PyTorch 3D U-Net written here with the same architecture (filters per level,
   depth, two 3x3x3 convolutions + ReLU per level, 2x2x2 max pooling, 2x2x2 stride-2
   transposed convolutions, skip concatenation, 1x1x1 head + softmax; equal parameter counts
@@ -91,7 +91,7 @@ def _set_threads(threads: int) -> dict[str, Any]:
 
 
 def _torch_unet(config: Any) -> Any:
-    """The PyTorch twin of :func:`brats.model.build_unet` for ``config`` (no normalization;
+    """The PyTorch twin of :func:`brats.train.model.build_unet` for ``config`` (no normalization;
     dropout is off at inference), he-uniform weights and zero biases as Keras initializes."""
     import torch
     from torch import nn
@@ -148,8 +148,10 @@ def _build(args: argparse.Namespace, volume: npt.NDArray[np.float32]) -> _Peers:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from brats.inference import compiled_predict, sliding_window_predict
-    from brats.model import UNetConfig, build_unet, check_spatial_shape
+    from brats.io.cases import MODALITIES, SEED_MODALITIES
+    from brats.io.model_card import ModelInfo
+    from brats.segment.predictor import Predictor, PredictSettings
+    from brats.train.model import UNetConfig, build_unet, check_spatial_shape
 
     threads = _set_threads(args.threads)  # before TensorFlow runs anything
     config = UNetConfig(base_filters=args.base_filters, depth=args.depth, in_channels=args.channels)
@@ -168,28 +170,25 @@ def _build(args: argparse.Namespace, volume: npt.NDArray[np.float32]) -> _Peers:
         )
 
     windows = {"ours": 0, "monai": 0}
-    forward = compiled_predict(model)
+    modalities = MODALITIES if args.channels == len(MODALITIES) else SEED_MODALITIES
+    info = ModelInfo(unet=config, modalities=modalities[: args.channels], patch_size=window)
+    ours_predictor = Predictor(model, info, PredictSettings(overlap=args.overlap, batch_size=1))
+    forward = ours_predictor.forward
 
-    def predict(batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+    def counted(batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
         windows["ours"] += len(batch)
         return forward(batch)
 
-    def predictor(batch: Any) -> Any:
+    ours_predictor.forward = counted
+
+    def monai_predictor(batch: Any) -> Any:
         windows["monai"] += int(batch.shape[0])
         return net(batch)
 
     tensor = torch.from_numpy(np.ascontiguousarray(volume[None]))
 
     def ours() -> npt.NDArray[np.float32]:
-        return sliding_window_predict(
-            volume,
-            predict,
-            window,
-            n_classes=config.n_classes,
-            overlap=args.overlap,
-            blend="gaussian",
-            batch_size=1,
-        )
+        return ours_predictor.probabilities(volume)
 
     def monai() -> npt.NDArray[np.float32]:
         with torch.inference_mode():
@@ -197,7 +196,7 @@ def _build(args: argparse.Namespace, volume: npt.NDArray[np.float32]) -> _Peers:
                 tensor,
                 roi_size=window,
                 sw_batch_size=1,
-                predictor=predictor,
+                predictor=monai_predictor,
                 overlap=args.overlap,
                 mode="gaussian",
             )

@@ -2,11 +2,11 @@
 
 In one invocation, on generated cases and one model:
 
-* ``model_only``: :func:`brats.inference.sliding_window_predict` in this process on cases
-  already read and normalized (only the model runs while the clock does). The model is an
+* ``model_only``: :meth:`brats.segment.predictor.Predictor.probabilities` in this process on
+  cases already read and normalized (only the model runs while the clock does). The model is an
   untrained U-Net biased to predict background (:func:`_background_model`): its forward
   pass costs what a trained one's does, and its masks are clean, as a trained one's are;
-* ``end_to_end``: :func:`brats.segment.segment` (Ray Data: read, validate, normalize, predict
+* ``end_to_end``: :func:`brats.segment.job.segment` (Ray Data: read, validate, normalize, predict
   on the actor pool, paste back, write masks and records, report) on N cases, then on 4N.
   Its rate is the *marginal* one, ``3N / (t(4N) - t(N))``: starting actors and loading the
   model happen once per job, whatever the cohort's size, so they are left out of the ratio
@@ -93,28 +93,24 @@ class PeakMemory:
 
 
 def _model_only(model_dir: str, cohort: str) -> tuple[float, int]:
-    import numpy as np
 
-    from brats.artifact import load_artifact
-    from brats.cases import discover
-    from brats.inference import compiled_predict, sliding_window_predict
-    from brats.nifti import read_case
-    from brats.preprocess import PreprocessConfig, prepare_case
+    from brats.ingest.prepare import prepare_case
+    from brats.io.cases import discover
+    from brats.io.nifti import read_case
+    from brats.segment.predictor import Predictor
     from brats.storage import resolve
 
-    loaded = load_artifact(model_dir)
-    predict = compiled_predict(loaded.model)
+    predictor = Predictor.from_artifact(model_dir)
     loc = resolve(cohort)
-    config = PreprocessConfig(modalities=loaded.card.info.modalities)
+    config = predictor.preprocess
     images = [
         prepare_case(read_case(c, loc, modalities=config.modalities), config).image
         for c in discover(loc).cases
     ]
-    window = loaded.card.info.patch_size
-    sliding_window_predict(np.asarray(images[0], np.float32), predict, window, n_classes=4)
+    predictor.probabilities(images[0])  # traces the forward pass
     began = time.perf_counter()
     for image in images:
-        sliding_window_predict(np.asarray(image, np.float32), predict, window, n_classes=4)
+        predictor.probabilities(image)
     return time.perf_counter() - began, len(images)
 
 
@@ -137,10 +133,11 @@ def _background_model(model: Any) -> Any:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import keras
 
-    from brats.artifact import ModelInfo, save_artifact
-    from brats.model import UNetConfig, build_unet
-    from brats.segment import SegmentConfig, segment
-    from brats.synth import SynthConfig, generate_cohort
+    from brats.devtools.synth import SynthConfig, generate_cohort
+    from brats.io.artifact import save_artifact
+    from brats.io.model_card import ModelInfo
+    from brats.segment.job import SegmentConfig, segment
+    from brats.train.model import UNetConfig, build_unet
 
     init_ray(num_cpus=args.num_cpus)
     n = args.cases

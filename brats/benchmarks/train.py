@@ -2,9 +2,9 @@
 
 All three run in one invocation on the same normalized cohort, model and patch size:
 
-* ``plain``: :func:`brats.training.build_step` under TensorFlow's default strategy (one
-  replica, no Ray), fed by :func:`brats.training.patch_batches` from rows held in memory;
-* ``ray_1``: :func:`brats.training.train` with one worker (data streamed from Ray Data);
+* ``plain``: :func:`brats.train.worker.build_step` under TensorFlow's default strategy (one
+  replica, no Ray), fed by :func:`brats.train.batches.patch_batches` from rows held in memory;
+* ``ray_1``: :func:`brats.train.job.train` with one worker (data streamed from Ray Data);
 * ``ray_2``: the same with two workers (``MultiWorkerMirroredStrategy``).
 
 Figures are training samples (patches) per second, the median over epochs after the first
@@ -44,12 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[dict[str, float]]:
     import tensorflow as tf
 
-    from brats.data import read_prepared
-    from brats.training import build_step, patch_batches
+    from brats.ingest.shards import read_prepared
+    from brats.train.batches import patch_batches
+    from brats.train.worker import build_step
 
     ds, _ = read_prepared(cohort)
     rows = ds.take_all()  # in memory before the clock starts: only the loop is timed
-    _, _, train_step, _ = build_step(config, steps * epochs, tf.distribute.get_strategy())
+    _, _, train_step = build_step(config, steps * epochs, tf.distribute.get_strategy())
     rates = []
     for epoch in range(epochs):
         rng = np.random.default_rng([config.seed, epoch, 0])
@@ -70,7 +71,7 @@ def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[dict[str, 
 
 
 def _ray(config: Any) -> list[dict[str, float]]:
-    from brats.training import train
+    from brats.train.job import train
 
     result = train(config)
     return [
@@ -90,10 +91,10 @@ def _steady(epochs: list[dict[str, float]], key: str) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from dataclasses import replace
 
-    from brats.data import IngestConfig, ingest
+    from brats.devtools.synth import SynthConfig, generate_cohort
+    from brats.ingest.job import IngestConfig, ingest
     from brats.storage import resolve
-    from brats.synth import SynthConfig, generate_cohort
-    from brats.training import TrainConfig
+    from brats.train.config import TrainConfig
 
     init_ray(num_cpus=args.num_cpus)
     with tempfile.TemporaryDirectory(prefix="brats-bench-train-") as tmp:

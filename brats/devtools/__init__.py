@@ -1,0 +1,1 @@
+"""Tools for trying and testing brats: a generated cohort, faults on purpose, the demo."""

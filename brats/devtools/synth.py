@@ -1,0 +1,430 @@
+"""A generated BraTS-like cohort built on a real brain, so nothing depends on downloading BraTS.
+
+The anatomy is the MNI152 2009a symmetric template that ships inside nilearn's wheel (its
+grey matter, white matter, CSF and brain-mask maps, 197 x 233 x 189 at 1 mm), read with
+nibabel from the installed package; nothing is fetched. Each case:
+
+* places the template brain in the output box with a mild random scale, rotation and shift
+  (the brain always fits), skull-stripped like BraTS: exactly zero outside the brain;
+* gives each modality its own tissue contrast by mixing the tissue probabilities with
+  per-tissue intensities (T1: WM > GM > CSF; T2: CSF > GM > WM; FLAIR: CSF suppressed,
+  GM > WM; T1ce: like T1 plus an enhancing rim);
+* grows one tumor at a random white-matter position: an ellipsoid deformed by smooth seeded
+  noise, with a necrotic core (label 1, dark on T1ce), an enhancing rim (ET, bright on T1ce)
+  and a larger edema (label 2, bright on T2 and FLAIR) that spreads along white matter;
+  with probability ``p_no_enhancing`` the core does not enhance and is all label 1;
+* applies a smooth multiplicative bias field, Rician noise and a small intensity scale per
+  modality, then rounds to ``int16``.
+
+Everything is seeded: case ``i`` draws from ``SeedSequence([seed, i])`` only, so generating it
+alone gives the same bytes as generating it inside a cohort, and files are gzipped with
+mtime 0. The template lives in :mod:`brats.devtools.template`, the tumor model in
+:mod:`brats.devtools.tumor`, and the corrupt inputs the reliability tests need in
+:func:`brats.devtools.faults.write_faulty_case`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import posixpath
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from brats.devtools.template import F32, F64, Template, template_for
+from brats.devtools.tumor import Tumor, grow_tumor, keep_connected_to_core
+from brats.io.cases import MODALITIES, validate_case_id
+from brats.options import option
+from brats.storage import resolve, write_bytes_atomic
+from brats.volume.labels import LabelConvention, to_disk
+
+# BraTS 2023 file-name tokens for the canonical modalities (the same table brats.io.cases reads).
+_TOKENS_2023: Final = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w", "seg": "seg"}
+
+# Mean intensity per tissue class, in BraTS-like scanner units. Columns: CSF, GM, WM, edema,
+# enhancing tumor, necrosis, non-enhancing tumor core.
+_CONTRAST: Final[dict[str, tuple[float, ...]]] = {
+    "flair": (120.0, 540.0, 400.0, 900.0, 720.0, 420.0, 820.0),
+    "t1": (210.0, 470.0, 650.0, 390.0, 470.0, 220.0, 380.0),
+    "t1ce": (230.0, 500.0, 670.0, 410.0, 1300.0, 200.0, 420.0),
+    "t2": (1550.0, 820.0, 560.0, 1180.0, 900.0, 1400.0, 1050.0),
+}
+
+
+# Faults damage one file; which one is part of the fixture's contract (see fault_file_name).
+@dataclass(frozen=True)
+class SynthConfig:
+    """How to generate a cohort.
+
+    Attributes:
+        shape: output grid ``(D, H, W)`` in voxels (axis 0 runs right-to-left, axis 1
+            anterior-to-posterior, axis 2 inferior-to-superior, as in BraTS).
+        field_of_view_mm: physical size of the grid; spacing is ``field_of_view_mm / shape``,
+            so a small grid holds the same whole brain at a coarser spacing.
+        convention: on-disk naming and labels: ``"brats2020"`` (``<id>_flair.nii.gz``, ET = 4)
+            or ``"brats2023"`` (``<id>-t2f.nii.gz``, ET = 3).
+        compress: write ``.nii.gz`` (True) or ``.nii``.
+        seed: cohort seed; case ``i`` depends only on ``(seed, i)``.
+        p_no_enhancing: probability that a tumor has no enhancing part.
+        labeled: write a segmentation file.
+        noise: Rician noise sigma as a fraction of each modality's white-matter intensity.
+        bias: standard deviation of the log bias field across the brain.
+        intensity_jitter: per-case, per-modality intensity scale in ``1 +- intensity_jitter``.
+        scale_range: range of the random brain scale (capped so the brain fits the box).
+        max_rotation_deg: largest random rotation about each axis.
+        max_shift_mm: largest random shift along each axis.
+    """
+
+    shape: tuple[int, int, int] = option(
+        (240, 240, 155),
+        metavar=("D", "H", "W"),
+        help="output grid; the field of view stays 240 x 240 x 155 mm",
+    )
+    field_of_view_mm: tuple[float, float, float] = (240.0, 240.0, 155.0)
+    convention: LabelConvention = option(
+        LabelConvention.BRATS2020, help="file names and label values on disk"
+    )
+    compress: bool = option(True, flag="--nii", help="write .nii instead of .nii.gz")
+    seed: int = option(0, help="cohort seed; case i depends only on (seed, i)")
+    p_no_enhancing: float = option(0.1, help="probability that a tumor has no enhancing part")
+    labeled: bool = True
+    noise: float = 0.03
+    bias: float = 0.1
+    intensity_jitter: float = 0.1
+    scale_range: tuple[float, float] = (0.9, 1.0)
+    max_rotation_deg: float = 4.0
+    max_shift_mm: float = 4.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "convention", LabelConvention(self.convention))
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "field_of_view_mm", tuple(float(f) for f in self.field_of_view_mm))
+        if len(self.shape) != 3 or min(self.shape) < 8:
+            raise ValueError(f"shape must be three sizes of at least 8, got {self.shape}")
+        if len(self.field_of_view_mm) != 3 or min(self.field_of_view_mm) <= 0:
+            raise ValueError(
+                f"field_of_view_mm must be three positive sizes, got {self.field_of_view_mm}"
+            )
+        if self.seed < 0:
+            raise ValueError("seed must be non-negative")
+        if not 0.0 <= self.p_no_enhancing <= 1.0:
+            raise ValueError("p_no_enhancing must be a probability")
+        lo, hi = self.scale_range
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm: field of view / shape."""
+        fov, shape = self.field_of_view_mm, self.shape
+        return (fov[0] / shape[0], fov[1] / shape[1], fov[2] / shape[2])
+
+    @property
+    def label_convention(self) -> LabelConvention:
+        return LabelConvention(self.convention)
+
+
+@dataclass(frozen=True)
+class SynthCase:
+    """One generated case, in memory.
+
+    Attributes:
+        case_id: e.g. ``BraTS20_Training_001`` or ``BraTS-GLI-00001-000``.
+        index: the case index its randomness derives from.
+        images: canonical modality (``flair``, ``t1``, ``t1ce``, ``t2``) -> ``(D, H, W) int16``,
+            non-negative, zero outside the brain.
+        label: ``(D, H, W) uint8`` internal classes ``{0, 1, 2, 3}`` (ground truth even when the
+            case is written unlabeled).
+        affine: ``(4, 4) float64`` voxel -> RAS mm, ``diag(-s0, -s1, s2)`` centred on the grid.
+        enhancing: whether the tumor has an enhancing part.
+    """
+
+    case_id: str
+    index: int
+    images: dict[str, npt.NDArray[np.int16]]
+    label: npt.NDArray[np.uint8]
+    affine: F64
+    enhancing: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Names
+
+
+def case_id_for(index: int, convention: LabelConvention | str) -> str:
+    """The BraTS-style id of case ``index`` (``BraTS20_Training_001``, ``BraTS-GLI-00001-000``)."""
+    if index < 0:
+        raise ValueError(f"case index must be non-negative, got {index}")
+    if LabelConvention(convention) is LabelConvention.BRATS2023:
+        return f"BraTS-GLI-{index:05d}-000"
+    return f"BraTS20_Training_{index:03d}"
+
+
+def file_name(case_id: str, kind: str, config: SynthConfig) -> str:
+    """File name of a modality (canonical name) or ``"seg"`` for a case under ``config``."""
+    if kind not in (*MODALITIES, "seg"):
+        raise ValueError(f"unknown file kind {kind!r}")
+    ext = ".nii.gz" if config.compress else ".nii"
+    if config.label_convention is LabelConvention.BRATS2023:
+        return f"{case_id}-{_TOKENS_2023[kind]}{ext}"
+    return f"{case_id}_{kind}{ext}"
+
+
+# Template
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+
+
+def output_affine(config: SynthConfig) -> F64:
+    """BraTS-like ``(4, 4)`` affine: ``diag(-s0, -s1, s2)``, grid centre at world (0, 0, 0)."""
+    spacing = np.asarray(config.spacing)
+    rot = np.diag(spacing * np.array([-1.0, -1.0, 1.0]))
+    centre = (np.asarray(config.shape, dtype=np.float64) - 1.0) / 2.0
+    affine = np.eye(4)
+    affine[:3, :3] = rot
+    affine[:3, 3] = -rot @ centre
+    return affine
+
+
+def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
+    """Generate case ``index`` of the cohort ``config`` describes (deterministic).
+
+    Returns:
+        a :class:`SynthCase` with four ``(D, H, W) int16`` images, a ``(D, H, W) uint8``
+        internal label volume and a ``(4, 4) float64`` affine, ``(D, H, W) = config.shape``.
+    """
+    streams = np.random.SeedSequence([config.seed, index]).spawn(3)
+    geo_rng, tumor_rng, intensity_rng = (np.random.default_rng(s) for s in streams)
+    spacing = np.asarray(config.spacing)
+    affine = output_affine(config)
+    template = template_for(config.spacing)
+
+    vox_to_tpl, mni_from_world = _placement(geo_rng, template, config, affine)
+    brain = _resample_mask(template, vox_to_tpl, config.shape)
+    points = np.nonzero(brain)
+    vox = np.stack(points).astype(np.float64)  # (3, N) output voxel indices of brain voxels
+    tpl_vox = vox_to_tpl[:3, :3] @ vox + vox_to_tpl[:3, 3:]
+    tissue = np.stack(
+        [ndimage.map_coordinates(t, tpl_vox, order=1, output=np.float32) for t in template.tissue],
+        axis=1,
+    )  # (N, 3) CSF, GM, WM
+    tissue /= np.maximum(tissue.sum(axis=1, keepdims=True), np.float32(1e-3))
+    world = (affine[:3, :3] @ vox + affine[:3, 3:]).T  # (N, 3) mm
+    mni = world @ mni_from_world[:3, :3].T + mni_from_world[:3, 3]
+
+    enhancing = bool(tumor_rng.random() >= config.p_no_enhancing)
+    tumor = grow_tumor(tumor_rng, world, mni, tissue, spacing, enhancing)
+    keep_connected_to_core(tumor, points, config.shape)
+    values = _render(intensity_rng, tissue, tumor, world, config, enhancing)
+
+    images: dict[str, npt.NDArray[np.int16]] = {}
+    for modality in MODALITIES:
+        vol = np.zeros(config.shape, dtype=np.int16)
+        vol[points] = values[modality]
+        images[modality] = vol
+    label = np.zeros(config.shape, dtype=np.uint8)
+    label[points] = tumor.label
+    case_id = case_id_for(index, config.convention)
+    return SynthCase(case_id, index, images, label, affine, enhancing)
+
+
+def _placement(
+    rng: np.random.Generator, template: Template, config: SynthConfig, affine: F64
+) -> tuple[F64, F64]:
+    """Random similarity placing the brain in the box.
+
+    Returns ``(vox_to_tpl, mni_from_world)``: output voxel -> template grid voxel, and output
+    world mm -> MNI mm, both ``(4, 4) float64``.
+    """
+    angles = rng.uniform(-1.0, 1.0, 3) * config.max_rotation_deg
+    rot = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+    shift = rng.uniform(-1.0, 1.0, 3) * config.max_shift_mm
+    scale = rng.uniform(*config.scale_range)
+    # Cap the scale so the rotated brain's bounding box fits the field of view with a margin.
+    corners = _corners(template.brain_lo, template.brain_hi)
+    centre = (template.brain_lo + template.brain_hi) / 2.0
+    extent = np.ptp((corners - centre) @ rot.T, axis=0)
+    room = np.asarray(config.field_of_view_mm) - 2.0 * (config.max_shift_mm + 2.0)
+    scale = min(scale, float(np.min(room / extent)))
+    # world = scale * rot @ (mni - centre) + shift, inverted:
+    # mni = centre + rot.T @ (world - shift) / scale
+    mni_from_world = np.eye(4)
+    mni_from_world[:3, :3] = rot.T / scale
+    mni_from_world[:3, 3] = centre - rot.T @ shift / scale
+    vox_to_tpl = np.linalg.inv(template.affine) @ mni_from_world @ affine
+    return vox_to_tpl, mni_from_world
+
+
+def _corners(lo: F64, hi: F64) -> F64:
+    """The 8 corners ``(8, 3)`` of the box ``[lo, hi]``."""
+    return np.array([np.where(bits, hi, lo) for bits in np.ndindex(2, 2, 2)], dtype=np.float64)
+
+
+def _resample_mask(
+    template: Template, vox_to_tpl: F64, shape: tuple[int, int, int]
+) -> npt.NDArray[np.bool_]:
+    """The brain mask on the output grid, ``(D, H, W) bool``, resampled only over its box."""
+    tpl_to_vox = np.linalg.inv(vox_to_tpl)
+    # Only the brain's bounding box needs resampling; the rest of the grid stays zero.
+    to_vox = tpl_to_vox @ np.linalg.inv(template.affine)
+    box = _corners(template.brain_lo, template.brain_hi) @ to_vox[:3, :3].T + to_vox[:3, 3]
+    start = np.clip(np.floor(box.min(axis=0)).astype(int) - 1, 0, shape)
+    stop = np.clip(np.ceil(box.max(axis=0)).astype(int) + 2, 0, shape)
+    sub_shape = tuple(int(b - a) for a, b in zip(start, stop, strict=True))
+    offset = vox_to_tpl[:3, :3] @ start + vox_to_tpl[:3, 3]
+    sub = ndimage.affine_transform(
+        template.mask,
+        vox_to_tpl[:3, :3],
+        offset=offset,
+        output_shape=sub_shape,
+        order=1,
+        mode="constant",
+        cval=0.0,
+        output=np.float32,
+    )
+    mask = np.zeros(shape, dtype=bool)
+    mask[tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))] = sub > 0.5
+    return mask
+
+
+def _render(
+    rng: np.random.Generator,
+    tissue: F32,
+    tumor: Tumor,
+    world: F64,
+    config: SynthConfig,
+    enhancing: bool,
+) -> dict[str, npt.NDArray[np.int16]]:
+    """Intensities ``(N,) int16`` per modality for the brain voxels."""
+    # Low-order polynomial in world mm: a smooth field across the head, like coil shading.
+    u = (world / 100.0).astype(np.float32)
+    basis = np.stack(
+        [
+            u[:, 0],
+            u[:, 1],
+            u[:, 2],
+            u[:, 0] * u[:, 1],
+            u[:, 0] * u[:, 2],
+            u[:, 1] * u[:, 2],
+            u[:, 0] ** 2,
+            u[:, 1] ** 2,
+            u[:, 2] ** 2,
+        ],
+        axis=1,
+    )
+    values: dict[str, npt.NDArray[np.int16]] = {}
+    for modality in MODALITIES:
+        csf, gm, wm, ed, et, nec, net = (v * rng.uniform(0.92, 1.08) for v in _CONTRAST[modality])
+        image = tissue @ np.array([csf, gm, wm], dtype=np.float32)
+        heterogeneity = 1.0 + 0.08 * tumor.texture
+        core_value = (et if enhancing else net) * heterogeneity
+        image += tumor.edema * (ed * heterogeneity - image)
+        image += tumor.core * (core_value - image)
+        image += tumor.necrosis * (nec * heterogeneity - image)
+        coeffs = rng.normal(0.0, config.bias / 1.5, basis.shape[1]).astype(np.float32)
+        image *= np.exp(basis @ coeffs)
+        image *= np.float32(1.0 + rng.uniform(-1.0, 1.0) * config.intensity_jitter)
+        sigma = np.float32(config.noise * wm)
+        # Rician: magnitude of a complex signal with Gaussian noise on both channels.
+        real = image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
+        imag = sigma * rng.standard_normal(image.shape, dtype=np.float32)
+        magnitude = np.sqrt(real * real + imag * imag)
+        values[modality] = np.clip(np.rint(magnitude), 1, 32767).astype(np.int16)
+    return values
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def encode_nifti(data: npt.NDArray[np.generic], affine: F64, *, compress: bool) -> bytes:
+    """NIfTI-1 bytes of ``data`` (its own dtype, no scaling), gzipped with mtime 0 if asked."""
+    img = nib.Nifti1Image(np.asarray(data), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_slope_inter(1.0, 0.0)
+    raw: bytes = img.to_bytes()
+    # Level 6 keeps a full-size case around a second; mtime 0 makes the bytes reproducible.
+    return gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
+
+
+def case_files(case: SynthCase, config: SynthConfig, *, seg: bool) -> dict[str, bytes]:
+    """Every file of ``case`` as ``{file name: NIfTI bytes}``; the segmentation (in the
+    config's label convention) only when ``seg``."""
+    files = {
+        file_name(case.case_id, m, config): encode_nifti(
+            case.images[m], case.affine, compress=config.compress
+        )
+        for m in MODALITIES
+    }
+    if seg:
+        disk = to_disk(case.label, config.label_convention)
+        files[file_name(case.case_id, "seg", config)] = encode_nifti(
+            disk, case.affine, compress=config.compress
+        )
+    return files
+
+
+def write_files(root: str | os.PathLike[str], case_id: str, files: dict[str, bytes]) -> str:
+    """Write ``files`` (``{name: bytes}``) into ``root/<case_id>/``; return that folder's URI."""
+    location = resolve(os.fspath(root)).child(validate_case_id(case_id))
+    fs = location.filesystem()
+    for name, data in files.items():
+        write_bytes_atomic(fs, posixpath.join(location.path, name), data)
+    return location.uri
+
+
+def write_case(
+    root: str | os.PathLike[str], case: SynthCase, config: SynthConfig = SynthConfig()
+) -> str:
+    """Write ``root/<id>/<id>_<modality>.nii.gz`` (or the 2023 names) and return the folder.
+
+    ``root`` is a local folder or an ``s3://`` URI. The segmentation is written in the
+    config's label convention, and only when ``config.labeled``.
+    """
+    return write_files(root, case.case_id, case_files(case, config, seg=config.labeled))
+
+
+def generate_cohort(
+    root: str | os.PathLike[str],
+    n_cases: int,
+    config: SynthConfig = SynthConfig(),
+    *,
+    unlabeled: int = 0,
+    start: int = 1,
+) -> list[str]:
+    """Write ``n_cases`` cases (indices ``start...``) then ``unlabeled`` cases without a
+    segmentation (the following indices); return the case ids in order."""
+    ids: list[str] = []
+    plan = [(start + i, config) for i in range(n_cases)]
+    no_seg = replace(config, labeled=False)
+    plan += [(start + n_cases + i, no_seg) for i in range(unlabeled)]
+    for index, case_config in plan:
+        case = generate_case(index, case_config)
+        write_case(root, case, case_config)
+        ids.append(case.case_id)
+    return ids
+
+
+# --------------------------------------------------------------------------------------------
+# Faults
+
+
+@dataclass(frozen=True)
+class SynthCommand:
+    """Everything ``brats synth`` takes."""
+
+    out: str = option(positional=True, help="cohort root: local folder or s3://bucket/prefix")
+    cases: int = option(8, help="labeled cases")
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    unlabeled: int = option(0, help="extra cases without a seg")
+    start: int = option(1, help="index of the first case")

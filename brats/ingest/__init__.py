@@ -1,0 +1,1 @@
+"""Ingest: a NIfTI cohort read, validated and normalized with Ray Data into Parquet shards."""

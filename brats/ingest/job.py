@@ -1,0 +1,112 @@
+"""The ingest job: read, validate and normalize a cohort with Ray Data into shards + manifest.
+
+Every case is read by a pool of reader actors (:func:`brats.ingest.rows.read_cohort`), which
+write its shard in the same worker; the driver collects the small per-case entries and
+writes ``manifest.json`` last. A bad case is a failure entry (case, file, reason) in the
+manifest and never stops the others.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brats.ingest.prepare import PreprocessConfig
+from brats.ingest.rows import OK, read_cohort
+from brats.ingest.shards import build_manifest, write_case_shard, write_manifest
+from brats.options import option
+from brats.storage import S3_ENDPOINT_HELP, redact, resolve
+
+if TYPE_CHECKING:
+    import ray.data
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything ``jobs/ingest.py`` takes."""
+
+    cohort: str = option(help="cohort root: local folder or s3://")
+    out: str = option(help="output folder: local or s3://")
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    readers: int | None = option(
+        None,
+        help="reader actors (one CPU each); default: one per CPU of the cluster at start",
+    )
+    s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    manifest_uri: str
+    manifest: dict[str, Any]
+    seconds: float
+
+    @property
+    def n_ok(self) -> int:
+        return len(self.manifest["cases"])
+
+
+def default_readers() -> int:
+    """One reader per CPU the cluster has now."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def ingest(config: IngestConfig) -> IngestResult:
+    """Read, validate and normalize a cohort with Ray Data; write shards and a manifest.
+
+    Needs a running Ray (``ray.init()`` or a cluster). Bad cases are recorded in the manifest
+    with the case, the file and the reason; every other case is written.
+
+    Raises:
+        FileNotFoundError: the cohort root is missing or holds no case.
+    """
+    started = time.perf_counter()
+    cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
+    out = resolve(config.out, s3_endpoint=config.s3_endpoint)
+    readers = config.readers or default_readers()
+    results, found = read_cohort(
+        cohort,
+        config.preprocess,
+        readers=readers,
+        finish=functools.partial(write_case_shard, out=out),
+    )
+    total = len(found.cases)
+    log.info(
+        "ingest: %d cases found under %s (%d rejected), up to %d readers",
+        total,
+        redact(cohort.uri),
+        len(found.rejected),
+        readers,
+    )
+    for rejected in found.rejected:
+        log.warning("rejected %s: %s", rejected.name, rejected.reason)
+    entries: list[dict[str, Any]] = []
+    for done, row in enumerate(_iter_rows(results), start=1):
+        entries.append(row)
+        state = "ok" if row["status"] == OK else f"FAILED: {row['error']}"
+        log.info("ingest [%d/%d] %s %s", done, total, row["case_id"], state)
+    manifest = build_manifest(entries, found, cohort, config.preprocess)
+    uri = write_manifest(out, manifest)
+    return IngestResult(uri, manifest, time.perf_counter() - started)
+
+
+def _iter_rows(ds: ray.data.Dataset) -> Iterator[dict[str, Any]]:
+    """Rows of ``ds`` as plain Python values (numpy scalars unwrapped)."""
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        keys = list(batch)
+        for i in range(len(batch["case_id"])):
+            yield {k: _plain(batch[k][i]) for k in keys}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,131 @@
+"""How a validated case becomes network input: the settings and the prepared case.
+
+The math lives in :func:`brats.volume.normalize.prepare_volume`; this module ties it to a
+case's files (:class:`brats.io.nifti.CaseVolumes`) and keeps what is needed to write a
+prediction back in the case's own geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from brats.io.cases import MODALITIES
+from brats.io.model_card import ModelInfo
+from brats.io.nifti import CaseVolumes, Limits
+from brats.options import option
+from brats.volume.geometry import CropBox
+from brats.volume.labels import LabelConvention
+from brats.volume.normalize import Normalization, prepare_volume
+
+DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a case becomes a network input. Stored in the cohort manifest and in model.json."""
+
+    modalities: tuple[str, ...] = option(
+        MODALITIES, help="channels in order (FLAIR, T1ce, T2 alone: flair,t1ce,t2)"
+    )
+    normalization: Normalization = option(
+        Normalization.ZSCORE, help="per-modality intensity normalization"
+    )
+    crop_to_brain: bool = option(True, flag="--no-crop", help="keep the full grid")
+    crop_margin: int = 0
+    dtype: str = option(
+        "float16", choices=DTYPES, help="stored image type (float16 halves the cohort's size)"
+    )
+    convention: LabelConvention | None = option(
+        None,
+        flag="--label-convention",
+        help="force the on-disk label convention (default: from the file names)",
+    )
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown or not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities must be distinct names from {MODALITIES}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}")
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "normalization", Normalization(self.normalization))
+        if self.convention is not None:
+            object.__setattr__(self, "convention", LabelConvention(self.convention))
+
+    @classmethod
+    def for_model(cls, info: ModelInfo, *, limits: Limits | None = None) -> PreprocessConfig:
+        """How cases are prepared for a trained network: its modalities and normalization,
+        the cohort defaults for the rest."""
+        return cls(
+            modalities=info.modalities,
+            normalization=Normalization(info.normalization),
+            limits=limits or Limits(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modalities": list(self.modalities),
+            "normalization": self.normalization.value,
+            "crop_to_brain": self.crop_to_brain,
+            "crop_margin": self.crop_margin,
+            "dtype": self.dtype,
+            "convention": self.convention.value if self.convention else None,
+        }
+
+
+@dataclass(frozen=True)
+class PreparedCase:
+    """A case ready for a network, with what it takes to put a prediction back.
+
+    Attributes:
+        case_id: the validated case id.
+        image: ``(C, d, h, w)`` normalized, cropped to ``crop``, in the cohort's dtype; a
+            ``(C, 0, 0, 0)`` array where only the geometry travels (after prediction).
+        label: ``(d, h, w) uint8`` internal classes in the same crop, or ``None``.
+        crop: where ``image`` sits in the source grid.
+        affine: ``(4, 4)`` voxel to world (mm) of the source grid.
+        spacing: voxel size in mm per axis.
+        convention: the label convention the case's files use.
+        checksums: file name -> sha256 of the bytes as stored.
+        header: the source NIfTI header (``binaryblock``), empty when there is none; a
+            mask written back copies its geometry.
+    """
+
+    case_id: str
+    image: npt.NDArray[np.floating]
+    label: npt.NDArray[np.uint8] | None
+    crop: CropBox
+    affine: npt.NDArray[np.float64]
+    spacing: tuple[float, float, float]
+    convention: LabelConvention
+    checksums: dict[str, str] = field(default_factory=dict)
+    header: bytes = b""
+
+
+def prepare_case(volumes: CaseVolumes, config: PreprocessConfig) -> PreparedCase:
+    """Stack, crop and normalize a validated case into network input (see
+    :func:`brats.volume.normalize.prepare_volume`)."""
+    image, label, box = prepare_volume(
+        [volumes.images[m] for m in config.modalities],
+        config.normalization,
+        label=volumes.label,
+        crop_to_brain=config.crop_to_brain,
+        margin=config.crop_margin,
+        dtype=config.dtype,
+    )
+    return PreparedCase(
+        case_id=volumes.case_id,
+        image=image,
+        label=label,
+        crop=box,
+        affine=volumes.affine,
+        spacing=volumes.spacing,
+        convention=volumes.convention,
+        checksums=volumes.checksums,
+        header=bytes(volumes.header.binaryblock) if volumes.header is not None else b"",
+    )

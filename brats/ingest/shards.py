@@ -1,0 +1,209 @@
+"""An ingested cohort in storage: one Parquet shard per case, and the manifest that lists them.
+
+    OUT/shards/<case>.parquet   one case's prepared row (:data:`SHARD_COLUMNS`)
+    OUT/manifest.json           cases, failures, the preprocessing, a content hash (last)
+
+Shard keys follow from the case id alone, so a rerun overwrites, never duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from brats.ingest.prepare import PreprocessConfig
+from brats.ingest.rows import OK, Row
+from brats.io.cases import Discovery
+from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
+
+if TYPE_CHECKING:
+    import ray.data
+
+MANIFEST: Final = "manifest.json"
+SHARDS: Final = "shards"
+MANIFEST_FORMAT: Final = "brats-cohort/1"
+MAX_MANIFEST_BYTES: Final = 256 << 20
+SHARD_COLUMNS: Final = (
+    "case_id",
+    "image",
+    "label",
+    "labeled",
+    "crop_start",
+    "crop_stop",
+    "source_shape",
+    "affine",
+    "spacing",
+    "convention",
+    "checksums",
+)
+"""The prepared-row columns a shard keeps (status is always ok; the header is not needed to
+train)."""
+
+
+def shard_key(case_id: str) -> str:
+    """``shards/<case>.parquet``: one case per shard, so every read and write is its own task."""
+    return posixpath.join(SHARDS, f"{case_id}.parquet")
+
+
+def _tensor_column(arrays: list[npt.NDArray[Any]]) -> Any:
+    """A Ray Data tensor column (variable shape) that Parquet stores and Ray reads back."""
+    from ray.data.extensions import ArrowVariableShapedTensorArray
+
+    return ArrowVariableShapedTensorArray.from_numpy([np.ascontiguousarray(a) for a in arrays])
+
+
+def encode_shard(rows: list[Row]) -> bytes:
+    """Parquet bytes (zstd) of prepared rows, :data:`SHARD_COLUMNS` only; tensors as Ray
+    tensor columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, Any] = {}
+    for name in SHARD_COLUMNS:
+        values = [r[name] for r in rows]
+        columns[name] = (
+            _tensor_column(values) if isinstance(values[0], np.ndarray) else pa.array(values)
+        )
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink, compression="zstd")
+    return sink.getvalue()
+
+
+def write_case_shard(row: Row, *, out: Location) -> Row:
+    """Write a good prepared row as its shard (a failed one writes nothing); return the small
+    manifest entry of the case (no tensors)."""
+    ok = row["status"] == OK
+    shard = shard_key(str(row["case_id"])) if ok else ""
+    if ok:
+        write_bytes_atomic(out.filesystem(), out.join(shard), encode_shard([row]))
+    crop = {
+        "start": row["crop_start"].tolist(),
+        "stop": row["crop_stop"].tolist(),
+        "shape": row["source_shape"].tolist(),
+    }
+    return {
+        "case_id": str(row["case_id"]),
+        "status": str(row["status"]),
+        "error": str(row["error"]),
+        "error_file": str(row["error_file"]),
+        "shard": shard,
+        "shape": json.dumps(list(row["image"].shape)),
+        "crop": json.dumps(crop),
+        "spacing": json.dumps(row["spacing"].tolist()),
+        "labeled": bool(row["labeled"]),
+        "convention": str(row["convention"]),
+        "checksums": str(row["checksums"]),
+    }
+
+
+def build_manifest(
+    entries: Sequence[Mapping[str, Any]],
+    found: Discovery,
+    cohort: Location,
+    preprocess: PreprocessConfig,
+) -> dict[str, Any]:
+    """The cohort manifest from the entries :func:`write_case_shard` returned.
+
+    Cases (with shard and geometry) and failures are sorted by case id. ``hash`` covers the
+    preprocessing and every case's input checksums, so a model trained on this cohort can
+    name exactly what it saw.
+    """
+    cases = []
+    failures = []
+    for e in sorted(entries, key=lambda e: e["case_id"]):
+        if e["status"] == OK:
+            cases.append(
+                {
+                    "case_id": e["case_id"],
+                    "shard": e["shard"],
+                    "shape": json.loads(e["shape"]),
+                    "crop": json.loads(e["crop"]),
+                    "spacing": json.loads(e["spacing"]),
+                    "labeled": bool(e["labeled"]),
+                    "convention": e["convention"],
+                    "checksums": json.loads(e["checksums"]),
+                }
+            )
+        else:
+            failures.append(
+                {"case_id": e["case_id"], "file": e["error_file"] or None, "reason": e["error"]}
+            )
+    content = {
+        "preprocess": preprocess.to_dict(),
+        "cases": [[c["case_id"], c["checksums"]] for c in cases],
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return {
+        "format": MANIFEST_FORMAT,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": redact(cohort.uri),
+        "preprocess": preprocess.to_dict(),
+        "hash": digest,
+        "counts": {
+            "found": len(found.cases) + len(found.rejected),
+            "ok": len(cases),
+            "failed": len(failures),
+            "rejected": len(found.rejected),
+        },
+        "cases": cases,
+        "failures": failures,
+        "rejected": [{"name": r.name, "reason": r.reason} for r in found.rejected],
+    }
+
+
+def write_manifest(out: Location, manifest: Mapping[str, Any]) -> str:
+    """Write ``manifest.json`` under ``out`` (whole, last); return its URI."""
+    path = out.join(MANIFEST)
+    write_bytes_atomic(out.filesystem(), path, json_bytes(manifest))
+    return out.uri_of(path)
+
+
+def load_manifest(out: Location) -> dict[str, Any]:
+    """The manifest of the ingested cohort in ``out``.
+
+    Raises:
+        ValueError: the file is not a brats cohort manifest.
+    """
+    raw = read_bytes(out.filesystem(), out.join(MANIFEST), max_bytes=MAX_MANIFEST_BYTES)
+    manifest: dict[str, Any] = json.loads(raw)
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{redact(out.uri)}/{MANIFEST}: not a brats cohort manifest")
+    return manifest
+
+
+def read_prepared(
+    out: Location, case_ids: list[str] | None = None
+) -> tuple[ray.data.Dataset, dict[str, Any]]:
+    """The ingested cohort in ``out`` as a Ray Dataset of shard rows, and its manifest.
+
+    Args:
+        out: the folder holding ``manifest.json`` and ``shards/``.
+        case_ids: read only these cases (each has its own shard, so nothing else is read).
+
+    Raises:
+        KeyError: a case id the manifest does not list.
+        FileNotFoundError: no case to read.
+    """
+    import ray.data
+
+    manifest = load_manifest(out)
+    by_id = {c["case_id"]: c["shard"] for c in manifest["cases"]}
+    if case_ids is not None:
+        missing = sorted(set(case_ids) - set(by_id))
+        if missing:
+            raise KeyError(f"{redact(out.uri)}: cases not in the manifest: {missing}")
+        by_id = {i: by_id[i] for i in case_ids}
+    shards = sorted(set(by_id.values()))
+    if not shards:
+        raise FileNotFoundError(f"{redact(out.uri)}: the manifest lists no cases")
+    paths = [out.join(s) for s in shards]
+    ds = ray.data.read_parquet(paths, filesystem=out.pyarrow_filesystem())
+    return ds, manifest

@@ -1,0 +1,313 @@
+"""The model artifact: ``model.keras`` + ``model.json`` in one folder (local or ``s3://``).
+
+* ``model.keras``: the Keras 3 archive of the U-Net (uncompiled: weights and Keras' own
+  config). Only its weights are ever read back.
+* ``model.json``: the :class:`~brats.io.model_card.ModelCard`, written after ``model.keras``.
+
+Loading (:func:`load_artifact`) reads ``model.json``, hashes the bytes of ``model.keras`` and
+refuses them when the hash is not the json's ``version`` (a changed, swapped or truncated
+file). It then builds the network *in code* from the json's architecture
+(:func:`brats.train.model.build_unet`) and loads the weights only: no model config, layer or
+function from the file is ever deserialized, so a ``Lambda`` layer or a pickled object in a
+user's file never runs, and HDF5 whole-model files are never loaded.
+
+The ``seed`` preset's published network (``brats_3d.hdf5``, a Keras 2 HDF5 file of the same
+architecture with 3 input channels) becomes an artifact through :func:`import_seed_hdf5`, the
+same way: the architecture is built in code and only the weight arrays are read from the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import tempfile
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+from brats.io.model_card import (
+    META_FILE,
+    MODEL_FILE,
+    SEED_INFO,
+    ArtifactError,
+    ModelCard,
+    ModelInfo,
+    sha256_hex,
+)
+from brats.storage import Location, StorageError, read_bytes, redact, resolve, write_bytes_atomic
+from brats.train.model import build_unet
+
+if TYPE_CHECKING:
+    import h5py
+    import keras
+
+MAX_MODEL_BYTES: Final = 2 << 30
+"""Largest ``model.keras`` (or seed HDF5) read; the default U-Net's is about 23 MB."""
+MAX_META_BYTES: Final = 16 << 20
+_KERAS_WEIGHTS_ENTRY: Final = "model.weights.h5"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model, ready for ``predict``: the network, its card and where it came from."""
+
+    model: keras.Model
+    card: ModelCard
+    uri: str
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+
+def save_artifact(model: keras.Model, info: ModelInfo, where: str | Location) -> ModelCard:
+    """Export ``model`` as ``model.keras`` + ``model.json`` under the folder ``where``.
+
+    The weights are copied into a fresh, uncompiled network built from ``info.unet``,
+    so the file holds no optimizer state and a model that does not match its description is
+    caught here, not at inference. ``model.keras`` is written first and ``model.json`` last,
+    each atomically: a reader sees either the old artifact, or a json whose hash does not
+    match (refused), or the new artifact -- never a half-written file taken for a model.
+
+    Args:
+        model: a trained U-Net (compiled or not, any precision policy).
+        info: the description stored in ``model.json``.
+        where: a folder path or URI (``s3://bucket/prefix`` included).
+
+    Returns:
+        The card written to ``model.json``; ``card.version`` is the sha256 of ``model.keras``.
+
+    Raises:
+        ArtifactError: the model's weights do not fit ``info.unet``.
+    """
+    loc = _location(where)
+    clean = build_unet(info.unet)
+    try:
+        clean.set_weights(model.get_weights())
+    except ValueError as exc:
+        raise ArtifactError(
+            f"model {model.name!r} does not match the architecture to be stored "
+            f"({info.unet}): {exc}"
+        ) from None
+    import keras
+
+    with tempfile.TemporaryDirectory(prefix="brats-artifact-") as tmp:
+        path = os.path.join(tmp, MODEL_FILE)
+        clean.save(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    card = ModelCard(
+        info=info,
+        version=sha256_hex(data),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        keras_version=keras.__version__,
+    )
+    fs = loc.filesystem()
+    write_bytes_atomic(fs, loc.join(MODEL_FILE), data)
+    write_bytes_atomic(fs, loc.join(META_FILE), card.to_json())
+    return card
+
+
+def read_model_card(where: str | Location) -> ModelCard:
+    """Read and validate ``model.json`` only (cheap: for skip-if-done checks by version).
+
+    Raises:
+        ArtifactError: no ``model.json``, or one that does not validate.
+    """
+    loc = _location(where)
+    raw = _read(loc, META_FILE, MAX_META_BYTES)
+    return ModelCard.from_json(raw, f"{redact(loc.uri)}/{META_FILE}")
+
+
+def verify_artifact(where: str | Location) -> ModelCard:
+    """The card of an artifact whose ``model.keras`` matches its ``model.json`` (no TF work).
+
+    Raises:
+        ArtifactError: a missing or malformed file, or a ``model.keras`` whose sha256 differs
+            from the json's ``version``.
+    """
+    return _verified(_location(where))[0]
+
+
+def _verified(loc: Location) -> tuple[ModelCard, bytes]:
+    card = read_model_card(loc)
+    data = _read(loc, MODEL_FILE, MAX_MODEL_BYTES)
+    digest = sha256_hex(data)
+    if digest != card.version:
+        raise ArtifactError(
+            f"{redact(loc.uri)}/{MODEL_FILE}: sha256 {digest} differs from version "
+            f"{card.version} in {META_FILE}; the file changed after export, refusing to load it"
+        )
+    return card, data
+
+
+def load_artifact(
+    where: str | Location, *, mixed_precision: bool | str | None = None
+) -> LoadedModel:
+    """Load a model exported by :func:`save_artifact`, refusing one that is not what it says.
+
+    Args:
+        where: the artifact's folder (path or URI).
+        mixed_precision: override the stored compute precision (see
+            :class:`brats.train.model.UNetConfig`); weights are float32 either way.
+
+    Returns:
+        The network (uncompiled; ``(B, D, H, W, C) float32`` in, ``(B, D, H, W, 4) float32``
+        probabilities out), its card and the artifact's URI.
+
+    Raises:
+        ArtifactError: a missing or malformed file, a ``model.keras`` whose sha256 differs
+            from the json's ``version``, a file that is not a Keras 3 archive, or weights that
+            do not fit the json's architecture. The message names the file.
+    """
+    import h5py
+
+    loc = _location(where)
+    card, data = _verified(loc)
+    model_uri = f"{redact(loc.uri)}/{MODEL_FILE}"
+    weights = _archive_weights(data, model_uri)
+    config = card.info.unet
+    if mixed_precision is not None:
+        config = replace(config, mixed_precision=mixed_precision)
+    model = build_unet(config)
+    try:
+        with h5py.File(io.BytesIO(weights), "r") as f:
+            _check_weight_shapes(f, model, model_uri)
+    except OSError as exc:
+        raise ArtifactError(f"{model_uri}: {_KERAS_WEIGHTS_ENTRY} is not HDF5 ({exc})") from None
+    with tempfile.TemporaryDirectory(prefix="brats-artifact-") as tmp:
+        # Keras reads weights from a local path; these are the very bytes just hashed.
+        path = os.path.join(tmp, MODEL_FILE)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        try:
+            model.load_weights(path)
+        except ValueError as exc:
+            raise ArtifactError(
+                f"{model_uri}: weights do not fit the architecture: {exc}"
+            ) from None
+    return LoadedModel(model=model, card=card, uri=redact(loc.uri))
+
+
+def import_seed_hdf5(
+    source: str | os.PathLike[str], where: str | Location, info: ModelInfo = SEED_INFO
+) -> ModelCard:
+    """Turn the ``seed`` preset's Keras 2 HDF5 model (``brats_3d.hdf5``) into an artifact.
+
+    The network of ``info.unet`` (the ``seed`` preset's by default) is built in code and the
+    weight arrays are read from the file by layer order (how Keras matches legacy HDF5
+    files; the U-Net creates its layers in that order). The file's model config,
+    training config and optimizer state are ignored. Both legacy layouts load: a whole model
+    (``model.save``: weights under ``model_weights/<layer>/``) and ``save_weights``.
+
+    Args:
+        source: path or URI of the HDF5 file.
+        where: folder for ``model.keras`` + ``model.json``.
+        info: the imported model's description; the source file's name and sha256 are added
+            to its ``training`` notes.
+
+    Returns:
+        The card written to ``model.json``.
+
+    Raises:
+        ArtifactError: not an HDF5 file, not a Keras HDF5 weights layout, or weights whose
+            count or shapes do not fit the architecture.
+    """
+    import h5py
+
+    src = resolve(os.fspath(source))
+    name = redact(src.uri)
+    try:
+        data = read_bytes(src.filesystem(), src.path, max_bytes=MAX_MODEL_BYTES)
+    except (FileNotFoundError, StorageError) as exc:
+        raise ArtifactError(f"{name}: cannot read the seed preset's HDF5 model ({exc})") from None
+    model = build_unet(info.unet)
+    with tempfile.TemporaryDirectory(prefix="brats-seed-") as tmp:
+        # The ".h5" suffix (not ".weights.h5", not ".keras") selects Keras' legacy loader.
+        path = os.path.join(tmp, "seed.h5")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        if not h5py.is_hdf5(path):
+            raise ArtifactError(f"{name}: not an HDF5 file")
+        with h5py.File(path, "r") as f:
+            group = f.get("model_weights", f)
+            if "layer_names" not in group.attrs:
+                raise ArtifactError(
+                    f"{name}: no Keras 2 'layer_names' in the HDF5 file; expected a model "
+                    "saved by Keras 2 model.save or save_weights"
+                )
+            _check_weight_shapes(group, model, name)
+        try:
+            model.load_weights(path)
+        except ValueError as exc:
+            raise ArtifactError(f"{name}: weights do not fit the architecture: {exc}") from None
+    training = {
+        **info.training,
+        "imported_from": posixpath.basename(src.path),
+        "source_sha256": sha256_hex(data),
+    }
+    return save_artifact(model, replace(info, training=training), where)
+
+
+def _location(where: str | Location) -> Location:
+    return where if isinstance(where, Location) else resolve(where)
+
+
+def _read(loc: Location, name: str, max_bytes: int) -> bytes:
+    try:
+        return read_bytes(loc.filesystem(), loc.join(name), max_bytes=max_bytes)
+    except FileNotFoundError:
+        raise ArtifactError(f"{redact(loc.uri)}/{name}: no such file") from None
+    except StorageError as exc:
+        raise ArtifactError(f"{redact(loc.uri)}/{name}: {exc}") from None
+
+
+def _archive_weights(data: bytes, where: str) -> bytes:
+    """The weights file inside a ``.keras`` archive.
+
+    Raises:
+        ArtifactError: not a Keras 3 archive, or one whose weights unpack too large.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entry = archive.getinfo(_KERAS_WEIGHTS_ENTRY)
+            if entry.file_size > MAX_MODEL_BYTES:
+                raise ArtifactError(
+                    f"{where}: {_KERAS_WEIGHTS_ENTRY} unpacks to {entry.file_size} bytes"
+                )
+            return archive.read(entry)
+    except (zipfile.BadZipFile, KeyError):
+        raise ArtifactError(
+            f"{where}: not a Keras 3 archive with {_KERAS_WEIGHTS_ENTRY} "
+            "(HDF5 and other model files are not loaded)"
+        ) from None
+
+
+def _check_weight_shapes(group: h5py.Group, model: keras.Model, where: str) -> None:
+    """Every array under ``group`` against the network's variables, by shape, from headers.
+
+    Keras skips some mismatches with only a warning, and reads an array before comparing its
+    shape; checking the headers first refuses a file that does not fit without reading any
+    array, so a file declaring huge arrays costs nothing.
+    """
+    import h5py
+
+    stored: list[tuple[int, ...]] = []
+
+    def collect(_: str, node: object) -> None:
+        if isinstance(node, h5py.Dataset):
+            stored.append(tuple(int(s) for s in node.shape))
+
+    group.visititems(collect)
+    expected = [tuple(int(s) for s in w.shape) for w in model.weights]
+    if sorted(stored) != sorted(expected):
+        extra = list((Counter(stored) - Counter(expected)).elements())[:3]
+        missing = list((Counter(expected) - Counter(stored)).elements())[:3]
+        raise ArtifactError(
+            f"{where}: weights do not fit the architecture: the file holds {len(stored)} "
+            f"arrays, the network {len(expected)}; shapes only in the file {extra}, only in "
+            f"the network {missing}"
+        )

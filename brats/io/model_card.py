@@ -1,0 +1,226 @@
+"""The contents of ``model.json``: what a trained network is and how to feed it.
+
+``model.json`` sits beside ``model.keras`` in a model folder (see :mod:`brats.io.artifact`)::
+
+    {"format": "brats-model/1",
+     "version": "<sha256 of model.keras>", "weights_file": "model.keras",
+     "created": "...", "keras_version": "3.x",
+     "unet": {... UNetConfig.to_dict(): the architecture ...},
+     "modalities": ["flair", "t1", "t1ce", "t2"], "normalization": "zscore",
+     "patch_size": [128, 128, 128],
+     "label_convention": "brats2020" | "brats2023" | null,
+     "manifest_hash": "<hash of the training cohort's manifest>" | null,
+     "metrics": {"dice_WT": ..., ...},
+     "training": {... the training config, or the imported file ...}}
+
+Reading it needs no TensorFlow: the architecture is plain data until a network is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from brats.errors import BratsError
+from brats.io.cases import MODALITIES, SEED_MODALITIES
+from brats.train.model import SEED_CONFIG, UNetConfig, check_spatial_shape
+from brats.volume.labels import LabelConvention
+from brats.volume.normalize import Normalization
+
+FORMAT: Final = "brats-model/1"
+MODEL_FILE: Final = "model.keras"
+META_FILE: Final = "model.json"
+_JSON_ONLY_KEYS: Final = ("format", "version", "weights_file", "created", "keras_version")
+
+
+class ArtifactError(BratsError, ValueError):
+    """A model artifact that cannot be used: missing, malformed, or not what its json says."""
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data``: the version id of a ``model.keras``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a trained network is and how to feed it: everything in ``model.json`` but the hash.
+
+    Attributes:
+        unet: the U-Net's architecture, rebuilt from this at load time.
+        modalities: input channels in order (names from :data:`brats.io.cases.MODALITIES`);
+            their count must be ``unet.in_channels``.
+        normalization: the intensity normalization the inputs had in training
+            (:class:`brats.volume.normalize.Normalization`).
+        patch_size: training patch ``(D, H, W)``; inference windows default to it.
+        label_convention: the on-disk label convention of the training cohort, or ``None``
+            when unknown or mixed (the network itself always predicts internal classes 0..3).
+        manifest_hash: the ``hash`` of the cohort manifest the model was trained on (64 hex
+            digits), or ``None`` (an imported model).
+        metrics: final validation figures, finite numbers (e.g. ``dice_WT``).
+        training: JSON-ready notes on where the model came from: the training config, or the
+            imported file and its sha256.
+    """
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    modalities: tuple[str, ...] = MODALITIES
+    normalization: Normalization | str = Normalization.ZSCORE
+    patch_size: tuple[int, int, int] = (128, 128, 128)
+    label_convention: LabelConvention | str | None = None
+    manifest_hash: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        modalities = tuple(self.modalities)
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown or len(set(modalities)) != len(modalities):
+            raise ValueError(
+                f"modalities must be distinct names from {MODALITIES}, got {modalities}"
+            )
+        if len(modalities) != self.unet.in_channels:
+            raise ValueError(
+                f"{len(modalities)} modalities {list(modalities)} for a network with "
+                f"{self.unet.in_channels} input channels"
+            )
+        object.__setattr__(self, "modalities", modalities)
+        object.__setattr__(self, "normalization", Normalization(self.normalization))
+        if self.label_convention is not None:
+            object.__setattr__(self, "label_convention", LabelConvention(self.label_convention))
+        if len(self.patch_size) != 3:
+            raise ValueError(f"patch_size must be (D, H, W), got {self.patch_size!r}")
+        patch = check_spatial_shape(self.patch_size, self.unet.depth)
+        object.__setattr__(self, "patch_size", patch)
+        digest = self.manifest_hash
+        if digest is not None and not _is_sha256(digest):
+            raise ValueError(f"manifest_hash must be 64 hex digits, got {digest!r}")
+        metrics = {}
+        for key, value in self.metrics.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"metric {key!r} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"metric {key!r} is {value}; model.json holds finite numbers")
+            metrics[str(key)] = float(value)
+        object.__setattr__(self, "metrics", metrics)
+        training = dict(self.training)
+        try:
+            json.dumps(training, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"training notes must be JSON-ready: {exc}") from None
+        object.__setattr__(self, "training", training)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; :meth:`from_dict` inverts it."""
+        convention = self.label_convention
+        return {
+            "unet": self.unet.to_dict(),
+            "modalities": list(self.modalities),
+            "normalization": Normalization(self.normalization).value,
+            "patch_size": list(self.patch_size),
+            "label_convention": None if convention is None else LabelConvention(convention).value,
+            "manifest_hash": self.manifest_hash,
+            "metrics": dict(self.metrics),
+            "training": dict(self.training),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
+        """Build from :meth:`to_dict` output; raises ``ValueError``, ``KeyError`` or
+        ``TypeError`` on bad data, and ``ValueError`` on unknown keys (a newer format)."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        patch = tuple(int(s) for s in data["patch_size"])
+        return cls(
+            unet=UNetConfig.from_dict(dict(data["unet"])),
+            modalities=tuple(data["modalities"]),
+            normalization=data["normalization"],
+            patch_size=patch,  # type: ignore[arg-type]  # length checked in __post_init__
+            label_convention=data.get("label_convention"),
+            manifest_hash=data.get("manifest_hash"),
+            metrics=dict(data.get("metrics") or {}),
+            training=dict(data.get("training") or {}),
+        )
+
+
+SEED_INFO: Final = ModelInfo(
+    unet=SEED_CONFIG,
+    modalities=SEED_MODALITIES,
+    normalization=Normalization.MINMAX,
+    patch_size=(128, 128, 128),
+    label_convention=LabelConvention.BRATS2020,
+    training={
+        "source": "brats_3d.hdf5, the seed preset's published weights",
+        "note": "BraTS 2020, 128^3 crops, min-max scaling (first trained scaled per slice), "
+        "Dice(class weights 0.25) + focal loss",
+    },
+)
+"""How the ``seed`` preset's published network was trained: 3 channels (FLAIR, T1ce, T2),
+BraTS 2020 labels, min-max scaling."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The contents of a ``model.json``: the description plus the version and when it was made.
+
+    Attributes:
+        info: the network and how to feed it.
+        version: sha256 hex of the ``model.keras`` bytes; names this model in records.
+        created: ISO 8601 UTC time of the export.
+        keras_version: Keras version that wrote ``model.keras``.
+    """
+
+    info: ModelInfo
+    version: str
+    created: str
+    keras_version: str
+
+    def to_json(self) -> bytes:
+        document = {
+            "format": FORMAT,
+            "version": self.version,
+            "weights_file": MODEL_FILE,
+            "created": self.created,
+            "keras_version": self.keras_version,
+            **self.info.to_dict(),
+        }
+        return (json.dumps(document, indent=2, allow_nan=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str) -> ModelCard:
+        """Parse a ``model.json``; ``where`` names the file in error messages.
+
+        Raises:
+            ArtifactError: not JSON, not a brats model, or a field that does not validate.
+        """
+        try:
+            document = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            found = document.get("format") if isinstance(document, dict) else None
+            raise ArtifactError(f"{where}: not a brats model ({FORMAT!r} expected, got {found!r})")
+        version = document.get("version")
+        if not isinstance(version, str) or not _is_sha256(version):
+            raise ArtifactError(f"{where}: 'version' must be the sha256 of {MODEL_FILE}")
+        if document.get("weights_file", MODEL_FILE) != MODEL_FILE:
+            raise ArtifactError(f"{where}: weights_file must be {MODEL_FILE!r}")
+        info_fields = {k: v for k, v in document.items() if k not in _JSON_ONLY_KEYS}
+        try:
+            info = ModelInfo.from_dict(info_fields)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{where}: {type(exc).__name__}: {exc}") from None
+        return cls(
+            info=info,
+            version=version,
+            created=str(document.get("created", "")),
+            keras_version=str(document.get("keras_version", "")),
+        )
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)

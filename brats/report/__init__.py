@@ -1,0 +1,1 @@
+"""The cohort report built from segmentation records: tables, summary, HTML."""

@@ -1,0 +1,350 @@
+"""The report's HTML page: statistics, box plots, the per-case table, thumbnails.
+
+Every text that comes from a cohort (case ids, file names, reasons) is escaped. Figures are
+drawn on an Agg canvas of their own, never through pyplot (which would switch the backend of
+a running pyplot, e.g. the app's or a notebook's, from inside a library call).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from matplotlib.figure import Figure
+
+from brats.report.tables import EMPTY_RULES, STATISTICS, STATISTICS_NOTE, column_values
+from brats.storage import redact
+from brats.volume.labels import CLASS_NAMES, ED, ET, NCR, REGIONS
+
+logger = logging.getLogger(__name__)
+
+OverlayLoader = Callable[
+    [str],
+    tuple[npt.NDArray[np.floating], npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None],
+]
+"""``case_id -> (image, predicted labels, ground-truth labels or None)``.
+
+``image`` is a ``(D, H, W)`` float volume (e.g. FLAIR); the labels are ``(D, H, W) uint8``
+internal classes in ``{0, 1, 2, 3}`` (see :mod:`brats.volume.labels`), in the image's geometry.
+"""
+
+LABEL_COLOURS: Final[dict[int, str]] = {NCR: "#e41a1c", ED: "#2ca02c", ET: "#ffd700"}
+"""Overlay colour per internal class: necrotic core red, edema green, enhancing tumor yellow."""
+TRUTH_OUTLINE_COLOUR: Final = "#00e5ff"
+OVERLAY_ALPHA: Final = 0.5
+_URI = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_MAX_NOTE_CHARS: Final = 300
+
+
+def axial_slice_with_most_tumor(
+    pred: npt.NDArray[np.integer], truth: npt.NDArray[np.integer] | None = None
+) -> int:
+    """Index along the last axis of the ``(D, H, W)`` slice with the most predicted tumour.
+
+    Ties go to the lowest index. With nothing predicted, the slice with the most ground-truth
+    tumour; with neither, the middle slice.
+    """
+    for labels in (pred, truth):
+        if labels is None:
+            continue
+        per_slice = np.count_nonzero(np.asarray(labels) != 0, axis=(0, 1))
+        if per_slice.size and per_slice.max() > 0:
+            return int(np.argmax(per_slice))
+    return int(np.asarray(pred).shape[-1] // 2)
+
+
+_CSS: Final = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
+td.text, th.text { text-align: left; }
+tr.failed { background: #fde8e8; }
+.note { color: #8a4b00; }
+.thumbs { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; }
+.swatch { display: inline-block; width: 1em; height: 1em; vertical-align: middle;
+          margin: 0 0.3em 0 1em; border: 1px solid #555; }
+code { word-break: break-all; }
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def render_html(
+    rows: list[dict[str, Any]],
+    summary: Mapping[str, Any],
+    overlay: OverlayLoader | None,
+    n_thumbnails: int,
+) -> str:
+    """The whole page, from report rows (:func:`brats.report.tables.report_row`) and their
+    summary; ``overlay`` (or ``None``: no pictures) draws the ``n_thumbnails`` worst and best
+    cases by Dice WT."""
+    counts = summary["counts"]
+    title = (
+        f"BraTS segmentation report: {counts['cases']} cases, {counts['done']} done, "
+        f"{counts['failed']} failed, {counts['with_ground_truth']} with ground truth"
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        _html_versions(summary["model_versions"]),
+        f"<p>{_esc(EMPTY_RULES)}</p>",
+        _html_statistics(summary["regions"]),
+        _html_plots(rows),
+        _html_cases(rows),
+    ]
+    if overlay is not None and n_thumbnails > 0:
+        parts.append(_html_thumbnails(rows, overlay, n_thumbnails))
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _html_versions(versions: list[str]) -> str:
+    if not versions:
+        return "<p>Model version: none recorded.</p>"
+    listed = ", ".join(f"<code>{_esc(v)}</code>" for v in versions)
+    if len(versions) == 1:
+        return f"<p>Model version: {listed}</p>"
+    return f'<p class="note">Records from {len(versions)} model versions: {listed}</p>'
+
+
+def _html_statistics(regions: Mapping[str, Mapping[str, Any]]) -> str:
+    header = "".join(f"<th>{name}</th>" for name in ("n", *STATISTICS))
+    lines = [f'<table><tr><th class="text">metric</th>{header}</tr>']
+    for region, metrics in regions.items():
+        for metric, stats in metrics.items():
+            label = f"{'Dice' if metric == 'dice' else 'HD95 (mm)'} {region}"
+            if stats is None:
+                cells = f'<td colspan="{len(STATISTICS) + 1}">no case with ground truth</td>'
+            else:
+                digits = 3 if metric == "dice" else 1
+                values = (str(stats["n"]), *(f"{stats[s]:.{digits}f}" for s in STATISTICS))
+                cells = "".join(f"<td>{v}</td>" for v in values)
+            lines.append(f'<tr><td class="text">{_esc(label)}</td>{cells}</tr>')
+    lines.append(f"</table><p>{_esc(STATISTICS_NOTE)}</p>")
+    return "\n".join(lines)
+
+
+def _html_plots(rows: list[dict[str, Any]]) -> str:
+    if not any(row["has_metrics"] for row in rows):
+        return '<p class="note">No case has ground truth: no Dice or HD95 to plot.</p>'
+    dice = {region: column_values(rows, f"dice_{region}") for region in REGIONS}
+    hd95 = {region: column_values(rows, f"hd95_{region}") for region in REGIONS}
+    return "\n".join(
+        [
+            "<h2>Dice and HD95 per region</h2>",
+            _img(_box_plot_png(dice, "Dice", (0.0, 1.02)), "Dice box plot per region"),
+            _img(_box_plot_png(hd95, "HD95 (mm)", None), "HD95 box plot per region"),
+        ]
+    )
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _html_cases(rows: list[dict[str, Any]]) -> str:
+    heads = ["case", "status"]
+    heads += [f"Dice {r}" for r in REGIONS] + [f"HD95 {r} (mm)" for r in REGIONS]
+    heads += ["error reason", "error message"]
+    text_heads = {"case", "status", "error reason", "error message"}
+    header = "".join(
+        f'<th class="text">{h}</th>' if h in text_heads else f"<th>{h}</th>" for h in heads
+    )
+    lines = ["<h2>Cases</h2>", f"<table><tr>{header}</tr>"]
+    for row in rows:
+        numbers = [_fmt(row[f"dice_{r}"], 3) for r in REGIONS]
+        numbers += [_fmt(row[f"hd95_{r}"], 1) for r in REGIONS]
+        cells = [
+            f'<td class="text">{_esc(row["case_id"])}</td>',
+            f'<td class="text">{_esc(row["status"])}</td>',
+            *(f"<td>{n}</td>" for n in numbers),
+            f'<td class="text">{_esc(row["error_reason"])}</td>',
+            f'<td class="text">{_esc(row["error_message"])}</td>',
+        ]
+        css = ' class="failed"' if row["status"] == "failed" else ""
+        lines.append(f"<tr{css}>{''.join(cells)}</tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "&ndash;" if value is None else f"{value:.{digits}f}"
+
+
+def _html_thumbnails(rows: list[dict[str, Any]], overlay: OverlayLoader, n: int) -> str:
+    ranked = sorted(
+        (row for row in rows if row["dice_WT"] is not None),
+        key=lambda row: (row["dice_WT"], row["case_id"]),
+    )
+    if not ranked:
+        return ""
+    worst = ranked[:n]
+    # A case is pictured once: with few cases, "best" holds those that are not among "worst".
+    shown = {id(row) for row in worst}
+    best = [row for row in reversed(ranked) if id(row) not in shown][:n]
+    parts = ["<h2>Worst and best cases by Dice WT</h2>", _html_legend()]
+    for heading, chosen in (("Worst", worst), ("Best", best)):
+        if chosen:
+            figures = "".join(_html_thumbnail(row, overlay) for row in chosen)
+            parts.append(f'<h3>{heading}</h3><div class="thumbs">{figures}</div>')
+    return "\n".join(parts)
+
+
+def _html_legend() -> str:
+    names = {NCR: "necrotic / non-enhancing core (1)", ED: "edema (2)", ET: "enhancing tumor (3)"}
+    items = [
+        f'<span class="swatch" style="background:{LABEL_COLOURS[c]}"></span>{_esc(names[c])}'
+        for c in (NCR, ED, ET)
+    ]
+    items.append(
+        f'<span class="swatch" style="border:2px solid {TRUTH_OUTLINE_COLOUR}"></span>'
+        "ground-truth whole-tumor outline"
+    )
+    return (
+        "<p>Left: the image on the axial slice (last axis) with the most predicted tumor; "
+        "right: the prediction over it, filled in the label colours.<br>" + "".join(items) + "</p>"
+    )
+
+
+def _html_thumbnail(row: dict[str, Any], overlay: OverlayLoader) -> str:
+    case_id = row["case_id"]
+    caption = f"{_esc(case_id)}: Dice WT {_fmt(row['dice_WT'], 3)}"
+    try:
+        image, pred, truth = overlay(case_id)
+        png, index = _overlay_png(image, pred, truth)
+    # The loader is the caller's code (storage, NIfTI, shapes): any failure costs this one
+    # picture, never the report.
+    except Exception as err:
+        reason = _describe(err)
+        logger.warning("report: no thumbnail for case %s: %s", case_id, reason)
+        return (
+            f'<figure><figcaption>{caption}</figcaption><p class="note">No thumbnail: '
+            f"{_esc(reason)}</p></figure>"
+        )
+    alt = f"case {case_id}, axial slice {index}"
+    return (
+        f"<figure>{_img(png, alt)}<figcaption>{caption}, axial slice {index}</figcaption></figure>"
+    )
+
+
+def _describe(err: BaseException) -> str:
+    """``Type: message`` with URIs redacted and the length bounded."""
+    text = _URI.sub(lambda m: redact(m.group(0)), str(err))
+    if len(text) > _MAX_NOTE_CHARS:
+        text = text[:_MAX_NOTE_CHARS] + "..."
+    return f"{type(err).__name__}: {text}"
+
+
+# --- figures ---------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A Figure drawn on its own Agg canvas: headless, and no pyplot or global backend state.
+
+    (``matplotlib.use("Agg")`` would switch the backend of a running pyplot, e.g. the app's or
+    a notebook's, from inside a library call.)
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _box_plot_png(
+    values: Mapping[str, list[float]], ylabel: str, ylim: tuple[float, float] | None
+) -> bytes:
+    """One box per region, with every case drawn as a point over it."""
+    fig = _figure(5.0, 3.2)
+    ax = fig.add_subplot()
+    names = list(values)
+    ax.boxplot([values[n] for n in names], tick_labels=names, showfliers=False)
+    jitter = np.random.default_rng(0)
+    for position, name in enumerate(names, start=1):
+        ys = np.asarray(values[name], dtype=np.float64)
+        xs = position + jitter.uniform(-0.12, 0.12, size=ys.size)
+        ax.scatter(xs, ys, s=12, alpha=0.6, color="#1f77b4", zorder=3)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("region")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _overlay_png(
+    image: npt.ArrayLike, pred: npt.ArrayLike, truth: npt.ArrayLike | None
+) -> tuple[bytes, int]:
+    """PNG of the ``(D, H, W)`` image on its most-tumour axial slice, bare and with labels.
+
+    Returns the PNG and the slice index (last axis).
+    """
+    img = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    labels = np.asarray(pred)
+    reference = None if truth is None else np.asarray(truth)
+    for name, arr in (("prediction", labels), ("ground truth", reference)):
+        if arr is not None and (img.ndim != 3 or arr.shape != img.shape):
+            raise ValueError(f"image {img.shape} and {name} {arr.shape} must be one (D, H, W)")
+        if arr is not None and arr.size and (arr.min() < 0 or arr.max() >= len(CLASS_NAMES)):
+            raise ValueError(f"{name} holds labels outside 0..{len(CLASS_NAMES) - 1}")
+    index = axial_slice_with_most_tumor(labels, reference)
+    # (D, H, W)[:, :, k] is (D, H); transposed with origin "lower", D runs left to right.
+    grey = img[:, :, index].T
+    low, high = _grey_window(grey)
+    fig = _figure(5.2, 2.8)
+    bare, labelled = fig.subplots(1, 2)
+    for ax in (bare, labelled):
+        ax.imshow(grey, cmap="gray", vmin=low, vmax=high, origin="lower", interpolation="nearest")
+        ax.set_axis_off()
+    labelled.imshow(_label_rgba(labels[:, :, index].T), origin="lower", interpolation="nearest")
+    if reference is not None:
+        outline = (reference[:, :, index] != 0).T
+        if outline.any() and not outline.all():
+            labelled.contour(
+                outline.astype(np.float64),
+                levels=[0.5],
+                colors=[TRUTH_OUTLINE_COLOUR],
+                linewidths=1.0,
+                origin="lower",
+            )
+    bare.set_title(f"slice {index}", fontsize=9)
+    labelled.set_title("prediction" + (" + truth" if reference is not None else ""), fontsize=9)
+    return _png(fig), index
+
+
+def _grey_window(grey: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Display range: 1st..99th percentile of the non-zero (brain) voxels of the slice."""
+    brain = grey[grey != 0]
+    if brain.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(brain, [1.0, 99.0]))
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _label_rgba(labels: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """``(H, W)`` internal labels -> ``(H, W, 4)`` RGBA, transparent where background."""
+    from matplotlib.colors import to_rgba
+
+    table = np.zeros((len(CLASS_NAMES), 4), dtype=np.float64)
+    for label, colour in LABEL_COLOURS.items():
+        table[label] = to_rgba(colour, alpha=OVERLAY_ALPHA)
+    return table[labels.astype(np.intp)]

@@ -1,0 +1,279 @@
+"""The cohort segmentation report: tables and a summary from the per-case records.
+
+:func:`write_report` writes four whole objects under a run folder: ``report.parquet`` and
+``report.csv`` (one row per case, sorted by case id, columns :data:`TABLE_SCHEMA`),
+``summary.json`` (counts, Dice/HD95 statistics per region, failed cases) and
+``report.html`` (:mod:`brats.report.html`). The same records in any order give
+byte-identical Parquet, CSV and JSON: nothing in them depends on the time of writing or on
+the order of the input.
+
+No Ray and no TensorFlow here: numpy and pyarrow (and matplotlib for the HTML's figures).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.parquet as pq
+
+from brats.segment.records import DONE, FAILED, CaseRecord
+from brats.storage import Location, json_bytes, redact, write_bytes_atomic
+from brats.volume.labels import REGIONS
+from brats.volume.metrics import METRIC_KEYS
+
+if TYPE_CHECKING:
+    from brats.report.html import OverlayLoader
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILES: Final = ("report.parquet", "report.csv", "summary.json", "report.html")
+STATISTICS: Final = ("mean", "median", "std", "min", "max")
+SUMMARY_METRICS: Final = ("dice", "hd95")
+
+EMPTY_RULES: Final = (
+    "Empty masks never give NaN. Both masks empty (nothing predicted, nothing there): "
+    "Dice 1 and HD95 0 mm, the prediction is exactly right. One mask empty: Dice 0 and "
+    "HD95 = the volume diagonal in mm, sqrt(sum((shape * spacing) ** 2)) (373.13 mm for "
+    "240 x 240 x 155 at 1 mm), the largest distance two voxels of the volume can have, so a "
+    "miss scores as the worst possible distance and stays finite."
+)
+"""The empty-mask rules of :mod:`brats.metrics`, stated in every summary and HTML report."""
+
+STATISTICS_NOTE: Final = (
+    "Statistics are over the cases with ground truth; std is the population standard "
+    "deviation (ddof 0)."
+)
+
+_TEXT_COLUMNS: Final = (
+    "case_id",
+    "status",
+    "model_version",
+    "convention",
+    "mask",
+    "error_file",
+    "error_reason",
+    "error_message",
+)
+VOLUME_COLUMNS: Final = tuple(f"volume_{region}_ml" for region in REGIONS)
+TIMING_COLUMNS: Final = ("read_s", "predict_s", "write_s")
+
+TABLE_SCHEMA: Final = pa.schema(
+    [
+        *((name, pa.string()) for name in _TEXT_COLUMNS),
+        *((name, pa.float64()) for name in (*METRIC_KEYS, *VOLUME_COLUMNS, *TIMING_COLUMNS)),
+        ("created", pa.string()),
+    ]
+)
+"""Columns of :func:`report_table`, in order."""
+
+
+def report_table(records: Sequence[CaseRecord]) -> pa.Table:
+    """One row per record, sorted by case id, with the columns of :data:`TABLE_SCHEMA`.
+
+    Metrics are null for a case without metrics (failed, or no ground truth); a value that is
+    missing, not a number or not finite is null too, so the table never holds NaN.
+    """
+    return pa.Table.from_pylist([report_row(r) for r in _sorted(records)], schema=TABLE_SCHEMA)
+
+
+def summarize(records: Sequence[CaseRecord]) -> dict[str, Any]:
+    """Cohort summary, JSON-ready and never NaN.
+
+    Returns:
+        ``counts`` (``cases``, ``done``, ``failed``, ``with_ground_truth``); ``regions``:
+        for each of WT, TC, ET and each of ``dice``, ``hd95`` the ``n``, mean, median, std,
+        min and max over the cases with metrics, or ``None`` when no case has that metric;
+        ``failed``: ``[{case_id, file, reason}]`` sorted by case id; ``model_versions``: sorted
+        unique; ``empty_rules`` and ``statistics`` (what the numbers mean).
+    """
+    rows = [report_row(r) for r in _sorted(records)]
+    return _summary(rows)
+
+
+def write_report(
+    records: Sequence[CaseRecord],
+    out: Location,
+    *,
+    overlay: OverlayLoader | None = None,
+    n_thumbnails: int = 3,
+) -> dict[str, str]:
+    """Write ``report.parquet``, ``report.csv``, ``summary.json`` and ``report.html`` under ``out``.
+
+    Every object is built in memory first and then written whole
+    (:func:`brats.storage.write_bytes_atomic`), so a reader never sees half a report file.
+
+    Args:
+        records: the per-case records, in any order.
+        out: the run folder (local or ``s3://``).
+        overlay: loads the image and label volumes of a case for the thumbnails; ``None``
+            leaves the thumbnails out. A loader that raises gives a note instead of a picture.
+        n_thumbnails: how many worst and how many best cases by ``dice_WT`` to picture.
+
+    Returns:
+        ``{file name: URI}`` of the four objects written.
+    """
+    from brats.report.html import render_html
+
+    if n_thumbnails < 0:
+        raise ValueError(f"n_thumbnails must be >= 0, got {n_thumbnails}")
+    rows = [report_row(r) for r in _sorted(records)]
+    table = pa.Table.from_pylist(rows, schema=TABLE_SCHEMA)
+    summary = _summary(rows)
+    documents = {
+        "report.parquet": _parquet_bytes(table),
+        "report.csv": _csv_bytes(table),
+        "summary.json": json_bytes(summary),
+        "report.html": render_html(rows, summary, overlay, n_thumbnails).encode("utf-8"),
+    }
+    fs = out.filesystem()
+    written: dict[str, str] = {}
+    for name, data in documents.items():
+        path = out.join(name)
+        write_bytes_atomic(fs, path, data)
+        written[name] = out.uri_of(path)
+    logger.info("report for %d cases written to %s", len(rows), redact(out.uri))
+    return written
+
+
+# --- records -> rows -------------------------------------------------------------------
+
+
+def _sorted(records: Sequence[CaseRecord]) -> list[CaseRecord]:
+    # The whole record breaks ties, so duplicate case ids still sort the same in any order.
+    return sorted(
+        records, key=lambda r: (r.case_id, json.dumps(r.to_dict(), sort_keys=True, default=str))
+    )
+
+
+def report_row(record: CaseRecord) -> dict[str, Any]:
+    """A record as one report row: :data:`TABLE_SCHEMA`'s columns and ``has_metrics``.
+
+    A metric, volume or timing that is missing, not a number or not finite is ``None``.
+    """
+    error = record.error
+    metrics = record.metrics
+    row: dict[str, Any] = {
+        "case_id": record.case_id,
+        "status": record.status,
+        "model_version": record.model_version,
+        "convention": record.convention,
+        "mask": record.mask,
+        "error_file": None if error is None else _text(error.file),
+        "error_reason": None if error is None else error.reason,
+        "error_message": None if error is None else error.message,
+        "has_metrics": isinstance(metrics, Mapping),
+    }
+    row.update({key: _number(_mapping(metrics).get(key)) for key in METRIC_KEYS})
+    volumes = _mapping(record.region_volumes_ml)
+    row.update({f"volume_{r}_ml": _number(volumes.get(r)) for r in REGIONS})
+    timings = _mapping(record.timings)
+    row.update({key: _number(timings.get(key)) for key in TIMING_COLUMNS})
+    row["created"] = _text(record.created)
+    return row
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+# --- summary ---------------------------------------------------------------------------
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    with_metrics = [row for row in rows if row["has_metrics"]]
+    return {
+        "counts": {
+            "cases": len(rows),
+            "done": sum(row["status"] == DONE for row in rows),
+            "failed": sum(row["status"] == FAILED for row in rows),
+            "with_ground_truth": len(with_metrics),
+        },
+        "regions": {
+            region: {
+                metric: _statistics(column_values(with_metrics, f"{metric}_{region}"))
+                for metric in SUMMARY_METRICS
+            }
+            for region in REGIONS
+        },
+        "failed": [
+            {"case_id": row["case_id"], "file": row["error_file"], "reason": row["error_reason"]}
+            for row in rows
+            if row["status"] == FAILED
+        ],
+        "model_versions": sorted({row["model_version"] for row in rows} - {None}),
+        "empty_rules": EMPTY_RULES,
+        "statistics": STATISTICS_NOTE,
+    }
+
+
+def column_values(rows: Iterable[dict[str, Any]], key: str) -> list[float]:
+    """The non-null values of ``key`` over report rows."""
+    return [row[key] for row in rows if row[key] is not None]
+
+
+def _statistics(values: list[float]) -> dict[str, float | int] | None:
+    """``n``, mean, median, population std, min and max of finite values; None when empty."""
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "n": int(arr.size),
+        "mean": float(np.mean(arr)),
+        "median": float(np.median(arr)),
+        "std": float(np.std(arr)),
+        "min": float(np.min(arr)),
+        "max": float(np.max(arr)),
+    }
+
+
+# --- serialization ---------------------------------------------------------------------
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert_cell(value: str | None) -> str | None:
+    """A text cell a spreadsheet will not run: one that opens like a formula gets a ``'``."""
+    if value and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
+    """The report as CSV, text cells made inert (file names and reasons come from the cohort).
+
+    ``report.parquet`` keeps every value as it is.
+    """
+    columns = [
+        pa.array([_inert_cell(v) for v in column.to_pylist()], pa.string())
+        if pa.types.is_string(column.type)
+        else column
+        for column in table.columns
+    ]
+    sink = pa.BufferOutputStream()
+    pyarrow.csv.write_csv(pa.table(columns, names=table.column_names), sink)
+    return bytes(sink.getvalue().to_pybytes())

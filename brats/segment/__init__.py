@@ -1,0 +1,2 @@
+"""Segmentation: the one predictor, the per-case records, the Ray Data job, the nightly
+submitter."""

@@ -1,0 +1,359 @@
+"""The segmentation job: a trained model mapped over a cohort with Ray Data.
+
+Shape (Ray Data's batch-inference pattern):
+
+    discover cases (driver) -> drop those already done for this model and these settings
+      -> map: read + validate + normalize one case                    (Ray Data tasks)
+      -> map_batches(CaseSegmenter): the case's labels in its source grid (actor pool; each
+         actor loads the model once, hash-checked; one GPU per actor with --use-gpu)
+      -> map: write masks/<case>.nii.gz, then records/<case>.json      (Ray Data tasks)
+      -> driver: report.* from every record in OUT, then _SUCCESS
+
+Exactly once: each case writes fixed keys, whole objects only; the mask is written before
+its record, so a record that says ``done`` always has its mask, and a case whose write broke
+has no record and is redone by the next run. Masks are deterministic bytes, so a retried
+task (an actor that died, say) rewrites exactly what was there.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from brats.errors import CaseError
+from brats.ingest import rows
+from brats.ingest.prepare import PreprocessConfig
+from brats.ingest.rows import OK, Row, row_to_prepared
+from brats.io.cases import Case, Discovery, discover
+from brats.io.model_card import ArtifactError, ModelCard
+from brats.io.nifti import Limits, read_file
+from brats.options import option
+from brats.runtime import cpus_per_replica
+from brats.segment.predictor import PredictSettings
+from brats.segment.records import (
+    DONE,
+    FAILED,
+    MASKS,
+    CaseRecord,
+    clear_success,
+    list_outputs,
+    mask_key,
+    read_records,
+    success_matches,
+    write_success,
+)
+from brats.segment.writer import CaseHook, record_rejected, write_case_outputs
+from brats.storage import S3_ENDPOINT_HELP, Location, StorageError, redact, resolve
+from brats.volume.labels import LabelConvention, to_internal
+
+log = logging.getLogger(__name__)
+
+
+class SegmentError(RuntimeError):
+    """The job cannot run at all (a refused model, an unreachable cohort)."""
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Everything ``jobs/segment.py`` takes."""
+
+    cohort: str = option(help="NIfTI cohort: local folder or s3://")
+    model: str = option(help="model folder (model.keras + model.json)")
+    out: str = option(help="output folder: local or s3://")
+    s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
+    use_gpu: bool = option(False, help="one GPU per model actor")
+    num_actors: int = option(1, help="model replicas (one per GPU with --use-gpu)")
+    cpus_per_actor: float | None = option(
+        None, help="CPUs per model actor (default: 1 with GPUs; else at most 1, leaving one "
+        "for reading)",
+    )  # fmt: skip
+    predict: PredictSettings = field(default_factory=PredictSettings)
+    label_convention: LabelConvention | None = option(
+        None, help="write masks in this convention (default: each case's own)"
+    )
+    fail_on_error: bool = option(False, help="exit 1 when any case failed")
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.num_actors < 1:
+            raise ValueError("num_actors must be >= 1")
+        if self.label_convention is not None:
+            object.__setattr__(self, "label_convention", LabelConvention(self.label_convention))
+
+    def output_settings(self) -> dict[str, Any]:
+        """What, besides the model, decides a mask's bytes: a change redoes every case."""
+        convention = self.label_convention.value if self.label_convention else None
+        return {"label_convention": convention, **self.predict.output_settings()}
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    out: str
+    model_version: str
+    total: int
+    skipped: int
+    done: int
+    failed: list[dict[str, Any]]
+    report: dict[str, str]
+    seconds: float
+
+    def exit_code(self, *, fail_on_error: bool = False) -> int:
+        """1 when asked to fail on any error and one happened, or when nothing succeeded."""
+        if fail_on_error and self.failed:
+            return 1
+        nothing_succeeded = self.done == 0 and self.skipped == 0
+        return 1 if nothing_succeeded else 0
+
+
+class CaseSegmenter:
+    """Ray Data actor: loads the model once, segments whole cases (a batch of prepared rows,
+    numpy format) through the :class:`~brats.segment.predictor.Predictor`.
+
+    Each good row gains ``pred`` (``(D, H, W) uint8`` internal classes in the source grid),
+    ``predict_s`` and ``model_version``, and its image is emptied (the writer needs the
+    labels, not the input again); a row whose prediction raises becomes a failed row, and
+    failed rows pass through.
+    """
+
+    def __init__(
+        self,
+        model_uri: str,
+        s3_endpoint: str | None,
+        settings: PredictSettings,
+        fault_hook: CaseHook | None = None,
+    ) -> None:
+        from brats.segment.predictor import Predictor
+
+        self.predictor = Predictor.from_artifact(model_uri, settings, s3_endpoint=s3_endpoint)
+        self.fault_hook = fault_hook
+
+    def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        n = len(batch["case_id"])
+        out = dict(batch)
+        out["status"] = np.array(batch["status"], dtype=object)
+        out["error"] = np.array(batch["error"], dtype=object)
+        preds = np.empty(n, dtype=object)
+        images = np.empty(n, dtype=object)
+        seconds = np.zeros(n)
+        for i in range(n):
+            image = batch["image"][i]
+            preds[i] = np.zeros((0, 0, 0), np.uint8)
+            images[i] = np.zeros((image.shape[0], 0, 0, 0), image.dtype)
+            if batch["status"][i] != OK:
+                continue
+            case_id = str(batch["case_id"][i])
+            began = time.perf_counter()
+            try:
+                if self.fault_hook is not None:
+                    self.fault_hook(case_id)
+                preds[i] = self.predictor.segment(row_to_prepared(_row(batch, i)))
+            except Exception as err:  # this case fails; the actor and the others go on
+                log.exception("case %s: prediction failed", case_id)
+                out["status"][i] = rows.FAILED
+                out["error"][i] = f"case {case_id}: prediction failed: {type(err).__name__}: {err}"
+                continue
+            seconds[i] = time.perf_counter() - began
+        out["image"] = images
+        out["pred"] = preds
+        out["predict_s"] = seconds
+        out["model_version"] = np.asarray([self.predictor.version] * n)
+        return out
+
+
+def _row(batch: dict[str, npt.NDArray[Any]], i: int) -> Row:
+    return {key: values[i] for key, values in batch.items()}
+
+
+def verified_card(model: Location) -> ModelCard:
+    """The model's card, after checking ``model.keras`` against it (no TensorFlow here).
+
+    The actors check again when they load it; checking first makes a tampered model a clear
+    error before any case is touched.
+    """
+    from brats.io.artifact import verify_artifact
+
+    try:
+        return verify_artifact(model)
+    except (ArtifactError, OSError) as err:
+        raise SegmentError(f"model {redact(model.uri)}: {err}") from err
+
+
+def segment(
+    config: SegmentConfig,
+    *,
+    predict_hook: CaseHook | None = None,
+    write_hook: CaseHook | None = None,
+) -> SegmentResult:
+    """Segment every case of the cohort not already done for this model; report; mark done.
+
+    Needs a running Ray. A bad case never raises: it becomes a failed record.
+
+    Raises:
+        SegmentError: the job cannot start (a refused model, a cohort that cannot be listed).
+    """
+    began = time.perf_counter()
+    cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
+    out = resolve(config.out, s3_endpoint=config.s3_endpoint)
+    card = verified_card(resolve(config.model, s3_endpoint=config.s3_endpoint))
+    version = card.version
+    settings = config.output_settings()
+    try:
+        found = discover(cohort)
+    except (OSError, StorageError) as err:
+        raise SegmentError(f"cohort {redact(cohort.uri)}: {err}") from err
+    rejected = record_rejected(found.rejected, out, model_version=version, settings=settings)
+    existing = read_records(out)
+    masks = list_outputs(out, MASKS, ".nii.gz")
+    todo = [
+        c for c in found.cases if not _is_done(existing.get(c.case_id), c, masks, version, settings)
+    ]
+    skipped = len(found.cases) - len(todo)
+    log.info(
+        "segment: %d cases under %s, %d already done with model %s, %d to do",
+        len(found.cases),
+        redact(cohort.uri),
+        skipped,
+        version[:12],
+        len(todo),
+    )
+    if not todo and success_matches(out, existing.values()):
+        log.info("nothing to do: every case is done and the report is current")
+        return SegmentResult(
+            redact(out.uri), version, len(found.cases), skipped, 0, rejected, {}, 0.0
+        )
+    clear_success(out)
+    rows_out: list[dict[str, Any]] = []
+    if todo:
+        preprocess = PreprocessConfig.for_model(card.info, limits=config.limits)
+        rows_out = list(
+            _run_pipeline(todo, cohort, out, config, preprocess, predict_hook, write_hook)
+        )
+    records = read_records(out)
+    report = _write_report(list(records.values()), out, cohort, found.cases, config)
+    failed = [
+        {"case_id": r["case_id"], "error": r["error"]} for r in rows_out if r["status"] == FAILED
+    ]
+    result = SegmentResult(
+        out=redact(out.uri),
+        model_version=version,
+        total=len(found.cases),
+        skipped=skipped,
+        done=sum(r["status"] == DONE for r in rows_out),
+        failed=rejected + failed,
+        report=report,
+        seconds=time.perf_counter() - began,
+    )
+    write_success(out, model_version=version, cases=len(found.cases), records=records.values())
+    return result
+
+
+def _is_done(
+    record: CaseRecord | None,
+    case: Case,
+    masks: dict[str, int],
+    version: str,
+    settings: dict[str, Any],
+) -> bool:
+    return record is not None and record.is_done_for(version, settings) and case.case_id in masks
+
+
+def _run_pipeline(
+    todo: list[Case],
+    cohort: Location,
+    out: Location,
+    config: SegmentConfig,
+    preprocess: PreprocessConfig,
+    predict_hook: CaseHook | None,
+    write_hook: CaseHook | None,
+) -> Iterator[dict[str, Any]]:
+    import ray.data
+
+    from brats.ingest.rows import read_cohort
+
+    ds, _ = read_cohort(cohort, preprocess, discovery=Discovery(cases=todo))
+    ds = ds.map_batches(
+        CaseSegmenter,
+        fn_constructor_kwargs={
+            "model_uri": config.model,
+            "s3_endpoint": config.s3_endpoint,
+            "settings": config.predict,
+            "fault_hook": predict_hook,
+        },
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=config.num_actors),
+        num_cpus=cpus_per_replica(
+            config.cpus_per_actor, config.num_actors, use_gpu=config.use_gpu, what="model actors"
+        ),
+        num_gpus=1 if config.use_gpu else 0,
+        # A dead actor's batch is retried on a new one, but a case that kills every actor
+        # it meets must not stop the cohort forever.
+        max_task_retries=3,
+    )
+    ds = ds.map(
+        functools.partial(
+            write_case_outputs,
+            out=out,
+            settings=config.output_settings(),
+            convention=config.label_convention,
+            write_hook=write_hook,
+        ),
+        num_cpus=0.5,
+    )
+    total = len(todo)
+    for n, row in enumerate(ds.iter_rows(), start=1):
+        state = row["status"] if row["status"] == DONE else f"FAILED: {row['error']}"
+        log.info("segment [%d/%d] %s %s", n, total, row["case_id"], state)
+        yield dict(row)
+
+
+def _write_report(
+    records: list[CaseRecord],
+    out: Location,
+    cohort: Location,
+    cases: list[Case],
+    config: SegmentConfig,
+) -> dict[str, str]:
+    from brats.report.tables import write_report
+
+    by_id = {c.case_id: c for c in cases}
+    by_record = {r.case_id: r for r in records}
+    loader = functools.partial(
+        _overlay, out=out, cohort=cohort, cases=by_id, records=by_record, limits=config.limits
+    )
+    return write_report(records, out, overlay=loader)
+
+
+def _overlay(
+    case_id: str,
+    *,
+    out: Location,
+    cohort: Location,
+    cases: dict[str, Case],
+    records: dict[str, CaseRecord],
+    limits: Limits,
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
+    """FLAIR, prediction and truth of a case, for the report's thumbnails."""
+    case = cases.get(case_id)
+    if case is None or "flair" not in case.images:
+        raise CaseError(case_id, None, "no FLAIR in the cohort to draw")
+    fs_in, fs_out = cohort.filesystem(), out.filesystem()
+
+    def volume(fs: Any, path: str) -> Any:
+        return read_file(fs, path, case_id=case_id, limits=limits)[0]
+
+    flair = volume(fs_in, case.images["flair"]).data.astype(np.float32)
+    record = records.get(case_id)
+    convention = LabelConvention((record.convention if record else None) or case.convention)
+    pred = to_internal(volume(fs_out, out.join(mask_key(case_id))).data, convention)
+    truth = None
+    if case.seg is not None:
+        truth = to_internal(volume(fs_in, case.seg).data, case.convention)
+    return flair, pred, truth

@@ -1,0 +1,245 @@
+"""The one way a volume is segmented: a trained model, its outputs decoded into labels.
+
+A :class:`Predictor` holds one network and what it was trained on (its
+:class:`~brats.io.model_card.ModelInfo`) and serves three levels, each built on the one below:
+
+* **arrays**: :meth:`Predictor.probabilities` maps a network input ``(C, D, H, W)`` to
+  ``(K, D, H, W) float32`` probabilities (sliding window of the training patch size,
+  Gaussian blending, optional flip TTA); :meth:`Predictor.labels` decodes them into
+  ``(D, H, W) uint8`` internal classes on the same grid;
+* **a prepared case**: :meth:`Predictor.segment` gives the labels in the case's source grid
+  (pasted back from the brain crop), postprocessed (:mod:`brats.volume.postprocess`);
+  :meth:`Predictor.segment_volume` does the same for raw channels that come without files;
+* **files**: :meth:`Predictor.segment_files` reads a case's NIfTI files and gives its labels
+  and its mask: NIfTI bytes in the case's own geometry and label convention
+  (:func:`export_mask`).
+
+The segmentation job's model actors, the app and training validation all predict through
+it, so a change to prediction (precision, outputs, TTA, postprocessing) is made here once.
+TensorFlow is imported when a predictor is made, not when this module is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from brats.ingest.prepare import PreparedCase, PreprocessConfig, prepare_case
+from brats.io.cases import Case
+from brats.io.model_card import ModelInfo
+from brats.io.nifti import CaseVolumes, Limits, encode_mask, header_from_bytes, read_case
+from brats.options import option
+from brats.segment.sliding_window import Predict, sliding_window_predict
+from brats.storage import Location, resolve
+from brats.volume.geometry import CropBox, paste_back
+from brats.volume.labels import LabelConvention, to_disk
+from brats.volume.normalize import prepare_volume
+from brats.volume.postprocess import small_et_to_necrosis
+
+if TYPE_CHECKING:
+    import keras
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How a predictor runs the model and postprocesses its labels."""
+
+    overlap: float = option(
+        0.5, help="fraction of a window shared with its neighbour along each axis, in [0, 1)"
+    )
+    flip_tta: bool = option(False, flag="--tta", help="average the 8 axis flips (8x the cost)")
+    min_et_voxels: int = option(
+        0, help="enhancing-tumor components smaller than this become necrosis (0: off)"
+    )
+    batch_size: int = option(2, help="windows per forward pass")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.batch_size < 1 or self.min_et_voxels < 0:
+            raise ValueError("batch_size must be >= 1 and min_et_voxels >= 0")
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that decide a mask's bytes (``batch_size`` only decides speed)."""
+        return {
+            "min_et_voxels": self.min_et_voxels,
+            "overlap": self.overlap,
+            "flip_tta": self.flip_tta,
+        }
+
+
+@dataclass(frozen=True)
+class SegmentedCase:
+    """A case segmented from its files: what was read, what the network saw, the result.
+
+    Attributes:
+        volumes: the case's validated volumes as read (raw intensities).
+        prepared: the network input and the geometry to write back.
+        labels: ``(D, H, W) uint8`` internal classes in the source grid.
+        mask: the mask as NIfTI bytes (:func:`export_mask`).
+    """
+
+    volumes: CaseVolumes
+    prepared: PreparedCase
+    labels: npt.NDArray[np.uint8]
+    mask: bytes
+
+
+def compiled_predict(model: keras.Model) -> Predict:
+    """A Keras model as a :data:`~brats.segment.sliding_window.Predict`: one traced
+    ``tf.function`` forward pass without dropout, numpy in and out."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(x: Any) -> Any:
+        return model(x, training=False)
+
+    return lambda x: np.asarray(forward(tf.constant(x)))
+
+
+class Predictor:
+    """A network and the way to segment with it (see the module docstring).
+
+    Args:
+        model: the Keras U-Net (``(B, d, h, w, C)`` in, ``(B, d, h, w, K)`` probabilities out).
+        info: what the network was trained on; its ``patch_size`` is the window, its
+            ``modalities`` and ``normalization`` prepare raw input.
+        settings: overlap, TTA, postprocessing, windows per call.
+        version: the model's version id (the sha256 of its ``model.keras``), for records;
+            empty for a network not yet exported (training validation).
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        info: ModelInfo,
+        settings: PredictSettings | None = None,
+        *,
+        version: str = "",
+    ) -> None:
+        self.info = info
+        self.settings = settings or PredictSettings()
+        self.version = version
+        self.n_outputs = int(info.unet.n_classes)
+        self.forward: Predict = compiled_predict(model)
+        """The compiled forward pass: windows ``(B, d, h, w, C)`` in, outputs out."""
+
+    @classmethod
+    def from_artifact(
+        cls,
+        where: str | Location,
+        settings: PredictSettings | None = None,
+        *,
+        s3_endpoint: str | None = None,
+    ) -> Predictor:
+        """Load a model folder, refusing one whose ``model.keras`` does not match its json
+        (:func:`brats.io.artifact.load_artifact`; raises its ``ArtifactError``)."""
+        from brats.io.artifact import load_artifact
+
+        location = where if isinstance(where, Location) else resolve(where, s3_endpoint=s3_endpoint)
+        loaded = load_artifact(location)
+        return cls(loaded.model, loaded.card.info, settings, version=loaded.version)
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """How raw cases are prepared for this network (its modalities and normalization)."""
+        return PreprocessConfig.for_model(self.info)
+
+    # --- arrays ---------------------------------------------------------------------------
+
+    def probabilities(self, image: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """``(C, D, H, W)`` network input (prepared, any spatial size) -> ``(K, D, H, W)
+        float32`` probabilities, blended over the sliding windows."""
+        return sliding_window_predict(
+            np.asarray(image, dtype=np.float32),
+            self.forward,
+            self.info.patch_size,
+            n_classes=self.n_outputs,
+            overlap=self.settings.overlap,
+            batch_size=self.settings.batch_size,
+            flip_tta=self.settings.flip_tta,
+        )
+
+    def decode(self, probabilities: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
+        """``(K, D, H, W)`` probabilities -> ``(D, H, W) uint8`` internal classes (the most
+        probable class at each voxel)."""
+        return np.argmax(probabilities, axis=0).astype(np.uint8)
+
+    def labels(self, image: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
+        """``(C, D, H, W)`` network input -> ``(D, H, W) uint8`` internal classes on the same
+        grid, before postprocessing."""
+        return self.decode(self.probabilities(image))
+
+    # --- a prepared case ------------------------------------------------------------------
+
+    def segment_cropped(
+        self, image: npt.NDArray[np.floating], crop: CropBox
+    ) -> npt.NDArray[np.uint8]:
+        """Labels of a network input cropped at ``crop``, in the source grid
+        (``crop.shape``), postprocessed; background outside the crop."""
+        labels = paste_back(self.labels(image), crop)
+        return small_et_to_necrosis(labels, self.settings.min_et_voxels)
+
+    def segment(self, prepared: PreparedCase) -> npt.NDArray[np.uint8]:
+        """A prepared case's ``(D, H, W) uint8`` internal classes in its source grid."""
+        return self.segment_cropped(prepared.image, prepared.crop)
+
+    def segment_volume(self, channels: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
+        """Raw ``(C, D, H, W)`` intensities in the model's modality order (no files, e.g. an
+        uploaded array) -> ``(D, H, W) uint8`` internal classes, prepared as a cohort is.
+
+        Raises:
+            ValueError: the channel count is not the model's.
+        """
+        modalities = self.info.modalities
+        if channels.ndim != 4 or channels.shape[0] != len(modalities):
+            raise ValueError(
+                f"image of shape {channels.shape} for a model of {len(modalities)} channels "
+                f"({', '.join(modalities)}); expected (C, D, H, W)"
+            )
+        config = self.preprocess
+        image, _, box = prepare_volume(
+            list(channels), config.normalization, crop_to_brain=config.crop_to_brain,
+            margin=config.crop_margin, dtype=config.dtype,
+        )  # fmt: skip
+        return self.segment_cropped(image, box)
+
+    # --- files ----------------------------------------------------------------------------
+
+    def segment_files(
+        self,
+        case: Case,
+        cohort: Location,
+        *,
+        limits: Limits | None = None,
+        convention: LabelConvention | str | None = None,
+    ) -> SegmentedCase:
+        """Read, validate and segment a case's files; its mask in ``convention`` (default:
+        the case's own).
+
+        Raises:
+            brats.errors.CaseError: a file that cannot be used (naming the case, the file
+                and the reason).
+        """
+        config = self.preprocess
+        volumes = read_case(
+            case, cohort, modalities=config.modalities, limits=limits or config.limits
+        )
+        prepared = prepare_case(volumes, config)
+        labels = self.segment(prepared)
+        return SegmentedCase(volumes, prepared, labels, export_mask(labels, prepared, convention))
+
+
+def export_mask(
+    labels: npt.NDArray[np.uint8],
+    prepared: PreparedCase,
+    convention: LabelConvention | str | None = None,
+) -> bytes:
+    """Gzipped NIfTI bytes of ``(D, H, W)`` internal labels in the case's geometry (its
+    header's qform, sform and voxel sizes), written in ``convention`` (default: the case's
+    own). The same labels always give the same bytes."""
+    disk = to_disk(labels, convention or prepared.convention)
+    return encode_mask(disk, header_from_bytes(prepared.header))

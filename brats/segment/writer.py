@@ -1,0 +1,154 @@
+"""Writing a segmented case: its mask, then its record; a case that failed gets a failed record.
+
+The labels come from the model actors in the case's source grid
+(:meth:`brats.segment.predictor.Predictor.segment`); here they become the mask's bytes
+(:func:`~brats.segment.predictor.export_mask`), are scored against the ground truth when
+there is one, and are written. Nothing here runs the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from brats.errors import InvalidCaseIdError
+from brats.ingest.rows import OK, Row, row_to_prepared
+from brats.io.cases import Rejected, validate_case_id
+from brats.segment.predictor import export_mask
+from brats.segment.records import (
+    DONE,
+    FAILED,
+    CaseFailure,
+    CaseRecord,
+    mask_key,
+    now,
+    read_record,
+    write_record,
+)
+from brats.storage import Location, write_bytes_atomic
+from brats.volume.geometry import paste_back
+from brats.volume.labels import LabelConvention
+from brats.volume.metrics import evaluate_case
+from brats.volume.postprocess import region_volumes_ml
+
+log = logging.getLogger(__name__)
+
+CaseHook = Callable[[str], None]
+"""Called with a case id; fault injection for the reliability tests
+(:mod:`brats.devtools.faults`)."""
+
+
+def write_case_outputs(
+    row: Row,
+    *,
+    out: Location,
+    settings: Mapping[str, Any],
+    convention: LabelConvention | None = None,
+    write_hook: CaseHook | None = None,
+) -> dict[str, Any]:
+    """Ray Data ``map``: write a predicted row's mask then its record; return a small row
+    ``{case_id, status, written, error}``.
+
+    ``row`` is a prepared row (:mod:`brats.ingest.rows`) with ``pred`` (``(D, H, W) uint8``
+    labels in the source grid), ``predict_s`` and ``model_version``. A row that failed
+    upstream gets a ``failed`` record. An exception while writing leaves no record (and,
+    writes being whole-object, no mask at the key either): the case is reported failed now
+    and redone next run.
+    """
+    case_id = str(row["case_id"])
+    began = time.perf_counter()
+    version = str(row.get("model_version", ""))
+    try:
+        if row["status"] != OK:
+            message, file = str(row["error"]), str(row["error_file"]) or None
+            failure = CaseFailure(file, _reason(message, case_id, file), message)
+            record = CaseRecord.failed(
+                case_id,
+                failure,
+                model_version=version,
+                settings=dict(settings),
+                timings={"read_s": float(row.get("read_s", 0.0))},
+            )
+            write_record(out, record)
+            return _summary(record)
+        prepared = row_to_prepared(row)
+        labels = np.asarray(row["pred"], dtype=np.uint8)
+        written_as = LabelConvention(convention or prepared.convention)
+        mask = export_mask(labels, prepared, written_as)
+        metrics = None
+        if prepared.label is not None:
+            truth = paste_back(prepared.label, prepared.crop)
+            metrics = evaluate_case(labels, truth, prepared.spacing)
+        if write_hook is not None:
+            write_hook(case_id)
+        write_bytes_atomic(out.filesystem(), out.join(mask_key(case_id)), mask)
+        record = CaseRecord(
+            case_id=case_id,
+            status=DONE,
+            model_version=version,
+            settings=dict(settings),
+            input_checksums=prepared.checksums,
+            convention=written_as.value,
+            created=now(),
+            mask=mask_key(case_id),
+            shape=list(prepared.crop.shape),
+            spacing=list(prepared.spacing),
+            timings={
+                "read_s": float(row.get("read_s", 0.0)),
+                "predict_s": float(row["predict_s"]),
+                "write_s": time.perf_counter() - began,
+            },
+            region_volumes_ml=region_volumes_ml(labels, prepared.spacing),
+            metrics=metrics,
+        )
+        write_record(out, record)
+        return _summary(record)
+    except Exception as err:  # storage or bug: no record, the case is redone next run
+        log.exception("case %s: writing outputs failed", case_id)
+        message = f"case {case_id}: {type(err).__name__}: {err}"
+        return {"case_id": case_id, "status": FAILED, "written": False, "error": message}
+
+
+def record_rejected(
+    rejected: list[Rejected], out: Location, *, model_version: str, settings: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    """Folders discovery could not make a case of: logged, returned as failures
+    ``{case_id, error}``, and given a failed record when their name is a valid case id (so
+    the report lists them too). A record an earlier run wrote for the same error is kept."""
+    failed = []
+    for item in rejected:
+        message = f"case {item.name}: {item.reason}"
+        log.warning("rejected %s", message)
+        failed.append({"case_id": item.name, "error": message})
+        try:
+            case_id = validate_case_id(item.name)
+        except InvalidCaseIdError:
+            continue
+        failure = CaseFailure(None, item.reason, message)
+        previous = read_record(out, case_id)
+        if previous is not None and previous.error == failure:
+            continue  # rewriting it would only change "created"
+        record = CaseRecord.failed(
+            case_id, failure, model_version=model_version, settings=dict(settings)
+        )
+        write_record(out, record)
+    return failed
+
+
+def _reason(message: str, case_id: str, file: str | None) -> str:
+    """The reason part of ``case <id>: <file>: <reason>``."""
+    prefix = f"case {case_id}: " + (f"{file}: " if file else "")
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def _summary(record: CaseRecord) -> dict[str, Any]:
+    return {
+        "case_id": record.case_id,
+        "status": record.status,
+        "written": True,
+        "error": record.error.message if record.error is not None else "",
+    }

@@ -1,0 +1,175 @@
+"""What a training run is told: :class:`TrainConfig`, with the choices it accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Final
+
+from brats.io.cases import MODALITIES
+from brats.io.model_card import ModelInfo
+from brats.options import option
+from brats.storage import S3_ENDPOINT_HELP, Location, resolve
+from brats.train.model import NORMALIZATIONS, UNetConfig
+from brats.volume.geometry import Shape3
+from brats.volume.labels import N_CLASSES
+
+LOSS_NAMES: Final = ("cce", "dice", "dice_ce", "dice_focal")
+"""The losses of :mod:`brats.train.losses`, by name."""
+LR_SCHEDULES: Final = ("poly", "cosine", "constant")
+"""``poly`` (nnU-Net's ``(1 - t)**0.9``), ``cosine`` or ``constant``, after the warm-up."""
+
+EpochHook = Callable[[int, int], None]
+"""Called on every worker at the start of every epoch with ``(epoch, world_rank)``."""
+
+
+class TrainingError(RuntimeError):
+    """Training could not finish (too many failures, bad data, a broken checkpoint)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``jobs/train.py`` takes. Stored in ``model.json`` (credentials never are).
+
+    The run lives at ``storage/name``; rerunning with the same two resumes it.
+    """
+
+    data: str = option(help="a raw NIfTI cohort, or an ingested one (a folder with manifest.json)")
+    storage: str = option(help="runs folder: local or s3://; the run is storage/name")
+    name: str = option("brats-unet", help="run name (resume by reusing it)")
+    s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
+    num_workers: int = option(2, help="Ray Train workers (one GPU each with --use-gpu)")
+    use_gpu: bool = option(False, help="one GPU per worker")
+    cpus_per_worker: float | None = option(
+        None,
+        help="CPUs reserved per worker (default: 1 with GPUs; else at most 1, leaving one for "
+        "data loading)",
+    )
+    epochs: int = option(20, help="epochs to train")
+    batch_size: int = option(2, help="patches per step on each worker")
+    patch_size: Shape3 = option(
+        (128, 128, 128), metavar=("D", "H", "W"), help="training patch, in voxels"
+    )
+    patches_per_case: int = option(4, help="patches cut from each training case per epoch")
+    steps_per_epoch: int | None = option(
+        None,
+        help="steps per epoch on every worker (default: training patches / (batch size x workers))",
+    )
+    tumor_fraction: float = option(1.0 / 3.0, help="share of patches centred on tumor")
+    loss: str = option("dice_ce", choices=LOSS_NAMES, help="training loss")
+    learning_rate: float = option(1e-3, help="peak learning rate (Adam)")
+    lr_schedule: str = option(
+        "poly", choices=LR_SCHEDULES, help="learning-rate decay after the warm-up"
+    )
+    warmup_fraction: float = 0.05
+    """Share of all steps over which the learning rate ramps up linearly from ~0."""
+    mixed_precision: bool = option(
+        False, help="float16 compute with a float32 softmax and loss scaling (GPU only)"
+    )
+    val_fraction: float = option(0.2, help="share of labelled cases held out for validation")
+    val_overlap: float = 0.5
+    cache_mib: int = option(
+        2048,
+        help="keep a worker's cases in memory after epoch 1 when its share fits (0: never)",
+    )
+    seed: int = option(0, help="seeds the split, the initial weights and the patches")
+    max_failures: int = option(1, help="worker-group restarts allowed before the run fails")
+    num_to_keep: int = option(2, help="checkpoints kept in storage")
+    base_filters: int = option(16, help="filters of the U-Net's top level")
+    depth: int = option(4, help="the U-Net's poolings")
+    normalization: str | None = option(
+        None,
+        choices=[n for n in NORMALIZATIONS if n is not None],
+        help="normalization layer after each convolution (default: none)",
+    )
+    modalities: tuple[str, ...] = option(
+        MODALITIES, help="channels in order (FLAIR, T1ce, T2 alone: flair,t1ce,t2)"
+    )
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes kept in model.json (e.g. what the run was for)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        if min(self.num_workers, self.batch_size, self.epochs, self.patches_per_case) < 1:
+            raise ValueError("num_workers, batch_size, epochs and patches_per_case must be >= 1")
+        if not 0.0 <= self.tumor_fraction <= 1.0:
+            raise ValueError("tumor_fraction must be in [0, 1]")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError("warmup_fraction must be in [0, 1)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; one of {LR_SCHEDULES}")
+        if self.loss not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {self.loss!r}; one of {LOSS_NAMES}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError("val_fraction must be in [0, 1)")
+        divisor = 2**self.depth
+        if len(self.patch_size) != 3 or any(s % divisor for s in self.patch_size):
+            raise ValueError(
+                f"patch_size {self.patch_size} must have 3 sides divisible by 2**depth = {divisor}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["patch_size"] = list(self.patch_size)
+        out["modalities"] = list(self.modalities)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; keys it does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def unet(self) -> UNetConfig:
+        """The architecture this run trains (float16 compute only on GPUs)."""
+        return UNetConfig(
+            base_filters=self.base_filters,
+            depth=self.depth,
+            in_channels=len(self.modalities),
+            n_classes=N_CLASSES,
+            normalization=self.normalization,
+            mixed_precision=self.mixed_precision and self.use_gpu,
+        )
+
+    def model_info(
+        self,
+        normalization: str,
+        *,
+        label_convention: str | None = None,
+        manifest_hash: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        checkpoint: str | None = None,
+    ) -> ModelInfo:
+        """The model card's description of a network this run trained on a cohort prepared
+        with ``normalization``; ``training`` holds this config (no endpoint) and the
+        checkpoint it came from."""
+        notes: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k != "s3_endpoint"}
+        if checkpoint is not None:
+            notes["checkpoint"] = checkpoint
+        return ModelInfo(
+            unet=self.unet(),
+            modalities=self.modalities,
+            normalization=normalization,
+            patch_size=self.patch_size,
+            label_convention=label_convention,
+            manifest_hash=manifest_hash,
+            metrics=dict(metrics or {}),
+            training=notes,
+        )
+
+    @property
+    def run(self) -> Location:
+        """The run's folder: ``storage/name``."""
+        return resolve(self.storage, s3_endpoint=self.s3_endpoint).child(self.name)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run left: its folder, the exported model, every epoch's figures."""
+
+    run: str
+    model: str | None
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
+    seconds: float

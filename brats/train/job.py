@@ -1,0 +1,258 @@
+"""The training job's driver: a run's data, its ``TensorflowTrainer``, and the export.
+
+A run lives under ``STORAGE/NAME/``: Ray Train's checkpoints and snapshot, and ours:
+
+    cohort/        the ingested cohort, when training started from raw NIfTI
+    split.json     train/validation case ids (seeded; reused on resume)
+    history.csv    one row per finished epoch
+    tensorboard/   event files
+    model/         model.keras + model.json of the best checkpoint (written last)
+
+The loop each worker runs is :func:`brats.train.worker.train_loop_per_worker`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import posixpath
+import time
+from typing import Any
+
+from brats.runtime import cpus_per_replica
+from brats.storage import Location, redact, resolve, write_bytes_atomic
+from brats.train.batches import load_or_write_split, shard_bytes, steps_per_epoch
+from brats.train.checkpoints import WEIGHTS_FILE, read_checkpoint_state
+from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult
+from brats.train.worker import SCORE, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "history.csv"
+
+
+def prepare_cohort(config: TrainConfig) -> Location:
+    """The normalized cohort to train on: ``data`` itself, or ``run/cohort`` ingested from it.
+
+    A raw cohort is ingested once per run with the same Ray Data pipeline as
+    ``jobs/ingest.py``; a resumed run reuses what it ingested.
+    """
+    from brats.ingest.job import IngestConfig, ingest
+    from brats.ingest.prepare import PreprocessConfig
+    from brats.ingest.shards import MANIFEST
+
+    source = resolve(config.data, s3_endpoint=config.s3_endpoint)
+    if source.filesystem().exists(source.join(MANIFEST)):
+        return source
+    cohort = config.run.child("cohort")
+    if cohort.filesystem().exists(cohort.join(MANIFEST)):
+        log.info("using the cohort this run ingested before: %s", redact(cohort.uri))
+        return cohort
+    log.info("ingesting raw cohort %s into %s", redact(source.uri), redact(cohort.uri))
+    ingest(
+        IngestConfig(
+            cohort=config.data,
+            out=cohort.uri,
+            s3_endpoint=config.s3_endpoint,
+            preprocess=PreprocessConfig(modalities=config.modalities),
+        )
+    )
+    return cohort
+
+
+def build_trainer(
+    config: TrainConfig, *, epoch_hook: EpochHook | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The ``TensorflowTrainer`` for a run, and a summary of its data (for logs and json)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from brats.ingest.shards import load_manifest, read_prepared
+
+    cohort = prepare_cohort(config)
+    manifest = load_manifest(cohort)
+    run = config.run
+    cohort_modalities = tuple(manifest["preprocess"]["modalities"])
+    if cohort_modalities != config.modalities:
+        raise TrainingError(
+            f"cohort {redact(cohort.uri)} was ingested with modalities {list(cohort_modalities)}"
+            f", training asks for {list(config.modalities)}: pass --modalities "
+            f"{','.join(cohort_modalities)}"
+        )
+    split = load_or_write_split(run, manifest, config)
+    if len(split["train"]) < config.num_workers:
+        raise TrainingError(
+            f"{len(split['train'])} training cases for {config.num_workers} workers: every "
+            "worker needs at least one case"
+        )
+    train_ds, _ = read_prepared(cohort, split["train"])
+    datasets: dict[str, Any] = {"train": train_ds}
+    if split["val"]:
+        datasets["val"], _ = read_prepared(cohort, split["val"])
+    steps = steps_per_epoch(config, len(split["train"]))
+    storage = resolve(config.storage, s3_endpoint=config.s3_endpoint)
+    cpus = cpus_per_replica(
+        config.cpus_per_worker, config.num_workers, use_gpu=config.use_gpu, what="workers"
+    )
+    resources = {"CPU": cpus} | ({"GPU": 1.0} if config.use_gpu else {})
+    trainer = TensorflowTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": config.to_dict(),
+            "steps_per_epoch": steps,
+            "normalization": manifest["preprocess"]["normalization"],
+            "epoch_hook": epoch_hook,
+            "has_val": bool(split["val"]),
+            "cache_rows": shard_bytes(manifest, split["train"], config) <= config.cache_mib << 20,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker=resources,
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name=config.name,
+            storage_path=storage.path,
+            storage_filesystem=storage.pyarrow_filesystem(),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.num_to_keep,
+                checkpoint_score_attribute=SCORE if split["val"] else None,
+                checkpoint_score_order="max",
+            ),
+        ),
+    )
+    summary = {
+        "cohort": redact(cohort.uri),
+        "manifest_hash": manifest["hash"],
+        "train_cases": len(split["train"]),
+        "val_cases": len(split["val"]),
+        "steps_per_epoch": steps,
+        "normalization": manifest["preprocess"]["normalization"],
+        "conventions": sorted({c["convention"] for c in manifest["cases"]}),
+    }
+    return trainer, summary
+
+
+def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainResult:
+    """Run (or resume) training; export the best checkpoint as the model artifact.
+
+    Needs a running Ray. Raises :class:`TrainingError` when the run fails (more worker
+    failures than ``max_failures``, say); then no model is exported.
+    """
+    began = time.perf_counter()
+    run = config.run
+    trainer, summary = build_trainer(config, epoch_hook=epoch_hook)
+    log.info(
+        "training %s: %d train / %d val cases, %d workers, %d steps per epoch, %d epochs",
+        redact(run.uri),
+        summary["train_cases"],
+        summary["val_cases"],
+        config.num_workers,
+        summary["steps_per_epoch"],
+        config.epochs,
+    )
+    try:
+        result = trainer.fit()
+    except Exception as err:
+        raise TrainingError(f"training run {redact(run.uri)} failed: {_root_cause(err)}") from err
+    if result.error is not None:
+        raise TrainingError(f"training run {redact(run.uri)} failed: {result.error}")
+    best_checkpoint, best_metrics = _best(result)
+    latest = _latest_history(result)
+    write_history(run, latest)
+    source = posixpath.basename(best_checkpoint.path.rstrip("/"))
+    model_uri = run.child("model").uri
+    if _exported_from(run) == source:
+        log.info("model already exported from %s; keeping it (same version)", source)
+    else:
+        with best_checkpoint.as_directory() as folder:
+            read_checkpoint_state(folder)
+            model_uri = export_model(folder, config, summary, best_metrics, source)
+    return TrainResult(
+        run=redact(run.uri),
+        model=model_uri,
+        history=latest,
+        best=best_metrics,
+        seconds=time.perf_counter() - began,
+    )
+
+
+def _best(result: Any) -> tuple[Any, dict[str, Any]]:
+    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if c is not None]
+    if not candidates:
+        if result.checkpoint is None:
+            raise TrainingError("the run reported no checkpoint")
+        return result.checkpoint, dict(result.metrics or {})
+    if any(SCORE in m for _, m in candidates):
+        return max(candidates, key=lambda cm: cm[1].get(SCORE, -1.0))
+    return candidates[-1]
+
+
+def _latest_history(result: Any) -> list[dict[str, Any]]:
+    if result.checkpoint is None:
+        raise TrainingError("the run reported no checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        return list(read_checkpoint_state(folder)["history"])
+
+
+def _exported_from(run: Location) -> str | None:
+    """The checkpoint the run's exported model came from, if it has one."""
+    from brats.io.artifact import read_model_card
+    from brats.io.model_card import ArtifactError
+
+    try:
+        card = read_model_card(run.child("model"))
+    except (ArtifactError, OSError):
+        return None
+    source = card.info.training.get("checkpoint")
+    return str(source) if source else None
+
+
+def _root_cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return f"{type(err).__name__}: {err}"
+
+
+def write_history(run: Location, history: list[dict[str, Any]]) -> None:
+    """``history.csv``: one row per finished epoch, columns in first-seen order."""
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    sink = io.StringIO()
+    writer = csv.DictWriter(sink, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    write_bytes_atomic(run.filesystem(), run.join(HISTORY_FILE), sink.getvalue().encode())
+
+
+def export_model(
+    checkpoint_dir: str,
+    config: TrainConfig,
+    summary: dict[str, Any],
+    metrics: dict[str, Any],
+    source: str,
+) -> str:
+    """Build the network in code, load the checkpoint's weights, save the model artifact
+    under ``run/model``; return its URI."""
+    from brats.io.artifact import save_artifact
+    from brats.train.model import build_unet
+
+    model = build_unet(config.unet())
+    model.load_weights(os.path.join(checkpoint_dir, WEIGHTS_FILE))
+    conventions = summary["conventions"]
+    info = config.model_info(
+        summary["normalization"],
+        label_convention=conventions[0] if len(conventions) == 1 else None,
+        manifest_hash=summary["manifest_hash"],
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+        checkpoint=source,
+    )
+    target = config.run.child("model")
+    save_artifact(model, info, target)
+    return target.uri

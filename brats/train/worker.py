@@ -1,0 +1,217 @@
+"""The Ray Train worker: config in, a loop, ``ray.train.report(metrics, checkpoint)`` out.
+
+Keras 3's ``model.fit`` fails under a multi-worker ``MultiWorkerMirroredStrategy``, so the
+step is written out (:func:`build_step`): model and optimizer built in ``strategy.scope()``,
+the step a ``tf.function`` around ``strategy.run``, the loss summed over replicas. Each epoch
+a worker reads its whole shard once and cuts patches from it
+(:func:`brats.train.batches.patch_batches`); rank 0 validates on whole held-out cases through
+the :class:`~brats.segment.predictor.Predictor`, writes the checkpoint and the logs, and every
+rank reports. Patch sampling is seeded from ``(seed, epoch, rank)``; which cases land on
+which worker is Ray Data's choice, so runs are comparable, not bit-identical.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from brats.segment.predictor import Predictor, PredictSettings
+from brats.train.batches import patch_batches
+from brats.train.checkpoints import restore_latest, write_checkpoint
+from brats.train.config import EpochHook, TrainConfig
+from brats.train.tensorboard import TensorBoardLog
+from brats.volume.labels import REGIONS, region_mask
+from brats.volume.metrics import dice
+
+SCORE = "val_dice_mean"
+"""The metric the best checkpoint is chosen by."""
+
+
+def build_step(config: TrainConfig, total_steps: int, strategy: Any) -> tuple[Any, Any, Any]:
+    """``(model, optimizer, train_step)`` under ``strategy``.
+
+    ``train_step(x, y)`` runs one optimizer step on every replica and returns the global
+    mean loss. With ``tf.distribute.get_strategy()`` (one replica, no Ray) it is the same
+    step, which is what the training benchmark compares against. The initial weights are
+    seeded from ``config.seed`` (``MultiWorkerMirroredStrategy`` broadcasts worker 0's), once:
+    the dropout layers draw from their own seed generators.
+    """
+    import keras
+    import tensorflow as tf
+
+    from brats.train.losses import get_loss
+    from brats.train.model import build_unet
+    from brats.train.schedule import learning_rate_schedule
+
+    replicas = strategy.num_replicas_in_sync
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_unet(config.unet())
+        optimizer: Any = keras.optimizers.Adam(learning_rate_schedule(config, total_steps))
+        if config.mixed_precision and config.use_gpu:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+    loss_fn = get_loss(config.loss)
+
+    @tf.function
+    def train_step(x: Any, y: Any) -> Any:
+        def replica_step(x: Any, y: Any) -> Any:
+            with tf.GradientTape() as tape:
+                probs = model(x, training=True)
+                # Gradients are summed over replicas: scale so the sum is the global mean.
+                loss = loss_fn(y, probs) / replicas
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss
+
+        per_replica = strategy.run(replica_step, args=(x, y))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return model, optimizer, train_step
+
+
+def validate(predictor: Predictor, rows: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Mean Dice per region over whole prepared cases (``val_dice_WT`` ...), and the mean of
+    the three (:data:`SCORE`); empty when there is no case."""
+    scores: dict[str, list[float]] = {r: [] for r in REGIONS}
+    for row in rows:
+        pred = predictor.labels(row["image"])
+        truth = np.asarray(row["label"])
+        for region in REGIONS:
+            scores[region].append(dice(region_mask(pred, region), region_mask(truth, region)))
+    out = {f"val_dice_{r}": float(np.mean(v)) for r, v in scores.items() if v}
+    if out:
+        out[SCORE] = float(np.mean(list(out.values())))
+    return out
+
+
+class EpochRows:
+    """A worker's training rows, epoch after epoch: streamed from its shard, or, when
+    ``keep`` (its share fits the memory budget; decided on the driver so every worker
+    decides alike), kept from the first epoch and reused, since restarting the split read
+    costs seconds an epoch."""
+
+    def __init__(self, shard: Any, *, keep: bool) -> None:
+        self._shard = shard
+        self._keep = keep
+        self._kept: list[dict[str, Any]] | None = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._kept is not None:
+            yield from self._kept
+            return
+        kept: list[dict[str, Any]] = []
+        for row in self._shard.iter_rows():
+            if self._keep:
+                kept.append(row)
+            yield row
+        if self._keep:
+            self._kept = kept
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker: config in, a loop, ``ray.train.report(metrics, checkpoint)`` out.
+
+    ``loop_config``: ``config`` (:meth:`TrainConfig.to_dict`), ``steps_per_epoch``,
+    ``normalization`` (the cohort's), ``has_val``, ``cache_rows``, ``epoch_hook``.
+    """
+    import keras
+    import ray.train
+    import tensorflow as tf
+
+    config = TrainConfig.from_dict(loop_config["config"])
+    steps: int = loop_config["steps_per_epoch"]
+    hook: EpochHook | None = loop_config.get("epoch_hook")
+    rank = ray.train.get_context().get_world_rank()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    model, optimizer, train_step = build_step(config, steps * config.epochs, strategy)
+    predictor = Predictor(
+        model,
+        config.model_info(loop_config["normalization"]),
+        PredictSettings(overlap=config.val_overlap, batch_size=config.batch_size),
+    )
+    state = restore_latest(config.run, model, optimizer)
+    start = 0 if state is None else int(state["epochs_done"])
+    history: list[dict[str, Any]] = [] if state is None else list(state["history"])[:start]
+    if state is not None and rank == 0:
+        write_line(f"[brats] resuming after epoch {start}")
+    rows = EpochRows(ray.train.get_dataset_shard("train"), keep=loop_config["cache_rows"])
+    val_rows = ray.train.get_dataset_shard("val") if loop_config["has_val"] else None
+    tensorboard = TensorBoardLog(config.run.child("tensorboard")) if rank == 0 else None
+
+    for epoch in range(start, config.epochs):
+        if hook is not None:
+            hook(epoch, rank)
+        rng = np.random.default_rng([config.seed, epoch, rank])
+        trained = train_epoch(train_step, patch_batches(iter(rows), config, steps, rng))
+        samples = steps * config.batch_size * strategy.num_replicas_in_sync
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": trained["loss"],
+            "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            "samples_per_s": samples / trained["train_seconds"],
+            "train_seconds": trained["train_seconds"],
+            "step_seconds": trained["step_seconds"],
+        }
+        if rank == 0 and val_rows is not None:
+            began = time.perf_counter()
+            metrics |= validate(predictor, val_rows.iter_rows())
+            metrics["val_seconds"] = time.perf_counter() - began
+        history.append(metrics)
+        with tempfile.TemporaryDirectory(prefix="brats-ckpt-") as folder:
+            checkpoint = None
+            if rank == 0:
+                state = {"epochs_done": epoch + 1, "history": history, "config": config.to_dict()}
+                write_checkpoint(folder, model, optimizer, state)
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+                write_line(epoch_line(metrics, config.epochs))
+                if tensorboard is not None:
+                    tensorboard.write(metrics, step=epoch + 1)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_epoch(train_step: Any, batches: Iterable[tuple[Any, Any]]) -> dict[str, float]:
+    """Run ``train_step`` on every batch: the mean ``loss``, ``train_seconds`` (the whole
+    epoch) and ``step_seconds`` (inside the step; the rest is waiting for data)."""
+    import tensorflow as tf
+
+    began = time.perf_counter()
+    losses = []
+    step_seconds = 0.0
+    for x, y in batches:
+        stepped = time.perf_counter()
+        losses.append(float(train_step(tf.constant(x), tf.constant(y))))
+        step_seconds += time.perf_counter() - stepped
+    return {
+        "loss": float(np.mean(losses)),
+        "train_seconds": time.perf_counter() - began,
+        "step_seconds": step_seconds,
+    }
+
+
+def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
+    """``[brats] epoch 3/20 loss 0.4120 lr 9.10e-04 21.30 samples/s | val Dice WT=...``."""
+    val = " ".join(
+        f"{r}={metrics[f'val_dice_{r}']:.3f}" for r in REGIONS if f"val_dice_{r}" in metrics
+    )
+    return (
+        f"[brats] epoch {metrics['epoch']}/{epochs} loss {metrics['loss']:.4f} "
+        f"lr {metrics['lr']:.2e} {metrics['samples_per_s']:.2f} samples/s"
+        + (f" | val Dice {val}" if val else "")
+    )
+
+
+def write_line(line: str) -> None:
+    """One line to the worker's stdout, which Ray streams to the driver and the job log.
+
+    Not ``print``: Ray Train patches ``print`` in its workers to log the text as well, and
+    every line would reach the driver twice.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
