@@ -21,7 +21,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from tests.conftest import FAKE_SECRETS
+from tests.helpers import FAKE_SECRETS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_YAML = ROOT / "cluster.yaml"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
-import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -13,41 +10,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from brats.cases import MODALITIES, discover
-from brats.labels import ED, ET, NCR, LabelConvention, LabelError, to_internal
-from brats.storage import resolve
-from brats.synth import (
-    FAULTS,
-    HUGE_SHAPE,
+from brats.devtools.synth import (
     SynthCase,
     SynthConfig,
     case_id_for,
-    fault_file_name,
     file_name,
     generate_case,
     generate_cohort,
-    main,
     write_case,
-    write_faulty_case,
 )
+from brats.io.cases import MODALITIES, discover
+from brats.storage import resolve
+from brats.volume.labels import ED, ET, NCR, LabelConvention, to_internal
+from tests.helpers import folder_files, nifti_data
 
 SMALL = SynthConfig(shape=(48, 48, 48), seed=7, p_no_enhancing=0.0)
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def _header(path: Path) -> nib.Nifti1Header:
-    """Parse only the 348-byte header: never the data the header declares."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        block = fh.read(348)
-    return nib.Nifti1Header.from_fileobj(io.BytesIO(block), check=False)
-
-
-def _data(path: Path) -> np.ndarray:
-    return np.asarray(nib.load(path).dataobj)
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +36,14 @@ def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
     ids = generate_cohort(tmp_path / "a", 2, SMALL)
     assert generate_cohort(tmp_path / "b", 2, SMALL) == ids
     for cid in ids:
-        assert _files(tmp_path / "a" / cid) == _files(tmp_path / "b" / cid)
+        assert folder_files(tmp_path / "a" / cid) == folder_files(tmp_path / "b" / cid)
 
 
 def test_case_alone_equals_case_in_cohort(tmp_path: Path) -> None:
     ids = generate_cohort(tmp_path / "all", 3, SMALL, start=4)
     (alone,) = generate_cohort(tmp_path / "one", 1, SMALL, start=6)
     assert alone == ids[2] == case_id_for(6, "brats2020") == "BraTS20_Training_006"
-    assert _files(tmp_path / "all" / alone) == _files(tmp_path / "one" / alone)
+    assert folder_files(tmp_path / "all" / alone) == folder_files(tmp_path / "one" / alone)
 
 
 def test_different_seeds_and_cases_differ(case: SynthCase) -> None:
@@ -122,7 +99,7 @@ def test_labels_and_names_follow_convention(
     assert ids[0] == names[0]
     folder = tmp_path / ids[0]
     assert (folder / f"{ids[0]}{names[1]}").is_file()
-    seg = _data(folder / f"{ids[0]}{names[2]}")
+    seg = nifti_data(folder / f"{ids[0]}{names[2]}")
     assert seg.dtype == np.uint8
     assert et_on_disk in seg and absent not in seg
     assert np.array_equal(to_internal(seg, convention), generate_case(1, config).label)
@@ -187,90 +164,3 @@ def test_unlabeled_and_plain_nii(tmp_path: Path) -> None:
         assert (f"{cid}-seg.nii" in names) == (cid == ids[0])
     found = discover(resolve(str(tmp_path)))
     assert [c.seg is None for c in found.cases] == [False, True, True]
-
-
-@pytest.fixture(scope="module")
-def faulty_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faults")
-    config = SynthConfig(shape=(32, 32, 32))
-    for fault in FAULTS:
-        write_faulty_case(root, f"Faulty_{fault}", fault, config)
-    return root
-
-
-@pytest.mark.parametrize("fault", FAULTS)
-def test_fault_writes_the_condition_it_claims(faulty_root: Path, fault: str) -> None:
-    config = SynthConfig(shape=(32, 32, 32))
-    cid = f"Faulty_{fault}"
-    folder = faulty_root / cid
-    path = folder / fault_file_name(cid, fault, config)
-    flair = folder / file_name(cid, "flair", config)
-    assert _data(flair).shape == (32, 32, 32)  # the other files stay valid
-    if fault == "truncated_gzip":
-        with pytest.raises((EOFError, OSError, zlib.error)):
-            gzip.decompress(path.read_bytes())
-    elif fault == "not_nifti":
-        raw = gzip.decompress(path.read_bytes())
-        assert raw[344:348] != b"n+1\x00"
-    elif fault == "empty_file":
-        assert path.stat().st_size == 0
-    elif fault == "missing_modality":
-        assert not path.exists() and path.name.endswith("_t1ce.nii.gz")
-        assert len(os.listdir(folder)) == 4
-    elif fault == "shape_mismatch":
-        assert _header(path).get_data_shape() != _header(flair).get_data_shape()
-    elif fault == "affine_mismatch":
-        diff = _header(path).get_best_affine() - _header(flair).get_best_affine()
-        assert np.allclose(np.abs(diff).max(), 5.0)
-    elif fault in ("nan", "inf"):
-        data = _data(path)
-        assert data.dtype == np.float32
-        bad = np.isnan(data) if fault == "nan" else np.isinf(data)
-        assert np.count_nonzero(bad) > 0 and np.all(np.isfinite(data[~bad]))
-    elif fault == "all_zero":
-        assert not np.any(_data(path))
-    elif fault == "huge_header":
-        assert path.stat().st_size < 1024
-        header = _header(path)
-        assert header.get_data_shape() == HUGE_SHAPE
-        assert np.prod(HUGE_SHAPE) * header.get_data_dtype().itemsize > 2**30
-    elif fault == "stray_label":
-        seg = _data(path)
-        assert 3 in seg
-        with pytest.raises(LabelError):
-            to_internal(seg, "brats2020")
-    else:
-        pytest.fail(f"fault {fault} has no check")
-
-
-def test_faults_are_reproducible_and_discovered(faulty_root: Path, tmp_path: Path) -> None:
-    config = SynthConfig(shape=(32, 32, 32))
-    write_faulty_case(tmp_path, "Faulty_nan", "nan", config)
-    assert _files(tmp_path / "Faulty_nan") == _files(faulty_root / "Faulty_nan")
-    found = discover(resolve(str(faulty_root)))
-    assert len(found.cases) == len(FAULTS)
-    missing = next(c for c in found.cases if c.case_id == "Faulty_missing_modality")
-    assert "t1ce" not in missing.images
-
-
-def test_stray_label_in_2023_and_bad_fault(tmp_path: Path) -> None:
-    config = SynthConfig(shape=(32, 32, 32), convention="brats2023", labeled=False)
-    folder = Path(write_faulty_case(tmp_path, "BraTS-GLI-00009-000", "stray_label", config))
-    seg = _data(folder / "BraTS-GLI-00009-000-seg.nii.gz")
-    assert 5 in seg and 4 not in seg
-    with pytest.raises(ValueError, match="unknown fault"):
-        write_faulty_case(tmp_path, "x", "gremlins", config)
-    with pytest.raises(ValueError, match="invalid case id"):
-        write_faulty_case(tmp_path, "../x", "nan", config)
-
-
-def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "cohort"
-    argv = [str(out), "--cases", "2", "--shape", "32", "32", "32", "--seed", "5"]
-    assert main([*argv, "--convention", "brats2023", "--unlabeled", "1", "--nii"]) == 0
-    printed = capsys.readouterr().out
-    assert str(out) in printed and "3 cases" in printed
-    found = discover(resolve(str(out)))
-    assert len(found.cases) == 3
-    assert {c.convention for c in found.cases} == {LabelConvention.BRATS2023}
-    assert all(p.endswith(".nii") for c in found.cases for p in c.images.values())

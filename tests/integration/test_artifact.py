@@ -1,4 +1,4 @@
-"""Model artifact: round trip, tampered files refused (RELIABILITY row 13), seed HDF5 import."""
+"""Model artifact: round trip, tampered files refused, the seed preset's HDF5 import."""
 
 from __future__ import annotations
 
@@ -15,21 +15,18 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from brats.artifact import (
+from brats.io.artifact import import_seed_hdf5, load_artifact, read_model_card, save_artifact
+from brats.io.model_card import (
     FORMAT,
     META_FILE,
     MODEL_FILE,
     SEED_INFO,
     ArtifactError,
     ModelInfo,
-    import_seed_hdf5,
-    load_artifact,
-    read_model_card,
-    save_artifact,
 )
-from brats.labels import LabelConvention
-from brats.model import SEED_CONFIG, UNetConfig, build_unet
-from brats.preprocess import Normalization
+from brats.train.model import SEED_CONFIG, UNetConfig, build_unet
+from brats.volume.labels import LabelConvention
+from brats.volume.normalize import Normalization
 
 TINY = UNetConfig(base_filters=4, depth=2)
 MANIFEST_HASH = hashlib.sha256(b"a cohort manifest").hexdigest()
@@ -182,7 +179,7 @@ def test_model_info_round_trips_through_json() -> None:
         ModelInfo.from_dict({**info.to_dict(), "loss": "dice"})
 
 
-# --- tampering (RELIABILITY row 13) -----------------------------------------------------------
+# --- tampering ---------------------------------------------------------------------------------
 
 
 def _flip_one_byte(folder: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from brats.demo import main
+from brats.cli import run_demo_command as main
 
 
 @pytest.mark.integration

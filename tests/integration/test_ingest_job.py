@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from brats.cli import run_ingest
-from brats.data import IngestConfig, ingest, load_manifest, read_prepared
-from brats.nifti import read_case
-from brats.preprocess import PreprocessConfig, prepare_case
+from brats.devtools.faults import write_faulty_case
+from brats.devtools.synth import SynthConfig, generate_cohort
+from brats.ingest.job import IngestConfig, ingest
+from brats.ingest.prepare import PreprocessConfig, prepare_case
+from brats.ingest.shards import load_manifest, read_prepared
+from brats.io.nifti import read_case
 from brats.storage import resolve
-from brats.synth import SynthConfig, generate_cohort, write_faulty_case
-from tests.conftest import s3fs_client
+from tests.helpers import s3fs_client
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +76,7 @@ def test_ingest_local_folder(cohort, tmp_path, ray_session):
     # The parallel pipeline gives exactly what one process computes for the same case.
     config = PreprocessConfig()
     cohort_loc = resolve(str(root))
-    from brats.cases import discover
+    from brats.io.cases import discover
 
     case = next(c for c in discover(cohort_loc).cases if c.case_id == ids[0])
     expected = prepare_case(read_case(case, cohort_loc, modalities=config.modalities), config)
@@ -163,14 +165,14 @@ def _fingerprint(row):
 def test_reader_pool_and_tasks_read_alike(cohort, ray_session):
     """The reader-actor pool (ingest) and a task per case (segmentation) give the same rows;
     ``then`` runs in the worker, so only its small result comes back."""
-    from brats.data import read_cohort
+    from brats.ingest.rows import read_cohort
 
     root, ids = cohort
     loc = resolve(str(root))
     config = PreprocessConfig()
     by_mode = {}
     for readers in (None, 2):
-        ds, _ = read_cohort(loc, config, readers=readers, then=_fingerprint_row)
+        ds, _ = read_cohort(loc, config, readers=readers, finish=_fingerprint_row)
         rows = ds.take_all()
         assert sorted(r["case_id"] for r in rows) == sorted([*ids, *FAULTS])
         assert set(rows[0]) == {"case_id", "status", "shape", "total", "pid"}

@@ -8,21 +8,19 @@ import numpy.typing as npt
 import pytest
 import tensorflow as tf
 
-from brats.labels import one_hot
-from brats.losses import (
-    CUSTOM_OBJECTS,
+from brats.train.config import LOSS_NAMES
+from brats.train.losses import (
     LOSSES,
     SMOOTH,
     DiceFocalLoss,
-    HardDice,
     categorical_crossentropy,
     categorical_focal_loss,
     dice_loss,
     get_loss,
     soft_dice,
-    training_metrics,
 )
-from brats.model import UNetConfig, build_unet
+from brats.train.model import UNetConfig, build_unet
+from brats.volume.labels import one_hot
 
 F32 = npt.NDArray[np.float32]
 
@@ -130,7 +128,7 @@ def test_losses_compute_in_float32_for_mixed_precision_outputs(name: str) -> Non
 def test_losses_serialize_by_name(name: str) -> None:
     loss = get_loss(name, smooth=1e-3) if name != "cce" else get_loss(name, epsilon=1e-6)
     config = keras.saving.serialize_keras_object(loss)
-    again = keras.saving.deserialize_keras_object(config, custom_objects=CUSTOM_OBJECTS)
+    again = keras.saving.deserialize_keras_object(config)  # registered by name
     assert type(again) is type(loss)
     assert again.get_config() == loss.get_config()
 
@@ -138,48 +136,8 @@ def test_losses_serialize_by_name(name: str) -> None:
 def test_get_loss_rejects_an_unknown_name() -> None:
     with pytest.raises(ValueError, match=r"unknown loss 'focal'.*'cce', 'dice', 'dice_ce'"):
         get_loss("focal")
-    assert isinstance(get_loss(), LOSSES["dice_ce"])
+    assert isinstance(get_loss("dice_ce"), LOSSES["dice_ce"])
     assert DiceFocalLoss().class_weights == (0.25, 0.25, 0.25, 0.25)
-
-
-def test_hard_dice_by_hand_and_accumulated_over_batches() -> None:
-    truth = np.zeros((1, 2, 2, 2), dtype=np.uint8)
-    truth[0, 0, :, :] = 1  # 4 voxels of class 1
-    truth[0, 1, 0, 0] = 3  # 1 voxel of class 3
-    pred = np.zeros_like(truth)
-    pred[0, 0, 0, :] = 1  # 2 of the 4 class-1 voxels
-    pred[0, 1, 1, 1] = 2  # a false edema voxel
-    metric = HardDice([(1,), (2,), (3,)], name="dice_mean")
-    metric.update_state(one_hot(truth), one_hot(pred))
-    dice_1, dice_2, dice_3 = 2 * 2 / (4 + 2), 0.0, 0.0
-    assert float(_np(metric.result())) == pytest.approx((dice_1 + dice_2 + dice_3) / 3)
-    # A second batch: counts accumulate, so Dice is of all voxels seen, not a mean of batches.
-    metric.update_state(one_hot(truth), one_hot(truth))
-    pooled_1 = 2 * (2 + 4) / (4 + 2 + 4 + 4)
-    pooled_3 = 2 * 1 / (1 + 0 + 1 + 1)
-    assert float(_np(metric.result())) == pytest.approx((pooled_1 + 0.0 + pooled_3) / 3)
-    metric.reset_state()
-    empty = one_hot(np.zeros((1, 2, 2, 2), dtype=np.uint8))
-    metric.update_state(empty, empty)
-    assert float(_np(metric.result())) == 1.0  # absent everywhere: Dice 1, never NaN
-
-
-def test_training_metrics_names_and_region_dice() -> None:
-    metrics = training_metrics()
-    assert [m.name for m in metrics] == ["dice_mean", "dice_WT", "dice_TC", "dice_ET"]
-    truth = np.zeros((1, 4, 4, 4), dtype=np.uint8)
-    truth[0, :2] = 2
-    truth[0, 2, :2] = 1
-    pred = truth.copy()
-    pred[0, :2] = 1  # edema called necrosis: still whole tumour, no longer the core
-    for m in metrics:
-        m.update_state(one_hot(truth), one_hot(pred))
-    results = {m.name: float(_np(m.result())) for m in metrics}
-    assert results["dice_WT"] == 1.0
-    assert results["dice_TC"] == pytest.approx(2 * 8 / (8 + 40))
-    assert results["dice_ET"] == 1.0
-    with pytest.raises(ValueError, match="non-empty subsets"):
-        HardDice([(4,)])
 
 
 def _learnable_batch() -> tuple[F32, F32]:
@@ -212,3 +170,8 @@ def test_a_few_training_steps_reduce_each_loss(name: str) -> None:
     after = float(_np(loss(y, model(x, training=False))))
     assert np.isfinite(after)
     assert after < before - 0.02 * abs(before), (before, after)
+
+
+def test_loss_names_are_the_losses_of_the_training_module():
+    """The names the CLI offers (no TensorFlow needed) are the losses that exist."""
+    assert tuple(LOSSES) == LOSS_NAMES

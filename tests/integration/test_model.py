@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from brats.model import (
+from brats.train.model import (
     SEED_CONFIG,
     SpatialShapeError,
     UNetConfig,

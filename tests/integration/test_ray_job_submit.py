@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_segment import N_CASES, train_tiny_model
+from tests.helpers import train_tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
+N_CASES = 6
+
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -151,7 +153,7 @@ def _status(address: str, env: dict[str, str], submission_id: str) -> str:
 
 @pytest.mark.integration
 def test_segmentation_job_submitted_with_ray_job_submit(ray_head, tmp_path_factory):
-    from brats.synth import SynthConfig, generate_cohort
+    from brats.devtools.synth import SynthConfig, generate_cohort
 
     address, env = ray_head
     cohort = tmp_path_factory.mktemp("job-cohort")

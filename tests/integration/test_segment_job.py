@@ -12,48 +12,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats.artifact import ModelInfo, save_artifact
-from brats.cases import discover
-from brats.faults import CrashOnCases, RaiseOnCases, chosen
-from brats.labels import ET, NCR, LabelConvention, to_internal
-from brats.metrics import evaluate_case
-from brats.segment import (
-    SegmentConfig,
-    SegmentError,
-    SegmentResult,
-    segment,
-    small_et_to_necrosis,
-)
-from brats.storage import resolve
-from brats.synth import FAULTS, SynthConfig, generate_cohort, write_faulty_case
-from tests.conftest import FAKE_SECRETS, s3fs_client
+from brats.devtools.faults import FAULTS, CrashOnCases, RaiseOnCases, chosen, write_faulty_case
+from brats.devtools.synth import SynthConfig, generate_cohort
+from brats.io.cases import discover
+from brats.segment.job import SegmentConfig, SegmentError, segment
+from brats.storage import json_bytes, resolve
+from brats.volume.labels import LabelConvention, to_internal
+from brats.volume.metrics import evaluate_case
+from tests.helpers import FAKE_SECRETS, s3fs_client, train_tiny_model
 
 N_CASES = 6
 SHAPE = (32, 32, 24)
-
-
-# --- pure parts --------------------------------------------------------------------------------
-
-
-def test_small_enhancing_components_become_necrosis():
-    labels = np.zeros((20, 20, 20), np.uint8)
-    labels[2:8, 2:8, 2:8] = ET  # 216 voxels: kept
-    labels[15, 15, 15] = ET  # a speck: necrosis
-    labels[12:14, 2:4, 2:4] = 2
-    out = small_et_to_necrosis(labels, 10)
-    assert out[15, 15, 15] == NCR and (out[2:8, 2:8, 2:8] == ET).all()
-    assert (out[12:14, 2:4, 2:4] == 2).all()
-    np.testing.assert_array_equal(small_et_to_necrosis(labels, 0), labels)
-
-
-def test_exit_code_rules():
-    def result(done, skipped, failed):
-        return SegmentResult("o", "v", done + skipped + len(failed), skipped, done, failed, {}, 0)
-
-    assert result(3, 0, [{"case_id": "x"}]).exit_code() == 0
-    assert result(3, 0, [{"case_id": "x"}]).exit_code(fail_on_error=True) == 1
-    assert result(0, 0, [{"case_id": "x"}]).exit_code() == 1  # nothing succeeded
-    assert result(0, 4, []).exit_code() == 0  # all done before: a success
+V1_RECORDS = Path(__file__).resolve().parents[1] / "data" / "records_v1"
 
 
 # --- fixtures: a cohort and a model trained here -----------------------------------------------
@@ -64,42 +34,6 @@ def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("seg-cohort")
     generate_cohort(root, N_CASES, SynthConfig(shape=SHAPE, seed=21))
     return root
-
-
-def train_tiny_model(cohort_root: Path, where: str, *, seed: int, steps: int = 25) -> str:
-    """A 4-filter, depth-2 U-Net trained for a few steps on the cohort's patches."""
-    import keras
-    import tensorflow as tf
-
-    from brats.model import UNetConfig
-    from brats.nifti import read_case
-    from brats.preprocess import PreprocessConfig, prepare_case
-    from brats.training import TrainConfig, build_step, patch_batches
-
-    keras.utils.set_random_seed(seed)
-    config = TrainConfig(
-        data="-", storage="-", patch_size=(16, 16, 16), base_filters=4, depth=2,
-        learning_rate=3e-3, seed=seed,
-    )  # fmt: skip
-    loc = resolve(str(cohort_root))
-    rows = []
-    for case in discover(loc).cases:
-        prepared = prepare_case(
-            read_case(case, loc, modalities=config.modalities), PreprocessConfig()
-        )
-        rows.append({"image": prepared.image, "label": prepared.label, "labeled": True})
-    model, _, step, _ = build_step(config, steps, tf.distribute.get_strategy())
-    batches = patch_batches(iter(rows * 10), config, steps, np.random.default_rng(seed))
-    for x, y in batches:
-        step(tf.constant(x), tf.constant(y))
-    info = ModelInfo(
-        unet=UNetConfig(base_filters=4, depth=2),
-        patch_size=(16, 16, 16),
-        label_convention="brats2020",
-        training={"test": "tiny"},
-    )
-    save_artifact(model, info, where)
-    return where
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +113,30 @@ def test_rerun_does_nothing_then_redoes_only_a_deleted_record(cohort, model, tmp
     assert (out / "masks" / f"{victim}.nii.gz").read_bytes() == mask_before
     others = {k: v for k, v in before.items() if k.startswith("masks/") and victim not in k}
     assert {k: v for k, v in files_and_mtimes(out).items() if k in others} == others
+
+
+@pytest.mark.integration
+def test_records_written_before_the_schema_version_are_still_skipped(
+    cohort, model, tmp_path, ray_session
+):
+    """Outputs of brats 0.1.0 (records without a schema key) are done work for this code."""
+    out = tmp_path / "nightly"
+    run(cohort, model, out)
+    template = json.loads((V1_RECORDS / "done.json").read_text())
+    for path in (out / "records").iterdir():
+        current = json.loads(path.read_text())
+        assert set(current) - set(template) == {"schema"}  # the only difference
+        path.write_bytes(json_bytes({key: current[key] for key in template}))
+    old = {p.name: p.read_bytes() for p in (out / "records").iterdir()}
+    masks = files_and_mtimes(out / "masks")
+    again = run(cohort, model, out)
+    assert (again.done, again.skipped, again.failed) == (0, N_CASES, [])
+    assert {p.name: p.read_bytes() for p in (out / "records").iterdir()} == old
+    assert files_and_mtimes(out / "masks") == masks
+    before = files_and_mtimes(out)
+    third = run(cohort, model, out)
+    assert (third.done, third.skipped) == (0, N_CASES)
+    assert files_and_mtimes(out) == before  # and now not even the report is rewritten
 
 
 @pytest.mark.integration
@@ -323,7 +281,7 @@ def test_new_output_settings_redo_cases_in_the_asked_convention(
 ):
     out = tmp_path / "nightly"
     run(cohort, model, out)
-    again = run(cohort, model, out, label_convention="brats2023")
+    again = run(cohort, model, out, label_convention=LabelConvention.BRATS2023)
     assert (again.done, again.skipped) == (N_CASES, 0)
     for case in discover(resolve(str(cohort))).cases:
         disk = np.asarray(nib.load(out / "masks" / f"{case.case_id}.nii.gz").dataobj)

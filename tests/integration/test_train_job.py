@@ -1,4 +1,5 @@
-"""Training: the pure parts, then real Ray Train runs (2 CPU workers, real TensorFlow, moto S3).
+"""Training with real TensorFlow: checkpoints, the learning rate, and real Ray Train runs (2 CPU
+workers, moto S3).
 
 The integration runs use a tiny U-Net (4 base filters, depth 2) on 16^3 patches of a 32^3
 generated cohort, so a run of a few epochs takes well under a minute on 2 cores.
@@ -18,23 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brats.faults import CrashAtEpoch, EpochLog
-from brats.labels import N_CLASSES
-from brats.synth import SynthConfig, generate_cohort
-from brats.training import (
+from brats.devtools.faults import CrashAtEpoch, EpochLog
+from brats.devtools.synth import SynthConfig, generate_cohort
+from brats.train.checkpoints import (
     STATE_FILE,
     WEIGHTS_FILE,
-    TrainConfig,
-    TrainingError,
-    patch_batches,
     read_checkpoint_state,
     restore_checkpoint,
-    split_cases,
-    steps_per_epoch,
-    train,
     write_checkpoint,
 )
-from tests.conftest import s3fs_client
+from brats.train.config import TrainConfig, TrainingError
+from brats.train.job import train
+from tests.helpers import s3fs_client
 
 TINY = {
     "patch_size": (16, 16, 16),
@@ -48,68 +44,10 @@ TINY = {
 }
 
 
-# --- pure parts --------------------------------------------------------------------------------
-
-
-def test_split_is_seeded_disjoint_and_complete():
-    ids = [f"c{i:02d}" for i in range(10)]
-    a = split_cases(ids, 0.2, seed=3)
-    assert a == split_cases(list(reversed(ids)), 0.2, seed=3)
-    assert len(a["val"]) == 2 and sorted(a["train"] + a["val"]) == ids
-    assert a != split_cases(ids, 0.2, seed=4)
-    assert split_cases(["only"], 0.2, seed=0) == {"train": ["only"], "val": []}
-    assert len(split_cases(ids[:3], 0.1, seed=0)["val"]) == 1  # at least one when asked
-
-
-def test_steps_per_epoch_comes_from_the_global_count():
-    config = TrainConfig(data="d", storage="s", **TINY)
-    # 7 cases x 2 patches over 2 workers x 2 per batch -> 3.5 -> 4 steps on every worker.
-    assert steps_per_epoch(config, 7) == 4
-    fixed = TrainConfig(data="d", storage="s", steps_per_epoch=9, **TINY)
-    assert steps_per_epoch(fixed, 7) == 9
-
-
-def _rows(n: int, consumed: list[int]):
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        consumed.append(i)
-        label = np.zeros((20, 20, 20), np.uint8)
-        label[8:12, 8:12, 8:12] = 1 + i % 3
-        yield {
-            "image": rng.normal(size=(4, 20, 20, 20)).astype(np.float16),
-            "label": label,
-            "labeled": True,
-        }
-
-
-@pytest.mark.parametrize(("cases", "steps"), [(5, 2), (2, 7)])
-def test_patch_batches_gives_exactly_steps_and_reads_the_whole_shard(cases, steps):
-    config = TrainConfig(data="d", storage="s", **TINY)
-    consumed: list[int] = []
-    batches = list(patch_batches(_rows(cases, consumed), config, steps, np.random.default_rng(1)))
-    assert len(batches) == steps
-    assert consumed == list(range(cases))  # every row read, even when steps ran out first
-    x, y = batches[0]
-    assert x.shape == (2, 16, 16, 16, 4) and x.dtype == np.float32
-    assert y.shape == (2, 16, 16, 16, N_CLASSES)
-    np.testing.assert_array_equal(y.sum(axis=-1), 1.0)
-
-
-def test_patch_batches_on_an_empty_shard_is_an_error_not_a_hang():
-    config = TrainConfig(data="d", storage="s", **TINY)
-    with pytest.raises(TrainingError, match="fewer cases than workers"):
-        list(patch_batches(iter([]), config, 3, np.random.default_rng(0)))
-
-
-def test_config_refuses_patches_the_network_cannot_take():
-    with pytest.raises(ValueError, match="divisible"):
-        TrainConfig(data="d", storage="s", patch_size=(16, 16, 10), depth=2)
-
-
 def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path):
     import keras
 
-    from brats.model import UNetConfig, build_unet
+    from brats.train.model import UNetConfig, build_unet
 
     keras.utils.set_random_seed(0)
     config = UNetConfig(base_filters=2, depth=1)
@@ -165,8 +103,8 @@ def _log_lines(path: Path) -> list[tuple[int, int]]:
 def test_two_workers_train_on_s3_storage_and_export_the_model(
     cohort, ray_session, s3_bucket, s3_endpoint
 ):
-    from brats.artifact import load_artifact
-    from brats.data import load_manifest
+    from brats.ingest.shards import load_manifest
+    from brats.io.artifact import load_artifact
     from brats.storage import resolve
 
     config = TrainConfig(
@@ -206,7 +144,7 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
 
     # Nothing the job wrote names the fake credentials.
-    from tests.conftest import FAKE_SECRETS
+    from tests.helpers import FAKE_SECRETS
 
     for key in keys:
         if key.endswith((".json", ".csv")):
@@ -287,7 +225,7 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
         "3e-3",
     ]
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     driver = subprocess.Popen(
         args, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -311,7 +249,7 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
     assert _epochs(result.history) == list(range(1, 7))
     first_epoch_after_restart = min(epoch for epoch, _ in _log_lines(log))
     # It picks up where the killed driver's last complete checkpoint left off: not at epoch 0,
-    # and not at either broken upload, which claim later epochs (RELIABILITY 3).
+    # and not at either broken upload, which claim later epochs.
     assert first_epoch_after_restart == done_before
 
 
@@ -340,9 +278,9 @@ def test_learning_rate_warms_up_then_decays():
         config = TrainConfig(
             data="d", storage="s", learning_rate=1e-3, lr_schedule=schedule, warmup_fraction=0.1
         )
-        from brats.training import _schedule
+        from brats.train.schedule import learning_rate_schedule
 
-        lr = _schedule(config, 100)
+        lr = learning_rate_schedule(config, 100)
         rates = [float(lr(step)) for step in range(100)]
         assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
         assert all(a < b for a, b in itertools.pairwise(rates[:10]))

@@ -1,9 +1,9 @@
 import pytest
 
-from brats.cases import discover, group_cases, validate_case_id
 from brats.errors import InvalidCaseIdError
-from brats.labels import LabelConvention
+from brats.io.cases import discover, group_cases, validate_case_id
 from brats.storage import resolve
+from brats.volume.labels import LabelConvention
 
 ROOT = "/data"
 
@@ -127,7 +127,7 @@ def test_discover_on_local_folder(tmp_path):
 
 
 def test_macos_leftovers_and_dot_files_are_not_data(tmp_path):
-    from brats.synth import SynthConfig, generate_cohort
+    from brats.devtools.synth import SynthConfig, generate_cohort
 
     generate_cohort(tmp_path, 1, SynthConfig(shape=(16, 16, 16), seed=0))
     case = next(tmp_path.iterdir())

@@ -5,11 +5,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats.cases import Case
 from brats.errors import CaseError
-from brats.labels import LabelConvention
-from brats.nifti import Limits, encode_mask, parse_header, read_case, read_volume
+from brats.io.cases import Case
+from brats.io.nifti import Limits, encode_mask, parse_header, read_case, read_volume
 from brats.storage import resolve
+from brats.volume.labels import LabelConvention
 
 AFFINE = np.array([[-1.0, 0, 0, 90], [0, -1, 0, 126], [0, 0, 1, -72], [0, 0, 0, 1]])
 

@@ -15,20 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from brats import nightly
-from brats.nightly import (
+from brats.cli import parse_nightly as parse_args
+from brats.segment import nightly
+from brats.segment.nightly import (
     build_entrypoint,
     build_runtime_env,
     force_suffix,
     is_already_submitted,
     output_prefix,
-    parse_args,
     submission_id,
     validate_date,
 )
-from tests.conftest import FAKE_SECRETS, _free_port
+from tests.helpers import FAKE_SECRETS, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE = [
     "--address",
     "http://127.0.0.1:8265",
@@ -219,7 +219,7 @@ def test_cron_line_in_the_docstring_parses():
 
 def test_job_script_reports_an_unreachable_cluster():
     """The thin script end to end, against a closed port (no Ray is started)."""
-    address = f"http://127.0.0.1:{_free_port()}"
+    address = f"http://127.0.0.1:{free_port()}"
     proc = subprocess.run(
         [
             sys.executable,

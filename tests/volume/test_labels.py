@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 
-from brats.labels import (
+from brats.volume.labels import (
+    REGIONS,
     LabelConvention,
     LabelError,
-    infer_convention,
     one_hot,
     region_mask,
-    region_masks,
     to_disk,
     to_internal,
 )
@@ -47,17 +46,9 @@ def test_float_labels_must_be_whole_numbers():
         to_internal(np.array([0, -1]), "brats2020")
 
 
-def test_infer_convention():
-    assert infer_convention([0, 1, 4]) is LabelConvention.BRATS2020
-    assert infer_convention([0, 2, 3]) is LabelConvention.BRATS2023
-    assert infer_convention([0, 1, 2]) is None
-    with pytest.raises(LabelError):
-        infer_convention([3, 4])
-
-
 def test_regions_nest():
     labels = np.array([0, 1, 2, 3])
-    masks = region_masks(labels)
+    masks = {region: region_mask(labels, region) for region in REGIONS}
     np.testing.assert_array_equal(masks["WT"], [False, True, True, True])
     np.testing.assert_array_equal(masks["TC"], [False, True, False, True])
     np.testing.assert_array_equal(masks["ET"], [False, False, False, True])

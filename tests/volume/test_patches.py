@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from brats.patches import extract, random_flip, sample_centers, sample_patches, to_channels_last
+from brats.volume.patches import (
+    extract,
+    random_flip,
+    sample_centers,
+    sample_patches,
+    to_channels_last,
+)
 
 
 def test_centers_hit_tumor_about_a_third_of_the_time():

@@ -1,0 +1,115 @@
+"""The one predictor (brats.segment.predictor) with real TensorFlow: its three levels agree,
+and the app and the segmentation job, both through it, write the same mask bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brats.app import segment_upload
+from brats.devtools.synth import SynthConfig, generate_cohort
+from brats.ingest.prepare import PreprocessConfig, prepare_case
+from brats.io.artifact import save_artifact
+from brats.io.cases import discover
+from brats.io.model_card import ModelInfo
+from brats.io.nifti import read_case
+from brats.segment.job import SegmentConfig, segment
+from brats.segment.predictor import Predictor, PredictSettings, export_mask
+from brats.storage import resolve
+from brats.train.model import UNetConfig, build_unet
+from brats.train.worker import validate
+from brats.volume.labels import ET, NCR
+
+SHAPE = (32, 32, 24)
+TTA_AND_SMALL_ET = PredictSettings(flip_tta=True, min_et_voxels=4)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predictor-cohort")
+    generate_cohort(root, 2, SynthConfig(shape=SHAPE, seed=13))
+    return resolve(str(root))
+
+
+@pytest.fixture(scope="module")
+def ragged_model(tmp_path_factory, cohort):
+    """An untrained, seeded U-Net whose output biases are centred on a case, so that its
+    labels are ragged noise over every class: any difference in crop, normalization, windows
+    or postprocessing would show in the mask."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    unet = UNetConfig(base_filters=4, depth=2)
+    info = ModelInfo(unet=unet, patch_size=(16, 16, 16))
+    model = build_unet(unet)
+    case = discover(cohort).cases[0]
+    image = prepare_case(read_case(case, cohort, modalities=info.modalities), PreprocessConfig())
+    window = np.moveaxis(np.asarray(image.image, np.float32), 0, -1)[None, :16, :16, :16]
+    logits = np.asarray(keras.Model(model.input, model.get_layer("logits").output)(window))
+    layer = model.get_layer("logits")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias - logits.reshape(-1, unet.n_classes).mean(axis=0)])
+    where = str(tmp_path_factory.mktemp("ragged"))
+    save_artifact(model, info, where)
+    return where
+
+
+def test_the_levels_build_on_each_other(cohort, ragged_model):
+    predictor = Predictor.from_artifact(ragged_model, TTA_AND_SMALL_ET)
+    case = discover(cohort).cases[0]
+    done = predictor.segment_files(case, cohort)
+    prepared = done.prepared
+    probabilities = predictor.probabilities(prepared.image)
+    assert probabilities.shape == (4, *prepared.image.shape[1:])
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+    crop_labels = predictor.labels(prepared.image)
+    np.testing.assert_array_equal(crop_labels, np.argmax(probabilities, axis=0))
+    labels = predictor.segment(prepared)
+    assert labels.shape == SHAPE and labels.dtype == np.uint8
+    np.testing.assert_array_equal(done.labels, labels)
+    assert done.mask == export_mask(labels, prepared)
+    # Postprocessing is the only step between the crop's labels and the case's.
+    assert (crop_labels == ET).sum() > (labels == ET).sum() > 0
+    assert (labels[prepared.crop.slices] == NCR).sum() > (crop_labels == NCR).sum()
+    raw = np.stack([done.volumes.images[m] for m in predictor.info.modalities])
+    np.testing.assert_array_equal(predictor.segment_volume(raw), labels)
+    with pytest.raises(ValueError, match="for a model of 4 channels"):
+        predictor.segment_volume(raw[:3])
+
+
+def test_app_and_job_write_byte_identical_masks_with_tta_and_small_et(
+    cohort, ragged_model, tmp_path, ray_session
+):
+    out = tmp_path / "segmented"
+    config = SegmentConfig(
+        cohort=cohort.uri, model=ragged_model, out=str(out), predict=TTA_AND_SMALL_ET
+    )
+    result = segment(config)
+    assert (result.done, result.failed) == (2, [])
+    predictor = Predictor.from_artifact(ragged_model, TTA_AND_SMALL_ET)
+    plain = Predictor.from_artifact(ragged_model)
+    for case in discover(cohort).cases:
+        files = [Path(case.images[m]) for m in ("t2", "t1ce", "flair", "t1")]
+        uploaded = segment_upload(predictor, files)
+        job_mask = (out / "masks" / f"{case.case_id}.nii.gz").read_bytes()
+        assert uploaded.mask == job_mask
+        assert segment_upload(plain, files).mask != job_mask  # TTA and small ET did something
+
+
+def test_training_validation_scores_the_predictors_labels(cohort, ragged_model):
+    predictor = Predictor.from_artifact(ragged_model)
+    rows = []
+    for case in discover(cohort).cases:
+        prepared = prepare_case(
+            read_case(case, cohort, modalities=predictor.preprocess.modalities),
+            predictor.preprocess,
+        )
+        rows.append({"image": prepared.image, "label": prepared.label})
+    scores = validate(predictor, rows)
+    assert set(scores) == {"val_dice_WT", "val_dice_TC", "val_dice_ET", "val_dice_mean"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    perfect = [{"image": r["image"], "label": predictor.labels(r["image"])} for r in rows]
+    assert validate(predictor, perfect)["val_dice_mean"] == 1.0
+    assert validate(predictor, []) == {}

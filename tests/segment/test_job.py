@@ -1,0 +1,59 @@
+"""The segmentation job's settings and exit rules (brats.segment.job), without Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from brats.segment.job import SegmentConfig, SegmentResult
+from brats.segment.predictor import PredictSettings
+from brats.volume.labels import LabelConvention
+
+
+def test_exit_code_rules():
+    def result(done, skipped, failed):
+        return SegmentResult("o", "v", done + skipped + len(failed), skipped, done, failed, {}, 0)
+
+    assert result(3, 0, [{"case_id": "x"}]).exit_code() == 0
+    assert result(3, 0, [{"case_id": "x"}]).exit_code(fail_on_error=True) == 1
+    assert result(0, 0, [{"case_id": "x"}]).exit_code() == 1  # nothing succeeded
+    assert result(0, 4, []).exit_code() == 0  # all done before: a success
+
+
+def test_output_settings_are_what_decides_a_masks_bytes():
+    config = SegmentConfig(cohort="c", model="m", out="o")
+    assert config.output_settings() == {
+        "label_convention": None,
+        "min_et_voxels": 0,
+        "overlap": 0.5,
+        "flip_tta": False,
+    }
+    faster = SegmentConfig(cohort="c", model="m", out="o", predict=PredictSettings(batch_size=8))
+    assert faster.output_settings() == config.output_settings()  # speed is not an output
+    other = SegmentConfig(
+        cohort="c",
+        model="m",
+        out="o",
+        label_convention="brats2023",  # type: ignore[arg-type]
+        predict=PredictSettings(flip_tta=True, min_et_voxels=5, overlap=0.25),
+    )
+    assert other.label_convention is LabelConvention.BRATS2023
+    assert other.output_settings() == {
+        "label_convention": "brats2023",
+        "min_et_voxels": 5,
+        "overlap": 0.25,
+        "flip_tta": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: PredictSettings(overlap=1.0), "overlap must be in"),
+        (lambda: PredictSettings(batch_size=0), "batch_size must be"),
+        (lambda: PredictSettings(min_et_voxels=-1), "min_et_voxels"),
+        (lambda: SegmentConfig(cohort="c", model="m", out="o", num_actors=0), "num_actors"),
+    ],
+)
+def test_settings_refuse_what_cannot_run(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

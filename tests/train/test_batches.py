@@ -1,0 +1,88 @@
+"""What each worker trains on (brats.train.batches): the split, the step count, patches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from brats.storage import resolve
+from brats.train.batches import load_or_write_split, patch_batches, split_cases, steps_per_epoch
+from brats.train.config import TrainConfig, TrainingError
+from brats.volume.labels import N_CLASSES
+
+TINY = {
+    "patch_size": (16, 16, 16),
+    "base_filters": 4,
+    "depth": 2,
+    "batch_size": 2,
+    "patches_per_case": 2,
+    "learning_rate": 3e-3,
+    "val_fraction": 0.25,
+    "num_workers": 2,
+}
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    ids = [f"c{i:02d}" for i in range(10)]
+    a = split_cases(ids, 0.2, seed=3)
+    assert a == split_cases(list(reversed(ids)), 0.2, seed=3)
+    assert len(a["val"]) == 2 and sorted(a["train"] + a["val"]) == ids
+    assert a != split_cases(ids, 0.2, seed=4)
+    assert split_cases(["only"], 0.2, seed=0) == {"train": ["only"], "val": []}
+    assert len(split_cases(ids[:3], 0.1, seed=0)["val"]) == 1  # at least one when asked
+
+
+def test_steps_per_epoch_comes_from_the_global_count():
+    config = TrainConfig(data="d", storage="s", **TINY)
+    # 7 cases x 2 patches over 2 workers x 2 per batch -> 3.5 -> 4 steps on every worker.
+    assert steps_per_epoch(config, 7) == 4
+    fixed = TrainConfig(data="d", storage="s", steps_per_epoch=9, **TINY)
+    assert steps_per_epoch(fixed, 7) == 9
+
+
+def _rows(n: int, consumed: list[int]):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        consumed.append(i)
+        label = np.zeros((20, 20, 20), np.uint8)
+        label[8:12, 8:12, 8:12] = 1 + i % 3
+        yield {
+            "image": rng.normal(size=(4, 20, 20, 20)).astype(np.float16),
+            "label": label,
+            "labeled": True,
+        }
+
+
+@pytest.mark.parametrize(("cases", "steps"), [(5, 2), (2, 7)])
+def test_patch_batches_gives_exactly_steps_and_reads_the_whole_shard(cases, steps):
+    config = TrainConfig(data="d", storage="s", **TINY)
+    consumed: list[int] = []
+    batches = list(patch_batches(_rows(cases, consumed), config, steps, np.random.default_rng(1)))
+    assert len(batches) == steps
+    assert consumed == list(range(cases))  # every row read, even when steps ran out first
+    x, y = batches[0]
+    assert x.shape == (2, 16, 16, 16, 4) and x.dtype == np.float32
+    assert y.shape == (2, 16, 16, 16, N_CLASSES)
+    np.testing.assert_array_equal(y.sum(axis=-1), 1.0)
+
+
+def test_patch_batches_on_an_empty_shard_is_an_error_not_a_hang():
+    config = TrainConfig(data="d", storage="s", **TINY)
+    with pytest.raises(TrainingError, match="fewer cases than workers"):
+        list(patch_batches(iter([]), config, 3, np.random.default_rng(0)))
+
+
+def test_a_run_keeps_its_split_and_refuses_another_cohort(tmp_path):
+    run = resolve(str(tmp_path / "run"))
+    cases = [{"case_id": f"c{i}", "labeled": i != 3} for i in range(6)]
+    manifest = {"hash": "a" * 64, "cases": cases}
+    config = TrainConfig(data="d", storage="s", val_fraction=0.2, seed=1)
+    split = load_or_write_split(run, manifest, config)
+    assert sorted(split["train"] + split["val"]) == ["c0", "c1", "c2", "c4", "c5"]
+    assert json.loads((tmp_path / "run" / "split.json").read_text()) == split
+    again = TrainConfig(data="d", storage="s", val_fraction=0.5, seed=7)
+    assert load_or_write_split(run, manifest, again) == split  # resumed runs keep theirs
+    with pytest.raises(TrainingError, match="started on another cohort"):
+        load_or_write_split(run, {**manifest, "hash": "b" * 64}, config)
