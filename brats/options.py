@@ -173,6 +173,16 @@ def _comma_list(text: str) -> tuple[str, ...]:
 def build_parser(prog: str, description: str, *configs: type) -> argparse.ArgumentParser:
     """A parser with the options of every config in ``configs``, in field order."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_options(parser, *configs)
+    return parser
+
+
+def add_options(parser: argparse.ArgumentParser, *configs: type) -> None:
+    """Add the options of every config in ``configs`` to ``parser`` (or a subparser).
+
+    Raises:
+        TypeError: two fields claim one flag.
+    """
     seen: dict[str, str] = {}
     for cls in configs:
         for opt in _options(cls):
@@ -181,7 +191,6 @@ def build_parser(prog: str, description: str, *configs: type) -> argparse.Argume
                 raise TypeError(f"{cls.__name__}.{opt.dest} repeats the option {name}")
             seen[name] = opt.dest
             _add(parser, opt)
-    return parser
 
 
 def parse_config(cls: type[T], args: argparse.Namespace, **given: Any) -> T:

@@ -7,7 +7,7 @@ python jobs/benchmark.py all --json bench-out/figures.json
 
 import sys
 
-from brats.benchmarks.cli import main
+from brats.cli import run_benchmark
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_benchmark())

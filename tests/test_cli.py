@@ -174,3 +174,18 @@ def test_synth_writes_the_cohort_it_is_asked_for(tmp_path, capsys):
     assert len(found.cases) == 3
     assert {c.convention for c in found.cases} == {LabelConvention.BRATS2023}
     assert all(p.endswith(".nii") for c in found.cases for p in c.images.values())
+
+
+def test_benchmark_suites_take_their_settings_from_their_configs():
+    from brats.benchmarks.train import TrainBenchmark
+    from brats.cli import BENCHMARKS, benchmark_parser
+
+    parser = benchmark_parser()
+    args = parser.parse_args(["train", "--steps", "5", "--shape", "32", "32", "16"])
+    settings = parse_config(TrainBenchmark, args)
+    assert (settings.steps, settings.shape, settings.epochs) == (5, (32, 32, 16), 4)
+    assert parser.parse_args(["--json", "f.json", "all"]).suite == "all"
+    for suite in BENCHMARKS:
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args([suite, "-h"])
+        assert exit_.value.code == 0

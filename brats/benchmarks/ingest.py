@@ -26,7 +26,6 @@ Targets: ``readers / (cores * one_process) >= 0.85`` and ``one_process / seed >=
 
 from __future__ import annotations
 
-import argparse
 import functools
 import multiprocessing
 import os
@@ -34,6 +33,7 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,16 +44,20 @@ from brats.ingest.prepare import PreprocessConfig, prepare_case
 from brats.ingest.rows import read_cohort
 from brats.io.cases import Case, Discovery, discover
 from brats.io.nifti import read_case
+from brats.options import option
 from brats.runtime import init_ray
 from brats.storage import Location, resolve
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cohort", default=None, help="existing cohort (default: generate one)")
-    parser.add_argument("--cases", type=int, default=16, help="cases to generate (N)")
-    parser.add_argument("--shape", type=int, nargs=3, default=[240, 240, 155])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--num-cpus", type=int, default=None, help="default: all cores")
+@dataclass(frozen=True)
+class IngestBenchmark:
+    """``jobs/benchmark.py ingest``."""
+
+    cohort: str | None = option(None, help="an existing cohort (default: generate one)")
+    cases: int = option(16, help="cases to generate (N)")
+    shape: tuple[int, int, int] = option((240, 240, 155), metavar=("D", "H", "W"), help="grid")
+    rounds: int = option(3, help="rounds; figures are medians over them")
+    num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
 
 
 def _prepare_one(case: Case, loc: Location, config: PreprocessConfig) -> int:
@@ -134,7 +138,7 @@ def _ray_data(
     return elapsed
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: IngestBenchmark) -> dict[str, Any]:
     import ray
 
     config = PreprocessConfig()
@@ -146,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             root = tmp
             t0 = time.perf_counter()
-            generate_cohort(root, args.cases, SynthConfig(shape=tuple(args.shape), seed=0))
+            generate_cohort(root, args.cases, SynthConfig(shape=args.shape, seed=0))
             print(
                 f"generated {args.cases} cases {tuple(args.shape)} in "
                 f"{time.perf_counter() - t0:.1f} s"

@@ -18,30 +18,36 @@ the matmul GFLOP/s says how close the convolutions come to the machine's dense-m
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from brats.options import option
+from brats.train.config import LOSS_NAMES
 
 TRAIN_FLOPS_PER_FORWARD = 3
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=int, default=128, help="cube side of the input patch")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--channels", type=int, default=4, help="4 modalities, or 3 (seed)")
-    parser.add_argument("--base-filters", type=int, default=16)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
-    parser.add_argument("--loss", default="dice_ce", help="a name from brats.train.losses.LOSSES")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first")
-    parser.add_argument("--matmul-n", type=int, default=2048, help="side of the square matmul")
+@dataclass(frozen=True)
+class ModelBenchmark:
+    """``jobs/benchmark.py model``."""
+
+    size: int = option(128, help="cube side of the input patch")
+    batch: int = option(1, help="patches per call")
+    channels: int = option(4, help="4 modalities, or 3 (FLAIR, T1ce, T2)")
+    base_filters: int = option(16, help="filters of the U-Net's top level")
+    depth: int = option(4, help="the U-Net's poolings")
+    precision: str = option("float32", choices=PRECISIONS, help="compute precision")
+    loss: str = option("dice_ce", choices=LOSS_NAMES, help="the train step's loss")
+    repeats: int = option(3, help="timed calls after the first")
+    matmul_n: int = option(2048, help="side of the square matmul")
 
 
 def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
@@ -78,7 +84,7 @@ def matmul_gflops(n: int, repeats: int = 10) -> dict[str, float]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: ModelBenchmark) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 

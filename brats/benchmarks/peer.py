@@ -23,7 +23,6 @@ wheel of torch); they are imported only inside functions, so the other suites ru
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import statistics
@@ -35,21 +34,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from brats.options import option
+
 TARGET = 1.0
 """``ours / monai`` seconds per case must not exceed this."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shape", type=int, nargs=3, default=[240, 240, 155], help="D H W")
-    parser.add_argument("--window", type=int, default=128, help="cube side of the window")
-    parser.add_argument("--overlap", type=float, default=0.5)
-    parser.add_argument("--base-filters", type=int, default=16)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each, alternating")
-    parser.add_argument(
-        "--threads", type=int, default=os.cpu_count() or 1, help="for TensorFlow and torch"
+@dataclass(frozen=True)
+class PeerBenchmark:
+    """``jobs/benchmark.py peer``."""
+
+    shape: tuple[int, int, int] = option(
+        (240, 240, 155), metavar=("D", "H", "W"), help="the volume's grid"
     )
+    window: int = option(128, help="cube side of the window")
+    overlap: float = option(0.5, help="window overlap, as the segmentation job's")
+    base_filters: int = option(16, help="filters of the U-Net's top level")
+    depth: int = option(4, help="the U-Net's poolings")
+    channels: int = option(4, help="input channels")
+    repeats: int = option(3, help="timed runs of each, alternating")
+    threads: int = option(os.cpu_count() or 1, help="threads for TensorFlow and for torch")
 
 
 @dataclass
@@ -142,7 +146,7 @@ def _torch_unet(config: Any) -> Any:
     return net.eval()
 
 
-def _build(args: argparse.Namespace, volume: npt.NDArray[np.float32]) -> _Peers:
+def _build(args: PeerBenchmark, volume: npt.NDArray[np.float32]) -> _Peers:
     """Both models and their full-volume inference on ``volume`` (``(C, D, H, W)``)."""
     import keras
     import torch
@@ -205,18 +209,18 @@ def _build(args: argparse.Namespace, volume: npt.NDArray[np.float32]) -> _Peers:
     return _Peers(ours=ours, monai=monai, params=params, threads=threads, windows=windows)
 
 
-def _volume(args: argparse.Namespace) -> npt.NDArray[np.float32]:
+def _volume(args: PeerBenchmark) -> npt.NDArray[np.float32]:
     rng = np.random.default_rng(0)
     return rng.standard_normal((args.channels, *args.shape), dtype=np.float32)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: PeerBenchmark, *, asked_by_name: bool = True) -> dict[str, Any]:
     try:
         import monai
         import torch
     except ImportError as err:
         message = f"torch and monai are not installed ({err}): pip install -e '.[bench]'"
-        if getattr(args, "suite", None) == "peer":  # asked for by name: an error
+        if asked_by_name:  # not part of ``all``: an error
             raise RuntimeError(message) from err
         print(f"peer: skipped, {message}")  # part of ``all``: the other suites' figures stand
         return {"skipped": message}

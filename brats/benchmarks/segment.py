@@ -20,26 +20,30 @@ the model) and ``peak(4N) / peak(N) <= 1.2`` (memory does not grow with the coho
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from brats.benchmarks.rates import marginal_rate
+from brats.options import option
 from brats.runtime import init_ray
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cases", type=int, default=4, help="N (the second job has 4N)")
+@dataclass(frozen=True)
+class SegmentBenchmark:
+    """``jobs/benchmark.py segment``."""
+
+    cases: int = option(4, help="N (the second job has 4N)")
     # Large enough that 4N cases take measurably longer than N (smaller runs are refused).
-    parser.add_argument("--shape", type=int, nargs=3, default=[160, 160, 128])
-    parser.add_argument("--patch", type=int, default=96)
-    parser.add_argument("--base-filters", type=int, default=16)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--num-cpus", type=int, default=None)
+    shape: tuple[int, int, int] = option((160, 160, 128), metavar=("D", "H", "W"), help="grid")
+    patch: int = option(96, help="cube side of the window (the model's patch)")
+    base_filters: int = option(16, help="filters of the U-Net's top level")
+    depth: int = option(4, help="the U-Net's poolings")
+    num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
 
 
 def _tree_rss(root: int) -> int:
@@ -130,7 +134,7 @@ def _background_model(model: Any) -> Any:
     return model
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: SegmentBenchmark) -> dict[str, Any]:
     import keras
 
     from brats.devtools.synth import SynthConfig, generate_cohort
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     init_ray(num_cpus=args.num_cpus)
     n = args.cases
     with tempfile.TemporaryDirectory(prefix="brats-bench-seg-") as tmp:
-        synth = SynthConfig(shape=tuple(args.shape), seed=0)
+        synth = SynthConfig(shape=args.shape, seed=0)
         generate_cohort(f"{tmp}/small", n, synth)
         generate_cohort(f"{tmp}/large", 4 * n, synth)
         keras.utils.set_random_seed(0)

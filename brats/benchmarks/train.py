@@ -17,28 +17,32 @@ workers share its cores, so ~1 means no loss, not a speed-up).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from brats.options import option
 from brats.runtime import init_ray
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cases", type=int, default=6)
-    parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64])
-    parser.add_argument("--patch", type=int, default=32)
-    parser.add_argument("--base-filters", type=int, default=16)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=4)
+@dataclass(frozen=True)
+class TrainBenchmark:
+    """``jobs/benchmark.py train``."""
+
+    cases: int = option(6, help="cases to generate")
+    shape: tuple[int, int, int] = option((64, 64, 64), metavar=("D", "H", "W"), help="grid")
+    patch: int = option(32, help="cube side of the training patch")
+    base_filters: int = option(16, help="filters of the U-Net's top level")
+    depth: int = option(4, help="the U-Net's poolings")
+    batch: int = option(2, help="patches per step")
+    epochs: int = option(4, help="epochs of each run (the first traces the step)")
     # Epochs long enough that their rate is the step's, not Ray Train's per-epoch report.
-    parser.add_argument("--steps", type=int, default=40, help="steps per epoch per worker")
-    parser.add_argument("--num-cpus", type=int, default=None)
+    steps: int = option(40, help="steps per epoch per worker")
+    num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
 
 
 def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[dict[str, float]]:
@@ -88,7 +92,7 @@ def _steady(epochs: list[dict[str, float]], key: str) -> float:
     return statistics.median(e[key] for e in epochs)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: TrainBenchmark) -> dict[str, Any]:
     from dataclasses import replace
 
     from brats.devtools.synth import SynthConfig, generate_cohort
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     init_ray(num_cpus=args.num_cpus)
     with tempfile.TemporaryDirectory(prefix="brats-bench-train-") as tmp:
-        generate_cohort(f"{tmp}/raw", args.cases, SynthConfig(shape=tuple(args.shape), seed=0))
+        generate_cohort(f"{tmp}/raw", args.cases, SynthConfig(shape=args.shape, seed=0))
         ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
         base = TrainConfig(
             data=f"{tmp}/cohort",
@@ -144,5 +148,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ray_over_plain": round(overhead, 3),
         "two_over_one_worker": round(scaling, 3),
         "targets": {"ray_over_plain": 0.9},
-        "setup": {k: v for k, v in vars(args).items() if k not in ("suite", "json")},
+        "setup": asdict(args),
     }

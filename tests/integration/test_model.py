@@ -267,19 +267,12 @@ def test_group_normalization_uses_fewer_groups_when_a_level_is_narrow() -> None:
 
 
 def test_model_benchmark_reports_flops_and_rates() -> None:
-    import argparse
-
     from brats.benchmarks import model as bench
 
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(
-        [
-            *("--size", "16", "--channels", "3", "--base-filters", "4", "--depth", "2"),
-            *("--repeats", "1", "--matmul-n", "128"),
-        ]
+    settings = bench.ModelBenchmark(
+        size=16, channels=3, base_filters=4, depth=2, repeats=1, matmul_n=128
     )
-    figures = bench.run(args)
+    figures = bench.run(settings)
     config = UNetConfig(base_filters=4, depth=2, in_channels=3)
     flops = forward_flops(config, (16, 16, 16))["total"]
     assert figures["forward_gflop_per_step"] == round(flops / 1e9, 2)

@@ -6,7 +6,7 @@ Needs torch and MONAI from the ``bench`` extra (``pip install -e '.[bench]'``), 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -16,13 +16,11 @@ pytest.importorskip("monai")
 
 from brats.benchmarks import peer
 
-TINY = ["--shape", "32", "32", "24", "--window", "16", "--base-filters", "4", "--depth", "2"]
+TINY = peer.PeerBenchmark(shape=(32, 32, 24), window=16, base_filters=4, depth=2, threads=1)
 
 
-def _args(*extra: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    peer.add_arguments(parser)
-    return parser.parse_args([*TINY, "--threads", "1", *extra])
+def _args(**extra: int) -> peer.PeerBenchmark:
+    return dataclasses.replace(TINY, **extra)
 
 
 def test_both_sides_give_probability_maps_of_the_volume() -> None:
@@ -50,7 +48,7 @@ def test_torch_unet_matches_the_keras_parameter_count() -> None:
 
 
 def test_run_reports_the_figures() -> None:
-    figures = peer.run(_args("--repeats", "1"))
+    figures = peer.run(_args(repeats=1))
     assert {
         "shape",
         "window",
