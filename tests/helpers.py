@@ -105,6 +105,19 @@ class FlakyS3Proxy:
         self.server.server_close()
 
 
+TINY_TRAINING = {
+    "patch_size": (16, 16, 16),
+    "base_filters": 4,
+    "depth": 2,
+    "batch_size": 2,
+    "patches_per_case": 2,
+    "learning_rate": 3e-3,
+    "val_fraction": 0.25,
+    "num_workers": 2,
+}
+"""TrainConfig settings small enough for a run of a few epochs in well under a minute."""
+
+
 def train_tiny_model(cohort_root: Path, where: str, *, seed: int, steps: int = 25) -> str:
     """A 4-filter, depth-2 U-Net trained for a few steps on the cohort's patches, exported as
     an artifact under ``where`` (16^3 windows, 4 modalities, z-score); returns ``where``."""

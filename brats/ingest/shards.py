@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.ingest.prepare import PreprocessConfig
-from brats.ingest.rows import OK, Row
+from brats.ingest.rows import OK, PREPARED_COLUMNS, Row
 from brats.io.cases import Discovery
 from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
 
@@ -31,18 +31,8 @@ MANIFEST: Final = "manifest.json"
 SHARDS: Final = "shards"
 MANIFEST_FORMAT: Final = "brats-cohort/1"
 MAX_MANIFEST_BYTES: Final = 256 << 20
-SHARD_COLUMNS: Final = (
-    "case_id",
-    "image",
-    "label",
-    "labeled",
-    "crop_start",
-    "crop_stop",
-    "source_shape",
-    "affine",
-    "spacing",
-    "convention",
-    "checksums",
+SHARD_COLUMNS: Final = tuple(
+    c for c in PREPARED_COLUMNS if c not in ("status", "error", "error_file", "header")
 )
 """The prepared-row columns a shard keeps (status is always ok; the header is not needed to
 train)."""

@@ -44,7 +44,7 @@ EMPTY_RULES: Final = (
     "240 x 240 x 155 at 1 mm), the largest distance two voxels of the volume can have, so a "
     "miss scores as the worst possible distance and stays finite."
 )
-"""The empty-mask rules of :mod:`brats.metrics`, stated in every summary and HTML report."""
+"""The empty-mask rules of :mod:`brats.volume.metrics`, stated in every summary and HTML report."""
 
 STATISTICS_NOTE: Final = (
     "Statistics are over the cases with ground truth; std is the population standard "

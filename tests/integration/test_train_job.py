@@ -30,18 +30,8 @@ from brats.train.checkpoints import (
 )
 from brats.train.config import TrainConfig, TrainingError
 from brats.train.job import train
+from tests.helpers import TINY_TRAINING as TINY
 from tests.helpers import s3fs_client
-
-TINY = {
-    "patch_size": (16, 16, 16),
-    "base_filters": 4,
-    "depth": 2,
-    "batch_size": 2,
-    "patches_per_case": 2,
-    "learning_rate": 3e-3,
-    "val_fraction": 0.25,
-    "num_workers": 2,
-}
 
 
 def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path):

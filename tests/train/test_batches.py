@@ -11,17 +11,7 @@ from brats.storage import resolve
 from brats.train.batches import load_or_write_split, patch_batches, split_cases, steps_per_epoch
 from brats.train.config import TrainConfig, TrainingError
 from brats.volume.labels import N_CLASSES
-
-TINY = {
-    "patch_size": (16, 16, 16),
-    "base_filters": 4,
-    "depth": 2,
-    "batch_size": 2,
-    "patches_per_case": 2,
-    "learning_rate": 3e-3,
-    "val_fraction": 0.25,
-    "num_workers": 2,
-}
+from tests.helpers import TINY_TRAINING as TINY
 
 
 def test_split_is_seeded_disjoint_and_complete():
