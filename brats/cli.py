@@ -38,6 +38,17 @@ def _run_parsed(
         raise  # parser.error exits; this line is for the type checker
 
 
+def _config_on_ray(parser: argparse.ArgumentParser, cls: type[T], argv: Sequence[str] | None) -> T:
+    """The ``cls`` config of a Ray job's arguments, with logging set up and Ray started (or
+    joined, under ``ray job submit``)."""
+    from brats.runtime import LocalRay, init_ray, setup_logging
+
+    args, config = _run_parsed(parser, argv, lambda a: parse_config(cls, a))
+    setup_logging()
+    init_ray(num_cpus=parse_config(LocalRay, args).num_cpus)
+    return config
+
+
 def _print_json(document: dict[str, Any]) -> None:
     print(json.dumps(document, indent=2))
 
@@ -60,12 +71,8 @@ def ingest_parser() -> argparse.ArgumentParser:
 
 def run_ingest(argv: Sequence[str] | None = None) -> int:
     from brats.ingest.job import IngestConfig, ingest
-    from brats.runtime import LocalRay, init_ray, setup_logging
 
-    args, config = _run_parsed(ingest_parser(), argv, lambda a: parse_config(IngestConfig, a))
-    setup_logging()
-    init_ray(num_cpus=parse_config(LocalRay, args).num_cpus)
-    result = ingest(config)
+    result = ingest(_config_on_ray(ingest_parser(), IngestConfig, argv))
     counts = result.manifest["counts"]
     _print_json(
         {
@@ -94,13 +101,10 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def run_train(argv: Sequence[str] | None = None) -> int:
-    from brats.runtime import LocalRay, init_ray, setup_logging
     from brats.train.config import TrainConfig, TrainingError
     from brats.train.job import train
 
-    args, config = _run_parsed(train_parser(), argv, lambda a: parse_config(TrainConfig, a))
-    setup_logging()
-    init_ray(num_cpus=parse_config(LocalRay, args).num_cpus)
+    config = _config_on_ray(train_parser(), TrainConfig, argv)
     try:
         result = train(config)
     except TrainingError as err:
@@ -134,12 +138,9 @@ def segment_parser() -> argparse.ArgumentParser:
 
 
 def run_segment(argv: Sequence[str] | None = None) -> int:
-    from brats.runtime import LocalRay, init_ray, setup_logging
     from brats.segment.job import SegmentConfig, SegmentError, segment
 
-    args, config = _run_parsed(segment_parser(), argv, lambda a: parse_config(SegmentConfig, a))
-    setup_logging()
-    init_ray(num_cpus=parse_config(LocalRay, args).num_cpus)
+    config = _config_on_ray(segment_parser(), SegmentConfig, argv)
     try:
         result = segment(config)
     except SegmentError as err:
