@@ -9,18 +9,24 @@ nibabel from the installed package; nothing is fetched. Each case:
 * gives each modality its own tissue contrast by mixing the tissue probabilities with
   per-tissue intensities (T1: WM > GM > CSF; T2: CSF > GM > WM; FLAIR: CSF suppressed,
   GM > WM; T1ce: like T1 plus an enhancing rim);
-* grows one tumor at a random white-matter position: an ellipsoid deformed by smooth seeded
+* grows a tumor at a random white-matter position: an ellipsoid deformed by smooth seeded
   noise, with a necrotic core (label 1, dark on T1ce), an enhancing rim (ET, bright on T1ce)
   and a larger edema (label 2, bright on T2 and FLAIR) that spreads along white matter;
-  with probability ``p_no_enhancing`` the core does not enhance and is all label 1;
-* applies a smooth multiplicative bias field, Rician noise and a small intensity scale per
-  modality, then rounds to ``int16``.
+  with probability ``p_no_enhancing`` the core does not enhance and is all label 1 (like a
+  lower-grade glioma), with probability ``p_small`` the tumor is small, and with probability
+  ``p_multifocal`` a second, smaller lesion grows elsewhere in the white matter;
+* renders the images as the acquisition *site* (a :class:`SiteProfile` in :data:`SITES`)
+  would: its tissue contrasts and gamma, its slice thickness, a smooth multiplicative bias
+  field, Rician noise and a small intensity scale per modality, then rounds to ``int16``.
+  The site changes only the images: a case's anatomy and labels are the same at every site.
 
 Everything is seeded: case ``i`` draws from ``SeedSequence([seed, i])`` only, so generating it
 alone gives the same bytes as generating it inside a cohort, and files are gzipped with
-mtime 0. The template lives in :mod:`brats.devtools.template`, the tumor model in
-:mod:`brats.devtools.tumor`, and the corrupt inputs the reliability tests need in
-:func:`brats.devtools.faults.write_faulty_case`.
+mtime 0. Its four child streams are the placement, the (first) tumor, the intensities, and
+the variety draws (small, multifocal and the second lesion); the site draws nothing of its
+own, so the same index renders the same anatomy at every site. The template lives in
+:mod:`brats.devtools.template`, the tumor model in :mod:`brats.devtools.tumor`, and the
+corrupt inputs the reliability tests need in :func:`brats.devtools.faults.write_faulty_case`.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from __future__ import annotations
 import gzip
 import os
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Final
 
 import nibabel as nib
@@ -38,7 +46,16 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from brats.devtools.template import F32, F64, Template, template_for
-from brats.devtools.tumor import Tumor, grow_tumor, keep_connected_to_core
+from brats.devtools.tumor import (
+    SATELLITE,
+    SMALL,
+    TYPICAL,
+    Tumor,
+    grow_tumor,
+    keep_connected_to_core,
+    keep_one_core_per_focus,
+    merge_tumors,
+)
 from brats.io.cases import MODALITIES, validate_case_id
 from brats.options import option
 from brats.storage import resolve, write_bytes_atomic
@@ -57,6 +74,84 @@ _CONTRAST: Final[dict[str, tuple[float, ...]]] = {
 }
 
 
+@dataclass(frozen=True)
+class SiteProfile:
+    """How one acquisition site's scanner renders the anatomy (never the labels).
+
+    Attributes:
+        description: a line on what the site stands for.
+        noise: Rician noise sigma as a fraction of each modality's white-matter intensity.
+        bias: standard deviation of the log bias field across the brain.
+        intensity_jitter: per-case, per-modality intensity scale in ``1 +- intensity_jitter``.
+        contrast: modality -> a factor per ``_CONTRAST`` column (CSF, GM, WM, edema,
+            enhancing, necrosis, non-enhancing core) that the site's tissue intensities are
+            scaled by; a modality not listed keeps the reference contrast.
+        gamma: modality -> ``g``: intensity becomes ``ref * (x / ref) ** g`` with ``ref`` the
+            modality's brightest ``_CONTRAST`` value; not listed: ``g = 1``.
+        slice_thickness_mm: acquired slice thickness along axis 2 (``None``: as thin as the
+            grid). Each slice then averages the signal over that thickness: a Gaussian blur
+            along axis 2 with the variance a box of that thickness adds beyond the grid's own
+            spacing, so it does nothing on a grid whose slices are already that thick.
+    """
+
+    description: str
+    noise: float
+    bias: float
+    intensity_jitter: float
+    contrast: Mapping[str, tuple[float, ...]] = field(default_factory=dict, hash=False)
+    gamma: Mapping[str, float] = field(default_factory=dict, hash=False)
+    slice_thickness_mm: float | None = None
+
+
+# Acquisition sites. Columns of the contrast factors as in _CONTRAST: CSF, GM, WM, edema,
+# enhancing, necrosis, non-enhancing core. Each keeps the tissue order that identifies its
+# modality (T1: WM > GM > CSF; T2: CSF > GM > WM; FLAIR: CSF dark, lesions bright).
+SITES: Final[Mapping[str, SiteProfile]] = MappingProxyType(
+    {
+        "a": SiteProfile(
+            description="the reference look: thin slices, mild noise and bias",
+            noise=0.03,
+            bias=0.1,
+            intensity_jitter=0.1,
+        ),
+        "b": SiteProfile(
+            description="another hospital: other contrasts and gamma, 5 mm slices, "
+            "a stronger bias field and twice the noise",
+            noise=0.06,
+            bias=0.25,
+            intensity_jitter=0.1,
+            contrast=MappingProxyType(
+                {
+                    "flair": (1.25, 0.85, 1.0, 0.85, 1.15, 1.2, 0.9),
+                    "t1": (1.2, 1.1, 0.95, 1.15, 1.2, 1.25, 0.85),
+                    "t1ce": (1.2, 1.1, 0.95, 1.15, 0.8, 1.25, 0.85),
+                    "t2": (0.85, 1.15, 1.2, 1.0, 1.15, 0.8, 0.85),
+                }
+            ),
+            gamma=MappingProxyType({"flair": 1.2, "t1": 0.85, "t1ce": 0.9, "t2": 1.15}),
+            slice_thickness_mm=5.0,
+        ),
+        "c": SiteProfile(
+            description="a third scanner: little noise, but a strong gamma and contrasts "
+            "that differ from both other sites",
+            noise=0.015,
+            bias=0.15,
+            intensity_jitter=0.05,
+            contrast=MappingProxyType(
+                {
+                    "flair": (0.8, 1.15, 0.85, 1.2, 0.85, 0.8, 1.15),
+                    "t1": (0.8, 0.85, 1.15, 0.8, 0.85, 0.8, 1.2),
+                    "t1ce": (0.8, 0.85, 1.15, 0.8, 1.25, 0.8, 1.2),
+                    "t2": (1.2, 0.85, 0.8, 1.2, 0.85, 1.2, 1.15),
+                }
+            ),
+            gamma=MappingProxyType({"flair": 0.8, "t1": 1.25, "t1ce": 1.2, "t2": 0.8}),
+            slice_thickness_mm=3.0,
+        ),
+    }
+)
+
+
 # Faults damage one file; which one is part of the fixture's contract (see fault_file_name).
 @dataclass(frozen=True)
 class SynthConfig:
@@ -71,11 +166,24 @@ class SynthConfig:
             or ``"brats2023"`` (``<id>-t2f.nii.gz``, ET = 3).
         compress: write ``.nii.gz`` (True) or ``.nii``.
         seed: cohort seed; case ``i`` depends only on ``(seed, i)``.
-        p_no_enhancing: probability that a tumor has no enhancing part.
+        p_no_enhancing: probability that a tumor has no enhancing part (its core is all
+            necrosis, label 1), like a lower-grade glioma.
+        p_multifocal: probability that a case has two separate tumors: a second, smaller
+            lesion at another white-matter position, farther from the first than the first's
+            edema radius and far enough that the two cores never touch (edema may merge). Both
+            follow the same label rules and share ``enhancing``.
+        p_small: probability that the tumor is small (necrosis radius 2-5 mm instead of
+            3-12 mm, a thinner rim, less edema); on a coarse grid the radii are still floored
+            at the voxel size, so every class keeps voxels.
+        site: the acquisition site, a key of :data:`SITES`: how the images look (contrast,
+            gamma, slice thickness, bias, noise). It never changes the anatomy or the labels:
+            case ``i`` has the same label volume and brain mask at every site.
         labeled: write a segmentation file.
-        noise: Rician noise sigma as a fraction of each modality's white-matter intensity.
-        bias: standard deviation of the log bias field across the brain.
-        intensity_jitter: per-case, per-modality intensity scale in ``1 +- intensity_jitter``.
+        noise: override of the site's Rician noise sigma (a fraction of each modality's
+            white-matter intensity); ``None``: the site's.
+        bias: override of the site's log bias-field standard deviation; ``None``: the site's.
+        intensity_jitter: override of the site's per-case, per-modality intensity scale
+            range ``1 +- intensity_jitter``; ``None``: the site's.
         scale_range: range of the random brain scale (capped so the brain fits the box).
         max_rotation_deg: largest random rotation about each axis.
         max_shift_mm: largest random shift along each axis.
@@ -92,11 +200,18 @@ class SynthConfig:
     )
     compress: bool = option(True, flag="--nii", help="write .nii instead of .nii.gz")
     seed: int = option(0, help="cohort seed; case i depends only on (seed, i)")
-    p_no_enhancing: float = option(0.1, help="probability that a tumor has no enhancing part")
+    p_no_enhancing: float = option(0.25, help="probability that a tumor has no enhancing part")
+    p_multifocal: float = option(0.15, help="probability that a case has two separate tumors")
+    p_small: float = option(0.15, help="probability that the tumor is small")
+    site: str = option(
+        "a",
+        choices=tuple(SITES),
+        help="acquisition site the images look like (the labels are the same at every site)",
+    )
     labeled: bool = True
-    noise: float = 0.03
-    bias: float = 0.1
-    intensity_jitter: float = 0.1
+    noise: float | None = None
+    bias: float | None = None
+    intensity_jitter: float | None = None
     scale_range: tuple[float, float] = (0.9, 1.0)
     max_rotation_deg: float = 4.0
     max_shift_mm: float = 4.0
@@ -113,11 +228,17 @@ class SynthConfig:
             )
         if self.seed < 0:
             raise ValueError("seed must be non-negative")
-        if not 0.0 <= self.p_no_enhancing <= 1.0:
-            raise ValueError("p_no_enhancing must be a probability")
-        lo, hi = self.scale_range
-        if not 0.0 < lo <= hi:
-            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+        for name in ("p_no_enhancing", "p_multifocal", "p_small"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
+        if self.site not in SITES:
+            raise ValueError(f"unknown site {self.site!r}; the sites are {', '.join(SITES)}")
+        for name in ("noise", "bias", "intensity_jitter"):
+            value = getattr(self, name)
+            if value is not None and value < 0.0:
+                raise ValueError(f"{name} must be None (the site's) or non-negative, got {value}")
+        if self.intensity_jitter is not None and self.intensity_jitter >= 1.0:
+            raise ValueError(f"intensity_jitter must be below 1, got {self.intensity_jitter}")
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -128,6 +249,20 @@ class SynthConfig:
     @property
     def label_convention(self) -> LabelConvention:
         return LabelConvention(self.convention)
+
+    @property
+    def profile(self) -> SiteProfile:
+        """The site's profile with this config's ``noise``/``bias``/``intensity_jitter``
+        overrides applied."""
+        base = SITES[self.site]
+        return replace(
+            base,
+            noise=base.noise if self.noise is None else self.noise,
+            bias=base.bias if self.bias is None else self.bias,
+            intensity_jitter=(
+                base.intensity_jitter if self.intensity_jitter is None else self.intensity_jitter
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -143,6 +278,9 @@ class SynthCase:
             case is written unlabeled).
         affine: ``(4, 4) float64`` voxel -> RAS mm, ``diag(-s0, -s1, s2)`` centred on the grid.
         enhancing: whether the tumor has an enhancing part.
+        foci: how many separate tumors the case has (1, or 2 when multifocal).
+        small: whether the tumor was drawn small.
+        site: the acquisition site the images were rendered for.
     """
 
     case_id: str
@@ -151,6 +289,9 @@ class SynthCase:
     label: npt.NDArray[np.uint8]
     affine: F64
     enhancing: bool
+    foci: int = 1
+    small: bool = False
+    site: str = "a"
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,8 +342,9 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
         a :class:`SynthCase` with four ``(D, H, W) int16`` images, a ``(D, H, W) uint8``
         internal label volume and a ``(4, 4) float64`` affine, ``(D, H, W) = config.shape``.
     """
-    streams = np.random.SeedSequence([config.seed, index]).spawn(3)
-    geo_rng, tumor_rng, intensity_rng = (np.random.default_rng(s) for s in streams)
+    # The first three streams are what they were before the fourth (variety) was added.
+    streams = np.random.SeedSequence([config.seed, index]).spawn(4)
+    geo_rng, tumor_rng, intensity_rng, variety_rng = (np.random.default_rng(s) for s in streams)
     spacing = np.asarray(config.spacing)
     affine = output_affine(config)
     template = template_for(config.spacing)
@@ -221,9 +363,26 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
     mni = world @ mni_from_world[:3, :3].T + mni_from_world[:3, 3]
 
     enhancing = bool(tumor_rng.random() >= config.p_no_enhancing)
-    tumor = grow_tumor(tumor_rng, world, mni, tissue, spacing, enhancing)
+    # Both draws always happen, so one probability never shifts what the other decides.
+    u_multifocal, u_small = variety_rng.random(2)
+    multifocal, small = bool(u_multifocal < config.p_multifocal), bool(u_small < config.p_small)
+    size = SMALL if small else TYPICAL
+    tumor = grow_tumor(tumor_rng, world, mni, tissue, spacing, enhancing, size=size)
+    if multifocal:
+        second = grow_tumor(
+            variety_rng,
+            world,
+            mni,
+            tissue,
+            spacing,
+            enhancing,
+            size=SMALL if small else SATELLITE,
+            away_from=tumor.foci,
+        )
+        tumor = merge_tumors(tumor, second)
+    keep_one_core_per_focus(tumor, points, config.shape)
     keep_connected_to_core(tumor, points, config.shape)
-    values = _render(intensity_rng, tissue, tumor, world, config, enhancing)
+    values = _render(intensity_rng, tissue, tumor, world, points, config, enhancing)
 
     images: dict[str, npt.NDArray[np.int16]] = {}
     for modality in MODALITIES:
@@ -233,7 +392,9 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
     label = np.zeros(config.shape, dtype=np.uint8)
     label[points] = tumor.label
     case_id = case_id_for(index, config.convention)
-    return SynthCase(case_id, index, images, label, affine, enhancing)
+    return SynthCase(
+        case_id, index, images, label, affine, enhancing, len(tumor.foci), small, config.site
+    )
 
 
 def _placement(
@@ -300,10 +461,19 @@ def _render(
     tissue: F32,
     tumor: Tumor,
     world: F64,
+    points: tuple[npt.NDArray[np.intp], ...],
     config: SynthConfig,
     enhancing: bool,
 ) -> dict[str, npt.NDArray[np.int16]]:
-    """Intensities ``(N,) int16`` per modality for the brain voxels."""
+    """Intensities ``(N,) int16`` per modality for the brain voxels (``points`` of the grid),
+    as ``config``'s site renders them.
+
+    Per modality: tissue contrast, the tumor, the site's gamma, its slice thickness, the bias
+    field, the intensity scale, Rician noise. Every site makes the same random draws, so the
+    site changes only how a draw is used.
+    """
+    site = config.profile
+    blur = _slice_blur_sigma(site.slice_thickness_mm, config.spacing[2])
     # Low-order polynomial in world mm: a smooth field across the head, like coil shading.
     u = (world / 100.0).astype(np.float32)
     basis = np.stack(
@@ -322,23 +492,59 @@ def _render(
     )
     values: dict[str, npt.NDArray[np.int16]] = {}
     for modality in MODALITIES:
-        csf, gm, wm, ed, et, nec, net = (v * rng.uniform(0.92, 1.08) for v in _CONTRAST[modality])
+        reference = _CONTRAST[modality]
+        factors = site.contrast.get(modality, (1.0,) * len(reference))
+        csf, gm, wm, ed, et, nec, net = (
+            v * f * rng.uniform(0.92, 1.08) for v, f in zip(reference, factors, strict=True)
+        )
         image = tissue @ np.array([csf, gm, wm], dtype=np.float32)
         heterogeneity = 1.0 + 0.08 * tumor.texture
         core_value = (et if enhancing else net) * heterogeneity
         image += tumor.edema * (ed * heterogeneity - image)
         image += tumor.core * (core_value - image)
         image += tumor.necrosis * (nec * heterogeneity - image)
-        coeffs = rng.normal(0.0, config.bias / 1.5, basis.shape[1]).astype(np.float32)
+        gamma = site.gamma.get(modality, 1.0)
+        if gamma != 1.0:
+            top = np.float32(max(reference))
+            image = top * (image / top) ** np.float32(gamma)
+            wm = float(top) * (wm / float(top)) ** gamma
+        if blur > 0.0:
+            image = _thicken(image, points, blur)
+        coeffs = rng.normal(0.0, site.bias / 1.5, basis.shape[1]).astype(np.float32)
         image *= np.exp(basis @ coeffs)
-        image *= np.float32(1.0 + rng.uniform(-1.0, 1.0) * config.intensity_jitter)
-        sigma = np.float32(config.noise * wm)
+        image *= np.float32(1.0 + rng.uniform(-1.0, 1.0) * site.intensity_jitter)
+        sigma = np.float32(site.noise * wm)
         # Rician: magnitude of a complex signal with Gaussian noise on both channels.
         real = image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
         imag = sigma * rng.standard_normal(image.shape, dtype=np.float32)
         magnitude = np.sqrt(real * real + imag * imag)
         values[modality] = np.clip(np.rint(magnitude), 1, 32767).astype(np.int16)
     return values
+
+
+def _slice_blur_sigma(thickness_mm: float | None, spacing_mm: float) -> float:
+    """Gaussian sigma in voxels along axis 2 that turns ``spacing_mm`` slices into
+    ``thickness_mm`` ones: the variance of a box that thick beyond that of the grid's own."""
+    if thickness_mm is None or thickness_mm <= spacing_mm:
+        return 0.0
+    return float(np.sqrt((thickness_mm**2 - spacing_mm**2) / 12.0) / spacing_mm)
+
+
+def _thicken(values: F32, points: tuple[npt.NDArray[np.intp], ...], sigma: float) -> F32:
+    """Brain-voxel values ``(N,)`` blurred along axis 2 as thick slices would average them.
+
+    The whole volume is filtered (zero outside the brain, so edge slices mix with the dark
+    background as a skull-stripped thick-slice scan does) and read back at the brain voxels
+    only: outside the brain it stays exactly zero. Only the brain's bounding box is filtered,
+    which is exact since the filter pads with the zero the box is surrounded by.
+    """
+    lo = [int(p.min()) for p in points]
+    hi = [int(p.max()) + 1 for p in points]
+    box = np.zeros([b - a for a, b in zip(lo, hi, strict=True)], dtype=np.float32)
+    local = tuple(p - a for p, a in zip(points, lo, strict=True))
+    box[local] = values
+    box = ndimage.gaussian_filter1d(box, sigma, axis=2, mode="constant", cval=0.0)
+    return box[local]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,13 +1,18 @@
-"""The generated cohort's tumor: one glioma-like lesion grown among a case's brain voxels.
+"""The generated cohort's tumor: glioma-like lesions grown among a case's brain voxels.
 
-An ellipsoid deformed by smooth seeded noise, with a necrotic core (label 1), an enhancing
-rim (ET) and a larger edema (label 2) that spreads along white matter; a tumor without
-enhancement has an all-necrotic core. Everything is computed per brain voxel, ``(N,)``.
+A lesion (a *focus*) is an ellipsoid deformed by smooth seeded noise, with a necrotic core
+(label 1), an enhancing rim (ET) and a larger edema (label 2) that spreads along white matter;
+a tumor without enhancement has an all-necrotic core. How big a focus grows is a
+:class:`TumorSize`. A multifocal tumor is two foci grown apart (:func:`grow_tumor` with
+``away_from``) and merged with :func:`merge_tumors`. Everything is computed per brain voxel,
+``(N,)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -19,14 +24,49 @@ from brats.volume.labels import ED, ET, NCR
 
 
 @dataclass(frozen=True)
+class TumorSize:
+    """Ranges (mm) a focus's radii are drawn from, before the voxel-size floors.
+
+    Attributes:
+        necrosis_mm: radius of the necrotic core.
+        rim_mm: thickness of the tumor core around the necrosis (the enhancing rim).
+        edema_ratio: edema radius as a multiple of the core radius.
+    """
+
+    necrosis_mm: tuple[float, float]
+    rim_mm: tuple[float, float]
+    edema_ratio: tuple[float, float]
+
+
+TYPICAL: Final = TumorSize(necrosis_mm=(3.0, 12.0), rim_mm=(2.5, 7.0), edema_ratio=(1.4, 2.3))
+SMALL: Final = TumorSize(necrosis_mm=(2.0, 5.0), rim_mm=(1.5, 3.5), edema_ratio=(1.4, 2.0))
+# The second lesion of a multifocal tumor: smaller than a typical one.
+SATELLITE: Final = TumorSize(necrosis_mm=(2.0, 7.0), rim_mm=(2.0, 5.0), edema_ratio=(1.4, 2.1))
+
+
+@dataclass(frozen=True)
+class Focus:
+    """Where one lesion sits: its centre (world mm, ``(3,)``, and which brain voxel that is),
+    its edema radius and the farthest any of its tumor-core voxels can be from the centre
+    (mm)."""
+
+    centre: F64
+    centre_index: int
+    r_edema: float
+    core_reach: float
+
+
+@dataclass(frozen=True)
 class Tumor:
-    """Per brain voxel ``(N,)`` arrays: internal label, soft memberships and texture."""
+    """Per brain voxel ``(N,)`` arrays: internal label, soft memberships and texture, and the
+    foci the tumor was grown from."""
 
     label: npt.NDArray[np.uint8]
     edema: F32
     core: F32
     necrosis: F32
     texture: F32
+    foci: tuple[Focus, ...] = ()
 
 
 def _smooth_noise(
@@ -52,16 +92,27 @@ def grow_tumor(
     tissue: F32,
     spacing: F64,
     enhancing: bool,
+    *,
+    size: TumorSize = TYPICAL,
+    away_from: Sequence[Focus] = (),
 ) -> Tumor:
-    """Place and grow one tumor among the brain voxels (``world``, ``mni``: ``(N, 3)`` mm)."""
+    """Place and grow one focus among the brain voxels (``world``, ``mni``: ``(N, 3)`` mm).
+
+    ``away_from`` are foci already grown: the new centre is farther from each than its edema
+    radius, and far enough that the two tumor cores cannot touch (when the brain has no such
+    white-matter voxel, the one farthest from them).
+    """
     coarse = float(spacing.max())
     # Radii in mm, floored at the voxel size so every class has voxels on a coarse grid.
-    r_necrosis = max(rng.uniform(3.0, 12.0), 1.5 * coarse)
-    r_core = r_necrosis + max(rng.uniform(2.5, 7.0), 1.5 * coarse)
-    r_edema = max(r_core * rng.uniform(1.4, 2.3), r_core + 2.0 * coarse)
+    r_necrosis = max(rng.uniform(*size.necrosis_mm), 1.5 * coarse)
+    r_core = r_necrosis + max(rng.uniform(*size.rim_mm), 1.5 * coarse)
+    r_edema = max(r_core * rng.uniform(*size.edema_ratio), r_core + 2.0 * coarse)
     aspect = np.exp(rng.normal(0.0, 0.15, 3))
     aspect /= np.prod(aspect) ** (1.0 / 3.0)
     axes = Rotation.random(random_state=rng).as_matrix()
+    amp_necrosis, amp_core, amp_edema = 0.25, 0.2, 0.3
+    # Noise is clipped to +-2.5 sd, which bounds how far a boundary can reach.
+    core_reach = r_core * float(aspect.max()) * float(np.exp(2.5 * amp_core))
 
     # Centre: a white-matter voxel above the tentorium, away from the midline and the edge of
     # the brain (MNI mm), so tumors look supratentorial like most adult gliomas. The centre is
@@ -72,11 +123,12 @@ def grow_tumor(
     candidates = np.flatnonzero(good)
     if candidates.size == 0:
         candidates = np.flatnonzero(wm >= wm.max())
-    centre = world[rng.choice(candidates)]
+    if away_from:
+        candidates = _apart(candidates, world, away_from, core_reach + 2.0 * coarse)
+    centre_index = int(rng.choice(candidates))
+    centre = world[centre_index]
 
     lam = (0.8 * r_core, 2.5 * r_core)
-    amp_necrosis, amp_core, amp_edema = 0.25, 0.2, 0.3
-    # Noise is clipped to +-2.5 sd, which bounds how far a boundary can reach.
     reach = r_edema * aspect.max() * np.exp(2.5 * amp_edema + 0.25)
     near = np.flatnonzero(np.sum((world - centre) ** 2, axis=1) < reach**2)
     xyz = world[near] - centre
@@ -115,20 +167,105 @@ def grow_tumor(
     out["tex"][near] = fields[3]
     label = np.zeros(n, dtype=np.uint8)
     label[near] = local
-    return Tumor(label, out["edema"], out["core"], out["necrosis"], out["tex"])
+    focus = Focus(np.array(centre, dtype=np.float64), centre_index, float(r_edema), core_reach)
+    return Tumor(label, out["edema"], out["core"], out["necrosis"], out["tex"], (focus,))
+
+
+def _apart(
+    candidates: npt.NDArray[np.intp], world: F64, foci: Sequence[Focus], reach: float
+) -> npt.NDArray[np.intp]:
+    """The candidates far enough from every focus: beyond its edema radius, and beyond its
+    core reach plus ``reach`` (the new core's reach and a margin), so the cores stay apart;
+    if none is, the one with the most room."""
+    room = np.full(candidates.size, np.inf)
+    for focus in foci:
+        distance = np.linalg.norm(world[candidates] - focus.centre, axis=1)
+        room = np.minimum(room, distance - max(focus.r_edema, focus.core_reach + reach))
+    far = candidates[room > 0]
+    return far if far.size else candidates[[int(np.argmax(room))]]
+
+
+# Which label wins where two foci overlap: necrosis, then enhancing, then edema (as inside one).
+_PRECEDENCE: Final = np.zeros(256, dtype=np.uint8)
+_PRECEDENCE[[ED, ET, NCR]] = (1, 2, 3)
+
+
+def merge_tumors(first: Tumor, second: Tumor) -> Tumor:
+    """One tumor of two grown among the same voxels: memberships are the larger of the two,
+    labels their union with NCR over ET over edema, texture the more tumorous focus's."""
+    rank = _PRECEDENCE[first.label] >= _PRECEDENCE[second.label]
+    return Tumor(
+        np.where(rank, first.label, second.label),
+        np.maximum(first.edema, second.edema),
+        np.maximum(first.core, second.core),
+        np.maximum(first.necrosis, second.necrosis),
+        np.where(second.edema > first.edema, second.texture, first.texture),
+        first.foci + second.foci,
+    )
+
+
+def keep_one_core_per_focus(
+    tumor: Tumor, points: tuple[npt.NDArray[np.intp], ...], shape: tuple[int, int, int]
+) -> None:
+    """Turn tumor-core islands into edema (in place): each focus's core is one connected
+    component, the one around its centre, so a case has as many core lesions as foci.
+
+    The deformed boundary can pinch off a blob of core (or, on a coarse grid, a voxel that
+    touches the core only diagonally). Such an island becomes edema, and its soft core and
+    necrosis memberships go (with the fringe around it), so it looks like the edema it is
+    labeled: bright on T2 and FLAIR, not enhancing.
+    """
+    inside, local, box = _tumor_box(tumor, points, shape)
+    grid = np.zeros(box, dtype=bool)
+    grid[local] = np.isin(tumor.label[inside], (NCR, ET))
+    components, _ = ndimage.label(grid)
+    component = np.zeros(tumor.label.size, dtype=np.int32)
+    component[inside] = components[local]
+    kept = [int(component[f.centre_index]) for f in tumor.foci]
+    in_kept = np.isin(component, kept) & (component > 0)
+    island = (component > 0) & ~in_kept
+    if not island.any():
+        return
+    tumor.label[island] = ED
+    grid[:] = False
+    grid[local] = island[inside]
+    fringe = inside[ndimage.binary_dilation(grid)[local] & ~in_kept[inside]]
+    tumor.core[fringe] = 0.0
+    tumor.necrosis[fringe] = 0.0
 
 
 def keep_connected_to_core(
     tumor: Tumor, points: tuple[npt.NDArray[np.intp], ...], shape: tuple[int, int, int]
 ) -> None:
-    """Drop edema islands that CSF cut off from the core (in place): one connected tumor.
+    """Drop edema islands that CSF cut off from the cores (in place): every tumor voxel stays
+    connected to a tumor core (any focus's), so each focus is one connected lesion.
 
     Their edema membership goes too, so no unlabeled bright patch is left in the images.
     """
-    label = np.zeros(shape, dtype=np.uint8)
-    label[points] = tumor.label
+    inside, local, box = _tumor_box(tumor, points, shape)
+    label = np.zeros(box, dtype=np.uint8)
+    label[local] = tumor.label[inside]
     components, _ = ndimage.label(label > 0)
     keep = np.unique(components[np.isin(label, (NCR, ET))])
-    dropped = ~np.isin(components[points], keep[keep > 0]) & (tumor.label > 0)
+    dropped = inside[~np.isin(components[local], keep[keep > 0]) & (tumor.label[inside] > 0)]
     tumor.label[dropped] = 0
     tumor.edema[dropped] = 0.0
+
+
+def _tumor_box(
+    tumor: Tumor, points: tuple[npt.NDArray[np.intp], ...], shape: tuple[int, int, int]
+) -> tuple[npt.NDArray[np.intp], tuple[npt.NDArray[np.intp], ...], tuple[int, ...]]:
+    """The tumor's bounding box grown by a voxel (clipped to the grid): which brain voxels lie
+    in it (indices into ``points``), their coordinates in the box, and its shape. Labeling
+    components there is exact (nothing outside is tumor) and much cheaper than the grid."""
+    tumor_voxels = np.flatnonzero(tumor.label)
+    if tumor_voxels.size == 0:
+        return tumor_voxels, tuple(p[:0] for p in points), (1, 1, 1)
+    lo = [max(int(p[tumor_voxels].min()) - 1, 0) for p in points]
+    hi = [min(int(p[tumor_voxels].max()) + 2, n) for p, n in zip(points, shape, strict=True)]
+    within = np.ones(points[0].size, dtype=bool)
+    for p, a, b in zip(points, lo, hi, strict=True):
+        within &= (p >= a) & (p < b)
+    inside = np.flatnonzero(within)
+    local = tuple(p[inside] - a for p, a in zip(points, lo, strict=True))
+    return inside, local, tuple(b - a for a, b in zip(lo, hi, strict=True))

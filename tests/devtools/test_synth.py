@@ -1,30 +1,40 @@
-"""Tests for brats.synth: the generated cohort and the corrupt-input fixtures."""
+"""Tests for brats.synth: the generated cohort, its variety and sites, and the corrupt-input
+fixtures."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from types import MappingProxyType
 
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, stats
 
+import brats.devtools.synth as synth_module
 from brats.devtools.synth import (
+    _CONTRAST,
+    SITES,
     SynthCase,
     SynthConfig,
+    _slice_blur_sigma,
+    case_files,
     case_id_for,
     file_name,
     generate_case,
     generate_cohort,
     write_case,
 )
+from brats.devtools.tumor import Focus, Tumor, keep_connected_to_core, keep_one_core_per_focus
 from brats.io.cases import MODALITIES, discover
 from brats.storage import resolve
 from brats.volume.labels import ED, ET, NCR, LabelConvention, to_internal
 from tests.helpers import folder_files, nifti_data
 
-SMALL = SynthConfig(shape=(48, 48, 48), seed=7, p_no_enhancing=0.0)
+# One typical, enhancing, unifocal tumor per case: the nesting test below is about that lesion.
+SMALL = SynthConfig(shape=(48, 48, 48), seed=7, p_no_enhancing=0.0, p_multifocal=0.0, p_small=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +174,248 @@ def test_unlabeled_and_plain_nii(tmp_path: Path) -> None:
         assert (f"{cid}-seg.nii" in names) == (cid == ids[0])
     found = discover(resolve(str(tmp_path)))
     assert [c.seg is None for c in found.cases] == [False, True, True]
+
+
+# --------------------------------------------------------------------------------------------
+# Variety: enhancement, multifocal and small tumors
+
+
+def test_no_enhancing_is_absent_et_and_follows_its_probability() -> None:
+    config = SynthConfig(shape=(32, 32, 32), p_no_enhancing=1.0, p_multifocal=0.5)
+    for index in range(1, 7):
+        synth = generate_case(index, config)
+        assert not synth.enhancing and ET not in synth.label and NCR in synth.label
+
+    # The default: about a quarter of tumors do not enhance. The bounds are the binomial's
+    # 99.9% interval for the default probability, not the observed count.
+    default = SynthConfig(shape=(32, 32, 32))
+    n = 100
+    cases = [generate_case(index, default) for index in range(1, n + 1)]
+    for synth in cases:  # an enhancing tumor keeps its rim even on this coarse grid
+        assert (ET in synth.label) == synth.enhancing, synth.case_id
+        assert NCR in synth.label and ED in synth.label, synth.case_id
+    without = sum(ET not in synth.label for synth in cases)
+    low, high = stats.binom.interval(0.999, n, default.p_no_enhancing)
+    assert default.p_no_enhancing == 0.25 and low <= without <= high
+
+
+def test_multifocal_cases_have_two_separate_cores_and_no_orphan_edema() -> None:
+    config = SynthConfig(shape=(48, 48, 48), seed=3, p_multifocal=1.0, p_no_enhancing=0.0)
+    for index in range(1, 5):
+        synth = generate_case(index, config)
+        label = synth.label
+        assert synth.foci == 2
+        core = np.isin(label, (NCR, ET))
+        lesions, n_cores = ndimage.label(core)
+        assert n_cores == 2, synth.case_id
+        for lesion in (1, 2):  # both follow the label rules: necrosis inside an enhancing rim
+            inside = label[lesions == lesion]
+            assert NCR in inside and ET in inside, synth.case_id
+            ring = ndimage.binary_dilation(lesions == lesion) & ~core & (synth.images["t1"] > 0)
+            assert np.mean(label[ring] == ED) > 0.5, synth.case_id  # edema around each core
+        # Every tumor voxel is connected to a core (the edema of both foci is kept).
+        parts, n_parts = ndimage.label(label > 0)
+        assert 1 <= n_parts <= 2
+        assert set(np.unique(parts[core])) == set(range(1, n_parts + 1)), synth.case_id
+
+
+def test_keep_connected_to_core_keeps_the_edema_of_every_core() -> None:
+    shape = (12, 12, 24)
+    points = np.nonzero(np.ones(shape, dtype=bool))
+    grid = np.zeros(shape, dtype=np.uint8)
+    grid[2:10, 2:10, 1:9] = ED  # first focus: edema around a core
+    grid[4:8, 4:8, 3:7] = ET
+    grid[2:10, 2:10, 11:19] = ED  # second focus, separate from the first
+    grid[5:7, 5:7, 14:16] = NCR
+    grid[4:8, 4:8, 21:23] = ED  # edema with no core: dropped
+    grid[1, 1, 1] = 0
+    grid[4:8, 4:8, 9] = 0
+    flat = grid[points].copy()
+    ones = np.ones(flat.size, dtype=np.float32)
+    tumor = Tumor(flat, ones.copy(), ones.copy(), ones.copy(), ones.copy())
+    keep_connected_to_core(tumor, points, shape)
+    kept = np.zeros(shape, dtype=np.uint8)
+    kept[points] = tumor.label
+    assert np.array_equal(kept[..., :20], grid[..., :20])  # both foci whole
+    assert not kept[..., 20:].any()
+    assert not tumor.edema[(grid[points] > 0) & (tumor.label == 0)].any()  # dropped: not bright
+    assert tumor.edema[tumor.label > 0].all()
+
+
+def test_core_islands_become_edema() -> None:
+    shape = (12, 12, 12)
+    points = np.nonzero(np.ones(shape, dtype=bool))
+    grid = np.zeros(shape, dtype=np.uint8)
+    grid[1:11, 1:11, 1:11] = ED
+    grid[3:6, 3:6, 3:6] = ET  # the focus's core, around its centre
+    grid[4, 4, 4] = NCR
+    grid[8:10, 8:10, 8:10] = ET  # pinched off: an island
+    flat = grid[points].copy()
+    ones = np.ones(flat.size, dtype=np.float32)
+    centre = int(np.ravel_multi_index((4, 4, 4), shape))
+    focus = Focus(np.zeros(3), centre, 5.0, 3.0)
+    tumor = Tumor(flat, ones.copy(), ones.copy(), ones.copy(), ones.copy(), (focus,))
+    keep_one_core_per_focus(tumor, points, shape)
+    after = np.zeros(shape, dtype=np.uint8)
+    after[points] = tumor.label
+    expected = grid.copy()
+    expected[8:10, 8:10, 8:10] = ED
+    assert np.array_equal(after, expected)
+    island = np.zeros(shape, dtype=bool)
+    island[8:10, 8:10, 8:10] = True
+    # The island and its fringe no longer render as core; the kept core still does.
+    assert not tumor.core[ndimage.binary_dilation(island)[points]].any()
+    assert tumor.core[np.isin(tumor.label, (NCR, ET))].all()
+
+
+def test_small_tumors_are_smaller_and_keep_their_core() -> None:
+    volumes: dict[float, list[int]] = {}
+    for p_small in (0.0, 1.0):
+        config = SynthConfig(shape=(64, 64, 48), seed=4, p_small=p_small, p_multifocal=0.0)
+        volumes[p_small] = []
+        for index in range(1, 6):
+            synth = generate_case(index, config)
+            assert synth.small == (p_small == 1.0)
+            assert np.count_nonzero(np.isin(synth.label, (NCR, ET))) > 0
+            assert NCR in synth.label and ED in synth.label
+            assert (ET in synth.label) == synth.enhancing
+            volumes[p_small].append(np.count_nonzero(synth.label))
+    assert np.mean(volumes[1.0]) < 0.6 * np.mean(volumes[0.0])
+
+
+def test_probabilities_are_checked() -> None:
+    for name in ("p_no_enhancing", "p_multifocal", "p_small"):
+        with pytest.raises(ValueError, match=name):
+            SynthConfig(**{name: 1.5})
+    with pytest.raises(ValueError, match="noise"):
+        SynthConfig(noise=-0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# Sites
+
+
+def test_unknown_site_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown site 'z'; the sites are a, b, c"):
+        SynthConfig(site="z")
+
+
+def test_a_site_changes_the_images_but_not_the_anatomy() -> None:
+    cases = {
+        site: generate_case(3, SynthConfig(shape=(40, 40, 40), seed=5, site=site)) for site in SITES
+    }
+    reference = cases["a"]
+    brain = reference.images["t1"] > 0
+    assert reference.label.any() and not reference.label[~brain].any()
+    for site, synth in cases.items():
+        assert synth.site == site
+        assert np.array_equal(synth.label, reference.label), site
+        assert (synth.foci, synth.small, synth.enhancing) == (
+            reference.foci,
+            reference.small,
+            reference.enhancing,
+        )
+        for modality, image in synth.images.items():
+            assert np.array_equal(image > 0, brain), (site, modality)  # zero outside the brain
+            assert image.min() >= 0
+            if site != "a":
+                assert not np.array_equal(image, reference.images[modality]), (site, modality)
+
+
+def _relative_noise(site: str, modality: str) -> float:
+    """Noise sigma over white-matter intensity: the image minus the same case without noise
+    (every site draws the same noise, so the difference is the noise alone)."""
+    config = SynthConfig(shape=(48, 48, 48), seed=5, site=site)
+    noisy = generate_case(2, config)
+    clean = generate_case(2, dataclasses.replace(config, noise=0.0))
+    brain_t1 = clean.images["t1"][clean.label == 0].astype(np.float64)
+    wm = (clean.label == 0) & (clean.images["t1"] > np.percentile(brain_t1[brain_t1 > 0], 80))
+    diff = noisy.images[modality][wm].astype(np.float64) - clean.images[modality][wm]
+    return float(diff.std() / clean.images[modality][wm].mean())
+
+
+@pytest.mark.parametrize("modality", ["flair", "t1"])
+def test_site_b_is_noisier(modality: str) -> None:
+    a, b = _relative_noise("a", modality), _relative_noise("b", modality)
+    assert SITES["a"].noise == 0.03 and SITES["b"].noise == 0.06
+    # Bias field and intensity scale move the white-matter level by a few tens of percent.
+    assert 0.02 < a < 0.045 and 0.04 < b < 0.09
+    assert 1.5 < b / a < 2.7
+
+
+def test_sites_have_their_own_contrast() -> None:
+    """Relative to T1, the modalities' brain means move, and so does each modality's
+    tumor-to-brain contrast: a site is a look, not just a scale."""
+    relative, lesion = {}, {}
+    for site in SITES:
+        synth = generate_case(3, SynthConfig(shape=(40, 40, 40), seed=5, site=site))
+        brain, tumor = synth.images["t1"] > 0, synth.label > 0
+        images = {m: synth.images[m].astype(np.float64) for m in MODALITIES}
+        relative[site] = np.array([images[m][brain].mean() for m in MODALITIES])
+        relative[site] /= images["t1"][brain].mean()
+        lesion[site] = np.array(
+            [images[m][tumor].mean() / images[m][brain & ~tumor].mean() for m in MODALITIES]
+        )
+    for site in ("b", "c"):
+        assert np.max(np.abs(np.log(relative[site] / relative["a"]))) > 0.1, site
+        assert np.max(np.abs(np.log(lesion[site] / lesion["a"]))) > 0.05, site
+
+
+@pytest.mark.parametrize("site", sorted(SITES))
+def test_every_site_keeps_the_tissue_order_of_each_modality(site: str) -> None:
+    profile = SITES[site]
+    look = {
+        m: dict(
+            zip(
+                ("csf", "gm", "wm", "ed", "et", "nec", "net"),
+                np.multiply(_CONTRAST[m], profile.contrast.get(m, 1.0)),
+                strict=True,
+            )
+        )
+        for m in MODALITIES
+    }
+    # The gamma is monotone, so the order of these values is the order in the images.
+    t1, t2, flair, t1ce = look["t1"], look["t2"], look["flair"], look["t1ce"]
+    assert t1["wm"] > t1["gm"] > t1["csf"] and t2["csf"] > t2["gm"] > t2["wm"]
+    assert flair["gm"] > flair["wm"] > 2 * flair["csf"] and flair["ed"] > 1.5 * flair["wm"]
+    assert t2["ed"] > 1.5 * t2["wm"] and t1ce["et"] > 1.5 * max(t1ce["nec"], t1ce["wm"])
+    assert t1ce["et"] > 1.5 * t1["et"] and t1ce["wm"] > t1ce["gm"] > t1ce["csf"]
+    assert all(0.8 <= g <= 1.25 for g in profile.gamma.values())
+
+
+def test_slice_thickness_blurs_along_axis_2_only() -> None:
+    assert _slice_blur_sigma(None, 1.0) == 0.0 and _slice_blur_sigma(5.0, 6.0) == 0.0
+    assert _slice_blur_sigma(5.0, 1.0) == pytest.approx(np.sqrt(2.0))
+    thin = dataclasses.replace(SITES["b"], slice_thickness_mm=None)
+    sites = MappingProxyType({**SITES, "thin": thin})
+    patched = pytest.MonkeyPatch.context()
+    with patched as mp:
+        mp.setattr(synth_module, "SITES", sites)
+        shape = (32, 32, 96)  # 1.6 mm slices: the 5 mm ones are much thicker
+        thick_case = generate_case(1, SynthConfig(shape=shape, seed=2, site="b", noise=0.0))
+        thin_case = generate_case(1, SynthConfig(shape=shape, seed=2, site="thin", noise=0.0))
+    assert np.array_equal(thick_case.label, thin_case.label)
+    inner = ndimage.binary_erosion(thin_case.images["t2"] > 0, iterations=2)
+    for modality in MODALITIES:
+        thick = thick_case.images[modality].astype(np.float64)
+        thin_image = thin_case.images[modality].astype(np.float64)
+        assert np.array_equal(thick > 0, thin_image > 0)  # re-masked: the same brain
+
+        def roughness(image: np.ndarray, axis: int) -> float:
+            """Mean second difference along ``axis`` inside the brain: fine detail."""
+            second = np.abs(np.diff(image, 2, axis=axis))
+            return float(second[np.delete(inner, [-1, -2], axis)].mean())
+
+        assert roughness(thick, 2) < 0.8 * roughness(thin_image, 2), modality
+        assert roughness(thick, 0) > 0.9 * roughness(thin_image, 0), modality
+
+
+def test_site_b_is_deterministic_and_a_case_alone_equals_it_in_a_cohort(tmp_path: Path) -> None:
+    config = SynthConfig(shape=(32, 32, 32), seed=9, site="b", p_multifocal=0.5, p_small=0.5)
+    for index in (1, 2):
+        first = case_files(generate_case(index, config), config, seg=True)
+        again = case_files(generate_case(index, config), config, seg=True)
+        assert first == again
+    ids = generate_cohort(tmp_path / "all", 3, config)
+    (alone,) = generate_cohort(tmp_path / "one", 1, config, start=3)
+    assert folder_files(tmp_path / "all" / ids[2]) == folder_files(tmp_path / "one" / alone)
