@@ -102,6 +102,20 @@ def one_hot(labels: npt.ArrayLike, n_classes: int = N_CLASSES) -> npt.NDArray[np
     return np.eye(n_classes, dtype=np.float32)[arr.astype(np.intp, copy=False)]
 
 
+def regions_to_labels(regions: npt.ArrayLike, threshold: float = 0.5) -> npt.NDArray[np.uint8]:
+    """Region probabilities ``(3, D, H, W)`` (WT, TC, ET, :data:`REGIONS` order) -> ``(D, H,
+    W) uint8`` internal classes, as nnU-Net decodes BraTS regions: ET where ET > threshold;
+    else NCR where TC > threshold; else edema where WT > threshold; else background.
+    """
+    probs = np.asarray(regions)
+    if probs.ndim < 1 or probs.shape[0] != len(REGIONS):
+        raise ValueError(f"expected {len(REGIONS)} region channels first, got {probs.shape}")
+    out = np.zeros(probs.shape[1:], dtype=np.uint8)
+    for channel, label in zip(range(len(REGIONS)), (ED, NCR, ET), strict=True):
+        out[probs[channel] > threshold] = label
+    return out
+
+
 def region_mask(labels: npt.ArrayLike, region: str) -> npt.NDArray[np.bool_]:
     """Boolean mask of a BraTS region (``"WT"``, ``"TC"`` or ``"ET"``) from internal classes."""
     try:

@@ -1,4 +1,5 @@
-"""Training patches: where to cut them, cutting them, and flipping them. Pure numpy.
+"""Training patches: where to cut them, and cutting them. Pure numpy (the transforms that
+follow are :mod:`brats.volume.augment`).
 
 Images are ``(C, D, H, W)`` (channels first, as stored); labels ``(D, H, W) uint8`` internal
 classes. A patch keeps that layout; :func:`to_channels_last` makes the network's
@@ -23,12 +24,15 @@ def sample_centers(
     rng: np.random.Generator,
     *,
     tumor_fraction: float = 1.0 / 3.0,
+    balance_classes: bool = False,
 ) -> npt.NDArray[np.int64]:
     """Centres of ``n`` patches: about ``tumor_fraction`` of them on a tumor voxel.
 
     The others are uniform over the positions where the patch fits (or the volume's centre
     on an axis shorter than the patch). A tumor centre is drawn uniformly among tumor voxels,
-    so large tumors are not over-represented per voxel but every case's tumor is seen.
+    so every case's tumor is seen; with ``balance_classes`` (nnU-Net's foreground
+    oversampling) a class is first drawn uniformly among the tumor classes present, then a
+    voxel of it, so a small necrotic or enhancing core is a centre as often as the edema.
 
     Returns:
         ``(n, 3) int64`` voxel indices.
@@ -42,8 +46,19 @@ def sample_centers(
     for axis in range(3):
         centers[:, axis] = rng.integers(lo[axis], hi[axis] + 1, size=n)
     if n_tumor and label is not None:
-        tumor = np.flatnonzero(label)
-        if tumor.size:
+        flat = label.ravel()
+        tumor = np.flatnonzero(flat)
+        if tumor.size and balance_classes:
+            values = flat[tumor]
+            present = np.unique(values)
+            drawn = rng.choice(present, size=n_tumor)
+            chosen = np.empty(n_tumor, dtype=np.int64)
+            for value in present:
+                where = drawn == value
+                if where.any():
+                    chosen[where] = rng.choice(tumor[values == value], size=int(where.sum()))
+            centers[:n_tumor] = np.stack(np.unravel_index(chosen, label.shape), axis=1)
+        elif tumor.size:
             picks = np.unravel_index(rng.choice(tumor, size=n_tumor), label.shape)
             centers[:n_tumor] = np.stack(picks, axis=1)
     order = rng.permutation(n)
@@ -70,42 +85,6 @@ def extract(
     dst: tuple[Any, ...] = (..., *(slice(a, b) for a, b in zip(dst_lo, dst_hi, strict=True)))
     src: tuple[Any, ...] = (..., *(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True)))
     out[dst] = volume[src]
-    return out
-
-
-def random_flip(
-    image: npt.NDArray[Any], label: npt.NDArray[Any], rng: np.random.Generator
-) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-    """Flip image ``(C, D, H, W)`` and label ``(D, H, W)`` together along each axis with p=0.5."""
-    for axis in range(3):
-        if rng.random() < 0.5:
-            image = np.flip(image, axis=axis + 1)
-            label = np.flip(label, axis=axis)
-    return np.ascontiguousarray(image), np.ascontiguousarray(label)
-
-
-def sample_patches(
-    image: npt.NDArray[np.floating],
-    label: npt.NDArray[np.uint8] | None,
-    patch_size: Shape3,
-    n: int,
-    rng: np.random.Generator,
-    *,
-    tumor_fraction: float = 1.0 / 3.0,
-    flip: bool = True,
-) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]]:
-    """``n`` random (image ``(C, *patch_size) float32``, label ``patch_size uint8``) pairs."""
-    spatial = (int(image.shape[1]), int(image.shape[2]), int(image.shape[3]))
-    centers = sample_centers(label, spatial, patch_size, n, rng, tumor_fraction=tumor_fraction)
-    if label is None:
-        label = np.zeros(spatial, dtype=np.uint8)
-    out = []
-    for center in centers:
-        x = extract(image, center, patch_size).astype(np.float32)
-        y = extract(label, center, patch_size)
-        if flip:
-            x, y = random_flip(x, y, rng)
-        out.append((x, y))
     return out
 
 

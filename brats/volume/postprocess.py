@@ -1,17 +1,37 @@
-"""Named operations on predicted label volumes: small-ET relabeling and region volumes.
+"""Named operations on predicted label volumes: small-ET relabeling, per-region component
+rules chosen on validation cases, and region volumes.
 
 Labels are ``(D, H, W) uint8`` internal classes (see :mod:`brats.volume.labels`).
+
+A :class:`Postprocessing` holds one rule per region (WT, TC, ET): ``"largest"`` keeps only
+the largest connected component, an integer ``N`` drops components under ``N`` voxels, and a
+missing region is left alone. Voxels a rule removes from a region fall back to the region it
+sits in (ET -> necrotic core, TC -> edema, WT -> background), so the labels stay a valid
+nesting WT >= TC >= ET. :func:`choose_postprocessing` picks the rules as nnU-Net does: for
+each region in turn, the candidate that raises the mean validation Dice of that region,
+if any does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from brats.volume.labels import ET, NCR, REGIONS
+from brats.volume.labels import ED, ET, NCR, REGIONS
+
+Rule = str | int
+"""``"largest"``, or a minimum component size in voxels."""
+CANDIDATE_RULES: Final[tuple[Rule, ...]] = ("largest", 10, 30, 100, 300, 1000)
+"""What :func:`choose_postprocessing` tries for each region, besides doing nothing."""
+FALLBACK: Final = {"WT": 0, "TC": ED, "ET": NCR}
+"""The label a voxel removed from a region gets: that of the region around it."""
+MIN_GAIN: Final = 1e-3
+"""A rule is adopted only if it raises the region's mean validation Dice by more than this."""
 
 
 def small_et_to_necrosis(labels: npt.NDArray[np.uint8], min_voxels: int) -> npt.NDArray[np.uint8]:
@@ -31,6 +51,120 @@ def small_et_to_necrosis(labels: npt.NDArray[np.uint8], min_voxels: int) -> npt.
     out = labels.copy()
     out[np.isin(components, small)] = NCR
     return out
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """One component rule per region, applied WT, then TC, then ET (see the module)."""
+
+    rules: Mapping[str, Rule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        rules = dict(self.rules)
+        for region, rule in rules.items():
+            if region not in REGIONS:
+                raise ValueError(f"unknown region {region!r}; expected one of {list(REGIONS)}")
+            if rule != "largest" and (
+                isinstance(rule, bool) or not isinstance(rule, int) or rule < 1
+            ):
+                raise ValueError(
+                    f"rule for {region} must be 'largest' or a positive voxel count, got {rule!r}"
+                )
+        object.__setattr__(self, "rules", {r: rules[r] for r in REGIONS if r in rules})
+
+    def apply(self, labels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """The postprocessed labels: ``labels`` itself when there is no rule, else a new
+        array."""
+        out = labels
+        for region, rule in self.rules.items():
+            out = apply_rule(out, region, rule)
+        return out
+
+    def to_dict(self) -> dict[str, Rule]:
+        """JSON-ready ``{region: rule}``; :meth:`from_dict` inverts it."""
+        return dict(self.rules)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Rule] | None) -> Postprocessing:
+        return cls(dict(data or {}))
+
+
+def _components(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+    """Face-connected components of ``mask`` and their sizes (index 0: the background)."""
+    components, n = ndimage.label(mask)
+    return components, np.bincount(components.ravel(), minlength=n + 1)
+
+
+def _kept(sizes: npt.NDArray[np.int64], rule: Rule) -> npt.NDArray[np.bool_]:
+    """Which components (by index; 0 is never kept) a rule keeps."""
+    keep = np.zeros(sizes.size, dtype=bool)
+    if sizes.size > 1:
+        if rule == "largest":
+            keep[1 + int(np.argmax(sizes[1:]))] = True
+        else:
+            keep[1:] = sizes[1:] >= int(rule)
+    return keep
+
+
+def apply_rule(labels: npt.NDArray[np.uint8], region: str, rule: Rule) -> npt.NDArray[np.uint8]:
+    """Remove the components of ``region`` that ``rule`` does not keep; they take the label
+    :data:`FALLBACK` names. Returns a new array."""
+    mask = np.isin(labels, REGIONS[region])
+    components, sizes = _components(mask)
+    removed = mask & ~_kept(sizes, rule)[components]
+    out = labels.copy()
+    out[removed] = FALLBACK[region]
+    return out
+
+
+def choose_postprocessing(
+    cases: Iterable[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]],
+    candidates: Sequence[Rule] = CANDIDATE_RULES,
+) -> tuple[Postprocessing, dict[str, float]]:
+    """The rules that raise mean validation Dice, chosen region by region (WT, TC, ET).
+
+    Args:
+        cases: ``(predicted, true)`` label volumes of the validation cases.
+        candidates: rules to try for each region.
+
+    Returns:
+        The chosen :class:`Postprocessing` and the mean Dice per region after it
+        (``{"WT": ..., "TC": ..., "ET": ...}``; Dice of two empty masks is 1).
+    """
+    pairs = [(np.asarray(p), np.asarray(t)) for p, t in cases]
+    chosen: dict[str, Rule] = {}
+    scores: dict[str, float] = {}
+    for region, classes in REGIONS.items():
+        tables = []
+        for pred, truth in pairs:
+            mask = np.isin(pred, classes)
+            components, sizes = _components(mask)
+            true = np.isin(truth, classes)
+            hits = np.bincount(components[true], minlength=sizes.size)
+            tables.append((sizes, hits, int(true.sum())))
+        options: list[Rule | None] = [None, *candidates]
+        means = [float(np.mean([_dice_of(t, rule) for t in tables])) for rule in options]
+        best = int(np.argmax(means))
+        if best and means[best] > means[0] + MIN_GAIN:
+            chosen[region] = candidates[best - 1]
+            pairs = [(apply_rule(p, region, candidates[best - 1]), t) for p, t in pairs]
+            scores[region] = means[best]
+        else:
+            scores[region] = means[0]
+    return Postprocessing(chosen), scores
+
+
+def _dice_of(
+    table: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int], rule: Rule | None
+) -> float:
+    """Dice of a region after ``rule`` from its component sizes and true-voxel hits."""
+    sizes, hits, n_true = table
+    keep = np.ones(sizes.size, dtype=bool) if rule is None else _kept(sizes, rule)
+    keep[0] = False
+    predicted = int(sizes[keep].sum())
+    if predicted + n_true == 0:
+        return 1.0
+    return 2.0 * float(hits[keep].sum()) / (predicted + n_true)
 
 
 def region_volumes_ml(

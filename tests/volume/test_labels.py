@@ -2,11 +2,15 @@ import numpy as np
 import pytest
 
 from brats.volume.labels import (
+    ED,
+    ET,
+    NCR,
     REGIONS,
     LabelConvention,
     LabelError,
     one_hot,
     region_mask,
+    regions_to_labels,
     to_disk,
     to_internal,
 )
@@ -61,3 +65,19 @@ def test_one_hot_channels_last():
     assert oh.shape == (2, 2, 4) and oh.dtype == np.float32
     np.testing.assert_array_equal(oh.sum(-1), 1)
     assert oh[0, 1, 3] == 1 and oh[1, 0, 1] == 1
+
+
+def test_regions_decode_the_way_nnunet_decodes_brats():
+    # Voxels: background, edema only, TC without ET, ET (with TC and WT), ET alone.
+    wt = np.array([0.2, 0.9, 0.9, 0.9, 0.1])
+    tc = np.array([0.1, 0.3, 0.8, 0.9, 0.2])
+    et = np.array([0.0, 0.1, 0.4, 0.7, 0.6])
+    labels = regions_to_labels(np.stack([wt, tc, et]))
+    np.testing.assert_array_equal(labels, [0, ED, NCR, ET, ET])
+    assert labels.dtype == np.uint8
+    # Decoding a label volume's own regions gives it back.
+    truth = np.random.default_rng(0).integers(0, 4, (5, 6, 7)).astype(np.uint8)
+    regions = np.stack([region_mask(truth, r) for r in REGIONS]).astype(np.float32)
+    np.testing.assert_array_equal(regions_to_labels(regions), truth)
+    with pytest.raises(ValueError, match="3 region channels"):
+        regions_to_labels(np.zeros((4, 2, 2, 2)))

@@ -1,4 +1,4 @@
-"""Patch sampling: centres, extraction with padding, joint flips."""
+"""Patch sampling: centres (tumor-uniform and class-balanced), extraction with padding."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import numpy as np
 
 from brats.volume.patches import (
     extract,
-    random_flip,
     sample_centers,
-    sample_patches,
     to_channels_last,
 )
 
@@ -42,27 +40,38 @@ def test_extract_pads_past_the_edge_and_keeps_values():
     np.testing.assert_array_equal(patch[:, 2:, :, :3], vol[:, 0:2, 1:5, 3:6])
 
 
-def test_flip_keeps_image_and_label_aligned():
-    rng = np.random.default_rng(3)
-    label = rng.integers(0, 4, (5, 6, 7)).astype(np.uint8)
-    image = np.stack([label.astype(np.float32), -label.astype(np.float32)])
-    for _ in range(10):
-        x, y = random_flip(image, label, rng)
-        np.testing.assert_array_equal(x[0], y)
-        np.testing.assert_array_equal(x[1], -y.astype(np.float32))
+def test_class_balanced_centres_see_a_small_core_as_often_as_the_edema():
+    label = np.zeros((40, 40, 40), np.uint8)
+    label[5:35, 5:35, 5:35] = 2  # a large edema
+    label[18:20, 18:20, 18:20] = 1  # an 8-voxel core
+    label[25:27, 25:27, 25:27] = 3  # an 8-voxel enhancing part
+    centre_classes = {}
+    for balance in (False, True):
+        rng = np.random.default_rng(0)
+        centers = sample_centers(
+            label, label.shape, (8, 8, 8), 3000, rng, tumor_fraction=1.0, balance_classes=balance
+        )
+        values = label[tuple(centers.T)]
+        centre_classes[balance] = [float(np.mean(values == c)) for c in (1, 2, 3)]
+    # Voxel-uniform: the 8-voxel classes are 8 of ~27000 tumor voxels.
+    assert max(centre_classes[False][0], centre_classes[False][2]) < 0.01
+    # Class-balanced: each present class a third of the time.
+    for share in centre_classes[True]:
+        assert abs(share - 1 / 3) < 0.04
 
 
-def test_sample_patches_shapes_dtypes_and_seeding():
-    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
-    image = np.random.default_rng(0).normal(size=(4, 20, 24, 28)).astype(np.float16)
-    label = np.zeros((20, 24, 28), np.uint8)
-    label[10, 12, 14] = 3
-    a = sample_patches(image, label, (16, 16, 16), 5, rng_a)
-    b = sample_patches(image, label, (16, 16, 16), 5, rng_b)
-    assert len(a) == 5
-    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
-        assert xa.shape == (4, 16, 16, 16) and xa.dtype == np.float32
-        assert ya.shape == (16, 16, 16) and ya.dtype == np.uint8
-        np.testing.assert_array_equal(xa, xb)
-        np.testing.assert_array_equal(ya, yb)
-    assert to_channels_last(a[0][0]).shape == (16, 16, 16, 4)
+def test_class_balanced_centres_draw_only_classes_present():
+    label = np.zeros((20, 20, 20), np.uint8)
+    label[5:9, 5:9, 5:9] = 2
+    centers = sample_centers(
+        label, label.shape, (8, 8, 8), 200, np.random.default_rng(1),
+        tumor_fraction=1.0, balance_classes=True,
+    )  # fmt: skip
+    assert (label[tuple(centers.T)] == 2).all()
+
+
+def test_to_channels_last():
+    image = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    moved = to_channels_last(image)
+    assert moved.shape == (3, 4, 5, 2)
+    np.testing.assert_array_equal(moved[..., 1], image[1])

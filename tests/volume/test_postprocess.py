@@ -1,10 +1,17 @@
-"""Small-ET relabeling and region volumes (brats.volume.postprocess)."""
+"""Small-ET relabeling, component rules chosen on validation, region volumes
+(brats.volume.postprocess)."""
 
 import numpy as np
 import pytest
 
-from brats.volume.labels import ED, ET, NCR
-from brats.volume.postprocess import region_volumes_ml, small_et_to_necrosis
+from brats.volume.labels import ED, ET, NCR, REGIONS, region_mask
+from brats.volume.metrics import dice
+from brats.volume.postprocess import (
+    Postprocessing,
+    choose_postprocessing,
+    region_volumes_ml,
+    small_et_to_necrosis,
+)
 
 
 def test_small_enhancing_components_become_necrosis():
@@ -35,3 +42,74 @@ def test_region_volumes_in_ml():
         "TC": 0.0,
         "ET": 0.0,
     }
+
+
+def _blob(labels, corner, side, value):
+    x, y, z = corner
+    labels[x : x + side, y : y + side, z : z + side] = value
+
+
+def test_rules_remove_components_into_the_region_around_them():
+    labels = np.zeros((24, 24, 24), np.uint8)
+    _blob(labels, (2, 2, 2), 8, ED)
+    _blob(labels, (4, 4, 4), 4, NCR)
+    _blob(labels, (5, 5, 5), 2, ET)
+    _blob(labels, (15, 15, 15), 2, ED)  # a second, small lesion
+    _blob(labels, (8, 8, 8), 1, ET)  # an ET speck inside the edema
+    largest_wt = Postprocessing({"WT": "largest"}).apply(labels)
+    assert (largest_wt[15:17, 15:17, 15:17] == 0).all()
+    np.testing.assert_array_equal(largest_wt[:12, :12, :12], labels[:12, :12, :12])
+    small_et = Postprocessing({"ET": 2}).apply(labels)
+    assert small_et[8, 8, 8] == NCR and (small_et[5:7, 5:7, 5:7] == ET).all()
+    tc = np.zeros_like(labels)
+    _blob(tc, (2, 2, 2), 6, ED)
+    _blob(tc, (3, 3, 3), 1, NCR)
+    assert Postprocessing({"TC": 2}).apply(tc)[3, 3, 3] == ED  # core removed: edema remains
+    none = Postprocessing()
+    assert none.apply(labels) is labels
+    assert Postprocessing.from_dict({"ET": 5, "WT": "largest"}).to_dict() == {
+        "WT": "largest",
+        "ET": 5,
+    }
+    for bad in ({"XX": 3}, {"WT": 0}, {"ET": "smallest"}, {"TC": True}):
+        with pytest.raises(ValueError):
+            Postprocessing(bad)
+
+
+def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
+    cases = []
+    for shift in range(3):
+        truth = np.zeros((24, 24, 24), np.uint8)
+        _blob(truth, (2 + shift, 3, 3), 8, ED)
+        pred = truth.copy()
+        _blob(pred, (18, 18, 18 - shift), 3, ED)  # a false-positive island
+        cases.append((pred, truth))
+    chosen, scores = choose_postprocessing(cases)
+    assert chosen.rules.get("WT") is not None
+    for pred, truth in cases:
+        assert dice(region_mask(chosen.apply(pred), "WT"), region_mask(truth, "WT")) == 1.0
+    assert scores["WT"] == pytest.approx(1.0)
+    # When the truth has the second lesion too, removing it would hurt: no rule.
+    multifocal = [(pred, pred.copy()) for pred, _ in cases]
+    kept, kept_scores = choose_postprocessing(multifocal)
+    assert "WT" not in kept.rules and kept_scores["WT"] == pytest.approx(1.0)
+
+
+def test_the_chosen_scores_are_the_dice_of_the_applied_rules():
+    rng = np.random.default_rng(3)
+    cases = []
+    for _ in range(4):
+        truth = np.zeros((16, 16, 16), np.uint8)
+        _blob(truth, tuple(rng.integers(0, 6, 3)), 8, ED)
+        _blob(truth, tuple(rng.integers(3, 6, 3)), 4, ET)
+        noise = rng.random(truth.shape) < 0.02
+        pred = truth.copy()
+        pred[noise] = rng.integers(1, 4, int(noise.sum()))
+        cases.append((pred, truth))
+    chosen, scores = choose_postprocessing(cases)
+    for region in REGIONS:
+        expected = np.mean(
+            [dice(region_mask(chosen.apply(p), region), region_mask(t, region)) for p, t in cases]
+        )
+        assert scores[region] == pytest.approx(expected)
+    assert chosen.rules  # scattered specks: some rule helps
