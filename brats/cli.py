@@ -298,10 +298,9 @@ def run_demo_command(argv: Sequence[str] | None = None) -> int:
     log.info("demo settings: %s", json.dumps(dataclasses.asdict(config)))
     summary = run_demo(config)
     _print_json(summary)
-    print(
-        f"\nmasks: {summary['segment']['masks']}\nreport: {summary['segment']['report']}\n"
-        f"held-out mean Dice: {summary['held_out_mean_dice']}"
-    )
+    print(f"\nmasks: {summary['segment']['masks']}\nreport: {summary['segment']['report']}")
+    for site, dice in summary["held_out_mean_dice"].items():
+        print(f"held-out mean Dice, {site}: " + " ".join(f"{r} {v:.3f}" for r, v in dice.items()))
     return 0
 
 

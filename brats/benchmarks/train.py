@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import numpy as np
 
 from brats.options import option
 from brats.runtime import init_ray
@@ -50,25 +47,20 @@ def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[dict[str, 
 
     from brats.ingest.shards import read_prepared
     from brats.train.batches import patch_batches
-    from brats.train.worker import build_step
+    from brats.train.worker import build_step, train_epoch
 
     ds, _ = read_prepared(cohort)
     rows = ds.take_all()  # in memory before the clock starts: only the loop is timed
     _, _, train_step = build_step(config, steps * epochs, tf.distribute.get_strategy())
     rates = []
     for epoch in range(epochs):
-        rng = np.random.default_rng([config.seed, epoch, 0])
-        began = time.perf_counter()
-        step_seconds = 0.0
-        for x, y in patch_batches(iter(rows), config, steps, rng):
-            stepped = time.perf_counter()
-            float(train_step(tf.constant(x), tf.constant(y)))
-            step_seconds += time.perf_counter() - stepped
-        seconds = time.perf_counter() - began
+        batches = patch_batches(iter(rows), config, steps, (config.seed, epoch, 0))
+        trained = train_epoch(train_step, batches)
+        seconds = trained["train_seconds"]
         rates.append(
             {
                 "samples_per_s": steps * config.batch_size / seconds,
-                "step_share": step_seconds / seconds,
+                "step_share": trained["step_seconds"] / seconds,
             }
         )
     return rates

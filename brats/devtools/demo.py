@@ -8,9 +8,13 @@ Stages, each writing under ``--out`` (default ``demo-out/``):
 2. ``normalized/``: the Ray Data ingest job's Parquet shards and ``manifest.json``;
 3. ``runs/demo/``: Ray Train with 2 workers on the CPU, checkpoints, the exported model;
 4. ``incoming/``: held-out cases the model never saw (and one broken one), segmented by the
-   segmentation job into ``segmented/``: a mask per case, records, ``report.html``.
+   segmentation job into ``segmented/``: a mask per case, records, ``report.html``;
+5. ``incoming-site-b/``: held-out cases from another acquisition site (other contrasts,
+   gamma, a stronger bias field, more noise, thicker slices), segmented into
+   ``segmented-site-b/``: how the model does on another hospital's scans.
 
-It ends by printing where everything went and the held-out mean Dice per region.
+It ends by printing where everything went and the held-out mean Dice per region at the
+training site and at the other site.
 ``--small`` runs a reduced size (CI runs it so the demo's path stays green).
 """
 
@@ -46,6 +50,8 @@ class DemoConfig:
     num_workers: int = 2
     seed: int = 0
     num_cpus: int | None = None
+    site: str = "a"
+    other_site: str = "b"
 
     @classmethod
     def small(cls, out: str) -> DemoConfig:
@@ -73,20 +79,27 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     from brats.train.job import train
 
     out = os.path.abspath(config.out)
+    other = f"site-{config.other_site}"
     paths = {
         name: os.path.join(out, name)
-        for name in ("cohort", "normalized", "runs", "incoming", "segmented")
-    }
+        for name in (
+            "cohort", "normalized", "runs", "incoming", "segmented",
+            f"incoming-{other}", f"segmented-{other}",
+        )
+    }  # fmt: skip
     timings: dict[str, float] = {}
 
     began = time.perf_counter()
-    synth = SynthConfig(shape=config.shape, seed=config.seed)
+    synth = SynthConfig(shape=config.shape, seed=config.seed, site=config.site)
     ids = generate_cohort(paths["cohort"], config.cases, synth)
     write_faulty_case(paths["cohort"], "Broken_truncated", "truncated_gzip", synth)
     write_faulty_case(paths["cohort"], "Broken_missing", "missing_modality", synth)
-    # Held-out cases: later indices of the same generator, never seen in training.
+    # Held-out cases: later indices of the same generator, never seen in training, rendered
+    # at the training site and at another one.
     generate_cohort(paths["incoming"], config.held_out, synth, start=1001)
     write_faulty_case(paths["incoming"], "Broken_nan", "nan", synth)
+    other_synth = replace(synth, site=config.other_site)
+    generate_cohort(paths[f"incoming-{other}"], config.held_out, other_synth, start=2001)
     timings["generate_s"] = time.perf_counter() - began
     log.info("generated %d + %d cases at %s", len(ids), config.held_out, config.shape)
 
@@ -120,15 +133,12 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     segmented = segment(
         SegmentConfig(cohort=paths["incoming"], model=trained.model, out=paths["segmented"])
     )
+    segment(
+        SegmentConfig(
+            cohort=paths[f"incoming-{other}"], model=trained.model, out=paths[f"segmented-{other}"]
+        )
+    )
     timings["segment_s"] = time.perf_counter() - began
-
-    with open(os.path.join(paths["segmented"], "summary.json")) as fh:
-        summary = json.load(fh)
-    dice = {
-        region: round(stats["dice"]["mean"], 3)
-        for region, stats in summary["regions"].items()
-        if stats and stats.get("dice")
-    }
     return {
         "out": out,
         "ingest": {
@@ -147,8 +157,22 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             "done": segmented.done,
             "failed": [f["error"] for f in segmented.failed],
         },
-        "held_out_mean_dice": dice,
+        "held_out_mean_dice": {
+            f"site {config.site} (training)": _mean_dice(paths["segmented"]),
+            f"site {config.other_site}": _mean_dice(paths[f"segmented-{other}"]),
+        },
         "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+
+
+def _mean_dice(segmented: str) -> dict[str, float]:
+    """Mean Dice per region of a segmentation job's ``summary.json``."""
+    with open(os.path.join(segmented, "summary.json")) as fh:
+        summary = json.load(fh)
+    return {
+        region: round(stats["dice"]["mean"], 3)
+        for region, stats in summary["regions"].items()
+        if stats and stats.get("dice")
     }
 
 

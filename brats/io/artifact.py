@@ -38,7 +38,7 @@ from brats.io.model_card import (
     sha256_hex,
 )
 from brats.storage import Location, StorageError, read_bytes, redact, resolve, write_bytes_atomic
-from brats.train.model import build_unet
+from brats.train.model import build_unet, copy_weights
 
 if TYPE_CHECKING:
     import h5py
@@ -66,14 +66,17 @@ class LoadedModel:
 def save_artifact(model: keras.Model, info: ModelInfo, where: str | Location) -> ModelCard:
     """Export ``model`` as ``model.keras`` + ``model.json`` under the folder ``where``.
 
-    The weights are copied into a fresh, uncompiled network built from ``info.unet``,
-    so the file holds no optimizer state and a model that does not match its description is
-    caught here, not at inference. ``model.keras`` is written first and ``model.json`` last,
-    each atomically: a reader sees either the old artifact, or a json whose hash does not
-    match (refused), or the new artifact -- never a half-written file taken for a model.
+    The weights are copied by layer name into a fresh, uncompiled network built from
+    ``info.unet`` (the inference form: a training model's deep-supervision heads stay
+    behind), so the file holds no optimizer state and a model that does not match its
+    description is caught here, not at inference. ``model.keras`` is written first and
+    ``model.json`` last, each atomically: a reader sees either the old artifact, or a json
+    whose hash does not match (refused), or the new artifact -- never a half-written file
+    taken for a model.
 
     Args:
-        model: a trained U-Net (compiled or not, any precision policy).
+        model: a trained U-Net (compiled or not, any precision policy, with or without its
+            deep-supervision heads).
         info: the description stored in ``model.json``.
         where: a folder path or URI (``s3://bucket/prefix`` included).
 
@@ -86,7 +89,7 @@ def save_artifact(model: keras.Model, info: ModelInfo, where: str | Location) ->
     loc = _location(where)
     clean = build_unet(info.unet)
     try:
-        clean.set_weights(model.get_weights())
+        copy_weights(model, clean)
     except ValueError as exc:
         raise ArtifactError(
             f"model {model.name!r} does not match the architecture to be stored "
@@ -155,8 +158,8 @@ def load_artifact(
             :class:`brats.train.model.UNetConfig`); weights are float32 either way.
 
     Returns:
-        The network (uncompiled; ``(B, D, H, W, C) float32`` in, ``(B, D, H, W, 4) float32``
-        probabilities out), its card and the artifact's URI.
+        The network (uncompiled; ``(B, D, H, W, C) float32`` in, ``(B, D, H, W, n_outputs)
+        float32`` probabilities out), its card and the artifact's URI.
 
     Raises:
         ArtifactError: a missing or malformed file, a ``model.keras`` whose sha256 differs

@@ -11,6 +11,7 @@
      "label_convention": "brats2020" | "brats2023" | null,
      "manifest_hash": "<hash of the training cohort's manifest>" | null,
      "metrics": {"dice_WT": ..., ...},
+     "postprocessing": {"WT": "largest", "ET": 30, ...},
      "training": {... the training config, or the imported file ...}}
 
 Reading it needs no TensorFlow: the architecture is plain data until a network is built.
@@ -30,6 +31,7 @@ from brats.io.cases import MODALITIES, SEED_MODALITIES
 from brats.train.model import SEED_CONFIG, UNetConfig, check_spatial_shape
 from brats.volume.labels import LabelConvention
 from brats.volume.normalize import Normalization
+from brats.volume.postprocess import Postprocessing
 
 FORMAT: Final = "brats-model/1"
 MODEL_FILE: Final = "model.keras"
@@ -62,6 +64,9 @@ class ModelInfo:
         manifest_hash: the ``hash`` of the cohort manifest the model was trained on (64 hex
             digits), or ``None`` (an imported model).
         metrics: final validation figures, finite numbers (e.g. ``dice_WT``).
+        postprocessing: the component rules chosen on the validation cases
+            (:class:`brats.volume.postprocess.Postprocessing`), which the predictor applies;
+            empty (none) for models trained before they were chosen.
         training: JSON-ready notes on where the model came from: the training config, or the
             imported file and its sha256.
     """
@@ -74,6 +79,7 @@ class ModelInfo:
     manifest_hash: str | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
+    postprocessing: Mapping[str, str | int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         modalities = tuple(self.modalities)
@@ -112,6 +118,8 @@ class ModelInfo:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"training notes must be JSON-ready: {exc}") from None
         object.__setattr__(self, "training", training)
+        rules = Postprocessing.from_dict(self.postprocessing)  # validates
+        object.__setattr__(self, "postprocessing", rules.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; :meth:`from_dict` inverts it."""
@@ -125,6 +133,7 @@ class ModelInfo:
             "manifest_hash": self.manifest_hash,
             "metrics": dict(self.metrics),
             "training": dict(self.training),
+            "postprocessing": dict(self.postprocessing),
         }
 
     @classmethod
@@ -144,6 +153,7 @@ class ModelInfo:
             manifest_hash=data.get("manifest_hash"),
             metrics=dict(data.get("metrics") or {}),
             training=dict(data.get("training") or {}),
+            postprocessing=dict(data.get("postprocessing") or {}),
         )
 
 

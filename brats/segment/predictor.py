@@ -4,9 +4,10 @@ A :class:`Predictor` holds one network and what it was trained on (its
 :class:`~brats.io.model_card.ModelInfo`) and serves three levels, each built on the one below:
 
 * **arrays**: :meth:`Predictor.probabilities` maps a network input ``(C, D, H, W)`` to
-  ``(K, D, H, W) float32`` probabilities (sliding window of the training patch size,
-  Gaussian blending, optional flip TTA); :meth:`Predictor.labels` decodes them into
-  ``(D, H, W) uint8`` internal classes on the same grid;
+  ``(K, D, H, W) float32`` probabilities (K classes of a softmax, or the 3 region sigmoids;
+  sliding window of the training patch size, Gaussian blending, optional flip TTA);
+  :meth:`Predictor.labels` decodes them into ``(D, H, W) uint8`` internal classes on the
+  same grid;
 * **a prepared case**: :meth:`Predictor.segment` gives the labels in the case's source grid
   (pasted back from the brain crop), postprocessed (:mod:`brats.volume.postprocess`);
   :meth:`Predictor.segment_volume` does the same for raw channels that come without files;
@@ -22,7 +23,7 @@ TensorFlow is imported when a predictor is made, not when this module is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -35,12 +36,15 @@ from brats.options import option
 from brats.segment.sliding_window import Predict, sliding_window_predict
 from brats.storage import Location, resolve
 from brats.volume.geometry import CropBox, paste_back
-from brats.volume.labels import LabelConvention, to_disk
+from brats.volume.labels import LabelConvention, regions_to_labels, to_disk
 from brats.volume.normalize import prepare_volume
-from brats.volume.postprocess import small_et_to_necrosis
+from brats.volume.postprocess import Postprocessing, small_et_to_necrosis
 
 if TYPE_CHECKING:
     import keras
+
+
+POSTPROCESS_CHOICES: Final = ("model", "none")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,12 @@ class PredictSettings:
         0.5, help="fraction of a window shared with its neighbour along each axis, in [0, 1)"
     )
     flip_tta: bool = option(False, flag="--tta", help="average the 8 axis flips (8x the cost)")
+    postprocess: str = option(
+        "model",
+        choices=POSTPROCESS_CHOICES,
+        help="component rules: the ones chosen on validation and stored in model.json "
+        "(model), or none",
+    )
     min_et_voxels: int = option(
         0, help="enhancing-tumor components smaller than this become necrosis (0: off)"
     )
@@ -61,14 +71,21 @@ class PredictSettings:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.batch_size < 1 or self.min_et_voxels < 0:
             raise ValueError("batch_size must be >= 1 and min_et_voxels >= 0")
+        if self.postprocess not in POSTPROCESS_CHOICES:
+            raise ValueError(f"postprocess must be one of {POSTPROCESS_CHOICES}")
 
     def output_settings(self) -> dict[str, Any]:
-        """The settings that decide a mask's bytes (``batch_size`` only decides speed)."""
-        return {
+        """The settings that decide a mask's bytes (``batch_size`` only decides speed).
+        ``postprocess`` appears only when it is not the default, so records written before
+        it existed still match."""
+        settings: dict[str, Any] = {
             "min_et_voxels": self.min_et_voxels,
             "overlap": self.overlap,
             "flip_tta": self.flip_tta,
         }
+        if self.postprocess != "model":
+            settings["postprocess"] = self.postprocess
+        return settings
 
 
 @dataclass(frozen=True)
@@ -93,9 +110,13 @@ def compiled_predict(model: keras.Model) -> Predict:
     ``tf.function`` forward pass without dropout, numpy in and out."""
     import tensorflow as tf
 
+    from brats.train.model import main_output
+
+    network = main_output(model)
+
     @tf.function(reduce_retracing=True)
     def forward(x: Any) -> Any:
-        return model(x, training=False)
+        return network(x, training=False)
 
     return lambda x: np.asarray(forward(tf.constant(x)))
 
@@ -104,7 +125,8 @@ class Predictor:
     """A network and the way to segment with it (see the module docstring).
 
     Args:
-        model: the Keras U-Net (``(B, d, h, w, C)`` in, ``(B, d, h, w, K)`` probabilities out).
+        model: the Keras U-Net (``(B, d, h, w, C)`` in, ``(B, d, h, w, K)`` probabilities out;
+            of a deep-supervision model, the full-resolution output is used).
         info: what the network was trained on; its ``patch_size`` is the window, its
             ``modalities`` and ``normalization`` prepare raw input.
         settings: overlap, TTA, postprocessing, windows per call.
@@ -123,7 +145,7 @@ class Predictor:
         self.info = info
         self.settings = settings or PredictSettings()
         self.version = version
-        self.n_outputs = int(info.unet.n_classes)
+        self.n_outputs = int(info.unet.n_outputs)
         self.forward: Predict = compiled_predict(model)
         """The compiled forward pass: windows ``(B, d, h, w, C)`` in, outputs out."""
 
@@ -142,6 +164,11 @@ class Predictor:
         location = where if isinstance(where, Location) else resolve(where, s3_endpoint=s3_endpoint)
         loaded = load_artifact(location)
         return cls(loaded.model, loaded.card.info, settings, version=loaded.version)
+
+    @property
+    def postprocessing(self) -> Postprocessing:
+        """The component rules stored with the model (chosen on its validation cases)."""
+        return Postprocessing.from_dict(self.info.postprocessing)
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -164,8 +191,11 @@ class Predictor:
         )
 
     def decode(self, probabilities: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
-        """``(K, D, H, W)`` probabilities -> ``(D, H, W) uint8`` internal classes (the most
-        probable class at each voxel)."""
+        """``(K, D, H, W)`` outputs -> ``(D, H, W) uint8`` internal classes: the most probable
+        class of a softmax, or nnU-Net's decoding of region sigmoids
+        (:func:`brats.volume.labels.regions_to_labels`)."""
+        if self.info.unet.output == "regions":
+            return regions_to_labels(probabilities)
         return np.argmax(probabilities, axis=0).astype(np.uint8)
 
     def labels(self, image: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
@@ -179,8 +209,11 @@ class Predictor:
         self, image: npt.NDArray[np.floating], crop: CropBox
     ) -> npt.NDArray[np.uint8]:
         """Labels of a network input cropped at ``crop``, in the source grid
-        (``crop.shape``), postprocessed; background outside the crop."""
+        (``crop.shape``), postprocessed (the model's component rules unless
+        ``postprocess="none"``, then small-ET relabeling); background outside the crop."""
         labels = paste_back(self.labels(image), crop)
+        if self.settings.postprocess == "model":
+            labels = self.postprocessing.apply(labels)
         return small_et_to_necrosis(labels, self.settings.min_et_voxels)
 
     def segment(self, prepared: PreparedCase) -> npt.NDArray[np.uint8]:

@@ -17,8 +17,9 @@ import numpy.typing as npt
 
 from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
 from brats.train.config import TrainConfig, TrainingError
+from brats.volume.augment import augment_patch, seeded_rng
 from brats.volume.labels import N_CLASSES, one_hot
-from brats.volume.patches import sample_patches, to_channels_last
+from brats.volume.patches import sample_centers, to_channels_last
 
 SPLIT_FILE: Final = "split.json"
 MAX_SPLIT_BYTES: Final = 64 << 20
@@ -65,6 +66,25 @@ def load_or_write_split(
     return split
 
 
+def assign_cases(train_ids: list[str], num_workers: int, seed: int) -> list[list[str]]:
+    """Which training cases each worker reads, in order: the sorted ids shuffled by ``seed``
+    and dealt out in turn, so shares differ by at most one case and the same seed gives every
+    worker the same cases in the same order.
+
+    Raises:
+        TrainingError: fewer cases than workers (a worker would have nothing to train on).
+    """
+    if len(train_ids) < num_workers:
+        raise TrainingError(
+            f"{len(train_ids)} training cases for {num_workers} workers: every worker needs "
+            "at least one case"
+        )
+    ids = sorted(train_ids)
+    order = np.random.default_rng([seed, len(ids)]).permutation(len(ids))
+    dealt = [ids[i] for i in order]
+    return [dealt[rank::num_workers] for rank in range(num_workers)]
+
+
 def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
     """Steps per epoch on every worker: ``config.steps_per_epoch``, else
     ``ceil(n_train * patches_per_case / (batch_size * num_workers))``."""
@@ -74,33 +94,64 @@ def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
     return max(1, math.ceil(patches / (config.batch_size * config.num_workers)))
 
 
+def sample_patches(
+    image: npt.NDArray[np.floating],
+    label: npt.NDArray[np.uint8] | None,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    key: tuple[int, int, int],
+    first: int,
+    n: int | None = None,
+) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]]:
+    """``n`` (default ``config.patches_per_case``) augmented patches of one case: (image
+    ``(C, *patch) float32``, label ``patch uint8``) pairs.
+
+    Centres come from ``rng`` (:func:`brats.volume.patches.sample_centers`, class-balanced
+    for the ``nnunet`` preset); patch ``i`` is augmented with
+    ``seeded_rng(*key, first + i)``, ``key`` being ``(seed, epoch, rank)``.
+    """
+    spatial = (int(image.shape[1]), int(image.shape[2]), int(image.shape[3]))
+    centers = sample_centers(
+        label,
+        spatial,
+        config.patch_size,
+        config.patches_per_case if n is None else n,
+        rng,
+        tumor_fraction=config.tumor_fraction,
+        balance_classes=config.balance_classes,
+    )
+    augmentation = config.augment()
+    return [
+        augment_patch(
+            image, label, center, config.patch_size, augmentation, seeded_rng(*key, first + i)
+        )
+        for i, center in enumerate(centers)
+    ]
+
+
 def patch_batches(
     rows: Iterator[dict[str, Any]],
     config: TrainConfig,
     steps: int,
-    rng: np.random.Generator,
+    key: tuple[int, int, int],
 ) -> Iterator[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
     """Exactly ``steps`` batches ``(x (B, d, h, w, C) float32, y (B, d, h, w, K) one-hot)``.
 
     Reads every row of ``rows`` (a worker's shard must be consumed whole each epoch), cuts
-    ``patches_per_case`` patches per case into a small shuffle pool, and, if the shard runs
-    out first, cuts more from the last cases it kept.
+    ``patches_per_case`` patches per case (:func:`sample_patches`) into a small shuffle pool,
+    and, if the shard runs out first, cuts more from the last cases it kept. ``key`` is
+    ``(seed, epoch, rank)``: with the same rows in the same order, the same batches.
     """
+    rng = np.random.default_rng(list(key))
     pool: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]] = []
     recent: deque[tuple[npt.NDArray[np.floating], npt.NDArray[np.uint8] | None]] = deque(maxlen=2)
     emitted = 0
+    cut_so_far = 0
 
     def cut(image: npt.NDArray[np.floating], label: npt.NDArray[np.uint8] | None) -> None:
-        pool.extend(
-            sample_patches(
-                image,
-                label,
-                config.patch_size,
-                config.patches_per_case,
-                rng,
-                tumor_fraction=config.tumor_fraction,
-            )
-        )
+        nonlocal cut_so_far
+        pool.extend(sample_patches(image, label, config, rng, key, cut_so_far))
+        cut_so_far += config.patches_per_case
 
     def drain(min_pool: int) -> Iterator[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
         nonlocal emitted
@@ -129,13 +180,12 @@ def patch_batches(
         yield from drain(config.batch_size)
 
 
-def shard_bytes(manifest: dict[str, Any], train_ids: list[str], config: TrainConfig) -> int:
-    """Memory one worker's share of the training cases takes (stored image + uint8 label)."""
+def shard_bytes(manifest: dict[str, Any], assigned: list[list[str]]) -> int:
+    """Memory the largest worker share of ``assigned`` cases takes (stored image + uint8
+    label)."""
     itemsize = np.dtype(manifest["preprocess"]["dtype"]).itemsize
-    ids = set(train_ids)
-    total = 0
-    for case in manifest["cases"]:
-        if case["case_id"] in ids:
-            voxels = math.prod(case["shape"][1:])
-            total += voxels * (case["shape"][0] * itemsize + 1)
-    return math.ceil(total / config.num_workers)
+    sizes = {
+        case["case_id"]: math.prod(case["shape"][1:]) * (case["shape"][0] * itemsize + 1)
+        for case in manifest["cases"]
+    }
+    return max(sum(sizes[i] for i in share) for share in assigned)

@@ -10,12 +10,28 @@ from brats.io.cases import MODALITIES
 from brats.io.model_card import ModelInfo
 from brats.options import option
 from brats.storage import S3_ENDPOINT_HELP, Location, resolve
-from brats.train.model import NORMALIZATIONS, UNetConfig
+from brats.train.model import NORMALIZATIONS, UNetConfig, nnunet_config
+from brats.volume.augment import Augmentation
 from brats.volume.geometry import Shape3
 from brats.volume.labels import N_CLASSES
 
-LOSS_NAMES: Final = ("cce", "dice", "dice_ce", "dice_focal")
-"""The losses of :mod:`brats.train.losses`, by name."""
+LOSS_NAMES: Final = ("cce", "dice", "dice_ce", "dice_focal", "dice_bce")
+"""The losses of :mod:`brats.train.losses`, by name; ``dice_bce`` is for region outputs, the
+others for a softmax."""
+PRESETS: Final = ("nnunet", "seed")
+"""Training recipes. ``nnunet``: instance normalization, LeakyReLU, no dropout, region
+sigmoids (WT, TC, ET) trained with Dice + BCE under deep supervision, a third of the patches
+centred on a class drawn uniformly among those present, nnU-Net's augmentation. ``seed``: the
+tutorial's network (ReLU, dropout, a softmax over 4 classes), ``dice_ce``, a third of the
+patches centred on a uniformly drawn tumor voxel, flips only."""
+AUGMENTATIONS: Final = ("nnunet", "flips", "none")
+"""``nnunet``: rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma and
+mirroring (:class:`brats.volume.augment.Augmentation`); ``flips``: mirroring only."""
+PATCH_STAGES: Final = ("auto", "worker", "ray-data")
+_PRESET_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
+    "nnunet": {"loss": "dice_bce", "normalization": "instance", "augmentation": "nnunet"},
+    "seed": {"loss": "dice_ce", "normalization": None, "augmentation": "flips"},
+}
 LR_SCHEDULES: Final = ("poly", "cosine", "constant")
 """``poly`` (nnU-Net's ``(1 - t)**0.9``), ``cosine`` or ``constant``, after the warm-up."""
 
@@ -55,14 +71,37 @@ class TrainConfig:
         None,
         help="steps per epoch on every worker (default: training patches / (batch size x workers))",
     )
+    preset: str = option(
+        "nnunet",
+        choices=PRESETS,
+        help="training recipe: nnunet (instance norm, LeakyReLU, region sigmoids, Dice+BCE, "
+        "deep supervision, class-balanced patches, nnU-Net augmentation) or seed (the "
+        "tutorial's U-Net, softmax, dice_ce, tumor-centred patches, flips)",
+    )
     tumor_fraction: float = option(1.0 / 3.0, help="share of patches centred on tumor")
-    loss: str = option("dice_ce", choices=LOSS_NAMES, help="training loss")
+    loss: str | None = option(
+        None,
+        choices=LOSS_NAMES,
+        help="training loss (default: the preset's, dice_bce for nnunet, dice_ce for seed)",
+    )
+    augmentation: str | None = option(
+        None,
+        choices=AUGMENTATIONS,
+        help="patch augmentation (default: the preset's, nnunet for nnunet, flips for seed)",
+    )
     learning_rate: float = option(1e-3, help="peak learning rate (Adam)")
     lr_schedule: str = option(
         "poly", choices=LR_SCHEDULES, help="learning-rate decay after the warm-up"
     )
     warmup_fraction: float = 0.05
     """Share of all steps over which the learning rate ramps up linearly from ~0."""
+    patch_stage: str = option(
+        "auto",
+        choices=PATCH_STAGES,
+        help="where patches are cut and augmented: in each training worker (worker), in Ray "
+        "Data CPU tasks anywhere in the cluster streaming batches to it (ray-data), or auto: "
+        "ray-data with GPUs, worker without",
+    )
     mixed_precision: bool = option(
         False, help="float16 compute with a float32 softmax and loss scaling (GPU only)"
     )
@@ -80,7 +119,8 @@ class TrainConfig:
     normalization: str | None = option(
         None,
         choices=[n for n in NORMALIZATIONS if n is not None],
-        help="normalization layer after each convolution (default: none)",
+        help="normalization layer after each convolution (default: the preset's, instance "
+        "for nnunet, none for seed)",
     )
     modalities: tuple[str, ...] = option(
         MODALITIES, help="channels in order (FLAIR, T1ce, T2 alone: flair,t1ce,t2)"
@@ -89,6 +129,12 @@ class TrainConfig:
     """Free-form notes kept in model.json (e.g. what the run was for)."""
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; one of {PRESETS}")
+        # Unset recipe fields take the preset's value, so a stored config is complete.
+        for name, value in _PRESET_DEFAULTS[self.preset].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
         object.__setattr__(self, "modalities", tuple(self.modalities))
         if min(self.num_workers, self.batch_size, self.epochs, self.patches_per_case) < 1:
@@ -101,6 +147,15 @@ class TrainConfig:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; one of {LR_SCHEDULES}")
         if self.loss not in LOSS_NAMES:
             raise ValueError(f"unknown loss {self.loss!r}; one of {LOSS_NAMES}")
+        if (self.loss == "dice_bce") != (self.preset == "nnunet"):
+            raise ValueError(
+                f"loss {self.loss!r} does not fit the {self.preset} preset's outputs: dice_bce "
+                "scores region sigmoids (nnunet), the others a softmax (seed)"
+            )
+        if self.patch_stage not in PATCH_STAGES:
+            raise ValueError(f"unknown patch_stage {self.patch_stage!r}; one of {PATCH_STAGES}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.augmentation!r}; one of {AUGMENTATIONS}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("val_fraction must be in [0, 1)")
         divisor = 2**self.depth
@@ -123,14 +178,35 @@ class TrainConfig:
 
     def unet(self) -> UNetConfig:
         """The architecture this run trains (float16 compute only on GPUs)."""
-        return UNetConfig(
-            base_filters=self.base_filters,
-            depth=self.depth,
-            in_channels=len(self.modalities),
-            n_classes=N_CLASSES,
-            normalization=self.normalization,
-            mixed_precision=self.mixed_precision and self.use_gpu,
-        )
+        values: dict[str, Any] = {
+            "base_filters": self.base_filters,
+            "depth": self.depth,
+            "in_channels": len(self.modalities),
+            "n_classes": N_CLASSES,
+            "normalization": self.normalization,
+            "mixed_precision": self.mixed_precision and self.use_gpu,
+        }
+        if self.preset == "nnunet":
+            return nnunet_config(**values)
+        return UNetConfig(**values)
+
+    @property
+    def streams_patches(self) -> bool:
+        """Whether patches come from Ray Data tasks (:mod:`brats.train.stream`) rather than
+        the worker's own process: ``ray-data``, or ``auto`` on GPUs, where the worker's few
+        CPUs must keep its GPU fed."""
+        return self.patch_stage == "ray-data" or (self.patch_stage == "auto" and self.use_gpu)
+
+    @property
+    def balance_classes(self) -> bool:
+        """Whether tumor-centred patches pick a class first (``nnunet``) or a voxel."""
+        return self.preset == "nnunet"
+
+    def augment(self) -> Augmentation:
+        """The patch augmentation this run applies."""
+        if self.augmentation == "nnunet":
+            return Augmentation()
+        return Augmentation.flips_only() if self.augmentation == "flips" else Augmentation.none()
 
     def model_info(
         self,
@@ -140,6 +216,7 @@ class TrainConfig:
         manifest_hash: str | None = None,
         metrics: Mapping[str, float] | None = None,
         checkpoint: str | None = None,
+        postprocessing: Mapping[str, str | int] | None = None,
     ) -> ModelInfo:
         """The model card's description of a network this run trained on a cohort prepared
         with ``normalization``; ``training`` holds this config (no endpoint) and the
@@ -156,6 +233,7 @@ class TrainConfig:
             manifest_hash=manifest_hash,
             metrics=dict(metrics or {}),
             training=notes,
+            postprocessing=dict(postprocessing or {}),
         )
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import posixpath
@@ -23,7 +24,12 @@ from typing import Any
 
 from brats.runtime import cpus_per_replica
 from brats.storage import Location, redact, resolve, write_bytes_atomic
-from brats.train.batches import load_or_write_split, shard_bytes, steps_per_epoch
+from brats.train.batches import (
+    assign_cases,
+    load_or_write_split,
+    shard_bytes,
+    steps_per_epoch,
+)
 from brats.train.checkpoints import WEIGHTS_FILE, read_checkpoint_state
 from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult
 from brats.train.worker import SCORE, train_loop_per_worker
@@ -66,6 +72,7 @@ def build_trainer(
     config: TrainConfig, *, epoch_hook: EpochHook | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """The ``TensorflowTrainer`` for a run, and a summary of its data (for logs and json)."""
+    from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -82,13 +89,12 @@ def build_trainer(
             f"{','.join(cohort_modalities)}"
         )
     split = load_or_write_split(run, manifest, config)
-    if len(split["train"]) < config.num_workers:
-        raise TrainingError(
-            f"{len(split['train'])} training cases for {config.num_workers} workers: every "
-            "worker needs at least one case"
-        )
-    train_ds, _ = read_prepared(cohort, split["train"])
-    datasets: dict[str, Any] = {"train": train_ds}
+    assigned = assign_cases(split["train"], config.num_workers, config.seed)
+    datasets: dict[str, Any] = {}
+    if not config.streams_patches:  # else each worker builds its own per epoch
+        datasets = {
+            f"train_{rank}": read_prepared(cohort, share)[0] for rank, share in enumerate(assigned)
+        }
     if split["val"]:
         datasets["val"], _ = read_prepared(cohort, split["val"])
     steps = steps_per_epoch(config, len(split["train"]))
@@ -105,7 +111,9 @@ def build_trainer(
             "normalization": manifest["preprocess"]["normalization"],
             "epoch_hook": epoch_hook,
             "has_val": bool(split["val"]),
-            "cache_rows": shard_bytes(manifest, split["train"], config) <= config.cache_mib << 20,
+            "cache_rows": shard_bytes(manifest, assigned) <= config.cache_mib << 20,
+            "cohort": cohort.uri,
+            "assigned": assigned,
         },
         scaling_config=ScalingConfig(
             num_workers=config.num_workers,
@@ -113,7 +121,12 @@ def build_trainer(
             resources_per_worker=resources,
         ),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        # Worker i reads only train_i, its assign_cases share, in order: Ray's default split
+        # hands blocks to whichever worker asks first, so which cases a worker saw would
+        # change from run to run; this way the same seed gives the same cases and order.
+        dataset_config=DataConfig(
+            datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)
+        ),
         run_config=RunConfig(
             name=config.name,
             storage_path=storage.path,
@@ -239,11 +252,12 @@ def export_model(
     source: str,
 ) -> str:
     """Build the network in code, load the checkpoint's weights, save the model artifact
-    under ``run/model``; return its URI."""
+    under ``run/model`` (without the deep-supervision heads) with the component rules chosen
+    on validation in that checkpoint's epoch; return its URI."""
     from brats.io.artifact import save_artifact
     from brats.train.model import build_unet
 
-    model = build_unet(config.unet())
+    model = build_unet(config.unet(), deep_supervision=True)
     model.load_weights(os.path.join(checkpoint_dir, WEIGHTS_FILE))
     conventions = summary["conventions"]
     info = config.model_info(
@@ -252,6 +266,7 @@ def export_model(
         manifest_hash=summary["manifest_hash"],
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
         checkpoint=source,
+        postprocessing=json.loads(metrics.get("postprocessing") or "{}"),
     )
     target = config.run.child("model")
     save_artifact(model, info, target)

@@ -5,15 +5,18 @@ A loss is differentiable and batched; the exact per-case metrics of a report liv
 
 * ``y_true``: one-hot labels, ``(B, D, H, W, K) float`` channels last (see
   :func:`brats.volume.labels.one_hot`), and
-* ``y_pred``: softmax probabilities, same shape (the U-Net's float32 output),
+* ``y_pred``: softmax probabilities, same shape (the U-Net's float32 output), or, for the
+  region loss ``"dice_bce"``, ``(B, D, H, W, 3)`` sigmoid probabilities of WT, TC and ET,
 
 and returns a scalar loss, averaged over the batch (the Dice terms pool the batch, as the
 ``seed`` preset's ``segmentation_models`` losses did with ``per_image=False``). Computation is
 float32 whatever the inputs' dtype, so mixed-precision models get the same loss.
 
 Names for :func:`get_loss` (:data:`brats.train.config.LOSS_NAMES`): ``"cce"``, ``"dice"``,
-``"dice_ce"`` (the default) and ``"dice_focal"`` (the ``seed`` preset's
-``DiceLoss(class_weights=[0.25] * 4) + CategoricalFocalLoss()``, reproduced exactly).
+``"dice_ce"`` (the ``seed`` preset's default), ``"dice_focal"`` (the ``seed`` tutorial's
+``DiceLoss(class_weights=[0.25] * 4) + CategoricalFocalLoss()``, reproduced exactly) and
+``"dice_bce"`` (the ``nnunet`` preset's: soft Dice + binary cross-entropy per region).
+:func:`deep_supervision_loss` applies any of them to a deep-supervision model's outputs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any, Final
 
 import keras
 from keras import ops
+
+from brats.volume.labels import REGIONS
 
 EPSILON: Final = 1e-7
 """Probability clip before ``log`` (``keras.backend.epsilon()``, as the ``seed`` preset's
@@ -100,6 +105,47 @@ def categorical_focal_loss(
     y_true, y_pred = _float32(y_true), _float32(y_pred)
     y_pred = ops.clip(y_pred, epsilon, 1.0 - epsilon)
     return ops.mean(-y_true * alpha * ops.power(1.0 - y_pred, gamma) * ops.log(y_pred))
+
+
+def to_regions(y_true: Any) -> Any:
+    """One-hot classes ``(..., K)`` -> region memberships ``(..., 3)`` (WT, TC, ET): the sum
+    of each region's class channels, so soft (pooled) one-hot targets give soft regions."""
+    y_true = _float32(y_true)
+    return ops.stack(
+        [ops.sum(ops.take(y_true, list(c), axis=-1), axis=-1) for c in REGIONS.values()],
+        axis=-1,
+    )
+
+
+def binary_crossentropy(y_true: Any, y_pred: Any, *, epsilon: float = EPSILON) -> Any:
+    """Mean over every element of ``-(y log p + (1 - y) log(1 - p))``; a float32 scalar."""
+    y_true, y_pred = _float32(y_true), _float32(y_pred)
+    y_pred = ops.clip(y_pred, epsilon, 1.0 - epsilon)
+    return ops.mean(-(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred)))
+
+
+def deep_supervision_weights(n: int) -> tuple[float, ...]:
+    """nnU-Net's weights for ``n`` outputs, finest first: halving per level, summing to 1."""
+    raw = [0.5**i for i in range(n)]
+    return tuple(w / sum(raw) for w in raw)
+
+
+def deep_supervision_loss(loss: Any, y_true: Any, outputs: Any) -> Any:
+    """``loss`` over a model's outputs: itself for one output; for the list ``[full, level 1,
+    ...]`` of a deep-supervision model, the :func:`deep_supervision_weights` sum, each level
+    scored against the one-hot target average-pooled to its grid (``2**L`` per axis)."""
+    if not isinstance(outputs, list | tuple):
+        return loss(y_true, outputs)
+    total: Any = 0.0
+    for level, (weight, output) in enumerate(
+        zip(deep_supervision_weights(len(outputs)), outputs, strict=True)
+    ):
+        target = y_true
+        if level:
+            size = 2**level
+            target = ops.average_pool(_float32(y_true), size, strides=size, padding="valid")
+        total = total + weight * loss(target, output)
+    return total
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -226,11 +272,49 @@ class DiceFocalLoss(SoftDiceLoss):
         }
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class RegionDiceBCELoss(keras.losses.Loss):
+    """The ``nnunet`` preset's loss on region sigmoids: ``dice_weight * (1 - mean soft Dice of
+    WT, TC, ET) + bce_weight * binary cross-entropy``, Dice pooled over the batch as
+    nnU-Net's batch Dice. ``y_true`` is one-hot classes (converted by :func:`to_regions`)."""
+
+    def __init__(
+        self,
+        smooth: float = SMOOTH,
+        dice_weight: float = 1.0,
+        bce_weight: float = 1.0,
+        epsilon: float = EPSILON,
+        name: str = "dice_bce",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        self.smooth = smooth
+        self.dice_weight = dice_weight
+        self.bce_weight = bce_weight
+        self.epsilon = epsilon
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        regions = to_regions(y_true)
+        dice = 1.0 - ops.mean(soft_dice(regions, y_pred, smooth=self.smooth))
+        bce = binary_crossentropy(regions, y_pred, epsilon=self.epsilon)
+        return self.dice_weight * dice + self.bce_weight * bce
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "smooth": self.smooth,
+            "dice_weight": self.dice_weight,
+            "bce_weight": self.bce_weight,
+            "epsilon": self.epsilon,
+        }
+
+
 LOSSES: Final[dict[str, type[keras.losses.Loss]]] = {
     "cce": CategoricalCE,
     "dice": SoftDiceLoss,
     "dice_ce": DiceCELoss,
     "dice_focal": DiceFocalLoss,
+    "dice_bce": RegionDiceBCELoss,
 }
 
 

@@ -8,10 +8,16 @@ stride-2 transposed convolutions to upsample, skip connections by concatenation,
 convolution with a softmax over 4 classes. It takes 4 channels by default (FLAIR, T1, T1ce,
 T2), or the 3 it was first trained on (FLAIR, T1ce, T2; :data:`SEED_CONFIG`).
 
+:data:`NNUNET_CONFIG` is the ``nnunet`` preset's network, nnU-Net's recipe for BraTS: instance
+normalization and LeakyReLU(0.01) after every convolution, no dropout, three sigmoid outputs
+(the overlapping regions WT, TC, ET) instead of a softmax, and deep supervision: extra
+1x1x1 heads on the upper decoder levels, used by the training loss only.
+
 Input is ``(batch, D, H, W, C) float32`` channels-last with free spatial size, so one model
 serves training patches and sliding-window inference; every spatial size must be divisible
-by ``2 ** depth`` (:func:`check_spatial_shape`). Output is ``(batch, D, H, W, n_classes)``
-class probabilities, ``float32`` even under mixed precision.
+by ``2 ** depth`` (:func:`check_spatial_shape`). Output is ``(batch, D, H, W, n_outputs)``
+probabilities, ``float32`` even under mixed precision: a softmax over ``n_classes`` classes,
+or one sigmoid per region (``output="regions"``).
 
 The layers are created in the ``seed`` preset's order, so the weighted layers line up one to
 one with its Keras 2 HDF5 file (Keras loads legacy HDF5 weights by layer order, not by
@@ -26,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
+from brats.volume.labels import REGIONS
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 if TYPE_CHECKING:
@@ -33,6 +41,12 @@ if TYPE_CHECKING:
     from keras import KerasTensor
 
 NORMALIZATIONS: Final = (None, "batch", "group", "instance")
+ACTIVATIONS: Final = ("relu", "leaky_relu")
+OUTPUTS: Final = ("softmax", "regions")
+"""``softmax``: one probability per class, summing to 1. ``regions``: one independent sigmoid
+per BraTS region (WT, TC, ET, in :data:`brats.volume.labels.REGIONS` order)."""
+LEAKY_SLOPE: Final = 0.01
+"""LeakyReLU's negative slope (nnU-Net's)."""
 SEED_LEVEL_DROPOUT: Final = (0.1, 0.1, 0.2, 0.2, 0.3)
 """The ``seed`` preset's dropout per level, top to bottleneck; a decoder level reuses its
 encoder's."""
@@ -55,7 +69,14 @@ class UNetConfig:
             another depth, 0.1 on the upper half of the levels, 0.2 on the lower half, 0.3 at
             the bottleneck).
         normalization: ``None`` (the ``seed`` preset), ``"batch"``, ``"group"`` or
-            ``"instance"``; placed between each convolution and its ReLU.
+            ``"instance"``; placed between each convolution and its activation.
+        activation: ``"relu"`` (the ``seed`` preset) or ``"leaky_relu"`` (slope
+            :data:`LEAKY_SLOPE`).
+        output: ``"softmax"`` over ``n_classes`` (the ``seed`` preset) or ``"regions"``: one
+            sigmoid per BraTS region (:data:`OUTPUTS`).
+        deep_supervision: extra output heads on decoder levels ``1..deep_supervision`` (a
+            level ``L`` head is ``2**L`` times coarser); built only for training
+            (:func:`build_unet` with ``deep_supervision=True``). At most ``depth - 1``.
         mixed_precision: the compute precision, set per layer (never as Keras' global policy);
             variables and the softmax output stay float32 whatever is chosen. ``False`` or
             ``"float32"``: float32 throughout (the ``seed`` preset). ``True`` or
@@ -73,6 +94,9 @@ class UNetConfig:
     dropout_rates: tuple[float, ...] | None = None
     normalization: str | None = None
     mixed_precision: bool | str = False
+    activation: str = "relu"
+    output: str = "softmax"
+    deep_supervision: int = 0
 
     def __post_init__(self) -> None:
         for name in ("base_filters", "depth", "in_channels", "n_classes"):
@@ -85,6 +109,18 @@ class UNetConfig:
             raise ValueError(
                 f"UNetConfig.normalization must be one of {NORMALIZATIONS}, "
                 f"got {self.normalization!r}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"UNetConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
+        if self.output not in OUTPUTS:
+            raise ValueError(f"UNetConfig.output must be one of {OUTPUTS}, got {self.output!r}")
+        heads = self.deep_supervision
+        if not isinstance(heads, int) or isinstance(heads, bool) or not 0 <= heads < self.depth:
+            raise ValueError(
+                f"UNetConfig.deep_supervision must be an integer in [0, depth - 1 = "
+                f"{self.depth - 1}], got {heads!r}"
             )
         if self.dropout_rates is not None:
             rates = tuple(float(r) for r in self.dropout_rates)
@@ -102,6 +138,11 @@ class UNetConfig:
         if self.mixed_precision is True:
             return "mixed_float16"
         return "float32" if self.mixed_precision is False else str(self.mixed_precision)
+
+    @property
+    def n_outputs(self) -> int:
+        """Output channels: ``n_classes`` for a softmax, one per region for ``regions``."""
+        return self.n_classes if self.output == "softmax" else len(REGIONS)
 
     @property
     def filters(self) -> tuple[int, ...]:
@@ -161,6 +202,25 @@ SEED_CONFIG: Final = UNetConfig(in_channels=3)
 """The ``seed`` preset as it was first trained: 3 input channels (FLAIR, T1ce, T2)."""
 
 
+def nnunet_config(**overrides: Any) -> UNetConfig:
+    """The ``nnunet`` preset's network: instance normalization, LeakyReLU, no dropout, region
+    sigmoids, and deep supervision on every decoder level but the two coarsest (nnU-Net gives
+    the coarsest a weight of 0); ``overrides`` are :class:`UNetConfig` fields."""
+    values: dict[str, Any] = {
+        "normalization": "instance",
+        "activation": "leaky_relu",
+        "dropout": False,
+        "output": "regions",
+    } | overrides
+    depth = int(values.get("depth", UNetConfig.depth))
+    values.setdefault("deep_supervision", max(0, depth - 2))
+    return UNetConfig(**values)
+
+
+NNUNET_CONFIG: Final = nnunet_config()
+"""The ``nnunet`` preset's default network (16-32-64-128-256 filters, 4 poolings)."""
+
+
 class SpatialShapeError(ValueError):
     """A volume or patch whose spatial size the U-Net cannot take."""
 
@@ -193,12 +253,22 @@ def check_spatial_shape(shape: Sequence[int], depth: int = 4) -> tuple[int, ...]
     return sizes
 
 
-def build_unet(config: UNetConfig | None = None, *, name: str = "unet3d") -> keras.Model:
+def build_unet(
+    config: UNetConfig | None = None, *, deep_supervision: bool = False, name: str = "unet3d"
+) -> keras.Model:
     """Build the 3D U-Net described by ``config`` (by default the ``seed`` preset's).
+
+    Args:
+        config: the architecture.
+        deep_supervision: also build the ``config.deep_supervision`` extra heads (training).
+            Every layer has a fixed name, and the heads add layers without renaming any, so
+            weights copy by name between the two forms (:func:`copy_weights`).
 
     Returns:
         An uncompiled functional ``keras.Model`` mapping ``(B, D, H, W, in_channels) float32``
-        to ``(B, D, H, W, n_classes) float32`` softmax probabilities.
+        to ``(B, D, H, W, n_outputs) float32`` probabilities; with ``deep_supervision`` and
+        heads to build, to the list ``[full resolution, level 1, level 2, ...]``, where level
+        ``L`` is ``(B, D/2**L, H/2**L, W/2**L, n_outputs)``.
     """
     import keras
 
@@ -214,6 +284,7 @@ def build_unet(config: UNetConfig | None = None, *, name: str = "unet3d") -> ker
         skips.append(x)
         x = keras.layers.MaxPooling3D(2, dtype=dtype, name=f"enc{level}_pool")(x)
     x = _conv_block(x, config, config.depth, rates[config.depth], dtype, "bottleneck")
+    heads: list[KerasTensor] = []
     for level in reversed(range(config.depth)):
         x = keras.layers.Conv3DTranspose(
             config.filters[level],
@@ -227,17 +298,57 @@ def build_unet(config: UNetConfig | None = None, *, name: str = "unet3d") -> ker
             [x, skips[level]]
         )
         x = _conv_block(x, config, level, rates[level], dtype, f"dec{level}")
-    logits = keras.layers.Conv3D(config.n_classes, 1, dtype=dtype, name="logits")(x)
-    # Softmax in float32 even under mixed precision: float16 probabilities lose the small
-    # classes (ET is often < 0.1 % of a volume) and make log() in the losses overflow.
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+        if deep_supervision and 1 <= level <= config.deep_supervision:
+            heads.insert(0, _head(x, config, dtype, f"dec{level}_"))
+    outputs = _head(x, config, dtype, "")
+    if heads:
+        return keras.Model(inputs, [outputs, *heads], name=name)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _head(x: KerasTensor, config: UNetConfig, dtype: str, prefix: str) -> KerasTensor:
+    """1x1x1 convolution to ``n_outputs`` logits, then softmax or sigmoid in float32."""
+    import keras
+
+    logits = keras.layers.Conv3D(config.n_outputs, 1, dtype=dtype, name=f"{prefix}logits")(x)
+    # Probabilities in float32 even under mixed precision: float16 loses the small classes
+    # (ET is often < 0.1 % of a volume) and makes log() in the losses overflow.
+    activation = "softmax" if config.output == "softmax" else "sigmoid"
+    return keras.layers.Activation(activation, dtype="float32", name=f"{prefix}probabilities")(
+        logits
+    )
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Copy every weighted layer of ``target`` from the layer of the same name in ``source``
+    (a training model's extra heads are left behind).
+
+    Raises:
+        ValueError: a layer of ``target`` missing from ``source``, or of another shape.
+    """
+    names = {layer.name for layer in source.layers}
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in names:
+            raise ValueError(f"layer {layer.name!r} is not in model {source.name!r}")
+        layer.set_weights(source.get_layer(layer.name).get_weights())
+
+
+def main_output(model: keras.Model) -> keras.Model:
+    """The full-resolution output alone: ``model`` itself, or, for a deep-supervision model,
+    a model sharing its layers and weights with the extra heads left out."""
+    import keras
+
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)
 
 
 def _conv_block(
     x: KerasTensor, config: UNetConfig, level: int, rate: float, dtype: str, name: str
 ) -> KerasTensor:
-    """Two 3x3x3 convolutions + (normalization) + ReLU, with the level's dropout between."""
+    """Two 3x3x3 convolutions + (normalization) + activation, with the level's dropout between."""
     import keras
 
     filters = config.filters[level]
@@ -245,12 +356,14 @@ def _conv_block(
         if i == 2 and rate > 0:
             x = keras.layers.Dropout(rate, dtype=dtype, name=f"{name}_dropout")(x)
         plain = config.normalization is None
+        # The seed preset's layers: the ReLU inside the convolution (its HDF5 layer order).
+        fused = plain and config.activation == "relu"
         x = keras.layers.Conv3D(
             filters,
             3,
             padding="same",
             kernel_initializer="he_uniform",
-            activation="relu" if plain else None,
+            activation="relu" if fused else None,
             # A normalization's shift makes the bias redundant.
             use_bias=plain,
             dtype=dtype,
@@ -258,6 +371,9 @@ def _conv_block(
         )(x)
         if not plain:
             x = _normalization(config.normalization, filters, dtype, f"{name}_norm{i}")(x)
+        if config.activation == "leaky_relu":
+            x = keras.layers.LeakyReLU(LEAKY_SLOPE, dtype=dtype, name=f"{name}_lrelu{i}")(x)
+        elif not fused:
             x = keras.layers.ReLU(dtype=dtype, name=f"{name}_relu{i}")(x)
     return x
 
@@ -302,5 +418,5 @@ def forward_flops(config: UNetConfig, spatial_shape: Sequence[int]) -> dict[str,
         transpose += 2 * 8 * voxels[level + 1] * f[level + 1] * f[level]
         # Decoder convolutions read the concatenation (2 * f) and write f.
         conv += 2 * 27 * voxels[level] * (2 * f[level] * f[level] + f[level] * f[level])
-    head = 2 * voxels[0] * f[0] * config.n_classes
+    head = 2 * voxels[0] * f[0] * config.n_outputs
     return {"conv": conv, "transpose": transpose, "head": head, "total": conv + transpose + head}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
+from typing import Any
 
 from brats.storage import Location, write_bytes_atomic
 
@@ -20,13 +21,15 @@ class TensorBoardLog:
         self._writer = tf.summary.create_file_writer(self._local)
         self._target = target
 
-    def write(self, metrics: Mapping[str, float], *, step: int) -> None:
-        """One scalar per metric at ``step``, then the upload."""
+    def write(self, metrics: Mapping[str, Any], *, step: int) -> None:
+        """One scalar per numeric metric at ``step`` (others, such as the postprocessing
+        rules, are left to ``history.csv``), then the upload."""
         import tensorflow as tf
 
         with self._writer.as_default(step=step):
             for key, value in metrics.items():
-                tf.summary.scalar(key, value)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    tf.summary.scalar(key, value)
         self._writer.flush()
         upload_folder(self._local, self._target)
 

@@ -6,12 +6,15 @@ the step a ``tf.function`` around ``strategy.run``, the loss summed over replica
 a worker reads its whole shard once and cuts patches from it
 (:func:`brats.train.batches.patch_batches`); rank 0 validates on whole held-out cases through
 the :class:`~brats.segment.predictor.Predictor`, writes the checkpoint and the logs, and every
-rank reports. Patch sampling is seeded from ``(seed, epoch, rank)``; which cases land on
-which worker is Ray Data's choice, so runs are comparable, not bit-identical.
+rank reports. Worker ``i`` reads the dataset ``train_i``: its seeded share of the training
+cases (:func:`brats.train.batches.assign_cases`), in order. Patch sampling and augmentation
+are seeded from ``(seed, epoch, rank)`` and the sample's index, so the same seed trains on
+the same batches.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -21,12 +24,15 @@ from typing import Any
 import numpy as np
 
 from brats.segment.predictor import Predictor, PredictSettings
+from brats.storage import resolve
 from brats.train.batches import patch_batches
 from brats.train.checkpoints import restore_latest, write_checkpoint
 from brats.train.config import EpochHook, TrainConfig
+from brats.train.stream import patch_dataset, stream_batches
 from brats.train.tensorboard import TensorBoardLog
 from brats.volume.labels import REGIONS, region_mask
 from brats.volume.metrics import dice
+from brats.volume.postprocess import choose_postprocessing
 
 SCORE = "val_dice_mean"
 """The metric the best checkpoint is chosen by."""
@@ -36,35 +42,37 @@ def build_step(config: TrainConfig, total_steps: int, strategy: Any) -> tuple[An
     """``(model, optimizer, train_step)`` under ``strategy``.
 
     ``train_step(x, y)`` runs one optimizer step on every replica and returns the global
-    mean loss. With ``tf.distribute.get_strategy()`` (one replica, no Ray) it is the same
-    step, which is what the training benchmark compares against. The initial weights are
+    mean loss. ``model`` has the deep-supervision heads the config asks for (the loss weighs
+    every output); predictions use its full-resolution output. With
+    ``tf.distribute.get_strategy()`` (one replica, no Ray) it is the same step, which is what
+    the training benchmark compares against. The initial weights are
     seeded from ``config.seed`` (``MultiWorkerMirroredStrategy`` broadcasts worker 0's), once:
     the dropout layers draw from their own seed generators.
     """
     import keras
     import tensorflow as tf
 
-    from brats.train.losses import get_loss
+    from brats.train.losses import deep_supervision_loss, get_loss
     from brats.train.model import build_unet
     from brats.train.schedule import learning_rate_schedule
 
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = build_unet(config.unet())
+        model = build_unet(config.unet(), deep_supervision=True)
         optimizer: Any = keras.optimizers.Adam(learning_rate_schedule(config, total_steps))
         if config.mixed_precision and config.use_gpu:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
-    loss_fn = get_loss(config.loss)
+    loss_fn = get_loss(str(config.loss))
 
     @tf.function
     def train_step(x: Any, y: Any) -> Any:
         def replica_step(x: Any, y: Any) -> Any:
             with tf.GradientTape() as tape:
-                probs = model(x, training=True)
+                outputs = model(x, training=True)
                 # Gradients are summed over replicas: scale so the sum is the global mean.
-                loss = loss_fn(y, probs) / replicas
+                loss = deep_supervision_loss(loss_fn, y, outputs) / replicas
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
@@ -76,18 +84,27 @@ def build_step(config: TrainConfig, total_steps: int, strategy: Any) -> tuple[An
     return model, optimizer, train_step
 
 
-def validate(predictor: Predictor, rows: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Mean Dice per region over whole prepared cases (``val_dice_WT`` ...), and the mean of
-    the three (:data:`SCORE`); empty when there is no case."""
-    scores: dict[str, list[float]] = {r: [] for r in REGIONS}
-    for row in rows:
-        pred = predictor.labels(row["image"])
-        truth = np.asarray(row["label"])
-        for region in REGIONS:
-            scores[region].append(dice(region_mask(pred, region), region_mask(truth, region)))
-    out = {f"val_dice_{r}": float(np.mean(v)) for r, v in scores.items() if v}
-    if out:
-        out[SCORE] = float(np.mean(list(out.values())))
+def validate(predictor: Predictor, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Scores of the predictor's labels on whole prepared cases; empty when there is none.
+
+    ``val_dice_WT`` ... are the mean Dice per region before postprocessing, :data:`SCORE` the
+    mean of the three. ``postprocessing`` is the JSON of the component rules that raise them
+    (:func:`brats.volume.postprocess.choose_postprocessing`), and ``val_post_dice_WT`` ...
+    the mean Dice with those rules applied.
+    """
+    cases = [(predictor.labels(row["image"]), np.asarray(row["label"])) for row in rows]
+    if not cases:
+        return {}
+    out: dict[str, Any] = {
+        f"val_dice_{r}": float(
+            np.mean([dice(region_mask(p, r), region_mask(t, r)) for p, t in cases])
+        )
+        for r in REGIONS
+    }
+    out[SCORE] = float(np.mean(list(out.values())))
+    rules, post = choose_postprocessing(cases)
+    out |= {f"val_post_dice_{r}": v for r, v in post.items()}
+    out["postprocessing"] = json.dumps(rules.to_dict(), sort_keys=True)
     return out
 
 
@@ -119,7 +136,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: config in, a loop, ``ray.train.report(metrics, checkpoint)`` out.
 
     ``loop_config``: ``config`` (:meth:`TrainConfig.to_dict`), ``steps_per_epoch``,
-    ``normalization`` (the cohort's), ``has_val``, ``cache_rows``, ``epoch_hook``.
+    ``normalization`` (the cohort's), ``has_val``, ``cache_rows``, ``epoch_hook``,
+    ``cohort`` (its URI) and ``assigned`` (every worker's case ids).
     """
     import keras
     import ray.train
@@ -141,15 +159,25 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     history: list[dict[str, Any]] = [] if state is None else list(state["history"])[:start]
     if state is not None and rank == 0:
         write_line(f"[brats] resuming after epoch {start}")
-    rows = EpochRows(ray.train.get_dataset_shard("train"), keep=loop_config["cache_rows"])
+    share: list[str] = loop_config["assigned"][rank]
+    cohort = resolve(loop_config["cohort"], s3_endpoint=config.s3_endpoint)
+    rows = None
+    if not config.streams_patches:  # this worker's cases, in order
+        shard = ray.train.get_dataset_shard(f"train_{rank}")
+        rows = EpochRows(shard, keep=loop_config["cache_rows"])
     val_rows = ray.train.get_dataset_shard("val") if loop_config["has_val"] else None
     tensorboard = TensorBoardLog(config.run.child("tensorboard")) if rank == 0 else None
 
     for epoch in range(start, config.epochs):
         if hook is not None:
             hook(epoch, rank)
-        rng = np.random.default_rng([config.seed, epoch, rank])
-        trained = train_epoch(train_step, patch_batches(iter(rows), config, steps, rng))
+        key = (config.seed, epoch, rank)
+        if rows is None:
+            epoch_patches = patch_dataset(cohort, share, config, steps, key)
+            batches = stream_batches(epoch_patches, config, steps, key)
+        else:
+            batches = patch_batches(iter(rows), config, steps, key)
+        trained = train_epoch(train_step, batches)
         samples = steps * config.batch_size * strategy.num_replicas_in_sync
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,

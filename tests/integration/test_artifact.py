@@ -24,7 +24,7 @@ from brats.io.model_card import (
     ArtifactError,
     ModelInfo,
 )
-from brats.train.model import SEED_CONFIG, UNetConfig, build_unet
+from brats.train.model import SEED_CONFIG, UNetConfig, build_unet, nnunet_config
 from brats.volume.labels import LabelConvention
 from brats.volume.normalize import Normalization
 
@@ -94,6 +94,18 @@ def test_round_trip_same_predictions_and_json(exported: tuple[Path, keras.Model]
     assert meta["keras_version"] == keras.__version__
     assert loaded.card.info == _info()
     assert read_model_card(str(out)) == loaded.card
+
+
+def test_a_deep_supervision_model_exports_its_full_resolution_network(tmp_path: Path) -> None:
+    unet = nnunet_config(base_filters=4, depth=3)
+    training = build_unet(unet, deep_supervision=True)
+    save_artifact(training, _info(unet=unet), str(tmp_path / "model"))
+    loaded = load_artifact(str(tmp_path / "model"))
+    assert len(loaded.model.outputs) == 1 and loaded.card.info.unet.output == "regions"
+    x = _input(4)
+    full = keras.ops.convert_to_numpy(training(x, training=False)[0])
+    np.testing.assert_allclose(loaded.model.predict_on_batch(x), full, rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "model" / META_FILE).read_text())["unet"]["output"] == "regions"
 
 
 def test_saving_drops_the_optimizer_and_keeps_the_weights(tmp_path: Path) -> None:

@@ -20,11 +20,16 @@ def test_small_demo_runs_the_whole_pipeline_and_says_where_it_went(tmp_path, ray
     assert summary["train"]["epochs"] == 2
     assert summary["segment"]["done"] == 2
     assert [e.split(":")[0] for e in summary["segment"]["failed"]] == ["case Broken_nan"]
-    assert set(summary["held_out_mean_dice"]) == {"WT", "TC", "ET"}
-    assert all(0.0 <= v <= 1.0 for v in summary["held_out_mean_dice"].values())
+    sites = summary["held_out_mean_dice"]
+    assert list(sites) == ["site a (training)", "site b"]
+    for dice in sites.values():
+        assert set(dice) == {"WT", "TC", "ET"} and all(0.0 <= v <= 1.0 for v in dice.values())
+    other = Path(summary["out"]) / "segmented-site-b"
+    assert len(list((other / "masks").iterdir())) == 2 and (other / "_SUCCESS").is_file()
     masks = Path(summary["segment"]["masks"])
     assert len(list(masks.iterdir())) == 2
     assert (masks.parent / "report.html").is_file() and (masks.parent / "_SUCCESS").is_file()
     assert (Path(summary["train"]["model"]) / "model.json").is_file()
     assert f"report: {masks.parent / 'report.html'}" in printed
-    assert "held-out mean Dice" in printed
+    assert "held-out mean Dice, site a (training): WT " in printed
+    assert "held-out mean Dice, site b: WT " in printed

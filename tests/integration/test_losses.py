@@ -15,9 +15,12 @@ from brats.train.losses import (
     DiceFocalLoss,
     categorical_crossentropy,
     categorical_focal_loss,
+    deep_supervision_loss,
+    deep_supervision_weights,
     dice_loss,
     get_loss,
     soft_dice,
+    to_regions,
 )
 from brats.train.model import UNetConfig, build_unet
 from brats.volume.labels import one_hot
@@ -35,6 +38,11 @@ def _random_case(seed: int, shape: tuple[int, ...] = (2, 4, 4, 4)) -> tuple[F32,
     logits = rng.normal(size=(*shape, 4))
     y_pred = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
     return y_true, y_pred.astype(np.float32)
+
+
+def _as_output(name: str, probs: F32) -> F32:
+    """What the loss ``name`` scores: class probabilities, or their regions for dice_bce."""
+    return _np(to_regions(probs)).astype(np.float32) if name == "dice_bce" else probs
 
 
 def test_soft_dice_by_hand() -> None:
@@ -105,9 +113,9 @@ def test_dice_ce_is_the_sum_of_its_parts() -> None:
 def test_every_loss_is_near_zero_when_right_and_worse_when_wrong(name: str) -> None:
     y_true, y_pred = _random_case(4)
     loss = get_loss(name)
-    perfect = float(_np(loss(y_true, y_true)))
-    random = float(_np(loss(y_true, y_pred)))
-    wrong = float(_np(loss(y_true, np.roll(y_true, 1, axis=-1))))
+    perfect = float(_np(loss(y_true, _as_output(name, y_true))))
+    random = float(_np(loss(y_true, _as_output(name, y_pred))))
+    wrong = float(_np(loss(y_true, _as_output(name, np.roll(y_true, 1, axis=-1)))))
     floor = 0.75 if name == "dice_focal" else 0.0  # the seed's 0.25 weights: 1 - dice / 4
     assert perfect == pytest.approx(floor, abs=1e-4)
     assert perfect < random < wrong
@@ -116,6 +124,7 @@ def test_every_loss_is_near_zero_when_right_and_worse_when_wrong(name: str) -> N
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_losses_compute_in_float32_for_mixed_precision_outputs(name: str) -> None:
     y_true, y_pred = _random_case(5)
+    y_pred = _as_output(name, y_pred)
     loss = get_loss(name)
     reference = float(_np(loss(y_true, y_pred)))
     half = keras.ops.cast(y_pred, "bfloat16")
@@ -127,6 +136,7 @@ def test_losses_compute_in_float32_for_mixed_precision_outputs(name: str) -> Non
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_losses_serialize_by_name(name: str) -> None:
     loss = get_loss(name, smooth=1e-3) if name != "cce" else get_loss(name, epsilon=1e-6)
+    assert loss.get_config()["name"] == name
     config = keras.saving.serialize_keras_object(loss)
     again = keras.saving.deserialize_keras_object(config)  # registered by name
     assert type(again) is type(loss)
@@ -134,7 +144,9 @@ def test_losses_serialize_by_name(name: str) -> None:
 
 
 def test_get_loss_rejects_an_unknown_name() -> None:
-    with pytest.raises(ValueError, match=r"unknown loss 'focal'.*'cce', 'dice', 'dice_ce'"):
+    with pytest.raises(
+        ValueError, match=r"unknown loss 'focal'.*'cce', 'dice', 'dice_bce', 'dice_ce'"
+    ):
         get_loss("focal")
     assert isinstance(get_loss("dice_ce"), LOSSES["dice_ce"])
     assert DiceFocalLoss().class_weights == (0.25, 0.25, 0.25, 0.25)
@@ -158,7 +170,8 @@ def _learnable_batch() -> tuple[F32, F32]:
 def test_a_few_training_steps_reduce_each_loss(name: str) -> None:
     keras.utils.set_random_seed(0)
     x, y = _learnable_batch()
-    model = build_unet(UNetConfig(base_filters=4, depth=2, dropout=False))
+    output = "regions" if name == "dice_bce" else "softmax"
+    model = build_unet(UNetConfig(base_filters=4, depth=2, dropout=False, output=output))
     loss = get_loss(name)
     optimizer = keras.optimizers.Adam(learning_rate=3e-3)
     before = float(_np(loss(y, model(x, training=False))))
@@ -175,3 +188,44 @@ def test_a_few_training_steps_reduce_each_loss(name: str) -> None:
 def test_loss_names_are_the_losses_of_the_training_module():
     """The names the CLI offers (no TensorFlow needed) are the losses that exist."""
     assert tuple(LOSSES) == LOSS_NAMES
+
+
+def test_regions_of_one_hot_classes() -> None:
+    labels = np.array([0, 1, 2, 3])
+    regions = _np(to_regions(one_hot(labels)))
+    # WT = {1, 2, 3}, TC = {1, 3}, ET = {3}
+    np.testing.assert_array_equal(regions, [[0, 0, 0], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
+
+
+def test_region_loss_is_dice_plus_bce_per_region() -> None:
+    y_true, probs = _random_case(6)
+    regions = _np(to_regions(y_true))
+    y_pred = _as_output("dice_bce", probs).astype(np.float64)
+    dice = (2 * (regions * y_pred).sum(axis=(0, 1, 2, 3)) + SMOOTH) / (
+        regions.sum(axis=(0, 1, 2, 3)) + y_pred.sum(axis=(0, 1, 2, 3)) + SMOOTH
+    )
+    p = np.clip(y_pred, 1e-7, 1 - 1e-7)
+    bce = -(regions * np.log(p) + (1 - regions) * np.log(1 - p)).mean()
+    value = float(_np(get_loss("dice_bce")(y_true, y_pred.astype(np.float32))))
+    assert value == pytest.approx(1 - dice.mean() + bce, rel=1e-5)
+
+
+def test_deep_supervision_weights_halve_per_level_and_sum_to_one() -> None:
+    assert deep_supervision_weights(1) == (1.0,)
+    weights = deep_supervision_weights(3)
+    assert weights == pytest.approx((4 / 7, 2 / 7, 1 / 7))
+
+
+def test_deep_supervision_scores_each_level_against_the_pooled_target() -> None:
+    rng = np.random.default_rng(7)
+    y_true = one_hot(rng.integers(0, 4, size=(2, 8, 8, 8)))
+    full = rng.uniform(size=(2, 8, 8, 8, 3)).astype(np.float32)
+    half = rng.uniform(size=(2, 4, 4, 4, 3)).astype(np.float32)
+    loss = get_loss("dice_bce")
+    pooled = y_true.reshape(2, 4, 2, 4, 2, 4, 2, 4).mean(axis=(2, 4, 6))
+    expected = 2 / 3 * _np(loss(y_true, full)) + 1 / 3 * _np(loss(pooled, half))
+    got = _np(deep_supervision_loss(loss, y_true, [full, half]))
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    assert float(_np(deep_supervision_loss(loss, y_true, full))) == pytest.approx(
+        float(_np(loss(y_true, full)))
+    )

@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 
 from brats.train.model import (
+    LEAKY_SLOPE,
+    NNUNET_CONFIG,
     SEED_CONFIG,
     SpatialShapeError,
     UNetConfig,
     build_unet,
     check_spatial_shape,
+    copy_weights,
     forward_flops,
+    main_output,
+    nnunet_config,
 )
 
 SEED_PARAMS = 5_645_828
@@ -184,7 +189,13 @@ def test_config_round_trips_through_json() -> None:
     assert again == config
     assert UNetConfig.from_dict(UNetConfig().to_dict()) == UNetConfig()
     with pytest.raises(ValueError, match="unknown UNetConfig fields"):
-        UNetConfig.from_dict({**config.to_dict(), "activation": "gelu"})
+        UNetConfig.from_dict({**config.to_dict(), "attention_gates": True})
+    # A model.json written before activation, output and deep_supervision existed.
+    old = {k: v for k, v in UNetConfig().to_dict().items()}
+    for key in ("activation", "output", "deep_supervision"):
+        old.pop(key)
+    assert UNetConfig.from_dict(old) == UNetConfig()
+    assert UNetConfig.from_dict(NNUNET_CONFIG.to_dict()) == NNUNET_CONFIG
 
 
 @pytest.mark.parametrize(
@@ -199,6 +210,10 @@ def test_config_round_trips_through_json() -> None:
         ({"dropout_rates": (0.1, 0.1, 0.2, 0.2, 1.0)}, "in \\[0, 1\\)"),
         ({"mixed_precision": "float16"}, "mixed_precision"),
         ({"mixed_precision": 1}, "mixed_precision"),
+        ({"activation": "gelu"}, "activation"),
+        ({"output": "sigmoid"}, "output"),
+        ({"depth": 2, "deep_supervision": 2}, "deep_supervision"),
+        ({"deep_supervision": True}, "deep_supervision"),
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
@@ -282,3 +297,46 @@ def test_model_benchmark_reports_flops_and_rates() -> None:
     assert set(figures["matmul_gflops"]) == {"numpy", "tensorflow"}
     best = max(figures["matmul_gflops"].values())
     assert figures["train_vs_matmul"] == pytest.approx(figures["train_gflops"] / best, rel=0.05)
+
+
+def test_nnunet_preset_network() -> None:
+    config = nnunet_config(base_filters=4, depth=3)
+    assert (config.normalization, config.activation, config.output) == (
+        "instance",
+        "leaky_relu",
+        "regions",
+    )
+    assert config.deep_supervision == 1 and config.n_outputs == 3 and not any(config.level_dropout)
+    assert NNUNET_CONFIG.deep_supervision == 2  # every decoder level but the two coarsest
+    model = build_unet(config)
+    assert not _layers(model, keras.layers.Dropout) and not _layers(model, keras.layers.ReLU)
+    norms = _layers(model, keras.layers.GroupNormalization)
+    leaky = _layers(model, keras.layers.LeakyReLU)
+    assert len(norms) == len(leaky) == 2 * (2 * 3 + 1)
+    # One group per channel: instance normalization.
+    assert {n.groups for n in norms} == set(config.filters)
+    assert all(layer.negative_slope == pytest.approx(LEAKY_SLOPE) for layer in leaky)
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, 8, 4)).astype(np.float32)
+    y = keras.ops.convert_to_numpy(model(x, training=False))
+    assert y.shape == (2, 8, 8, 8, 3) and ((y > 0) & (y < 1)).all()
+    assert not np.allclose(y.sum(axis=-1), 1.0)  # independent sigmoids, not a softmax
+
+
+def test_deep_supervision_heads_are_for_training_only() -> None:
+    config = nnunet_config(base_filters=4, depth=3)
+    training = build_unet(config, deep_supervision=True)
+    x = np.random.default_rng(5).normal(size=(1, 16, 16, 16, 4)).astype(np.float32)
+    full, level1 = (keras.ops.convert_to_numpy(o) for o in training(x, training=False))
+    assert full.shape == (1, 16, 16, 16, 3) and level1.shape == (1, 8, 8, 8, 3)
+    # The inference network: the full-resolution output, same weights, heads left behind.
+    inference = build_unet(config)
+    assert len(inference.weights) == len(training.weights) - 2
+    copy_weights(training, inference)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(inference(x, training=False)), full, rtol=1e-5, atol=1e-6
+    )
+    shared = main_output(training)
+    assert len(shared.outputs) == 1 and main_output(inference) is inference
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(shared(x)), full, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="dec1_logits"):
+        copy_weights(inference, training)

@@ -18,9 +18,9 @@ from brats.io.nifti import read_case
 from brats.segment.job import SegmentConfig, segment
 from brats.segment.predictor import Predictor, PredictSettings, export_mask
 from brats.storage import resolve
-from brats.train.model import UNetConfig, build_unet
+from brats.train.model import UNetConfig, build_unet, nnunet_config
 from brats.train.worker import validate
-from brats.volume.labels import ET, NCR
+from brats.volume.labels import ET, NCR, regions_to_labels
 
 SHAPE = (32, 32, 24)
 TTA_AND_SMALL_ET = PredictSettings(flip_tta=True, min_et_voxels=4)
@@ -113,3 +113,21 @@ def test_training_validation_scores_the_predictors_labels(cohort, ragged_model):
     perfect = [{"image": r["image"], "label": predictor.labels(r["image"])} for r in rows]
     assert validate(predictor, perfect)["val_dice_mean"] == 1.0
     assert validate(predictor, []) == {}
+
+
+def test_a_region_model_is_decoded_from_its_sigmoids_the_nnunet_way(tmp_path, cohort):
+    import keras
+
+    keras.utils.set_random_seed(6)
+    unet = nnunet_config(base_filters=4, depth=2)
+    model = build_unet(unet)
+    save_artifact(model, ModelInfo(unet=unet, patch_size=(16, 16, 16)), str(tmp_path / "m"))
+    predictor = Predictor.from_artifact(str(tmp_path / "m"))
+    case = discover(cohort).cases[0]
+    prepared = predictor.segment_files(case, cohort).prepared
+    probabilities = predictor.probabilities(prepared.image)
+    assert probabilities.shape == (3, *prepared.image.shape[1:])
+    labels = predictor.labels(prepared.image)
+    np.testing.assert_array_equal(labels, regions_to_labels(probabilities))
+    # Not an argmax over the three channels, which would give classes 0..2 and never ET.
+    assert not np.array_equal(labels, np.argmax(probabilities, axis=0))

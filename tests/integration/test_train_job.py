@@ -130,8 +130,12 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(
     assert card.info.manifest_hash == manifest["hash"]
     assert card.info.patch_size == (16, 16, 16) and card.info.label_convention == "brats2020"
     assert card.info.metrics["val_dice_mean"] == pytest.approx(result.best["val_dice_mean"])
+    # The nnunet preset's network: three region sigmoids, no deep-supervision heads.
+    assert card.info.unet.output == "regions" and len(loaded.model.outputs) == 1
     probs = loaded.model.predict(np.zeros((1, 16, 16, 16, 4), np.float32), verbose=0)
-    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+    assert probs.shape == (1, 16, 16, 16, 3) and ((probs > 0) & (probs < 1)).all()
+    # The component rules chosen on validation in the best epoch went into model.json.
+    assert card.info.postprocessing == json.loads(result.best["postprocessing"])
 
     # Nothing the job wrote names the fake credentials.
     from tests.helpers import FAKE_SECRETS
@@ -241,6 +245,80 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
     # It picks up where the killed driver's last complete checkpoint left off: not at epoch 0,
     # and not at either broken upload, which claim later epochs.
     assert first_epoch_after_restart == done_before
+
+
+@pytest.mark.integration
+def test_the_same_seed_trains_the_same_run(cohort, ray_session, tmp_path):
+    runs = [
+        train(
+            TrainConfig(
+                data=str(cohort), storage=str(tmp_path / "runs"), name=name, epochs=2, **TINY
+            )
+        )
+        for name in ("first", "again")
+    ]
+    first, again = (run.history for run in runs)
+    for a, b in zip(first, again, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
+        for region in ("WT", "TC", "ET"):
+            assert a[f"val_dice_{region}"] == pytest.approx(b[f"val_dice_{region}"], abs=0.01)
+    splits = [(tmp_path / "runs" / name / "split.json").read_text() for name in ("first", "again")]
+    assert splits[0] == splits[1]
+
+
+@pytest.mark.integration
+def test_patches_cut_in_ray_data_tasks_are_the_workers_own_and_train_the_seed_preset(
+    cohort, ray_session, tmp_path
+):
+    from brats.ingest.job import IngestConfig, ingest
+    from brats.io.artifact import load_artifact
+    from brats.storage import resolve
+    from brats.train.batches import sample_patches
+    from brats.train.stream import patch_dataset, patches_per_case, stream_batches
+
+    ingest(IngestConfig(cohort=str(cohort), out=str(tmp_path / "ingested")))
+    ingested = resolve(str(tmp_path / "ingested"))
+    config = TrainConfig(
+        data=str(tmp_path / "ingested"),
+        storage=str(tmp_path / "runs"),
+        name="streamed",
+        epochs=2,
+        preset="seed",
+        patch_stage="ray-data",
+        **TINY,
+    )
+    share = ["BraTS20_Training_001", "BraTS20_Training_004"]  # in the shards' order
+    key = (0, 1, 0)
+    per_case = patches_per_case(config, 3, len(share))
+    streamed = patch_dataset(ingested, share, config, 3, key).take_all()
+    assert len(streamed) == per_case * len(share)
+    # The tasks cut exactly what the worker would have: case i's patches from its own seeds.
+    from brats.ingest.shards import read_prepared
+
+    rows = {r["case_id"]: r for r in read_prepared(ingested, share)[0].take_all()}
+    for index, case_id in enumerate(share):
+        row = rows[case_id]
+        expected = sample_patches(
+            np.asarray(row["image"]), np.asarray(row["label"]), config,
+            np.random.default_rng([*key, index]), key, index * per_case, n=per_case,
+        )  # fmt: skip
+        for (x, y), got in zip(expected, streamed[index * per_case :], strict=False):
+            np.testing.assert_array_equal(got["image"], x)
+            np.testing.assert_array_equal(got["label"], y)
+    batches = list(stream_batches(patch_dataset(ingested, share, config, 3, key), config, 3, key))
+    assert len(batches) == 3 and batches[0][0].shape == (2, 16, 16, 16, 4)
+    again = list(stream_batches(patch_dataset(ingested, share, config, 3, key), config, 3, key))
+    for (xa, _), (xb, _) in zip(batches, again, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+
+    result = train(config)
+    assert _epochs(result.history) == [1, 2]
+    assert all(np.isfinite(row["loss"]) for row in result.history)
+    loaded = load_artifact(result.model)
+    assert loaded.card.info.unet.output == "softmax"
+    assert loaded.card.info.training["patch_stage"] == "ray-data"
+    probs = loaded.model.predict(np.zeros((1, 16, 16, 16, 4), np.float32), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
 
 
 def _leave_broken_uploads(run: Path, done: int) -> None:

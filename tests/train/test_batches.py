@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from brats.storage import resolve
-from brats.train.batches import load_or_write_split, patch_batches, split_cases, steps_per_epoch
+from brats.train.batches import (
+    assign_cases,
+    load_or_write_split,
+    patch_batches,
+    shard_bytes,
+    split_cases,
+    steps_per_epoch,
+)
 from brats.train.config import TrainConfig, TrainingError
 from brats.volume.labels import N_CLASSES
 from tests.helpers import TINY_TRAINING as TINY
@@ -49,7 +56,7 @@ def _rows(n: int, consumed: list[int]):
 def test_patch_batches_gives_exactly_steps_and_reads_the_whole_shard(cases, steps):
     config = TrainConfig(data="d", storage="s", **TINY)
     consumed: list[int] = []
-    batches = list(patch_batches(_rows(cases, consumed), config, steps, np.random.default_rng(1)))
+    batches = list(patch_batches(_rows(cases, consumed), config, steps, (0, 0, 1)))
     assert len(batches) == steps
     assert consumed == list(range(cases))  # every row read, even when steps ran out first
     x, y = batches[0]
@@ -58,10 +65,23 @@ def test_patch_batches_gives_exactly_steps_and_reads_the_whole_shard(cases, step
     np.testing.assert_array_equal(y.sum(axis=-1), 1.0)
 
 
+@pytest.mark.parametrize("preset", ["nnunet", "seed"])
+def test_the_same_seed_epoch_and_rank_give_the_same_batches(preset):
+    config = TrainConfig(data="d", storage="s", preset=preset, **TINY)
+
+    def run(key: tuple[int, int, int]) -> list[np.ndarray]:
+        return [x for x, _ in patch_batches(_rows(4, []), config, 3, key)]
+
+    first, again, other_epoch = run((0, 2, 1)), run((0, 2, 1)), run((0, 3, 1))
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other_epoch, strict=True))
+
+
 def test_patch_batches_on_an_empty_shard_is_an_error_not_a_hang():
     config = TrainConfig(data="d", storage="s", **TINY)
     with pytest.raises(TrainingError, match="fewer cases than workers"):
-        list(patch_batches(iter([]), config, 3, np.random.default_rng(0)))
+        list(patch_batches(iter([]), config, 3, (0, 0, 0)))
 
 
 def test_a_run_keeps_its_split_and_refuses_another_cohort(tmp_path):
@@ -76,3 +96,22 @@ def test_a_run_keeps_its_split_and_refuses_another_cohort(tmp_path):
     assert load_or_write_split(run, manifest, again) == split  # resumed runs keep theirs
     with pytest.raises(TrainingError, match="started on another cohort"):
         load_or_write_split(run, {**manifest, "hash": "b" * 64}, config)
+
+
+def test_cases_are_dealt_to_workers_by_the_seed():
+    ids = [f"c{i}" for i in range(7)]
+    dealt = assign_cases(ids, 2, seed=0)
+    assert dealt == assign_cases(list(reversed(ids)), 2, seed=0)  # same seed, same shares
+    assert sorted(dealt[0] + dealt[1]) == ids and sorted(map(len, dealt)) == [3, 4]
+    assert dealt != assign_cases(ids, 2, seed=1)
+    with pytest.raises(TrainingError, match="every worker needs at least one case"):
+        assign_cases(ids[:1], 2, seed=0)
+
+
+def test_the_cache_budget_is_checked_against_the_largest_share():
+    manifest = {
+        "preprocess": {"dtype": "float16"},
+        "cases": [{"case_id": f"c{i}", "shape": [4, 10, 10, 10]} for i in range(3)],
+    }
+    per_case = 1000 * (4 * 2 + 1)
+    assert shard_bytes(manifest, [["c0", "c1"], ["c2"]]) == 2 * per_case

@@ -27,3 +27,40 @@ def test_the_config_round_trips_and_describes_its_model():
     assert info.training["checkpoint"] == "checkpoint_7"
     assert "s3_endpoint" not in info.training and info.training["name"] == "r1"
     assert config.run.uri == "s3://b/runs/r1"
+
+
+def test_presets_fill_in_the_recipe_and_the_flags_override_it():
+    nnunet = TrainConfig(data="d", storage="s", depth=3)
+    assert (nnunet.preset, nnunet.loss, nnunet.normalization, nnunet.augmentation) == (
+        "nnunet",
+        "dice_bce",
+        "instance",
+        "nnunet",
+    )
+    unet = nnunet.unet()
+    assert (unet.output, unet.activation, unet.deep_supervision) == ("regions", "leaky_relu", 1)
+    assert nnunet.balance_classes and nnunet.augment().p_rotation > 0
+    seed = TrainConfig(data="d", storage="s", preset="seed")
+    assert (seed.loss, seed.normalization, seed.augmentation) == ("dice_ce", None, "flips")
+    seed_unet = seed.unet()
+    assert (seed_unet.output, seed_unet.activation, seed_unet.deep_supervision) == (
+        "softmax",
+        "relu",
+        0,
+    )
+    assert seed_unet.level_dropout[0] > 0 and not seed.balance_classes
+    assert seed.augment().p_rotation == 0 and seed.augment().mirror_axes == (0, 1, 2)
+    custom = TrainConfig(data="d", storage="s", preset="seed", loss="cce", normalization="batch")
+    assert custom.unet().normalization == "batch" and custom.loss == "cce"
+    assert TrainConfig(data="d", storage="s", augmentation="none").augment().mirror_axes == ()
+    # A stored config is complete: it reads back to the same recipe.
+    assert TrainConfig.from_dict(seed.to_dict()) == seed
+
+
+def test_a_loss_must_fit_the_presets_outputs():
+    with pytest.raises(ValueError, match="does not fit the nnunet preset"):
+        TrainConfig(data="d", storage="s", loss="dice_ce")
+    with pytest.raises(ValueError, match="does not fit the seed preset"):
+        TrainConfig(data="d", storage="s", preset="seed", loss="dice_bce")
+    with pytest.raises(ValueError, match="unknown preset"):
+        TrainConfig(data="d", storage="s", preset="monai")
