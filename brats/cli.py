@@ -304,9 +304,10 @@ def run_demo_command(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-BENCHMARKS = ("ingest", "model", "train", "segment", "peer")
-"""The suites of ``jobs/benchmark.py``, one module each under :mod:`brats.benchmarks`, in the
-order ``all`` runs them."""
+BENCHMARKS = ("ingest", "model", "train", "segment", "peer", "augment", "recipe")
+"""The suites of ``jobs/benchmark.py``, one module each under :mod:`brats.benchmarks`."""
+LONG_BENCHMARKS = ("recipe",)
+"""Suites ``all`` leaves out: they train several models (most of an hour on 2 cores)."""
 
 
 def _benchmark_settings(name: str) -> type:
@@ -330,7 +331,7 @@ def benchmark_parser() -> argparse.ArgumentParser:
 
         doc = (importlib.import_module(f"brats.benchmarks.{name}").__doc__ or "").splitlines()[0]
         add_options(suites.add_parser(name, help=doc, description=doc), _benchmark_settings(name))
-    suites.add_parser("all", help="every suite with its defaults")
+    suites.add_parser("all", help=f"every suite with its defaults but {', '.join(LONG_BENCHMARKS)}")
     return parser
 
 
@@ -344,7 +345,8 @@ def run_benchmark(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     args = benchmark_parser().parse_args(argv)
-    names = BENCHMARKS if args.suite == "all" else (args.suite,)
+    every = tuple(b for b in BENCHMARKS if b not in LONG_BENCHMARKS)
+    names = every if args.suite == "all" else (args.suite,)
     machine = {
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),

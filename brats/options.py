@@ -12,7 +12,7 @@ Types map to flags as follows: ``bool`` is a switch (``--x``; a field that defau
 ``True`` gets a ``--no-...`` style flag that turns it off); ``int``, ``float``, ``str`` and
 ``Path`` take one value; ``X | None`` takes an ``X`` and defaults to ``None``; a
 ``StrEnum`` offers its values as choices; ``tuple[int, int, int]`` takes three numbers;
-``tuple[str, ...]`` takes a comma-separated list.
+``tuple[str, ...]`` (or of ints) takes a comma-separated list.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def _add(parser: argparse.ArgumentParser, opt: _Option) -> None:
         kwargs["action"] = "store_false" if default is True else "store_true"
     elif origin is tuple:
         args = typing.get_args(kind)
-        if len(args) == 2 and args[1] is Ellipsis:  # tuple[str, ...]: a comma-separated list
-            kwargs["type"] = _comma_list
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[T, ...]: a comma-separated list
+            kwargs["type"] = _comma_list if args[0] is str else _typed_comma_list(args[0])
         else:
             kwargs.update(type=args[0], nargs=len(args))
     elif is_enum:
@@ -168,6 +168,14 @@ def _format_default(value: Any) -> str:
 
 def _comma_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _typed_comma_list(kind: type) -> Any:
+    def parse(text: str) -> tuple[Any, ...]:
+        return tuple(kind(part) for part in _comma_list(text))
+
+    parse.__name__ = f"comma-separated {kind.__name__}s"
+    return parse
 
 
 def build_parser(prog: str, description: str, *configs: type) -> argparse.ArgumentParser:

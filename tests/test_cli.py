@@ -188,6 +188,10 @@ def test_benchmark_suites_take_their_settings_from_their_configs():
     settings = parse_config(TrainBenchmark, args)
     assert (settings.steps, settings.shape, settings.epochs) == (5, (32, 32, 16), 4)
     assert parser.parse_args(["--json", "f.json", "all"]).suite == "all"
+    from brats.benchmarks.recipe import RecipeBenchmark
+
+    recipe = parse_config(RecipeBenchmark, parser.parse_args(["recipe", "--seeds", "3, 5"]))
+    assert recipe.seeds == (3, 5) and recipe.presets == ("seed", "nnunet")
     for suite in BENCHMARKS:
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args([suite, "-h"])

@@ -25,10 +25,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brats.options import option
 from brats.runtime import init_ray
+
+if TYPE_CHECKING:
+    from brats.train.config import TrainConfig
 
 log = logging.getLogger("brats.demo")
 
@@ -44,7 +47,7 @@ class DemoConfig:
     patch: int = 32
     base_filters: int = 8
     depth: int = 3
-    epochs: int = 48
+    epochs: int = 64
     patches_per_case: int = 4
     learning_rate: float = 3e-3
     num_workers: int = 2
@@ -52,6 +55,25 @@ class DemoConfig:
     num_cpus: int | None = None
     site: str = "a"
     other_site: str = "b"
+
+    def training(self, data: str, storage: str, name: str, **overrides: Any) -> TrainConfig:
+        """The demo's training run on the cohort ``data``; ``overrides`` are
+        :class:`~brats.train.config.TrainConfig` fields (a preset, a seed)."""
+        from brats.train.config import TrainConfig
+
+        values: dict[str, Any] = {
+            "num_workers": self.num_workers,
+            "epochs": self.epochs,
+            "batch_size": 2,
+            "patch_size": (self.patch,) * 3,
+            "patches_per_case": self.patches_per_case,
+            "learning_rate": self.learning_rate,
+            "base_filters": self.base_filters,
+            "depth": self.depth,
+            "val_fraction": 0.15,
+            "seed": self.seed,
+        }
+        return TrainConfig(data=data, storage=storage, name=name, **(values | overrides))
 
     @classmethod
     def small(cls, out: str) -> DemoConfig:
@@ -75,7 +97,6 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     from brats.devtools.synth import SynthConfig, generate_cohort
     from brats.ingest.job import IngestConfig, ingest
     from brats.segment.job import SegmentConfig, segment
-    from brats.train.config import TrainConfig
     from brats.train.job import train
 
     out = os.path.abspath(config.out)
@@ -109,23 +130,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     timings["ingest_s"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    trained = train(
-        TrainConfig(
-            data=paths["normalized"],
-            storage=paths["runs"],
-            name="demo",
-            num_workers=config.num_workers,
-            epochs=config.epochs,
-            batch_size=2,
-            patch_size=(config.patch,) * 3,
-            patches_per_case=config.patches_per_case,
-            learning_rate=config.learning_rate,
-            base_filters=config.base_filters,
-            depth=config.depth,
-            val_fraction=0.15,
-            seed=config.seed,
-        )
-    )
+    trained = train(config.training(paths["normalized"], paths["runs"], "demo"))
     timings["train_s"] = time.perf_counter() - began
 
     began = time.perf_counter()

@@ -109,7 +109,8 @@ class TrainConfig:
     val_overlap: float = 0.5
     cache_mib: int = option(
         2048,
-        help="keep a worker's cases in memory after epoch 1 when its share fits (0: never)",
+        help="keep a worker's cases (and the validation cases) in memory after epoch 1 when "
+        "they fit (0: never)",
     )
     seed: int = option(0, help="seeds the split, the initial weights and the patches")
     max_failures: int = option(1, help="worker-group restarts allowed before the run fails")

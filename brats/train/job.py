@@ -112,6 +112,7 @@ def build_trainer(
             "epoch_hook": epoch_hook,
             "has_val": bool(split["val"]),
             "cache_rows": shard_bytes(manifest, assigned) <= config.cache_mib << 20,
+            "cache_val": shard_bytes(manifest, [split["val"]]) <= config.cache_mib << 20,
             "cohort": cohort.uri,
             "assigned": assigned,
         },

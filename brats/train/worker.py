@@ -109,9 +109,9 @@ def validate(predictor: Predictor, rows: Iterable[dict[str, Any]]) -> dict[str, 
 
 
 class EpochRows:
-    """A worker's training rows, epoch after epoch: streamed from its shard, or, when
-    ``keep`` (its share fits the memory budget; decided on the driver so every worker
-    decides alike), kept from the first epoch and reused, since restarting the split read
+    """A worker's training (or rank 0's validation) rows, epoch after epoch: streamed from
+    its shard, or, when ``keep`` (they fit the memory budget; decided on the driver so every
+    worker decides alike), kept from the first epoch and reused, since restarting the read
     costs seconds an epoch."""
 
     def __init__(self, shard: Any, *, keep: bool) -> None:
@@ -136,7 +136,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: config in, a loop, ``ray.train.report(metrics, checkpoint)`` out.
 
     ``loop_config``: ``config`` (:meth:`TrainConfig.to_dict`), ``steps_per_epoch``,
-    ``normalization`` (the cohort's), ``has_val``, ``cache_rows``, ``epoch_hook``,
+    ``normalization`` (the cohort's), ``has_val``, ``cache_rows`` and ``cache_val`` (whether
+    the training share and the validation cases fit in memory), ``epoch_hook``,
     ``cohort`` (its URI) and ``assigned`` (every worker's case ids).
     """
     import keras
@@ -165,7 +166,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if not config.streams_patches:  # this worker's cases, in order
         shard = ray.train.get_dataset_shard(f"train_{rank}")
         rows = EpochRows(shard, keep=loop_config["cache_rows"])
-    val_rows = ray.train.get_dataset_shard("val") if loop_config["has_val"] else None
+    val_rows = None
+    if loop_config["has_val"] and rank == 0:
+        # Kept after the first validation when they fit: reading them again each epoch
+        # would start a Ray Data execution every epoch (seconds on small runs).
+        val_rows = EpochRows(ray.train.get_dataset_shard("val"), keep=loop_config["cache_val"])
     tensorboard = TensorBoardLog(config.run.child("tensorboard")) if rank == 0 else None
 
     for epoch in range(start, config.epochs):
@@ -189,7 +194,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         }
         if rank == 0 and val_rows is not None:
             began = time.perf_counter()
-            metrics |= validate(predictor, val_rows.iter_rows())
+            metrics |= validate(predictor, val_rows)
             metrics["val_seconds"] = time.perf_counter() - began
         history.append(metrics)
         with tempfile.TemporaryDirectory(prefix="brats-ckpt-") as folder:

@@ -1,0 +1,149 @@
+"""Recipe benchmark: the seed preset vs nnunet, trained alike, scored on held-out cases.
+
+One invocation generates one cohort at the demo's sizes (training site ``a``), held-out cases
+at the training site and at another one (``--other-site``, by default ``b``: other contrasts,
+gamma, a stronger bias field, more noise, thicker slices), and ingests the training cohort
+once. Then, for every training seed (``--seeds``), it trains both presets on that cohort with
+the same epochs, patch size and network widths (:meth:`brats.devtools.demo.DemoConfig.
+training`), and segments both held-out sets with each exported model through the
+:class:`~brats.segment.predictor.Predictor` (the model's own postprocessing on).
+
+Figures: held-out mean Dice per region (WT, TC, ET) per preset, site and seed, their mean
+and range over seeds, and the worst case per region. No target: it is the A/B the README
+quotes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from brats.options import option
+from brats.runtime import init_ray
+
+
+@dataclass(frozen=True)
+class RecipeBenchmark:
+    """``jobs/benchmark.py recipe``."""
+
+    presets: tuple[str, ...] = option(("seed", "nnunet"), help="presets to compare")
+    seeds: tuple[int, ...] = option(
+        (0, 1, 2), help="training seeds, each preset trained once per seed"
+    )
+    epochs: int | None = option(None, help="epochs per run (default: the demo's)")
+    other_site: str = option("b", help="the held-out site the model never saw")
+    held_out: int | None = option(None, help="held-out cases per site (default: the demo's)")
+    num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
+
+
+def held_out_dice(model: str, cohort: str) -> dict[str, list[float]]:
+    """Dice per region of every case of a labeled raw cohort, segmented by ``model``."""
+    from brats.io.cases import discover
+    from brats.segment.predictor import Predictor
+    from brats.storage import resolve
+    from brats.volume.labels import REGIONS, region_mask
+    from brats.volume.metrics import dice
+
+    predictor = Predictor.from_artifact(model)
+    root = resolve(cohort)
+    scores: dict[str, list[float]] = {r: [] for r in REGIONS}
+    for case in discover(root).cases:
+        done = predictor.segment_files(case, root)
+        truth = done.volumes.label
+        assert truth is not None, f"{case.case_id} has no seg"
+        for region in REGIONS:
+            scores[region].append(
+                dice(region_mask(done.labels, region), region_mask(truth, region))
+            )
+    return scores
+
+
+def run(args: RecipeBenchmark) -> dict[str, Any]:
+    from brats.devtools.demo import DemoConfig
+    from brats.devtools.synth import SynthConfig, generate_cohort
+    from brats.ingest.job import IngestConfig, ingest
+    from brats.train.job import train
+
+    demo = DemoConfig()
+    if args.epochs:
+        demo = replace(demo, epochs=args.epochs)
+    held_out = args.held_out or demo.held_out
+    init_ray(num_cpus=args.num_cpus)
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="brats-bench-recipe-") as tmp:
+        synth = SynthConfig(shape=demo.shape, seed=demo.seed, site=demo.site)
+        generate_cohort(f"{tmp}/raw", demo.cases, synth)
+        sites = {
+            demo.site: f"{tmp}/held-out-{demo.site}",
+            args.other_site: f"{tmp}/held-out-{args.other_site}",
+        }
+        generate_cohort(sites[demo.site], held_out, synth, start=1001)
+        other = replace(synth, site=args.other_site)
+        generate_cohort(sites[args.other_site], held_out, other, start=2001)
+        ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
+        for seed in args.seeds:
+            for preset in args.presets:
+                name = f"{preset}-{seed}"
+                began = time.perf_counter()
+                trained = train(
+                    demo.training(f"{tmp}/cohort", f"{tmp}/runs", name, preset=preset, seed=seed)
+                )
+                seconds = time.perf_counter() - began
+                assert trained.model is not None
+                scores = {site: held_out_dice(trained.model, root) for site, root in sites.items()}
+                runs.append(
+                    {"preset": preset, "seed": seed, "train_s": round(seconds, 1), "dice": scores}
+                )
+                line = " | ".join(
+                    f"site {site}: "
+                    + " ".join(f"{r} {np.mean(v):.3f}" for r, v in per_region.items())
+                    for site, per_region in scores.items()
+                )
+                print(f"recipe {preset} seed {seed} ({seconds:.0f} s): {line}", flush=True)
+    summary = _summarize(runs, list(sites))
+    for preset, per_site in summary.items():
+        for site, per_region in per_site.items():
+            print(
+                f"recipe {preset}, site {site}, mean over seeds (min..max): "
+                + ", ".join(
+                    f"{r} {s['mean']:.3f} ({s['min']:.3f}..{s['max']:.3f})"
+                    for r, s in per_region.items()
+                )
+            )
+    return {
+        "summary": summary,
+        "runs": [
+            run | {"dice": {s: {r: [round(x, 4) for x in v] for r, v in d.items()}
+                            for s, d in run["dice"].items()}}
+            for run in runs
+        ],
+        "setup": asdict(args) | {"demo": asdict(demo), "held_out": held_out},
+    }  # fmt: skip
+
+
+def _summarize(runs: list[dict[str, Any]], sites: list[str]) -> dict[str, Any]:
+    """Per preset and site: each region's mean held-out Dice over seeds, its range over
+    seeds, and the worst single case."""
+    out: dict[str, Any] = {}
+    for preset in dict.fromkeys(r["preset"] for r in runs):
+        mine = [r for r in runs if r["preset"] == preset]
+        out[preset] = {}
+        for site in sites:
+            regions = mine[0]["dice"][site]
+            out[preset][site] = {
+                region: {
+                    "mean": round(
+                        statistics.mean(np.mean(r["dice"][site][region]) for r in mine), 4
+                    ),
+                    "min": round(min(np.mean(r["dice"][site][region]) for r in mine), 4),
+                    "max": round(max(np.mean(r["dice"][site][region]) for r in mine), 4),
+                    "worst_case": round(min(min(r["dice"][site][region]) for r in mine), 4),
+                }
+                for region in regions
+            }
+    return out

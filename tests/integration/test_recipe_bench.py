@@ -1,0 +1,49 @@
+"""The augmentation and recipe benchmarks at tiny sizes: their figures add up."""
+
+from __future__ import annotations
+
+import pytest
+
+from brats.benchmarks import augment, recipe
+
+
+@pytest.mark.integration
+def test_augment_benchmark_reports_a_per_core_rate_and_cores_per_gpu(ray_session):
+    settings = augment.AugmentBenchmark(
+        cases=2, shape=(40, 40, 32), patch=16, patches=3, rounds=1, gpu_rate=10.0
+    )
+    figures = augment.run(settings)
+    rates = figures["patches_per_s"]
+    assert set(rates) == {"in_process", "flips", "ray_data"} and min(rates.values()) > 0
+    assert figures["per_core"] == rates["in_process"]
+    assert figures["cores_per_gpu"] == pytest.approx(10.0 / figures["per_core"], rel=1e-2)
+    assert figures["ray_data_per_core"] == pytest.approx(
+        rates["ray_data"] / figures["cores"], rel=1e-2
+    )
+    assert len(figures["prepared_shapes"]) == 2 and figures["prepared_shapes"][0][0] == 4
+
+
+def test_recipe_summary_is_the_mean_range_and_worst_case_over_seeds():
+    runs = [
+        {"preset": "seed", "seed": s, "dice": {"a": {"WT": [0.8 + s / 10, 0.6]}}} for s in (0, 1)
+    ]
+    summary = recipe._summarize(runs, ["a"])
+    wt = summary["seed"]["a"]["WT"]
+    assert wt == {"mean": pytest.approx(0.75), "min": 0.7, "max": 0.8, "worst_case": 0.6}
+
+
+def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):
+    import keras
+
+    from brats.devtools.synth import SynthConfig, generate_cohort
+    from brats.io.artifact import save_artifact
+    from brats.io.model_card import ModelInfo
+    from brats.train.model import build_unet, nnunet_config
+
+    keras.utils.set_random_seed(0)
+    unet = nnunet_config(base_filters=4, depth=2)
+    save_artifact(build_unet(unet), ModelInfo(unet=unet, patch_size=(16, 16, 16)), tmp_path / "m")
+    generate_cohort(tmp_path / "cases", 2, SynthConfig(shape=(32, 32, 24), site="b"))
+    scores = recipe.held_out_dice(str(tmp_path / "m"), str(tmp_path / "cases"))
+    assert set(scores) == {"WT", "TC", "ET"}
+    assert all(len(v) == 2 and all(0.0 <= d <= 1.0 for d in v) for v in scores.values())
