@@ -146,7 +146,7 @@ def train_tiny_model(cohort_root: Path, where: str, *, seed: int, steps: int = 2
         )
         rows.append({"image": prepared.image, "label": prepared.label, "labeled": True})
     model, _, step = build_step(config, steps, tf.distribute.get_strategy())
-    batches = patch_batches(iter(rows * 10), config, steps, np.random.default_rng(seed))
+    batches = patch_batches(iter(rows * 10), config, steps, (seed, 0, 0))
     for x, y in batches:
         step(tf.constant(x), tf.constant(y))
     save_artifact(model, config.model_info("zscore", label_convention="brats2020"), where)

@@ -3,8 +3,9 @@
 One invocation, on prepared full-size generated cases (240 x 240 x 155, cropped to the brain
 and z-scored as the ingest job prepares them):
 
-* ``in_process``: :func:`brats.train.batches.sample_patches` (the ``nnunet`` preset: class-
-  balanced centres, nnU-Net's augmentation) in this process, one core: the per-core rate;
+* ``in_process``: :func:`brats.train.batches.patch_batches` (the ``nnunet`` preset: class-
+  balanced centres, nnU-Net's augmentation, batches one-hot and channels last, as a worker
+  with ``--patch-stage worker`` trains on them) in this process, one core: the per-core rate;
 * ``flips``: the same with mirroring only (the ``seed`` preset), for the cost of the rest;
 * ``ray_data``: the same patches from :func:`brats.train.stream.patch_dataset` (Ray Data
   ``flat_map`` tasks, one per case, on every core of the local Ray) through
@@ -57,7 +58,7 @@ def run(args: AugmentBenchmark) -> dict[str, Any]:
     from brats.ingest.job import IngestConfig, ingest
     from brats.ingest.shards import read_prepared
     from brats.storage import resolve
-    from brats.train.batches import sample_patches
+    from brats.train.batches import patch_batches
     from brats.train.config import TrainConfig
     from brats.train.stream import patch_dataset, stream_batches
 
@@ -88,11 +89,9 @@ def run(args: AugmentBenchmark) -> dict[str, Any]:
 
         def in_process(recipe: TrainConfig, epoch: int) -> float:
             began = time.perf_counter()
-            for i, row in enumerate(rows):
-                rng = np.random.default_rng([0, epoch, 0, i])
-                image, label = np.asarray(row["image"]), np.asarray(row["label"])
-                sample_patches(image, label, recipe, rng, (0, epoch, 0), i * args.patches)
-            return n / (time.perf_counter() - began)
+            for _ in patch_batches(iter(rows), recipe, steps, (0, epoch, 0)):
+                pass
+            return steps * recipe.batch_size / (time.perf_counter() - began)
 
         def streamed(epoch: int) -> float:
             key = (0, epoch, 0)
@@ -125,7 +124,7 @@ def run(args: AugmentBenchmark) -> dict[str, Any]:
         "ray_data_per_core": round(stream_per_core, 3),
         "ray_data_over_in_process": round(stream_per_core / per_core, 3),
         "cores": cores,
-        "cores_per_gpu": round(cores_per_gpu, 2),
+        "cores_per_gpu": round(cores_per_gpu, 3),
         "prepared_shapes": shapes,
         "setup": asdict(args),
     }

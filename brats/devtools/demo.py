@@ -171,13 +171,15 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
 
 def _mean_dice(segmented: str) -> dict[str, float]:
-    """Mean Dice per region of a segmentation job's ``summary.json``."""
+    """Mean Dice per region (WT, TC, ET) of a segmentation job's ``summary.json``."""
+    from brats.volume.labels import REGIONS
+
     with open(os.path.join(segmented, "summary.json")) as fh:
-        summary = json.load(fh)
+        regions = json.load(fh)["regions"]
     return {
-        region: round(stats["dice"]["mean"], 3)
-        for region, stats in summary["regions"].items()
-        if stats and stats.get("dice")
+        region: round(regions[region]["dice"]["mean"], 3)
+        for region in REGIONS
+        if (regions.get(region) or {}).get("dice")
     }
 
 

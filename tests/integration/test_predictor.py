@@ -3,6 +3,7 @@ and the app and the segmentation job, both through it, write the same mask bytes
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from brats.storage import resolve
 from brats.train.model import UNetConfig, build_unet, nnunet_config
 from brats.train.worker import validate
 from brats.volume.labels import ET, NCR, regions_to_labels
+from brats.volume.postprocess import Postprocessing
 
 SHAPE = (32, 32, 24)
 TTA_AND_SMALL_ET = PredictSettings(flip_tta=True, min_et_voxels=4)
@@ -108,8 +110,19 @@ def test_training_validation_scores_the_predictors_labels(cohort, ragged_model):
         )
         rows.append({"image": prepared.image, "label": prepared.label})
     scores = validate(predictor, rows)
-    assert set(scores) == {"val_dice_WT", "val_dice_TC", "val_dice_ET", "val_dice_mean"}
+    regions = ("WT", "TC", "ET")
+    assert set(scores) == {
+        *(f"val_dice_{r}" for r in regions),
+        "val_dice_mean",
+        *(f"val_post_dice_{r}" for r in regions),
+        "postprocessing",
+    }
+    rules = Postprocessing.from_dict(json.loads(scores.pop("postprocessing")))
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # WT is decided first, on the raw labels: a rule exactly when it raises WT's Dice.
+    raised = scores["val_post_dice_WT"] > scores["val_dice_WT"]
+    assert scores["val_post_dice_WT"] >= scores["val_dice_WT"]
+    assert ("WT" in rules.rules) == raised
     perfect = [{"image": r["image"], "label": predictor.labels(r["image"])} for r in rows]
     assert validate(predictor, perfect)["val_dice_mean"] == 1.0
     assert validate(predictor, []) == {}
