@@ -252,7 +252,7 @@ def test_the_same_seed_trains_the_same_run(cohort, ray_session, tmp_path):
     runs = [
         train(
             TrainConfig(
-                data=str(cohort), storage=str(tmp_path / "runs"), name=name, epochs=2, **TINY
+                data=str(cohort), storage=str(tmp_path / "runs"), name=name, epochs=1, **TINY
             )
         )
         for name in ("first", "again")
@@ -282,7 +282,7 @@ def test_patches_cut_in_ray_data_tasks_are_the_workers_own_and_train_the_seed_pr
         data=str(tmp_path / "ingested"),
         storage=str(tmp_path / "runs"),
         name="streamed",
-        epochs=2,
+        epochs=1,
         preset="seed",
         patch_stage="ray-data",
         **TINY,
@@ -312,8 +312,7 @@ def test_patches_cut_in_ray_data_tasks_are_the_workers_own_and_train_the_seed_pr
         np.testing.assert_array_equal(xa, xb)
 
     result = train(config)
-    assert _epochs(result.history) == [1, 2]
-    assert all(np.isfinite(row["loss"]) for row in result.history)
+    assert _epochs(result.history) == [1] and np.isfinite(result.history[0]["loss"])
     loaded = load_artifact(result.model)
     assert loaded.card.info.unet.output == "softmax"
     assert loaded.card.info.training["patch_stage"] == "ray-data"
