@@ -14,12 +14,10 @@ import pytest
 from scipy import ndimage, stats
 
 import brats.devtools.synth as synth_module
+from brats.devtools.sites import CONTRAST, SITES, slice_blur_sigma
 from brats.devtools.synth import (
-    _CONTRAST,
-    SITES,
     SynthCase,
     SynthConfig,
-    _slice_blur_sigma,
     case_files,
     case_id_for,
     file_name,
@@ -368,7 +366,7 @@ def test_every_site_keeps_the_tissue_order_of_each_modality(site: str) -> None:
         m: dict(
             zip(
                 ("csf", "gm", "wm", "ed", "et", "nec", "net"),
-                np.multiply(_CONTRAST[m], profile.contrast.get(m, 1.0)),
+                np.multiply(CONTRAST[m], profile.contrast.get(m, 1.0)),
                 strict=True,
             )
         )
@@ -384,8 +382,8 @@ def test_every_site_keeps_the_tissue_order_of_each_modality(site: str) -> None:
 
 
 def test_slice_thickness_blurs_along_axis_2_only() -> None:
-    assert _slice_blur_sigma(None, 1.0) == 0.0 and _slice_blur_sigma(5.0, 6.0) == 0.0
-    assert _slice_blur_sigma(5.0, 1.0) == pytest.approx(np.sqrt(2.0))
+    assert slice_blur_sigma(None, 1.0) == 0.0 and slice_blur_sigma(5.0, 6.0) == 0.0
+    assert slice_blur_sigma(5.0, 1.0) == pytest.approx(np.sqrt(2.0))
     thin = dataclasses.replace(SITES["b"], slice_thickness_mm=None)
     sites = MappingProxyType({**SITES, "thin": thin})
     patched = pytest.MonkeyPatch.context()
