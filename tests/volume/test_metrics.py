@@ -168,8 +168,9 @@ def test_evaluate_case_keys_and_values() -> None:
 def test_evaluate_case_empty_tumour_is_perfect_not_nan() -> None:
     zeros = np.zeros((8, 8, 8), dtype=np.uint8)
     out = evaluate_case(zeros, zeros, (1, 1, 1))
+    zero = ("hd95", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn")
     for key, value in out.items():
-        assert value == (0.0 if key.startswith("hd95") else 1.0), key
+        assert value == (0.0 if key.startswith(zero) else 1.0), key
 
 
 def test_evaluate_case_missed_region_scores_the_diagonal() -> None:
@@ -262,3 +263,29 @@ def test_case_without_et_predicted_with_et_scores_zero_and_the_diagonal() -> Non
     assert out["precision_class3"] == 0.0 and out["recall_class3"] == 0.0
     assert out["dice_TC"] == 1.0 and out["dice_WT"] == 1.0 and out["hd95_TC"] == 0.0
     assert all(math.isfinite(v) for v in out.values())
+
+
+def test_surface_is_the_mask_minus_its_6_neighbour_erosion_with_an_empty_border() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    faces = ndimage.generate_binary_structure(3, 1)
+    for shape in ((1, 1, 1), (1, 6, 5), (2, 3, 4), (30, 20, 10)):
+        for _ in range(4):
+            mask = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0) > 0
+            eroded = ndimage.binary_erosion(mask, structure=faces, border_value=0)
+            np.testing.assert_array_equal(surface(mask), mask & ~eroded)
+
+
+def test_surface_distances_are_those_of_a_distance_transform() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    for spacing in ((1.0, 1.0, 1.0), (0.8, 1.0, 2.5)):
+        a = ndimage.gaussian_filter(rng.standard_normal((20, 18, 12)), 1.2) > 0.3
+        b = ndimage.gaussian_filter(rng.standard_normal((20, 18, 12)), 1.2) > 0.3
+        forward, backward = surface_distances(a, b, spacing)
+        to_b = ndimage.distance_transform_edt(~surface(b), sampling=spacing)[surface(a)]
+        to_a = ndimage.distance_transform_edt(~surface(a), sampling=spacing)[surface(b)]
+        np.testing.assert_allclose(forward, to_b, atol=1e-9)
+        np.testing.assert_allclose(backward, to_a, atol=1e-9)
