@@ -102,6 +102,7 @@ def render_html(
         f"<p>{_esc(EMPTY_RULES)}</p>",
         _html_statistics(summary["regions"]),
         _html_plots(rows),
+        _html_detection(summary["detection"]),
         _html_cases(rows),
     ]
     if overlay is not None and n_thumbnails > 0:
@@ -119,16 +120,26 @@ def _html_versions(versions: list[str]) -> str:
     return f'<p class="note">Records from {len(versions)} model versions: {listed}</p>'
 
 
+METRIC_NAMES: Final = {
+    "dice": "Dice",
+    "hd95": "HD95 (mm)",
+    "lesion_dice": "lesion-wise Dice",
+    "lesion_hd95": "lesion-wise HD95 (mm)",
+    "nsd": "NSD",
+}
+"""How the page names the summary's metrics."""
+
+
 def _html_statistics(regions: Mapping[str, Mapping[str, Any]]) -> str:
     header = "".join(f"<th>{name}</th>" for name in ("n", *STATISTICS))
     lines = [f'<table><tr><th class="text">metric</th>{header}</tr>']
     for region, metrics in regions.items():
         for metric, stats in metrics.items():
-            label = f"{'Dice' if metric == 'dice' else 'HD95 (mm)'} {region}"
+            label = f"{METRIC_NAMES.get(metric, metric)} {region}"
             if stats is None:
                 cells = f'<td colspan="{len(STATISTICS) + 1}">no case with ground truth</td>'
             else:
-                digits = 3 if metric == "dice" else 1
+                digits = 1 if "hd95" in metric else 3
                 values = (str(stats["n"]), *(f"{stats[s]:.{digits}f}" for s in STATISTICS))
                 cells = "".join(f"<td>{v}</td>" for v in values)
             lines.append(f'<tr><td class="text">{_esc(label)}</td>{cells}</tr>')
@@ -139,15 +150,32 @@ def _html_statistics(regions: Mapping[str, Mapping[str, Any]]) -> str:
 def _html_plots(rows: list[dict[str, Any]]) -> str:
     if not any(row["has_metrics"] for row in rows):
         return '<p class="note">No case has ground truth: no Dice or HD95 to plot.</p>'
-    dice = {region: column_values(rows, f"dice_{region}") for region in REGIONS}
-    hd95 = {region: column_values(rows, f"hd95_{region}") for region in REGIONS}
-    return "\n".join(
-        [
-            "<h2>Dice and HD95 per region</h2>",
-            _img(_box_plot_png(dice, "Dice", (0.0, 1.02)), "Dice box plot per region"),
-            _img(_box_plot_png(hd95, "HD95 (mm)", None), "HD95 box plot per region"),
+    parts = ["<h2>Dice and HD95 per region</h2>"]
+    for prefix, heading in (("", "whole volume"), ("lesion_", "lesion-wise, BraTS 2023")):
+        dice = {r: column_values(rows, f"{prefix}dice_{r}") for r in REGIONS}
+        hd95 = {r: column_values(rows, f"{prefix}hd95_{r}") for r in REGIONS}
+        if not any(dice.values()):
+            continue  # records from before lesion-wise metrics
+        parts += [
+            f"<h3>{_esc(heading)}</h3>",
+            _img(_box_plot_png(dice, "Dice", (0.0, 1.02)), f"Dice box plot per region, {heading}"),
+            _img(_box_plot_png(hd95, "HD95 (mm)", None), f"HD95 box plot per region, {heading}"),
         ]
-    )
+    return "\n".join(parts)
+
+
+def _html_detection(detection: Mapping[str, Mapping[str, int]]) -> str:
+    """Lesion-wise true positives, false positives and false negatives per region."""
+    lines = [
+        "<h2>Lesion detection</h2>",
+        '<table><tr><th class="text">region</th><th>TP lesions</th><th>FP components</th>'
+        "<th>FN lesions</th></tr>",
+    ]
+    for region, counts in detection.items():
+        cells = "".join(f"<td>{int(counts[c])}</td>" for c in ("tp", "fp", "fn"))
+        lines.append(f'<tr><td class="text">{_esc(region)}</td>{cells}</tr>')
+    lines.append("</table>")
+    return "\n".join(lines)
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -158,8 +186,9 @@ def _img(png: bytes, alt: str) -> str:
 def _html_cases(rows: list[dict[str, Any]]) -> str:
     heads = ["case", "status"]
     heads += [f"Dice {r}" for r in REGIONS] + [f"HD95 {r} (mm)" for r in REGIONS]
-    heads += ["error reason", "error message"]
-    text_heads = {"case", "status", "error reason", "error message"}
+    heads += [f"lesion Dice {r}" for r in REGIONS]
+    heads += ["error reason", "error message", "notes"]
+    text_heads = {"case", "status", "error reason", "error message", "notes"}
     header = "".join(
         f'<th class="text">{h}</th>' if h in text_heads else f"<th>{h}</th>" for h in heads
     )
@@ -167,12 +196,14 @@ def _html_cases(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         numbers = [_fmt(row[f"dice_{r}"], 3) for r in REGIONS]
         numbers += [_fmt(row[f"hd95_{r}"], 1) for r in REGIONS]
+        numbers += [_fmt(row[f"lesion_dice_{r}"], 3) for r in REGIONS]
         cells = [
             f'<td class="text">{_esc(row["case_id"])}</td>',
             f'<td class="text">{_esc(row["status"])}</td>',
             *(f"<td>{n}</td>" for n in numbers),
             f'<td class="text">{_esc(row["error_reason"])}</td>',
             f'<td class="text">{_esc(row["error_message"])}</td>',
+            f'<td class="text">{_esc(row["notes"])}</td>',
         ]
         css = ' class="failed"' if row["status"] == "failed" else ""
         lines.append(f"<tr{css}>{''.join(cells)}</tr>")

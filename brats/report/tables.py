@@ -35,14 +35,18 @@ logger = logging.getLogger(__name__)
 
 REPORT_FILES: Final = ("report.parquet", "report.csv", "summary.json", "report.html")
 STATISTICS: Final = ("mean", "median", "std", "min", "max")
-SUMMARY_METRICS: Final = ("dice", "hd95")
+SUMMARY_METRICS: Final = ("dice", "hd95", "lesion_dice", "lesion_hd95", "nsd")
+DETECTION: Final = ("tp", "fp", "fn")
+"""Lesion counts the summary totals per region (``lesion_tp_WT``, ...)."""
 
 EMPTY_RULES: Final = (
     "Empty masks never give NaN. Both masks empty (nothing predicted, nothing there): "
     "Dice 1 and HD95 0 mm, the prediction is exactly right. One mask empty: Dice 0 and "
     "HD95 = the volume diagonal in mm, sqrt(sum((shape * spacing) ** 2)) (373.13 mm for "
     "240 x 240 x 155 at 1 mm), the largest distance two voxels of the volume can have, so a "
-    "miss scores as the worst possible distance and stays finite."
+    "miss scores as the worst possible distance and stays finite. Lesion-wise (BraTS "
+    "2023): a missed lesion and a false-positive component each score Dice 0 and HD95 "
+    "374 mm; a case with no lesion and no false positive scores Dice 1 and HD95 0."
 )
 """The empty-mask rules of :mod:`brats.volume.metrics`, stated in every summary and HTML report."""
 
@@ -69,6 +73,7 @@ TABLE_SCHEMA: Final = pa.schema(
         *((name, pa.string()) for name in _TEXT_COLUMNS),
         *((name, pa.float64()) for name in (*METRIC_KEYS, *VOLUME_COLUMNS, *TIMING_COLUMNS)),
         ("created", pa.string()),
+        ("notes", pa.string()),
     ]
 )
 """Columns of :func:`report_table`, in order."""
@@ -88,10 +93,13 @@ def summarize(records: Sequence[CaseRecord]) -> dict[str, Any]:
 
     Returns:
         ``counts`` (``cases``, ``done``, ``failed``, ``with_ground_truth``); ``regions``:
-        for each of WT, TC, ET and each of ``dice``, ``hd95`` the ``n``, mean, median, std,
-        min and max over the cases with metrics, or ``None`` when no case has that metric;
-        ``failed``: ``[{case_id, file, reason}]`` sorted by case id; ``model_versions``: sorted
-        unique; ``empty_rules`` and ``statistics`` (what the numbers mean).
+        for each of WT, TC, ET and each of :data:`SUMMARY_METRICS` the ``n``, mean, median,
+        std, min and max over the cases with metrics, or ``None`` when no case has that
+        metric; ``detection``: per region the lesion-wise ``tp``, ``fp`` and ``fn`` summed
+        over the cases (0 for records from before lesion-wise metrics); ``failed``:
+        ``[{case_id, file, reason}]`` sorted by case id; ``notes``: ``[{case_id, notes}]``
+        of the cases that have any; ``model_versions``: sorted unique; ``empty_rules`` and
+        ``statistics`` (what the numbers mean).
     """
     rows = [report_row(r) for r in _sorted(records)]
     return _summary(rows)
@@ -176,6 +184,7 @@ def report_row(record: CaseRecord) -> dict[str, Any]:
     timings = _mapping(record.timings)
     row.update({key: _number(timings.get(key)) for key in TIMING_COLUMNS})
     row["created"] = _text(record.created)
+    row["notes"] = "; ".join(record.notes) or None
     return row
 
 
@@ -213,10 +222,20 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             }
             for region in REGIONS
         },
+        "detection": {
+            region: {
+                count: int(sum(column_values(with_metrics, f"lesion_{count}_{region}")))
+                for count in DETECTION
+            }
+            for region in REGIONS
+        },
         "failed": [
             {"case_id": row["case_id"], "file": row["error_file"], "reason": row["error_reason"]}
             for row in rows
             if row["status"] == FAILED
+        ],
+        "notes": [
+            {"case_id": row["case_id"], "notes": row["notes"]} for row in rows if row["notes"]
         ],
         "model_versions": sorted({row["model_version"] for row in rows} - {None}),
         "empty_rules": EMPTY_RULES,

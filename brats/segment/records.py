@@ -78,6 +78,9 @@ class CaseRecord:
         metrics: every key of :data:`brats.volume.metrics.METRIC_KEYS` against the case's
             ground truth, ``None`` without ground truth or when failed.
         error: why it failed, ``None`` when done.
+        notes: what a reader should know about how the case was scored (the evaluation
+            job: a prediction that was missing); stored only when there is one, so a record
+            without notes is the document it was before notes existed.
         schema: the schema version the record was written with.
         extra: keys this version does not know (from a newer job), kept as they were.
     """
@@ -96,6 +99,7 @@ class CaseRecord:
     region_volumes_ml: dict[str, float] | None = None
     metrics: dict[str, float] | None = None
     error: CaseFailure | None = None
+    notes: list[str] = field(default_factory=list)
     schema: int = RECORD_SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -143,7 +147,7 @@ class CaseRecord:
         a schema 1 record (so it is the document it was read from)."""
         document: dict[str, Any] = dict(self.extra)
         for f in fields(self):
-            if f.name in ("extra", "schema", "error"):
+            if f.name in ("extra", "schema", "error") or (f.name == "notes" and not self.notes):
                 continue
             document[f.name] = getattr(self, f.name)
         document["error"] = None if self.error is None else self.error.to_dict()

@@ -21,4 +21,4 @@ def test_report_over_s3(s3_bucket, s3_endpoint):
     summary = json.loads(fs.cat_file(f"{bucket}/runs/r1/summary.json"))
     assert summary == summarize(report_cohort())
     page = fs.cat_file(f"{bucket}/runs/r1/report.html").decode()
-    assert page.count("<img") == 2 + 5
+    assert page.count("<img") == 4 + 5

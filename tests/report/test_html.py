@@ -52,7 +52,7 @@ def test_html_escapes_hostile_text(tmp_path):
     assert "onerror=" not in page.replace("onerror=&quot;", "")
     assert "&lt;script&gt;alert(&#x27;reason&#x27;)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
-    assert page.count("<img") == 2 + 2  # two box plots, two thumbnails
+    assert page.count("<img") == 4 + 2  # whole-volume and lesion-wise box plots, two thumbnails
 
 
 def test_html_title_counts_and_versions(tmp_path):
@@ -63,7 +63,7 @@ def test_html_title_counts_and_versions(tmp_path):
     assert "Records from 2 model versions" in page
     assert "Dice 1 and HD95 0" in page
     assert page.count('<tr class="failed">') == 1
-    assert page.count("<img") == 2  # box plots only: no overlay loader
+    assert page.count("<img") == 4  # box plots only: no overlay loader
 
 
 def test_thumbnails_of_worst_and_best_cases(tmp_path):
@@ -78,11 +78,11 @@ def test_thumbnails_of_worst_and_best_cases(tmp_path):
     )
     # by dice_WT: a 0.42, b 0.63, c 0.77, d 0.85, e 0.91; the no-ground-truth case never shows
     assert calls == ["case_a", "case_b", "case_e", "case_d"]
-    assert page.count("<img") == 2 + 4
+    assert page.count("<img") == 4 + 4
     assert page.count("axial slice 5</figcaption>") == 4
     assert "necrotic / non-enhancing core (1)" in page and "enhancing tumor (3)" in page
 
-    thumbnail = imread(io.BytesIO(embedded_pngs(page)[2]))[..., :3]
+    thumbnail = imread(io.BytesIO(embedded_pngs(page)[4]))[..., :3]  # after the 4 box plots
     r, g, b = (thumbnail[..., i].astype(float) for i in range(3))
     assert np.any(r - g > 0.3), "no necrotic core in red"
     assert np.any(g - r > 0.15), "no edema in green"
@@ -102,7 +102,7 @@ def test_overlay_failure_leaves_a_note(tmp_path):
     written = write_report(report_cohort(), resolve(str(tmp_path)), overlay=overlay, n_thumbnails=2)
     assert sorted(written) == sorted(REPORT_FILES)
     page = html_of(written)
-    assert page.count("<img") == 2 + 2
+    assert page.count("<img") == 4 + 2
     assert "No thumbnail: FileNotFoundError: s3://bucket/case_a.nii.gz" in page
     assert "hunter2" not in page and "Signature" not in page
     assert "No thumbnail: ValueError: image (16, 16, 8) and prediction (16, 16, 4)" in page

@@ -12,6 +12,7 @@ import pytest
 from brats.report.tables import (
     EMPTY_RULES,
     REPORT_FILES,
+    SUMMARY_METRICS,
     TABLE_SCHEMA,
     report_table,
     summarize,
@@ -133,7 +134,8 @@ def test_never_nan(tmp_path):
 
     nothing = summarize([done_record("y", None), failed_record("z", None, "no FLAIR")])
     json.dumps(nothing, allow_nan=False)
-    assert nothing["regions"] == {r: {"dice": None, "hd95": None} for r in REGIONS}
+    assert nothing["regions"] == {r: dict.fromkeys(SUMMARY_METRICS) for r in REGIONS}
+    assert nothing["detection"] == {r: {"tp": 0, "fp": 0, "fn": 0} for r in REGIONS}
 
     written = write_report(records, resolve(str(tmp_path)))
 
