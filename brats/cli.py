@@ -1,4 +1,4 @@
-"""Command line: ``brats {synth,ingest,train,segment,nightly,app}`` and every parser behind it.
+"""Command line: ``brats {synth,ingest,train,segment,evaluate,nightly,app}`` and their parsers.
 
 Each parser is built from the command's config dataclasses (:mod:`brats.options`), and each
 ``run_*`` function is a job's whole entry point: arguments in, one config, one call to the
@@ -163,6 +163,45 @@ def run_segment(argv: Sequence[str] | None = None) -> int:
     return result.exit_code(fail_on_error=config.fail_on_error)
 
 
+def evaluate_parser() -> argparse.ArgumentParser:
+    from brats.evaluate.job import EvaluateConfig
+    from brats.runtime import LocalRay
+
+    return build_parser(
+        "brats evaluate",
+        "Score any predicted label volumes against ground truth on Ray Data: whole-volume and "
+        "BraTS 2023 lesion-wise Dice and HD95, NSD, sensitivity, specificity; records and a "
+        "report.",
+        EvaluateConfig,
+        LocalRay,
+    )
+
+
+def run_evaluate(argv: Sequence[str] | None = None) -> int:
+    from brats.evaluate.job import EvaluateConfig, EvaluateError, evaluate
+
+    config = _config_on_ray(evaluate_parser(), EvaluateConfig, argv)
+    try:
+        result = evaluate(config)
+    except EvaluateError as err:
+        log.error("%s", err)
+        _print_json({"status": "failed", "error": str(err)})
+        return 1
+    _print_json(
+        {
+            "status": "ok",
+            "out": result.out,
+            "cases": result.cases,
+            "done": result.done,
+            "missing_predictions": result.missing_predictions,
+            "failed": result.failed,
+            "report": result.report,
+            "seconds": round(result.seconds, 1),
+        }
+    )
+    return result.exit_code(fail_on_error=config.fail_on_error)
+
+
 def synth_parser() -> argparse.ArgumentParser:
     from brats.devtools.synth import SynthCommand
 
@@ -304,7 +343,7 @@ def run_demo_command(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-BENCHMARKS = ("ingest", "model", "train", "segment", "peer", "augment", "recipe")
+BENCHMARKS = ("ingest", "model", "train", "segment", "peer", "augment", "evaluate", "recipe")
 """The suites of ``jobs/benchmark.py``, one module each under :mod:`brats.benchmarks`."""
 LONG_BENCHMARKS = ("recipe",)
 """Suites ``all`` leaves out: they train several models (most of an hour on 2 cores)."""
@@ -377,6 +416,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "ingest": run_ingest,
     "train": run_train,
     "segment": run_segment,
+    "evaluate": run_evaluate,
     "nightly": run_nightly,
     "app": run_app,
 }
@@ -385,6 +425,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "ingest": ingest_parser,
     "train": train_parser,
     "segment": segment_parser,
+    "evaluate": evaluate_parser,
     "nightly": nightly_parser,
     "app": app_parser,
 }

@@ -1,8 +1,9 @@
 """The command line (brats.cli): parsers generated from the configs keep every flag.
 
-``tests/data/cli_flags.json`` lists every flag of ``brats {ingest,train,segment,synth,nightly,
-app}`` with its default, choices, value count and whether it is required: as the hand-written
-parsers of brats 0.1.0 (2026-11-25) had them, plus the flags added since, and with the
+``tests/data/cli_flags.json`` lists every flag of ``brats {ingest,train,segment,evaluate,synth,
+nightly,app}`` with its default, choices, value count and whether it is required: as the
+hand-written parsers of brats 0.1.0 (2026-11-25) had them, plus the flags and commands added
+since, and with the
 defaults changed on purpose since (each in the CHANGELOG: ``train --loss``, now the preset's,
 and ``synth --p-no-enhancing``, now 0.25).
 """

@@ -110,7 +110,7 @@ def nifti_stem(filename: str) -> str | None:
     return filename[: match.start()] if match else None
 
 
-def _parse(stem: str) -> tuple[str, str, LabelConvention | None] | None:
+def parse_name(stem: str) -> tuple[str, str, LabelConvention | None] | None:
     """``"BraTS20_Training_001_t1ce" -> ("BraTS20_Training_001", "t1ce", BRATS2020)``."""
     match = _TOKEN_RE.match(stem)
     if not match:
@@ -135,12 +135,12 @@ def discover(root: Location, *, convention: LabelConvention | str | None = None)
     files = [
         p
         for p in fs.find(root.path)
-        if nifti_stem(posixpath.basename(p)) and not _is_hidden(p[len(base) :])
+        if nifti_stem(posixpath.basename(p)) and not is_hidden(p[len(base) :])
     ]
     return group_cases(files, base, convention=convention)
 
 
-def _is_hidden(relative: str) -> bool:
+def is_hidden(relative: str) -> bool:
     """Dot files and macOS archive leftovers (``._x``, ``__MACOSX/``) are never data."""
     return any(part.startswith(".") or part == "__MACOSX" for part in relative.split("/"))
 
@@ -184,7 +184,7 @@ def _group_flat(files: list[str], rejected: list[Rejected]) -> dict[str, list[st
     groups: dict[str, list[str]] = defaultdict(list)
     for path in files:
         stem = nifti_stem(posixpath.basename(path)) or ""
-        parsed = _parse(stem)
+        parsed = parse_name(stem)
         if parsed is None:
             rejected.append(Rejected(posixpath.basename(path), "file name names no modality"))
             continue
@@ -201,7 +201,7 @@ def _make_case(
     leftovers: list[str] = []
     for path in sorted(files):
         base = posixpath.basename(path)
-        parsed = _parse(nifti_stem(base) or "")
+        parsed = parse_name(nifti_stem(base) or "")
         if parsed is None:
             leftovers.append(path)
             continue

@@ -1,0 +1,1 @@
+"""Scoring any predictions against ground truth: pairing, the job."""

@@ -1,0 +1,347 @@
+"""The evaluation job: any set of predictions scored against ground truth with Ray Data.
+
+    find label volumes under --pred and --truth (driver) -> pair them by case id
+      -> map: read both, check geometry and labels, score (brats.volume.metrics), write
+         records/<case>.json                                           (Ray Data tasks)
+      -> driver: report.* over this run's records, then _SUCCESS
+
+The outputs are the segmentation job's (:mod:`brats.segment.records`,
+:mod:`brats.report.tables`) without the masks: ``records/<case>.json``, ``report.parquet``,
+``report.csv``, ``summary.json``, ``report.html`` and ``_SUCCESS`` last. A record's
+``model_version`` is the name given to the predictions (``--name``).
+
+A truth case without a prediction is scored as an empty mask and says so in its record's
+``notes``. A prediction without a truth case, or a file that cannot be used (unreadable, other
+geometry than its truth, labels outside the convention), becomes a failed record naming the
+file and the reason; every other case goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import posixpath
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from brats.errors import CaseError, InvalidCaseIdError
+from brats.evaluate.pairing import LabelFiles, Pair, find_label_files, pair_files
+from brats.io.cases import discover, validate_case_id
+from brats.io.nifti import Limits, Volume, read_file
+from brats.options import option
+from brats.segment.records import (
+    DONE,
+    CaseFailure,
+    CaseRecord,
+    clear_success,
+    now,
+    read_records,
+    write_record,
+    write_success,
+)
+from brats.storage import S3_ENDPOINT_HELP, Location, StorageError, redact, resolve
+from brats.volume.labels import LabelConvention, LabelError, to_internal
+from brats.volume.lesions import LesionSettings
+from brats.volume.metrics import evaluate_case
+from brats.volume.postprocess import region_volumes_ml
+
+log = logging.getLogger(__name__)
+
+MISSING_PREDICTION: Final = "no prediction: scored as an empty mask"
+
+
+class EvaluateError(RuntimeError):
+    """The job cannot run at all (a folder that cannot be listed, no truth)."""
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Everything ``brats evaluate`` and ``jobs/evaluate.py`` take."""
+
+    pred: str = option(help="predicted label volumes: local folder or s3://")
+    truth: str = option(help="ground-truth label volumes (or a BraTS cohort): local or s3://")
+    out: str = option(help="output folder: local or s3://")
+    name: str = option(
+        "predictions", help="what the report calls the predictions (the records' model_version)"
+    )
+    labels: LabelConvention | None = option(
+        None,
+        help="label convention of both sides (default: per file, brats2020 if it holds a 4, "
+        "else brats2023)",
+    )
+    lesions: LesionSettings = field(default_factory=LesionSettings)
+    s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
+    fail_on_error: bool = option(False, help="exit 1 when any case failed")
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            object.__setattr__(self, "labels", LabelConvention(self.labels))
+        if not self.name or len(self.name) > 200:
+            raise ValueError("name must be 1..200 characters")
+
+    def settings(self) -> dict[str, Any]:
+        """What decides a record's figures besides the two files."""
+        return {
+            "evaluate": True,
+            "labels": self.labels.value if self.labels else None,
+            **self.lesions.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    out: str
+    cases: int
+    done: int
+    missing_predictions: list[str]
+    failed: list[dict[str, Any]]
+    report: dict[str, str]
+    seconds: float
+
+    def exit_code(self, *, fail_on_error: bool = False) -> int:
+        """1 when asked to fail on any error and one happened, or when nothing was scored."""
+        if fail_on_error and self.failed:
+            return 1
+        return 1 if self.done == 0 else 0
+
+
+def evaluate(config: EvaluateConfig) -> EvaluateResult:
+    """Score every truth case against its prediction; write records, the report, _SUCCESS.
+
+    Needs a running Ray. A bad case never raises: it becomes a failed record.
+
+    Raises:
+        EvaluateError: a folder cannot be listed, or it holds no truth at all.
+    """
+    began = time.perf_counter()
+    pred_root = resolve(config.pred, s3_endpoint=config.s3_endpoint)
+    truth_root = resolve(config.truth, s3_endpoint=config.s3_endpoint)
+    out = resolve(config.out, s3_endpoint=config.s3_endpoint)
+    preds, truths = _find(pred_root, "predictions"), _find(truth_root, "truth")
+    if not truths.files:
+        raise EvaluateError(f"truth {redact(truth_root.uri)}: no label volumes found")
+    pairs, orphans = pair_files(preds, truths)
+    log.info(
+        "evaluate: %d truth cases, %d predictions (%d without truth)",
+        len(pairs),
+        len(preds.files),
+        len(orphans),
+    )
+    clear_success(out)
+    ids = {p.case_id for p in pairs}
+    unnamed: list[dict[str, Any]] = []
+    for side, found in (("predictions", preds), ("truth", truths)):
+        for r in found.rejected:
+            if _valid(r.name) and r.name not in ids:
+                ids.add(r.name)
+                _write_failed(out, config, r.name, None, f"{side}: {r.reason}")
+            elif r.name not in ids:  # not a case id: it cannot have a record
+                unnamed.append({"case_id": r.name, "error": f"{side}: {r.reason}"})
+    for case_id in orphans:
+        if case_id in ids:
+            continue
+        ids.add(case_id)
+        path = posixpath.basename(preds.files[case_id])
+        _write_failed(out, config, case_id, path, "no ground truth has this case id")
+    rows = _score_all(pairs, out, config)
+    records = [r for case_id, r in read_records(out).items() if case_id in ids]
+    report = _write_report(records, out, truth_root, pairs, config)
+    write_success(out, model_version=config.name, cases=len(ids), records=records)
+    failed = [
+        {"case_id": r.case_id, "error": r.error.message} for r in records if r.error is not None
+    ]
+    return EvaluateResult(
+        out=redact(out.uri),
+        cases=len(pairs),
+        done=sum(row["status"] == DONE for row in rows),
+        missing_predictions=sorted(p.case_id for p in pairs if p.pred is None),
+        failed=sorted(failed + unnamed, key=lambda f: str(f["case_id"])),
+        report=report,
+        seconds=time.perf_counter() - began,
+    )
+
+
+def _find(root: Location, what: str) -> LabelFiles:
+    try:
+        found = find_label_files(root)
+    except (OSError, StorageError) as err:
+        raise EvaluateError(f"{what} {redact(root.uri)}: {err}") from err
+    for rejected in found.rejected:
+        log.warning("%s: %s: %s", what, rejected.name, rejected.reason)
+    return found
+
+
+def _score_all(pairs: list[Pair], out: Location, config: EvaluateConfig) -> list[dict[str, Any]]:
+    import ray.data
+
+    if not pairs:
+        return []
+    items = [{"case_id": p.case_id, "truth": p.truth, "pred": p.pred or ""} for p in pairs]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
+        functools.partial(score_pair, out=out, config=config), num_cpus=1
+    )
+    rows = []
+    for n, row in enumerate(ds.iter_rows(), start=1):
+        state = row["status"] if row["status"] == DONE else f"FAILED: {row['error']}"
+        log.info("evaluate [%d/%d] %s %s", n, len(items), row["case_id"], state)
+        rows.append(dict(row))
+    return rows
+
+
+def score_pair(row: dict[str, Any], *, out: Location, config: EvaluateConfig) -> dict[str, Any]:
+    """Ray Data ``map``: read, check and score one pair; write its record; return
+    ``{case_id, status, error}``. A case that cannot be scored gets a failed record."""
+    case_id = str(row["case_id"])
+    pred_path = str(row["pred"]) or None
+    began = time.perf_counter()
+    try:
+        truth_volume, truth, truth_sum = _read_labels(config.truth, row["truth"], case_id, config)
+        checksums = {f"truth/{posixpath.basename(row['truth'])}": truth_sum}
+        notes: list[str] = []
+        if pred_path is None:
+            pred, convention = np.zeros_like(truth), None
+            notes.append(MISSING_PREDICTION)
+        else:
+            pred_volume, pred, pred_sum = _read_labels(config.pred, pred_path, case_id, config)
+            checksums[f"prediction/{posixpath.basename(pred_path)}"] = pred_sum
+            _check_geometry(pred_volume, truth_volume, case_id, pred_path, config.limits)
+            convention = _written_in(pred_volume.data, config)
+        read_s = time.perf_counter() - began
+        spacing = truth_volume.spacing
+        metrics = evaluate_case(pred, truth, spacing, config.lesions)
+        record = CaseRecord(
+            case_id=case_id,
+            status=DONE,
+            model_version=config.name,
+            settings=config.settings(),
+            input_checksums=checksums,
+            convention=convention,
+            created=now(),
+            shape=list(truth.shape),
+            spacing=list(spacing),
+            timings={"read_s": read_s, "evaluate_s": time.perf_counter() - began - read_s},
+            region_volumes_ml=region_volumes_ml(pred, spacing),
+            metrics=metrics,
+            notes=notes,
+        )
+        write_record(out, record)
+    except CaseError as err:
+        record = _write_failed(out, config, case_id, err.file, err.reason)
+    return {
+        "case_id": case_id,
+        "status": record.status,
+        "error": record.error.message if record.error is not None else "",
+    }
+
+
+def _write_failed(
+    out: Location, config: EvaluateConfig, case_id: str, file: str | None, reason: str
+) -> CaseRecord:
+    failure = CaseFailure(file, reason, str(CaseError(case_id, file, reason)))
+    record = CaseRecord.failed(
+        case_id, failure, model_version=config.name, settings=config.settings()
+    )
+    write_record(out, record)
+    return record
+
+
+def _valid(name: str) -> bool:
+    try:
+        validate_case_id(name)
+    except InvalidCaseIdError:
+        return False
+    return True
+
+
+def _read_labels(
+    root_uri: str, path: str, case_id: str, config: EvaluateConfig
+) -> tuple[Volume, npt.NDArray[np.uint8], str]:
+    """A label file's volume, internal classes and sha256. Raises CaseError naming it."""
+    fs = resolve(root_uri, s3_endpoint=config.s3_endpoint).filesystem()
+    volume, digest = read_file(fs, path, case_id=case_id, limits=config.limits)
+    try:
+        labels = to_internal(volume.data, _convention(volume.data, config))
+    except LabelError as err:
+        raise CaseError(case_id, posixpath.basename(path), str(err)) from None
+    return volume, labels, digest
+
+
+def _convention(data: npt.NDArray[Any], config: EvaluateConfig) -> LabelConvention:
+    """The forced convention, else brats2020 for a volume holding a 4, else brats2023."""
+    if config.labels is not None:
+        return config.labels
+    return LabelConvention.BRATS2020 if bool(np.any(data == 4)) else LabelConvention.BRATS2023
+
+
+def _written_in(data: npt.NDArray[Any], config: EvaluateConfig) -> str | None:
+    """The convention a prediction is known to be written in: the forced one, else that of
+    its ET label (4 or 3); ``None`` for one without ET, which reads the same in both."""
+    if config.labels is not None:
+        return config.labels.value
+    if bool(np.any(data == 4)):
+        return LabelConvention.BRATS2020.value
+    return LabelConvention.BRATS2023.value if bool(np.any(data == 3)) else None
+
+
+def _check_geometry(pred: Volume, truth: Volume, case_id: str, path: str, limits: Limits) -> None:
+    name = posixpath.basename(path)
+    if pred.data.shape != truth.data.shape:
+        raise CaseError(
+            case_id, name, f"shape {pred.data.shape} differs from the truth's {truth.data.shape}"
+        )
+    diff = float(np.max(np.abs(pred.affine - truth.affine)))
+    if diff > limits.affine_atol:
+        raise CaseError(
+            case_id,
+            name,
+            f"affine differs from the truth's by {diff:.4g} mm (> {limits.affine_atol})",
+        )
+
+
+def _write_report(
+    records: list[CaseRecord],
+    out: Location,
+    truth_root: Location,
+    pairs: list[Pair],
+    config: EvaluateConfig,
+) -> dict[str, str]:
+    """The report, with thumbnails when the truth folder is a cohort with FLAIR images."""
+    from brats.report.tables import write_report
+
+    try:
+        cohort = {c.case_id: c for c in discover(truth_root).cases if "flair" in c.images}
+    except (OSError, StorageError):
+        cohort = {}
+    by_id = {p.case_id: p for p in pairs}
+    overlay = None
+    if cohort:
+        overlay = functools.partial(
+            _overlay, truth_root=truth_root, cohort=cohort, pairs=by_id, config=config
+        )
+    return write_report(records, out, overlay=overlay)
+
+
+def _overlay(
+    case_id: str,
+    *,
+    truth_root: Location,
+    cohort: dict[str, Any],
+    pairs: dict[str, Pair],
+    config: EvaluateConfig,
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
+    """FLAIR (from the truth cohort), prediction and truth of a case, for the thumbnails."""
+    case, pair = cohort.get(case_id), pairs.get(case_id)
+    if case is None or pair is None:
+        raise CaseError(case_id, None, "no FLAIR in the truth folder to draw")
+    fs = truth_root.filesystem()
+    flair = read_file(fs, case.images["flair"], case_id=case_id, limits=config.limits)[0]
+    truth = _read_labels(config.truth, pair.truth, case_id, config)[1]
+    if pair.pred is None:
+        return flair.data.astype(np.float32), np.zeros_like(truth), truth
+    pred = _read_labels(config.pred, pair.pred, case_id, config)[1]
+    return flair.data.astype(np.float32), pred, truth
