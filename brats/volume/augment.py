@@ -2,7 +2,8 @@
 
 Images are ``(C, D, H, W) float32`` (channels first), labels ``(D, H, W) uint8`` internal
 classes. Every function takes its randomness from an explicit :class:`numpy.random.Generator`
-and returns new arrays; no input is modified.
+and returns new arrays; no input is modified. The intensity transforms live in
+:mod:`brats.volume.intensity` and are re-exported here.
 
 :func:`augment_patch` runs the whole pipeline in nnU-Net's order: rotation and scaling (the
 patch is sampled from the whole volume, so a rotated patch has no empty corners where the volume
@@ -19,6 +20,21 @@ fire only with their probabilities, so nnU-Net's defaults average about 0.2 s pe
 
 from __future__ import annotations
 
+__all__ = [
+    "Augmentation",
+    "augment_patch",
+    "brightness",
+    "contrast",
+    "gamma",
+    "gaussian_blur",
+    "gaussian_noise",
+    "low_resolution",
+    "mirror",
+    "rotation_matrix",
+    "seeded_rng",
+    "spatial_patch",
+]
+
 import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -28,9 +44,18 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from brats.volume.geometry import Shape3
+from brats.volume.intensity import (
+    FloatRange,
+    brightness,
+    check_image,
+    contrast,
+    draw_factor,
+    gamma,
+    gaussian_blur,
+    gaussian_noise,
+    low_resolution,
+)
 from brats.volume.patches import extract
-
-FloatRange = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -139,11 +164,6 @@ def _check_range(name: str, value: FloatRange, *, positive: bool) -> None:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-def _check_image(image: npt.NDArray[Any]) -> None:
-    if image.ndim != 4:
-        raise ValueError(f"image must be (C, D, H, W), got shape {image.shape}")
-
-
 def _check_label(label: npt.NDArray[Any], image: npt.NDArray[Any]) -> None:
     if label.ndim != 3 or label.shape != image.shape[1:]:
         raise ValueError(
@@ -159,22 +179,6 @@ def _check_patch(center: npt.ArrayLike, patch_size: Shape3) -> tuple[npt.NDArray
     if c.shape != (3,) or not np.issubdtype(c.dtype, np.integer):
         raise ValueError(f"center must be 3 ints, got {center!r}")
     return c.astype(np.int64), (int(size[0]), int(size[1]), int(size[2]))
-
-
-def _as_float32(image: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-    """A float32 copy of ``image`` (always a copy, so the caller may write into it)."""
-    return np.array(image, dtype=np.float32, order="C", copy=True)
-
-
-def _draw_factor(rng: np.random.Generator, low: float, high: float) -> float:
-    """A factor from ``[low, high]`` by batchgenerators' rule.
-
-    When the range spans 1, with probability 0.5 uniform in ``(low, 1)``, otherwise uniform in
-    ``(1, high)``, so shrinking and growing are equally likely; otherwise uniform in the range.
-    """
-    if low < 1 < high and rng.random() < 0.5:
-        return float(rng.uniform(low, 1.0))
-    return float(rng.uniform(max(low, 1.0) if low < 1 < high else low, high))
 
 
 def rotation_matrix(angles_rad: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -217,7 +221,7 @@ def spatial_patch(
         image patch ``(C, *patch_size) float32`` and label patch ``patch_size uint8``, both
         C-contiguous.
     """
-    _check_image(image)
+    check_image(image)
     if label is not None:
         _check_label(label, image)
     c, size = _check_patch(center, patch_size)
@@ -258,157 +262,6 @@ def spatial_patch(
     return out, y
 
 
-def gaussian_noise(
-    image: npt.NDArray[np.floating], rng: np.random.Generator, variance_range: FloatRange
-) -> npt.NDArray[np.float32]:
-    """``image`` plus zero-mean Gaussian noise, one standard deviation for all channels.
-
-    The standard deviation is drawn uniformly from ``variance_range`` (used as a standard
-    deviation, as batchgenerators does).
-    """
-    _check_image(image)
-    sigma = np.float32(rng.uniform(variance_range[0], variance_range[1]))
-    out = _as_float32(image)
-    noise = rng.standard_normal(out.shape, dtype=np.float32)
-    noise *= sigma
-    out += noise
-    return out
-
-
-def gaussian_blur(
-    image: npt.NDArray[np.floating],
-    rng: np.random.Generator,
-    sigma_range: FloatRange,
-    p_per_channel: float,
-) -> npt.NDArray[np.float32]:
-    """Each channel blurred with probability ``p_per_channel``, sigma drawn per axis (voxels)."""
-    _check_image(image)
-    out = _as_float32(image)
-    for ch in range(out.shape[0]):
-        if rng.random() < p_per_channel:
-            sigma = rng.uniform(sigma_range[0], sigma_range[1], size=3)
-            out[ch] = ndimage.gaussian_filter(out[ch], sigma=tuple(sigma), output=np.float32)
-    return out
-
-
-def brightness(
-    image: npt.NDArray[np.floating], rng: np.random.Generator, multiplier_range: FloatRange
-) -> npt.NDArray[np.float32]:
-    """Each channel multiplied by its own factor drawn uniformly from ``multiplier_range``."""
-    _check_image(image)
-    factors = rng.uniform(multiplier_range[0], multiplier_range[1], size=image.shape[0])
-    out = _as_float32(image)
-    out *= np.asarray(factors, dtype=np.float32).reshape(-1, 1, 1, 1)
-    return out
-
-
-def contrast(
-    image: npt.NDArray[np.floating], rng: np.random.Generator, contrast_range: FloatRange
-) -> npt.NDArray[np.float32]:
-    """Each channel scaled around its mean by its own factor, clipped to its original range.
-
-    The factor follows batchgenerators' rule: when the range spans 1, with probability 0.5
-    uniform in ``(low, 1)``, otherwise uniform in ``(1, high)``; else uniform in the range.
-    """
-    _check_image(image)
-    out = _as_float32(image)
-    for ch in range(out.shape[0]):
-        factor = np.float32(_draw_factor(rng, contrast_range[0], contrast_range[1]))
-        x = out[ch]
-        lo, hi, mean = x.min(), x.max(), np.float32(x.mean(dtype=np.float64))
-        x -= mean
-        x *= factor
-        x += mean
-        np.clip(x, lo, hi, out=x)
-    return out
-
-
-def _resize_axis(x: npt.NDArray[np.float32], n_out: int, axis: int, *, linear: bool) -> Any:
-    """``x`` resampled to ``n_out`` along ``axis``, voxel centres aligned, edges held."""
-    n_in = x.shape[axis]
-    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    if not linear:
-        idx = np.clip(np.floor(src + 0.5), 0, n_in - 1).astype(np.intp)
-        return np.take(x, idx, axis=axis)
-    src = np.clip(src, 0, n_in - 1)
-    i0 = np.floor(src).astype(np.intp)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    shape = [1] * x.ndim
-    shape[axis] = n_out
-    w = (src - i0).astype(np.float32).reshape(shape)
-    a = np.take(x, i0, axis=axis)
-    b = np.take(x, i1, axis=axis)
-    b -= a
-    b *= w
-    a += b
-    return a
-
-
-def low_resolution(
-    image: npt.NDArray[np.floating],
-    rng: np.random.Generator,
-    zoom_range: FloatRange,
-    p_per_channel: float,
-) -> npt.NDArray[np.float32]:
-    """Each channel, with probability ``p_per_channel``, seen at a lower resolution.
-
-    The channel is downsampled by a zoom drawn from ``zoom_range`` (the same for all axes,
-    nearest neighbour) and brought back to exactly its shape by linear interpolation.
-    """
-    _check_image(image)
-    out = _as_float32(image)
-    spatial = out.shape[1:]
-    for ch in range(out.shape[0]):
-        if rng.random() >= p_per_channel:
-            continue
-        zoom = rng.uniform(zoom_range[0], zoom_range[1])
-        small: npt.NDArray[np.float32] = out[ch]
-        for axis, n in enumerate(spatial):
-            small = _resize_axis(small, max(1, round(n * zoom)), axis, linear=False)
-        for axis, n in enumerate(spatial):
-            small = _resize_axis(small, n, axis, linear=True)
-        out[ch] = small
-    return out
-
-
-def gamma(
-    image: npt.NDArray[np.floating],
-    rng: np.random.Generator,
-    gamma_range: FloatRange,
-    *,
-    invert: bool = False,
-) -> npt.NDArray[np.float32]:
-    """Each channel mapped through its own gamma curve, keeping its mean and standard deviation.
-
-    Per channel (``x = -x`` first and last when ``invert``): rescale to ``[0, 1]`` by its
-    min and range, raise to ``gamma``, scale back, then restore the old mean and standard
-    deviation. ``gamma`` follows batchgenerators' rule: when the range spans 1, with probability
-    0.5 uniform in ``(low, 1)``, otherwise uniform in ``(1, high)``; else uniform in the range.
-    """
-    _check_image(image)
-    out = _as_float32(image)
-    for ch in range(out.shape[0]):
-        g = _draw_factor(rng, gamma_range[0], gamma_range[1])
-        x = out[ch]
-        if invert:
-            np.negative(x, out=x)
-        mean, std = x.mean(dtype=np.float64), x.std(dtype=np.float64)
-        mn = x.min()
-        span = np.float32(x.max() - mn)
-        x -= mn
-        x /= span + np.float32(1e-7)
-        np.power(x, np.float32(g), out=x)
-        x *= span
-        x += mn
-        new_mean, new_std = x.mean(dtype=np.float64), x.std(dtype=np.float64)
-        x -= np.float32(new_mean)
-        x *= np.float32(std / (new_std + 1e-8))
-        x += np.float32(mean)
-        if invert:
-            np.negative(x, out=x)
-    return out
-
-
 def mirror(
     image: npt.NDArray[Any],
     label: npt.NDArray[Any],
@@ -417,7 +270,7 @@ def mirror(
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Image ``(C, D, H, W)`` and label ``(D, H, W)`` flipped together on each of ``axes``
     (spatial axes 0..2) with probability 0.5; C-contiguous copies of the same dtypes."""
-    _check_image(image)
+    check_image(image)
     _check_label(label, image)
     for axis in axes:
         if axis not in (0, 1, 2):
@@ -447,7 +300,7 @@ def augment_patch(
     Returns:
         image ``(C, *patch_size) float32`` and label ``patch_size uint8``, both C-contiguous.
     """
-    _check_image(image_volume)
+    check_image(image_volume)
     if label_volume is not None:
         _check_label(label_volume, image_volume)
     c, size = _check_patch(center, patch_size)
@@ -457,7 +310,7 @@ def augment_patch(
         limit = math.radians(config.max_rotation_deg)
         matrix = rotation_matrix(rng.uniform(-limit, limit, size=3))
     if rng.random() < config.p_scaling:
-        matrix = matrix * _draw_factor(rng, *config.scale_range)
+        matrix = matrix * draw_factor(rng, *config.scale_range)
     x, y = spatial_patch(image_volume, label_volume, c, size, matrix)
 
     if rng.random() < config.p_noise:

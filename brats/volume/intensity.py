@@ -1,0 +1,189 @@
+"""nnU-Net's intensity augmentations for one ``(C, D, H, W)`` patch: Gaussian noise and
+blur, brightness, contrast, simulated low resolution and gamma. Pure numpy and scipy.
+
+Each takes its randomness from an explicit :class:`numpy.random.Generator` and returns a new
+``float32`` array; no input is modified. :func:`brats.volume.augment.augment_patch` runs them
+with their probabilities, in nnU-Net's order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+FloatRange = tuple[float, float]
+
+
+def draw_factor(rng: np.random.Generator, low: float, high: float) -> float:
+    """A factor from ``[low, high]`` by batchgenerators' rule.
+
+    When the range spans 1, with probability 0.5 uniform in ``(low, 1)``, otherwise uniform in
+    ``(1, high)``, so shrinking and growing are equally likely; otherwise uniform in the range.
+    """
+    if low < 1 < high and rng.random() < 0.5:
+        return float(rng.uniform(low, 1.0))
+    return float(rng.uniform(max(low, 1.0) if low < 1 < high else low, high))
+
+
+def check_image(image: npt.NDArray[Any]) -> None:
+    if image.ndim != 4:
+        raise ValueError(f"image must be (C, D, H, W), got shape {image.shape}")
+
+
+def _as_float32(image: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """A float32 copy of ``image`` (always a copy, so the caller may write into it)."""
+    return np.array(image, dtype=np.float32, order="C", copy=True)
+
+
+def gaussian_noise(
+    image: npt.NDArray[np.floating], rng: np.random.Generator, variance_range: FloatRange
+) -> npt.NDArray[np.float32]:
+    """``image`` plus zero-mean Gaussian noise, one standard deviation for all channels.
+
+    The standard deviation is drawn uniformly from ``variance_range`` (used as a standard
+    deviation, as batchgenerators does).
+    """
+    check_image(image)
+    sigma = np.float32(rng.uniform(variance_range[0], variance_range[1]))
+    out = _as_float32(image)
+    noise = rng.standard_normal(out.shape, dtype=np.float32)
+    noise *= sigma
+    out += noise
+    return out
+
+
+def gaussian_blur(
+    image: npt.NDArray[np.floating],
+    rng: np.random.Generator,
+    sigma_range: FloatRange,
+    p_per_channel: float,
+) -> npt.NDArray[np.float32]:
+    """Each channel blurred with probability ``p_per_channel``, sigma drawn per axis (voxels)."""
+    check_image(image)
+    out = _as_float32(image)
+    for ch in range(out.shape[0]):
+        if rng.random() < p_per_channel:
+            sigma = rng.uniform(sigma_range[0], sigma_range[1], size=3)
+            out[ch] = ndimage.gaussian_filter(out[ch], sigma=tuple(sigma), output=np.float32)
+    return out
+
+
+def brightness(
+    image: npt.NDArray[np.floating], rng: np.random.Generator, multiplier_range: FloatRange
+) -> npt.NDArray[np.float32]:
+    """Each channel multiplied by its own factor drawn uniformly from ``multiplier_range``."""
+    check_image(image)
+    factors = rng.uniform(multiplier_range[0], multiplier_range[1], size=image.shape[0])
+    out = _as_float32(image)
+    out *= np.asarray(factors, dtype=np.float32).reshape(-1, 1, 1, 1)
+    return out
+
+
+def contrast(
+    image: npt.NDArray[np.floating], rng: np.random.Generator, contrast_range: FloatRange
+) -> npt.NDArray[np.float32]:
+    """Each channel scaled around its mean by its own factor, clipped to its original range.
+
+    The factor follows batchgenerators' rule: when the range spans 1, with probability 0.5
+    uniform in ``(low, 1)``, otherwise uniform in ``(1, high)``; else uniform in the range.
+    """
+    check_image(image)
+    out = _as_float32(image)
+    for ch in range(out.shape[0]):
+        factor = np.float32(draw_factor(rng, contrast_range[0], contrast_range[1]))
+        x = out[ch]
+        lo, hi, mean = x.min(), x.max(), np.float32(x.mean(dtype=np.float64))
+        x -= mean
+        x *= factor
+        x += mean
+        np.clip(x, lo, hi, out=x)
+    return out
+
+
+def _resize_axis(x: npt.NDArray[np.float32], n_out: int, axis: int, *, linear: bool) -> Any:
+    """``x`` resampled to ``n_out`` along ``axis``, voxel centres aligned, edges held."""
+    n_in = x.shape[axis]
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    if not linear:
+        idx = np.clip(np.floor(src + 0.5), 0, n_in - 1).astype(np.intp)
+        return np.take(x, idx, axis=axis)
+    src = np.clip(src, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    shape = [1] * x.ndim
+    shape[axis] = n_out
+    w = (src - i0).astype(np.float32).reshape(shape)
+    a = np.take(x, i0, axis=axis)
+    b = np.take(x, i1, axis=axis)
+    b -= a
+    b *= w
+    a += b
+    return a
+
+
+def low_resolution(
+    image: npt.NDArray[np.floating],
+    rng: np.random.Generator,
+    zoom_range: FloatRange,
+    p_per_channel: float,
+) -> npt.NDArray[np.float32]:
+    """Each channel, with probability ``p_per_channel``, seen at a lower resolution.
+
+    The channel is downsampled by a zoom drawn from ``zoom_range`` (the same for all axes,
+    nearest neighbour) and brought back to exactly its shape by linear interpolation.
+    """
+    check_image(image)
+    out = _as_float32(image)
+    spatial = out.shape[1:]
+    for ch in range(out.shape[0]):
+        if rng.random() >= p_per_channel:
+            continue
+        zoom = rng.uniform(zoom_range[0], zoom_range[1])
+        small: npt.NDArray[np.float32] = out[ch]
+        for axis, n in enumerate(spatial):
+            small = _resize_axis(small, max(1, round(n * zoom)), axis, linear=False)
+        for axis, n in enumerate(spatial):
+            small = _resize_axis(small, n, axis, linear=True)
+        out[ch] = small
+    return out
+
+
+def gamma(
+    image: npt.NDArray[np.floating],
+    rng: np.random.Generator,
+    gamma_range: FloatRange,
+    *,
+    invert: bool = False,
+) -> npt.NDArray[np.float32]:
+    """Each channel mapped through its own gamma curve, keeping its mean and standard deviation.
+
+    Per channel (``x = -x`` first and last when ``invert``): rescale to ``[0, 1]`` by its
+    min and range, raise to ``gamma``, scale back, then restore the old mean and standard
+    deviation. ``gamma`` follows batchgenerators' rule: when the range spans 1, with probability
+    0.5 uniform in ``(low, 1)``, otherwise uniform in ``(1, high)``; else uniform in the range.
+    """
+    check_image(image)
+    out = _as_float32(image)
+    for ch in range(out.shape[0]):
+        g = draw_factor(rng, gamma_range[0], gamma_range[1])
+        x = out[ch]
+        if invert:
+            np.negative(x, out=x)
+        mean, std = x.mean(dtype=np.float64), x.std(dtype=np.float64)
+        mn = x.min()
+        span = np.float32(x.max() - mn)
+        x -= mn
+        x /= span + np.float32(1e-7)
+        np.power(x, np.float32(g), out=x)
+        x *= span
+        x += mn
+        new_mean, new_std = x.mean(dtype=np.float64), x.std(dtype=np.float64)
+        x -= np.float32(new_mean)
+        x *= np.float32(std / (new_std + 1e-8))
+        x += np.float32(mean)
+        if invert:
+            np.negative(x, out=x)
+    return out
