@@ -56,7 +56,7 @@ def label_pair(
     rng: np.random.Generator, shape: tuple[int, int, int], lesions: int
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
     """``(pred, truth)`` internal labels: ``lesions`` nested foci, the prediction each moved,
-    the last one missed, plus three false-positive blobs."""
+    the last one missed, plus three false-positive blobs (edema, necrosis, enhancing)."""
     truth = np.zeros(shape, np.uint8)
     pred = np.zeros(shape, np.uint8)
     for k in range(lesions):
@@ -67,9 +67,9 @@ def label_pair(
             if target is pred and k == lesions - 1:
                 continue  # a missed lesion
             _focus(target, centre + offset, radius)
-    for _ in range(3):
+    for label in (2, 1, 3):  # an edema, a core and an enhancing false positive
         z, y, x = (int(rng.integers(5, s - 5)) for s in shape)
-        pred[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2] = 2
+        pred[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2] = label
     return pred, truth
 
 

@@ -38,7 +38,7 @@ changes no result: a lesion costs what its box costs, not what the volume costs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -52,6 +52,8 @@ from brats.volume.surfaces import as_masks, as_spacing, hd95, surface_figures
 
 _DILATION_ELEMENT: Final = ndimage.generate_binary_structure(3, 2)  # 18-connected
 _COMPONENTS: Final = ndimage.generate_binary_structure(3, 3)  # 26-connected
+_CELL: Final = 8
+"""Smallest side of the cells :func:`_lesions` pools the truth into to find its lesions."""
 
 
 @dataclass(frozen=True)
@@ -134,41 +136,40 @@ def lesion_scores(
         return LesionScores(dice=1.0, hd95=0.0, tp=0, fp=0, fn=0)
     box = bounding_box(pred | truth, margin=settings.dilation + 1).slices
     p, t = pred[box], truth[box]
-    lesion_of, n_lesions = ndimage.label(_dilate(t, settings.dilation), structure=_COMPONENTS)
     component_of, n_components = ndimage.label(p, structure=_COMPONENTS)
-    sizes = np.bincount(component_of.ravel(), minlength=n_components + 1)
-    lesion_voxels = np.bincount(lesion_of[t], minlength=n_lesions + 1)
-    overlap = np.bincount(lesion_of[t & p], minlength=n_lesions + 1)
-
-    # Every (lesion, component) pair whose dilated mask and component meet.
-    both = (lesion_of > 0) & (component_of > 0)
-    pairs = np.unique(lesion_of[both].astype(np.int64) * (n_components + 1) + component_of[both])
-    pair_lesion, pair_component = np.divmod(pairs, n_components + 1)
-    matched = np.zeros(n_components + 1, dtype=bool)
-    matched[pair_component] = True
-    n_fp = int(n_components - matched[1:].sum())
-
-    lesion_boxes = ndimage.find_objects(lesion_of)
     component_boxes = ndimage.find_objects(component_of)
+    sizes: dict[int, int] = {}
+
+    def size(c: int) -> int:
+        if c not in sizes:
+            sizes[c] = int(np.count_nonzero(component_of[component_boxes[c - 1]] == c))
+        return sizes[c]
+
+    matched = np.zeros(n_components + 1, dtype=bool)
     voxel_mm3 = float(np.prod([float(s) for s in spacing]))
     dice_sum = hd_sum = 0.0
     tp = fn = 0
-    for lesion in range(1, n_lesions + 1):
-        if lesion_voxels[lesion] * voxel_mm3 <= settings.min_volume_mm3:
+    for where, lesion, dilated in _lesions(t, settings.dilation):
+        matches = np.unique(component_of[where][dilated])
+        matches = matches[matches > 0]
+        matched[matches] = True  # a match of a dropped lesion is no false positive either
+        voxels = int(np.count_nonzero(lesion))
+        if voxels * voxel_mm3 <= settings.min_volume_mm3:
             continue
-        matches = pair_component[pair_lesion == lesion]
         if matches.size == 0:
             fn += 1
             hd_sum += settings.penalty_mm
             continue
         tp += 1
-        predicted = int(sizes[matches].sum())
-        dice_sum += 2.0 * float(overlap[lesion]) / (float(lesion_voxels[lesion]) + predicted)
+        overlap = int(np.count_nonzero(lesion & p[where]))
+        predicted = sum(size(int(c)) for c in matches)
+        dice_sum += 2.0 * overlap / (voxels + predicted)
         # Only the box of the lesion's dilated mask and its matches holds either surface.
-        box = _union(lesion_boxes[lesion - 1], *(component_boxes[c - 1] for c in matches))
-        hd_sum += hd95(
-            np.isin(component_of[box], matches), t[box] & (lesion_of[box] == lesion), spacing
-        )
+        around = _union(where, *(component_boxes[c - 1] for c in matches))
+        truth_mask = np.zeros([s.stop - s.start for s in around], dtype=bool)
+        truth_mask[_within(where, around)] = lesion
+        hd_sum += hd95(np.isin(component_of[around], matches), truth_mask, spacing)
+    n_fp = int(n_components - matched[1:].sum())
     scored = tp + fn + n_fp
     if scored == 0:
         return LesionScores(dice=1.0, hd95=0.0, tp=0, fp=0, fn=0)
@@ -181,27 +182,58 @@ def lesion_scores(
     )
 
 
-def _dilate(mask: npt.NDArray[np.bool_], iterations: int) -> npt.NDArray[np.bool_]:
-    """``mask`` dilated ``iterations`` times by the 18-connected element, one truth component
-    at a time within its box grown by ``iterations`` (lesions are small and far apart, so
-    this costs what they cost, not what the box around all of them costs). The result is
-    the dilation of the whole mask: a dilation is the union of its parts' dilations."""
-    if iterations == 0:
-        return mask
-    out = np.zeros_like(mask)
-    components, _ = ndimage.label(mask, structure=_COMPONENTS)
-    for index, found in enumerate(ndimage.find_objects(components), start=1):
+Box = tuple[slice, slice, slice]
+
+
+def _lesions(
+    truth: npt.NDArray[np.bool_], iterations: int
+) -> Iterator[tuple[Box, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]]:
+    """Each truth lesion as ``(box, lesion, dilated)``: a box of ``truth``, and within it the
+    lesion's truth voxels and its dilated mask (step 1 of the module docstring).
+
+    Exact, at the cost of the lesions rather than of the box around all of them: ``truth`` is
+    pooled into cells more than ``2 * iterations`` voxels wide, so that truth voxels in two
+    cells that do not touch are too far apart for their dilations to meet. Each connected
+    group of occupied cells is then dilated and split into components on its own, within its
+    box grown by ``iterations + 1``.
+    """
+    cell = max(_CELL, 2 * iterations + 1)
+    shape = truth.shape
+    padded = np.pad(truth, [(0, -n % cell) for n in shape])
+    d, h, w = (n // cell for n in padded.shape)
+    occupied = padded.reshape(d, cell, h, cell, w, cell).any(axis=(1, 3, 5))
+    groups, _ = ndimage.label(occupied, structure=_COMPONENTS)
+    for group, found in enumerate(ndimage.find_objects(groups), start=1):
         if found is None:
             continue
-        grown = tuple(
-            slice(max(s.start - iterations, 0), min(s.stop + iterations, n))
-            for s, n in zip(found, mask.shape, strict=True)
+        span = _box(
+            [(s.start * cell, min(s.stop * cell, n)) for s, n in zip(found, shape, strict=True)]
         )
-        part = ndimage.binary_dilation(
-            components[grown] == index, structure=_DILATION_ELEMENT, iterations=iterations
-        )
-        out[grown] |= part
-    return out
+        where = _box(
+            [(max(s.start - iterations - 1, 0), min(s.stop + iterations + 1, n))
+             for s, n in zip(span, shape, strict=True)]
+        )  # fmt: skip
+        mine = (groups[found] == group).repeat(cell, 0).repeat(cell, 1).repeat(cell, 2)
+        own = np.zeros([s.stop - s.start for s in where], dtype=bool)
+        own[_within(span, where)] = truth[span] & mine[_box([(0, s.stop - s.start) for s in span])]
+        dilated = own
+        if iterations:
+            dilated = ndimage.binary_dilation(
+                own, structure=_DILATION_ELEMENT, iterations=iterations
+            )
+        components, n = ndimage.label(dilated, structure=_COMPONENTS)
+        for k in range(1, n + 1):
+            component = components == k
+            yield where, own & component, component
+
+
+def _box(bounds: list[tuple[int, int]]) -> Box:
+    return slice(*bounds[0]), slice(*bounds[1]), slice(*bounds[2])
+
+
+def _within(inner: Box, outer: Box) -> Box:
+    """``inner`` in the coordinates of the box ``outer``, which holds it."""
+    return _box([(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer, strict=True)])
 
 
 def _union(*boxes: tuple[slice, ...] | None) -> tuple[slice, slice, slice]:
@@ -231,7 +263,11 @@ def normalized_surface_dice(
 def specificity(pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_], size: int) -> float:
     """``TN / (TN + FP)`` over a volume of ``size`` voxels of which ``pred`` and ``truth``
     are a crop holding every voxel either marks (1.0 when every voxel is in the truth)."""
-    false_positive = int(np.count_nonzero(pred & ~truth))
-    true_negative = size - int(np.count_nonzero(pred | truth))
-    negatives = true_negative + false_positive
-    return true_negative / negatives if negatives else 1.0
+    n_p, n_t = int(np.count_nonzero(pred)), int(np.count_nonzero(truth))
+    return specificity_of(n_p, n_t, int(np.count_nonzero(pred & truth)), size)
+
+
+def specificity_of(n_pred: int, n_truth: int, n_both: int, size: int) -> float:
+    """Specificity from ``|P|``, ``|T|``, ``|P & T|`` and the volume's voxel count."""
+    negatives = size - n_truth  # true negatives + false positives
+    return (size - n_pred - n_truth + n_both) / negatives if negatives else 1.0

@@ -45,7 +45,7 @@ from brats.volume.lesions import (
     GLIOMA,
     LesionSettings,
     lesion_scores,
-    specificity,
+    specificity_of,
 )
 from brats.volume.surfaces import (
     Spacing,
@@ -178,7 +178,8 @@ def evaluate_case(
         in_region = np.zeros(N_CLASSES, dtype=bool)
         in_region[list(classes)] = True
         p_mask, t_mask = in_region[p], in_region[t]
-        out[f"dice_{region}"] = dice(p_mask, t_mask)
+        n_p, n_t, n_pt = _counts(p_mask, t_mask)
+        out[f"dice_{region}"] = _dice_of(n_p, n_t, n_pt)
         out[f"hd95_{region}"], out[f"nsd_{region}"] = surface_figures(
             p_mask, t_mask, sampling, diagonal, lesions.nsd_tolerance_mm
         )
@@ -188,16 +189,26 @@ def evaluate_case(
         out[f"lesion_tp_{region}"] = float(scores.tp)
         out[f"lesion_fp_{region}"] = float(scores.fp)
         out[f"lesion_fn_{region}"] = float(scores.fn)
-        out[f"sensitivity_{region}"] = recall(p_mask, t_mask)
-        out[f"specificity_{region}"] = specificity(p_mask, t_mask, size)
+        out[f"sensitivity_{region}"] = _ratio(n_pt, n_t, other=n_p)
+        out[f"specificity_{region}"] = specificity_of(n_p, n_t, n_pt, size)
     for c in FOREGROUND_CLASSES:
-        p_mask, t_mask = p == c, t == c
-        out[f"dice_class{c}"] = dice(p_mask, t_mask)
-        out[f"iou_class{c}"] = iou(p_mask, t_mask)
-        out[f"precision_class{c}"] = precision(p_mask, t_mask)
-        out[f"recall_class{c}"] = recall(p_mask, t_mask)
+        n_p, n_t, n_pt = _counts(p == c, t == c)
+        out[f"dice_class{c}"] = _dice_of(n_p, n_t, n_pt)
+        union = n_p + n_t - n_pt
+        out[f"iou_class{c}"] = n_pt / union if union else 1.0
+        out[f"precision_class{c}"] = _ratio(n_pt, n_p, other=n_t)
+        out[f"recall_class{c}"] = _ratio(n_pt, n_t, other=n_p)
     out["accuracy"] = 1.0 - int(np.count_nonzero(p != t)) / size if size else 1.0
     return {key: out[key] for key in METRIC_KEYS}
+
+
+def _counts(p: npt.NDArray[np.bool_], t: npt.NDArray[np.bool_]) -> tuple[int, int, int]:
+    """``|P|``, ``|T|`` and ``|P & T|``: what every overlap figure is made of."""
+    return int(np.count_nonzero(p)), int(np.count_nonzero(t)), int(np.count_nonzero(p & t))
+
+
+def _dice_of(n_p: int, n_t: int, n_pt: int) -> float:
+    return 2.0 * n_pt / (n_p + n_t) if n_p + n_t else 1.0
 
 
 def _ratio(numerator: int, denominator: int, *, other: int) -> float:

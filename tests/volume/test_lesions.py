@@ -213,7 +213,8 @@ def test_matches_the_reference_algorithm_on_random_blobs(seed):
     truth = _blobs(rng, shape, 3)
     pred = truth ^ (_blobs(rng, shape, 2) & (rng.random(shape) < 0.7))
     spacing = (1.0, 1.0, 1.0) if seed % 2 else (1.0, 1.2, 2.0)
-    for settings in (GLIOMA, METASTASIS, LesionSettings(dilation=0, min_volume_mm3=5)):
+    wide = LesionSettings(dilation=5, min_volume_mm3=5)  # cells wider than 8 voxels
+    for settings in (GLIOMA, METASTASIS, LesionSettings(dilation=0, min_volume_mm3=5), wide):
         got = lesion_scores(pred, truth, spacing, settings)
         want = _reference(pred, truth, spacing, settings.dilation, settings.min_volume_mm3)
         assert (got.tp, got.fp, got.fn) == want[2:]
