@@ -99,6 +99,7 @@ def render_html(
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_esc(title)}</h1>",
         _html_versions(summary["model_versions"]),
+        _html_precisions(summary["precisions"]),
         f"<p>{_esc(EMPTY_RULES)}</p>",
         _html_statistics(summary["regions"]),
         _html_plots(rows),
@@ -128,6 +129,12 @@ METRIC_NAMES: Final = {
     "nsd": "NSD",
 }
 """How the page names the summary's metrics."""
+
+
+def _html_precisions(precisions: list[str]) -> str:
+    if not precisions:
+        return ""
+    return f"<p>Network precision: {_esc(', '.join(precisions))}</p>"
 
 
 def _html_statistics(regions: Mapping[str, Mapping[str, Any]]) -> str:

@@ -74,6 +74,7 @@ TABLE_SCHEMA: Final = pa.schema(
         *((name, pa.float64()) for name in (*METRIC_KEYS, *VOLUME_COLUMNS, *TIMING_COLUMNS)),
         ("created", pa.string()),
         ("notes", pa.string()),
+        ("precision", pa.string()),
     ]
 )
 """Columns of :func:`report_table`, in order."""
@@ -98,7 +99,8 @@ def summarize(records: Sequence[CaseRecord]) -> dict[str, Any]:
         metric; ``detection``: per region the lesion-wise ``tp``, ``fp`` and ``fn`` summed
         over the cases (0 for records from before lesion-wise metrics); ``failed``:
         ``[{case_id, file, reason}]`` sorted by case id; ``notes``: ``[{case_id, notes}]``
-        of the cases that have any; ``model_versions``: sorted unique; ``empty_rules`` and
+        of the cases that have any; ``model_versions`` and ``precisions`` (what the
+        network ran in): sorted unique; ``empty_rules`` and
         ``statistics`` (what the numbers mean).
     """
     rows = [report_row(r) for r in _sorted(records)]
@@ -185,6 +187,7 @@ def report_row(record: CaseRecord) -> dict[str, Any]:
     row.update({key: _number(timings.get(key)) for key in TIMING_COLUMNS})
     row["created"] = _text(record.created)
     row["notes"] = "; ".join(record.notes) or None
+    row["precision"] = record.precision
     return row
 
 
@@ -238,6 +241,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             {"case_id": row["case_id"], "notes": row["notes"]} for row in rows if row["notes"]
         ],
         "model_versions": sorted({row["model_version"] for row in rows} - {None}),
+        "precisions": sorted({row["precision"] for row in rows} - {None}),
         "empty_rules": EMPTY_RULES,
         "statistics": STATISTICS_NOTE,
     }

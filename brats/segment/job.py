@@ -117,7 +117,8 @@ class CaseSegmenter:
     numpy format) through the :class:`~brats.segment.predictor.Predictor`.
 
     Each good row gains ``pred`` (``(D, H, W) uint8`` internal classes in the source grid),
-    ``predict_s`` and ``model_version``, and its image is emptied (the writer needs the
+    ``predict_s``, ``model_version`` and ``precision`` (what the network ran in), and its
+    image is emptied (the writer needs the
     labels, not the input again); a row whose prediction raises becomes a failed row, and
     failed rows pass through.
     """
@@ -164,6 +165,7 @@ class CaseSegmenter:
         out["pred"] = preds
         out["predict_s"] = seconds
         out["model_version"] = np.asarray([self.predictor.version] * n)
+        out["precision"] = np.asarray([self.predictor.precision] * n)
         return out
 
 

@@ -33,6 +33,7 @@ from brats.io.cases import Case
 from brats.io.model_card import ModelInfo
 from brats.io.nifti import CaseVolumes, Limits, encode_mask, header_from_bytes, read_case
 from brats.options import option
+from brats.segment.precision import PRECISIONS, at_precision, resolve_precision
 from brats.segment.sliding_window import Predict, sliding_window_predict
 from brats.storage import Location, resolve
 from brats.volume.geometry import CropBox, paste_back
@@ -64,6 +65,12 @@ class PredictSettings:
     min_et_voxels: int = option(
         0, help="enhancing-tumor components smaller than this become necrosis (0: off)"
     )
+    precision: str = option(
+        "float32",
+        choices=PRECISIONS,
+        help="the network's compute precision; auto: float16 on CUDA GPUs of compute "
+        "capability >= 7.0, bfloat16 on CPUs with AVX512_BF16 or AMX, else float32",
+    )
     batch_size: int = option(2, help="windows per forward pass")
 
     def __post_init__(self) -> None:
@@ -73,11 +80,16 @@ class PredictSettings:
             raise ValueError("batch_size must be >= 1 and min_et_voxels >= 0")
         if self.postprocess not in POSTPROCESS_CHOICES:
             raise ValueError(f"postprocess must be one of {POSTPROCESS_CHOICES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that decide a mask's bytes (``batch_size`` only decides speed).
-        ``postprocess`` appears only when it is not the default, so records written before
-        it existed still match."""
+        ``postprocess`` and ``precision`` appear only when they are not the default, so
+        records written before they existed still match. Another precision redoes a case:
+        its mask's bytes may differ (in well under 0.1 % of voxels for bfloat16), and a
+        record must describe the mask next to it. ``auto`` is kept as asked (it may resolve
+        differently on another node); the record's ``precision`` says what ran."""
         settings: dict[str, Any] = {
             "min_et_voxels": self.min_et_voxels,
             "overlap": self.overlap,
@@ -85,6 +97,8 @@ class PredictSettings:
         }
         if self.postprocess != "model":
             settings["postprocess"] = self.postprocess
+        if self.precision != "float32":
+            settings["precision"] = self.precision
         return settings
 
 
@@ -118,7 +132,7 @@ def compiled_predict(model: keras.Model) -> Predict:
     def forward(x: Any) -> Any:
         return network(x, training=False)
 
-    return lambda x: np.asarray(forward(tf.constant(x)))
+    return lambda x: np.asarray(forward(tf.constant(x)), dtype=np.float32)
 
 
 class Predictor:
@@ -129,7 +143,7 @@ class Predictor:
             of a deep-supervision model, the full-resolution output is used).
         info: what the network was trained on; its ``patch_size`` is the window, its
             ``modalities`` and ``normalization`` prepare raw input.
-        settings: overlap, TTA, postprocessing, windows per call.
+        settings: overlap, TTA, postprocessing, precision, windows per call.
         version: the model's version id (the sha256 of its ``model.keras``), for records;
             empty for a network not yet exported (training validation).
     """
@@ -146,8 +160,10 @@ class Predictor:
         self.settings = settings or PredictSettings()
         self.version = version
         self.n_outputs = int(info.unet.n_outputs)
-        self.forward: Predict = compiled_predict(model)
-        """The compiled forward pass: windows ``(B, d, h, w, C)`` in, outputs out."""
+        self.precision = resolve_precision(self.settings.precision)
+        """The precision the network runs in here (``settings.precision`` resolved)."""
+        self.forward: Predict = compiled_predict(at_precision(model, info, self.precision))
+        """The compiled forward pass: windows ``(B, d, h, w, C)`` in, float32 outputs out."""
 
     @classmethod
     def from_artifact(

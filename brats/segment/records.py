@@ -40,6 +40,11 @@ DONE: Final = "done"
 FAILED: Final = "failed"
 
 
+_STORED_WHEN_SET: Final = ("notes", "precision")
+"""Fields added after schema 2 that a record stores only when set, so that a record written
+before them serializes back to the very document it was read from."""
+
+
 class RecordError(BratsError, ValueError):
     """A stored record that cannot be read as a :class:`CaseRecord`."""
 
@@ -79,8 +84,10 @@ class CaseRecord:
             ground truth, ``None`` without ground truth or when failed.
         error: why it failed, ``None`` when done.
         notes: what a reader should know about how the case was scored (the evaluation
-            job: a prediction that was missing); stored only when there is one, so a record
-            without notes is the document it was before notes existed.
+            job: a prediction that was missing).
+        precision: the precision the network ran in for this mask (``float32``,
+            ``bfloat16``, ``float16``); ``None`` for records without a prediction and for
+            those written before it was recorded (float32).
         schema: the schema version the record was written with.
         extra: keys this version does not know (from a newer job), kept as they were.
     """
@@ -100,6 +107,7 @@ class CaseRecord:
     metrics: dict[str, float] | None = None
     error: CaseFailure | None = None
     notes: list[str] = field(default_factory=list)
+    precision: str | None = None
     schema: int = RECORD_SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -147,7 +155,9 @@ class CaseRecord:
         a schema 1 record (so it is the document it was read from)."""
         document: dict[str, Any] = dict(self.extra)
         for f in fields(self):
-            if f.name in ("extra", "schema", "error") or (f.name == "notes" and not self.notes):
+            if f.name in ("extra", "schema", "error"):
+                continue
+            if f.name in _STORED_WHEN_SET and not getattr(self, f.name):
                 continue
             document[f.name] = getattr(self, f.name)
         document["error"] = None if self.error is None else self.error.to_dict()

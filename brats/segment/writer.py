@@ -104,6 +104,7 @@ def write_case_outputs(
             },
             region_volumes_ml=region_volumes_ml(labels, prepared.spacing),
             metrics=metrics,
+            precision=str(row.get("precision") or "float32"),
         )
         write_record(out, record)
         return _summary(record)

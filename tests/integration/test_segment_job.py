@@ -19,7 +19,7 @@ from brats.segment.job import SegmentConfig, SegmentError, segment
 from brats.storage import json_bytes, resolve
 from brats.volume.labels import LabelConvention, to_internal
 from brats.volume.metrics import evaluate_case
-from tests.helpers import FAKE_SECRETS, s3fs_client, train_tiny_model
+from tests.helpers import FAKE_SECRETS, nifti_data, s3fs_client, train_tiny_model
 
 N_CASES = 6
 SHAPE = (32, 32, 24)
@@ -125,7 +125,7 @@ def test_records_written_before_the_schema_version_are_still_skipped(
     template = json.loads((V1_RECORDS / "done.json").read_text())
     for path in (out / "records").iterdir():
         current = json.loads(path.read_text())
-        assert set(current) - set(template) == {"schema"}  # the only difference
+        assert set(current) - set(template) == {"schema", "precision"}  # what this adds
         path.write_bytes(json_bytes({key: current[key] for key in template}))
     old = {p.name: p.read_bytes() for p in (out / "records").iterdir()}
     masks = files_and_mtimes(out / "masks")
@@ -321,3 +321,35 @@ def test_an_empty_cohort_is_a_failure(model, tmp_path, ray_session):
     (tmp_path / "empty").mkdir()
     result = run(tmp_path / "empty", model, tmp_path / "out")
     assert result.total == 0 and result.exit_code() == 1
+
+
+@pytest.mark.integration
+def test_a_bfloat16_run_agrees_with_float32_and_says_which_precision_ran(
+    cohort, model, tmp_path, ray_session
+):
+    from brats.segment.predictor import PredictSettings
+
+    plain, fast = tmp_path / "float32", tmp_path / "bfloat16"
+    run(cohort, model, plain)
+    result = run(cohort, model, fast, predict=PredictSettings(precision="bfloat16"))
+    assert (result.done, result.failed) == (N_CASES, [])
+    differing = voxels = 0
+    for case in discover(resolve(str(cohort))).cases:
+        a = nifti_data(plain / "masks" / f"{case.case_id}.nii.gz")
+        b = nifti_data(fast / "masks" / f"{case.case_id}.nii.gz")
+        differing, voxels = differing + int(np.count_nonzero(a != b)), voxels + a.size
+        old = json.loads((plain / "records" / f"{case.case_id}.json").read_text())
+        new = json.loads((fast / "records" / f"{case.case_id}.json").read_text())
+        assert old["precision"] == "float32" and "precision" not in old["settings"]
+        assert new["precision"] == "bfloat16" and new["settings"]["precision"] == "bfloat16"
+        for region in ("WT", "TC", "ET"):
+            assert new["metrics"][f"dice_{region}"] == pytest.approx(
+                old["metrics"][f"dice_{region}"], abs=0.005
+            )
+    assert differing <= 0.001 * voxels
+    summary = json.loads((fast / "summary.json").read_text())
+    assert summary["precisions"] == ["bfloat16"]
+    assert "Network precision: bfloat16" in (fast / "report.html").read_text()
+    # The float32 outputs are not done for a bfloat16 run: another precision redoes them.
+    again = run(cohort, model, plain, predict=PredictSettings(precision="bfloat16"))
+    assert (again.skipped, again.done) == (0, N_CASES)
