@@ -1,9 +1,12 @@
 """Model benchmark: U-Net forward and train-step time, achieved GFLOP/s vs the machine's matmul.
 
-One invocation measures, on whatever TensorFlow runs on (CPU here):
+One invocation measures, on whatever TensorFlow runs on (CPU here), the ``--preset``'s
+network (``nnunet`` by default, without its deep-supervision heads) at ``--precision`` and at
+each of ``--against`` (Keras dtype policies), each also with XLA when ``--xla``; the variants
+alternate round by round, and each is reported as a speed-up over ``--precision`` without XLA:
 
 * ``forward``: ``model(x, training=False)`` on a ``(batch, size, size, size, channels)``
-  float32 batch, compiled with ``tf.function`` (no XLA), as sliding-window inference runs it;
+  float32 batch, compiled with ``tf.function``, as sliding-window inference runs it;
 * ``train_step``: forward, loss (``--loss``), gradients and an Adam update in one
   ``tf.function``, the shape of the training loop's custom step;
 * ``matmul``: a square float32 matmul in numpy and in TensorFlow (best of 10 each), the
@@ -44,8 +47,15 @@ class ModelBenchmark:
     channels: int = option(4, help="4 modalities, or 3 (FLAIR, T1ce, T2)")
     base_filters: int = option(16, help="filters of the U-Net's top level")
     depth: int = option(4, help="the U-Net's poolings")
+    preset: str = option("nnunet", choices=("nnunet", "seed"), help="the network's recipe")
     precision: str = option("float32", choices=PRECISIONS, help="compute precision")
-    loss: str = option("dice_ce", choices=LOSS_NAMES, help="the train step's loss")
+    against: tuple[str, ...] = option(
+        ("mixed_bfloat16",), help="other precisions measured side by side (comma list)"
+    )
+    xla: bool = option(False, help="also measure each precision with XLA (jit_compile=True)")
+    loss: str | None = option(
+        None, choices=LOSS_NAMES, help="the train step's loss (default: the preset's)"
+    )
     repeats: int = option(3, help="timed calls after the first")
     matmul_n: int = option(2048, help="side of the square matmul")
 
@@ -84,72 +94,127 @@ def matmul_gflops(n: int, repeats: int = 10) -> dict[str, float]:
     return out
 
 
+def _variant_name(precision: str, xla: bool) -> str:
+    return precision + ("+xla" if xla else "")
+
+
 def run(args: ModelBenchmark) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
     from brats.train.losses import get_loss
-    from brats.train.model import UNetConfig, build_unet, check_spatial_shape, forward_flops
+    from brats.train.model import (
+        UNetConfig,
+        build_unet,
+        check_spatial_shape,
+        forward_flops,
+        nnunet_config,
+    )
 
     keras.utils.set_random_seed(0)
-    config = UNetConfig(
-        base_filters=args.base_filters,
-        depth=args.depth,
-        in_channels=args.channels,
-        mixed_precision=args.precision,
-    )
+
+    def config_at(precision: str) -> UNetConfig:
+        values: dict[str, Any] = {
+            "base_filters": args.base_filters,
+            "depth": args.depth,
+            "in_channels": args.channels,
+            "mixed_precision": precision,
+        }
+        if args.preset == "nnunet":
+            return nnunet_config(**values, deep_supervision=0)
+        return UNetConfig(**values)
+
+    config = config_at(args.precision)
+    loss_name = args.loss or ("dice_bce" if config.output == "regions" else "dice_ce")
     spatial = check_spatial_shape((args.size,) * 3, config.depth)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((args.batch, *spatial, args.channels), dtype=np.float32))
-    labels = rng.integers(0, config.n_classes, size=(args.batch, *spatial))
-    y = tf.one_hot(tf.constant(labels), config.n_classes, dtype=tf.float32)
-    model = build_unet(config)
-    loss_fn = get_loss(args.loss)
-    optimizer = keras.optimizers.Adam(learning_rate=1e-4)
+    labels = rng.integers(0, 4, size=(args.batch, *spatial))
+    y = tf.one_hot(tf.constant(labels), 4, dtype=tf.float32)
 
-    @tf.function(jit_compile=False)
-    def forward(batch: tf.Tensor) -> tf.Tensor:
-        return model(batch, training=False)
+    variants: dict[str, dict[str, Callable[[], object]]] = {}
+    models: dict[str, Any] = {}
+    precisions = [args.precision, *(p for p in args.against if p != args.precision)]
+    for precision in precisions:
+        for xla in (False, True) if args.xla else (False,):
+            model = build_unet(config_at(precision))
+            loss_fn = get_loss(loss_name)
+            optimizer = keras.optimizers.Adam(learning_rate=1e-4)
 
-    @tf.function(jit_compile=False)
-    def train_step(batch: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            loss = loss_fn(target, model(batch, training=True))
-        grads = tape.gradient(loss, model.trainable_weights)
-        optimizer.apply(grads, model.trainable_weights)
-        return loss
+            def steps(model: Any = model, loss_fn: Any = loss_fn, optimizer: Any = optimizer,
+                      xla: bool = xla) -> dict[str, Callable[[], object]]:  # fmt: skip
+                @tf.function(jit_compile=xla)
+                def forward(batch: tf.Tensor) -> tf.Tensor:
+                    return model(batch, training=False)
 
-    forward_first, forward_times = _timed(lambda: forward(x).numpy(), args.repeats)
-    print(f"forward: first call {forward_first:.2f} s, then {_fmt(forward_times)}", flush=True)
-    train_first, train_times = _timed(lambda: float(train_step(x, y)), args.repeats)
-    print(f"train step: first call {train_first:.2f} s, then {_fmt(train_times)}", flush=True)
+                @tf.function(jit_compile=xla)
+                def train_step(batch: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+                    with tf.GradientTape() as tape:
+                        loss = loss_fn(target, model(batch, training=True))
+                    grads = tape.gradient(loss, model.trainable_weights)
+                    optimizer.apply(grads, model.trainable_weights)
+                    return loss
+
+                return {
+                    "forward": lambda: forward(x).numpy(),
+                    "train_step": lambda: float(train_step(x, y)),
+                }
+
+            name = _variant_name(precision, xla)
+            variants[name], models[name] = steps(), model
+
+    # First calls trace (and with XLA compile); then rounds alternate between the variants.
+    first = {
+        name: {k: _timed(fn, 0)[0] for k, fn in calls.items()} for name, calls in variants.items()
+    }
+    times: dict[str, dict[str, list[float]]] = {
+        n: {"forward": [], "train_step": []} for n in variants
+    }
+    for _ in range(args.repeats):
+        for name, calls in variants.items():
+            for kind, fn in calls.items():
+                times[name][kind].append(_timed(fn, 0)[0])
     matmul = matmul_gflops(args.matmul_n)
 
     flops = forward_flops(config, spatial)["total"] * args.batch
-    forward_s = statistics.median(forward_times)
-    train_s = statistics.median(train_times)
+    base = _variant_name(args.precision, False)
+    forward_s = statistics.median(times[base]["forward"])
+    train_s = statistics.median(times[base]["train_step"])
     forward_gflops = flops / forward_s / 1e9
     train_gflops = TRAIN_FLOPS_PER_FORWARD * flops / train_s / 1e9
     best = max(matmul, key=lambda k: matmul[k])
     peak = matmul[best]
     voxels = args.batch * int(np.prod(spatial))
+    per_variant = {
+        name: {
+            "forward_s": round(statistics.median(t["forward"]), 4),
+            "train_step_s": round(statistics.median(t["train_step"]), 4),
+            "forward_first_call_s": round(first[name]["forward"], 3),
+            "train_step_first_call_s": round(first[name]["train_step"], 3),
+            "forward_speedup": round(forward_s / statistics.median(t["forward"]), 3),
+            "train_step_speedup": round(train_s / statistics.median(t["train_step"]), 3),
+        }
+        for name, t in times.items()
+    }
     figures = {
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "cores": os.cpu_count(),
+        "preset": args.preset,
         "unet": config.to_dict(),
-        "params": model.count_params(),
+        "params": models[base].count_params(),
         "input_shape": [args.batch, *spatial, args.channels],
-        "loss": args.loss,
+        "loss": loss_name,
         "repeats": args.repeats,
         "forward_gflop_per_step": round(flops / 1e9, 2),
         "train_gflop_per_step": round(TRAIN_FLOPS_PER_FORWARD * flops / 1e9, 2),
         "forward_s": round(forward_s, 3),
-        "forward_first_call_s": round(forward_first, 3),
+        "forward_first_call_s": round(first[base]["forward"], 3),
         "train_step_s": round(train_s, 3),
-        "train_step_first_call_s": round(train_first, 3),
+        "train_step_first_call_s": round(first[base]["train_step"], 3),
         "forward_gflops": round(forward_gflops, 1),
         "train_gflops": round(train_gflops, 1),
         "train_voxels_per_s": round(voxels / train_s),
+        "variants": per_variant,
         "matmul_n": args.matmul_n,
         "matmul_gflops": {k: round(v, 1) for k, v in matmul.items()},
         "matmul_reference": best,
@@ -159,15 +224,19 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
     print(
-        f"model {figures['input_shape']} {args.precision} on {figures['device']} "
-        f"({figures['cores']} cores): forward {forward_s:.2f} s = {forward_gflops:.1f} GFLOP/s, "
-        f"train step {train_s:.2f} s = {train_gflops:.1f} GFLOP/s "
-        f"({flops / 1e9:.1f} GFLOP forward, x{TRAIN_FLOPS_PER_FORWARD} for a train step); "
+        f"model {figures['input_shape']} {args.preset} on {figures['device']} "
+        f"({figures['cores']} cores), {base}: forward {forward_s:.2f} s = "
+        f"{forward_gflops:.1f} GFLOP/s, train step {train_s:.2f} s = {train_gflops:.1f} GFLOP/s; "
         f"matmul {args.matmul_n}^2 float32: numpy {matmul['numpy']:.1f}, TensorFlow "
         f"{matmul['tensorflow']:.1f} GFLOP/s -> forward at {figures['forward_vs_matmul']:.2f}, "
-        f"train at {figures['train_vs_matmul']:.2f} of the best ({best}) matmul; "
-        f"peak RSS {figures['peak_rss_gib']:.1f} GiB"
+        f"train at {figures['train_vs_matmul']:.2f} of the best ({best}) matmul"
     )
+    for name, v in per_variant.items():
+        print(
+            f"  {name}: forward {v['forward_s']:.3f} s ({v['forward_speedup']:.2f}x of {base}), "
+            f"train step {v['train_step_s']:.3f} s ({v['train_step_speedup']:.2f}x); first "
+            f"calls {v['forward_first_call_s']:.1f} / {v['train_step_first_call_s']:.1f} s"
+        )
     return figures
 
 

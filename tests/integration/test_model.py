@@ -285,10 +285,16 @@ def test_model_benchmark_reports_flops_and_rates() -> None:
     from brats.benchmarks import model as bench
 
     settings = bench.ModelBenchmark(
-        size=16, channels=3, base_filters=4, depth=2, repeats=1, matmul_n=128
-    )
+        size=16, channels=3, base_filters=4, depth=2, repeats=1, matmul_n=128, preset="seed",
+        xla=True,
+    )  # fmt: skip
     figures = bench.run(settings)
     config = UNetConfig(base_filters=4, depth=2, in_channels=3)
+    assert set(figures["variants"]) == {
+        "float32", "float32+xla", "mixed_bfloat16", "mixed_bfloat16+xla"
+    }  # fmt: skip
+    assert figures["variants"]["float32"]["forward_speedup"] == 1.0
+    assert all(v["train_step_s"] > 0 for v in figures["variants"].values())
     flops = forward_flops(config, (16, 16, 16))["total"]
     assert figures["forward_gflop_per_step"] == round(flops / 1e9, 2)
     assert figures["train_gflop_per_step"] == round(3 * flops / 1e9, 2)
