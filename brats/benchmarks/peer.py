@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.options import option
+from brats.segment.precision import PRECISIONS
 
 TARGET = 1.0
 """``ours / monai`` seconds per case must not exceed this."""
@@ -54,6 +55,9 @@ class PeerBenchmark:
     channels: int = option(4, help="input channels")
     repeats: int = option(3, help="timed runs of each, alternating")
     threads: int = option(os.cpu_count() or 1, help="threads for TensorFlow and for torch")
+    precision: str = option(
+        "float32", choices=PRECISIONS, help="our network's precision (MONAI's stays float32)"
+    )
 
 
 @dataclass
@@ -176,7 +180,9 @@ def _build(args: PeerBenchmark, volume: npt.NDArray[np.float32]) -> _Peers:
     windows = {"ours": 0, "monai": 0}
     modalities = MODALITIES if args.channels == len(MODALITIES) else SEED_MODALITIES
     info = ModelInfo(unet=config, modalities=modalities[: args.channels], patch_size=window)
-    ours_predictor = Predictor(model, info, PredictSettings(overlap=args.overlap, batch_size=1))
+    ours_predictor = Predictor(
+        model, info, PredictSettings(overlap=args.overlap, batch_size=1, precision=args.precision)
+    )
     forward = ours_predictor.forward
 
     def counted(batch: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
@@ -259,6 +265,7 @@ def run(args: PeerBenchmark, *, asked_by_name: bool = True) -> dict[str, Any]:
         "shape": [args.channels, *args.shape],
         "window": args.window,
         "overlap": args.overlap,
+        "precision": args.precision,
         "unet": {"base_filters": args.base_filters, "depth": args.depth},
         "params": peers.params,
         "threads": peers.threads,

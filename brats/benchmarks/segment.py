@@ -31,6 +31,7 @@ from typing import Any
 from brats.benchmarks.rates import marginal_rate
 from brats.options import option
 from brats.runtime import init_ray
+from brats.segment.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class SegmentBenchmark:
     base_filters: int = option(16, help="filters of the U-Net's top level")
     depth: int = option(4, help="the U-Net's poolings")
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
+    precision: str = option("float32", choices=PRECISIONS, help="the network's precision")
 
 
 def _tree_rss(root: int) -> int:
@@ -96,15 +98,15 @@ class PeakMemory:
         self._thread.join(timeout=10)
 
 
-def _model_only(model_dir: str, cohort: str) -> tuple[float, int]:
+def _model_only(model_dir: str, cohort: str, precision: str) -> tuple[float, int]:
 
     from brats.ingest.prepare import prepare_case
     from brats.io.cases import discover
     from brats.io.nifti import read_case
-    from brats.segment.predictor import Predictor
+    from brats.segment.predictor import Predictor, PredictSettings
     from brats.storage import resolve
 
-    predictor = Predictor.from_artifact(model_dir)
+    predictor = Predictor.from_artifact(model_dir, PredictSettings(precision=precision))
     loc = resolve(cohort)
     config = predictor.preprocess
     images = [
@@ -141,6 +143,7 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
     from brats.io.artifact import save_artifact
     from brats.io.model_card import ModelInfo
     from brats.segment.job import SegmentConfig, segment
+    from brats.segment.predictor import PredictSettings
     from brats.train.model import UNetConfig, build_unet
 
     init_ray(num_cpus=args.num_cpus)
@@ -156,7 +159,7 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
             ModelInfo(unet=unet, patch_size=(args.patch,) * 3),
             f"{tmp}/model",
         )
-        model_s, model_cases = _model_only(f"{tmp}/model", f"{tmp}/small")
+        model_s, model_cases = _model_only(f"{tmp}/model", f"{tmp}/small", args.precision)
         e2e: dict[str, float] = {}
         peak: dict[str, int] = {}
         for name in ("small", "large"):
@@ -164,7 +167,10 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
                 began = time.perf_counter()
                 result = segment(
                     SegmentConfig(
-                        cohort=f"{tmp}/{name}", model=f"{tmp}/model", out=f"{tmp}/o-{name}"
+                        cohort=f"{tmp}/{name}",
+                        model=f"{tmp}/model",
+                        out=f"{tmp}/o-{name}",
+                        predict=PredictSettings(precision=args.precision),
                     )
                 )
                 e2e[name] = time.perf_counter() - began
@@ -176,6 +182,7 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
         n, e2e["small"], e2e["large"], "segment; raise --cases or --shape"
     )
     figures = {
+        "precision": args.precision,
         "cases": {"N": n, "4N": 4 * n},
         "shape": list(args.shape),
         "patch": args.patch,

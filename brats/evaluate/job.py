@@ -31,7 +31,7 @@ import numpy.typing as npt
 from brats.errors import CaseError, InvalidCaseIdError
 from brats.evaluate.pairing import LabelFiles, Pair, find_label_files, pair_files
 from brats.io.cases import discover, validate_case_id
-from brats.io.nifti import Limits, Volume, read_file
+from brats.io.nifti import Limits, Volume, check_same_geometry, read_file
 from brats.options import option
 from brats.segment.records import (
     DONE,
@@ -209,7 +209,10 @@ def score_pair(row: dict[str, Any], *, out: Location, config: EvaluateConfig) ->
         else:
             pred_volume, pred, pred_sum = _read_labels(config.pred, pred_path, case_id, config)
             checksums[f"prediction/{posixpath.basename(pred_path)}"] = pred_sum
-            _check_geometry(pred_volume, truth_volume, case_id, pred_path, config.limits)
+            check_same_geometry(
+                pred_volume, truth_volume, case_id, posixpath.basename(pred_path), "the truth",
+                config.limits,
+            )  # fmt: skip
             convention = _written_in(pred_volume.data, config)
         read_s = time.perf_counter() - began
         spacing = truth_volume.spacing
@@ -286,21 +289,6 @@ def _written_in(data: npt.NDArray[Any], config: EvaluateConfig) -> str | None:
     if bool(np.any(data == 4)):
         return LabelConvention.BRATS2020.value
     return LabelConvention.BRATS2023.value if bool(np.any(data == 3)) else None
-
-
-def _check_geometry(pred: Volume, truth: Volume, case_id: str, path: str, limits: Limits) -> None:
-    name = posixpath.basename(path)
-    if pred.data.shape != truth.data.shape:
-        raise CaseError(
-            case_id, name, f"shape {pred.data.shape} differs from the truth's {truth.data.shape}"
-        )
-    diff = float(np.max(np.abs(pred.affine - truth.affine)))
-    if diff > limits.affine_atol:
-        raise CaseError(
-            case_id,
-            name,
-            f"affine differs from the truth's by {diff:.4g} mm (> {limits.affine_atol})",
-        )
 
 
 def _write_report(

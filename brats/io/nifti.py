@@ -208,7 +208,7 @@ def read_case(
         if ref is None:
             ref, ref_name = vol, name
         else:
-            _check_same_geometry(vol, ref, cid, name, ref_name, limits)
+            check_same_geometry(vol, ref, cid, name, ref_name, limits)
         data = vol.data.astype(np.float32, copy=False)
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:
@@ -222,7 +222,7 @@ def read_case(
     if case.seg is not None:
         name = posixpath.basename(case.seg)
         seg = load(case.seg)
-        _check_same_geometry(seg, ref, cid, name, ref_name, limits)
+        check_same_geometry(seg, ref, cid, name, ref_name, limits)
         try:
             label = to_internal(seg.data, conv)
         except LabelError as err:
@@ -343,9 +343,11 @@ def _check_header(
     return shape, dtype, offset
 
 
-def _check_same_geometry(
+def check_same_geometry(
     vol: Volume, ref: Volume, case_id: str, name: str, ref_name: str, limits: Limits
 ) -> None:
+    """Raise a :class:`CaseError` naming ``name`` when ``vol``'s shape or affine (beyond
+    ``limits.affine_atol``) is not ``ref``'s."""
     if vol.data.shape != ref.data.shape:
         raise _fail(
             case_id, name, f"shape {vol.data.shape} differs from {ref_name} {ref.data.shape}"

@@ -115,7 +115,7 @@ def test_scores_every_pair_and_records_each_bad_file(folders, ray_session, tmp_p
         if records[case]["status"] == "failed"
     }
     assert reasons["BraTS20_Training_004"][0] == "BraTS20_Training_004.nii.gz"
-    assert "differs from the truth's (24, 24, 16)" in reasons["BraTS20_Training_004"][1]
+    assert "differs from the truth (24, 24, 16)" in reasons["BraTS20_Training_004"][1]
     assert "labels [7]" in reasons["BraTS20_Training_005"][1]
     assert reasons["BraTS20_Training_006"][0] == "BraTS20_Training_006.nii.gz"
     assert (
