@@ -105,26 +105,18 @@ def dice(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
 
     Both empty -> 1.0; one empty -> 0.0.
     """
-    p, t = as_masks(pred, truth)
-    denominator = int(p.sum()) + int(t.sum())
-    if denominator == 0:
-        return 1.0
-    return 2.0 * int(np.count_nonzero(p & t)) / denominator
+    return _dice_of(*_counts(*as_masks(pred, truth)))
 
 
 def iou(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
     """Intersection over union (Jaccard) of two boolean masks. Both empty -> 1.0."""
-    p, t = as_masks(pred, truth)
-    union = int(np.count_nonzero(p | t))
-    if union == 0:
-        return 1.0
-    return int(np.count_nonzero(p & t)) / union
+    return _iou_of(*_counts(*as_masks(pred, truth)))
 
 
 def precision(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
     """``|P∩T| / |P|``. Both empty -> 1.0; empty prediction, non-empty truth -> 0.0."""
-    p, t = as_masks(pred, truth)
-    return _ratio(int(np.count_nonzero(p & t)), int(p.sum()), other=int(t.sum()))
+    n_p, n_t, n_pt = _counts(*as_masks(pred, truth))
+    return _ratio(n_pt, n_p, other=n_t)
 
 
 def recall(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
@@ -132,8 +124,8 @@ def recall(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
 
     Both empty -> 1.0; empty truth, non-empty prediction -> 0.0.
     """
-    p, t = as_masks(pred, truth)
-    return _ratio(int(np.count_nonzero(p & t)), int(t.sum()), other=int(p.sum()))
+    n_p, n_t, n_pt = _counts(*as_masks(pred, truth))
+    return _ratio(n_pt, n_t, other=n_p)
 
 
 def evaluate_case(
@@ -194,8 +186,7 @@ def evaluate_case(
     for c in FOREGROUND_CLASSES:
         n_p, n_t, n_pt = _counts(p == c, t == c)
         out[f"dice_class{c}"] = _dice_of(n_p, n_t, n_pt)
-        union = n_p + n_t - n_pt
-        out[f"iou_class{c}"] = n_pt / union if union else 1.0
+        out[f"iou_class{c}"] = _iou_of(n_p, n_t, n_pt)
         out[f"precision_class{c}"] = _ratio(n_pt, n_p, other=n_t)
         out[f"recall_class{c}"] = _ratio(n_pt, n_t, other=n_p)
     out["accuracy"] = 1.0 - int(np.count_nonzero(p != t)) / size if size else 1.0
@@ -209,6 +200,11 @@ def _counts(p: npt.NDArray[np.bool_], t: npt.NDArray[np.bool_]) -> tuple[int, in
 
 def _dice_of(n_p: int, n_t: int, n_pt: int) -> float:
     return 2.0 * n_pt / (n_p + n_t) if n_p + n_t else 1.0
+
+
+def _iou_of(n_p: int, n_t: int, n_pt: int) -> float:
+    union = n_p + n_t - n_pt
+    return n_pt / union if union else 1.0
 
 
 def _ratio(numerator: int, denominator: int, *, other: int) -> float:
