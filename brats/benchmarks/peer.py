@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.options import option
-from brats.segment.precision import PRECISIONS
+from brats.precision import PRECISIONS
 
 TARGET = 1.0
 """``ours / monai`` seconds per case must not exceed this."""

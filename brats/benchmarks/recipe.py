@@ -8,9 +8,10 @@ the same epochs, patch size and network widths (:meth:`brats.devtools.demo.DemoC
 training`), and segments both held-out sets with each exported model through the
 :class:`~brats.segment.predictor.Predictor` (the model's own postprocessing on).
 
-Figures: held-out mean Dice per region (WT, TC, ET) per preset, site and seed, their mean
-and range over seeds, and the worst case per region. No target: it is the A/B the README
-quotes.
+With ``--precisions float32,bfloat16`` each preset is trained in each precision (the A/B
+for training in bfloat16 on CPUs). Figures: held-out mean Dice per region (WT, TC, ET) per
+preset (and precision), site and seed, their mean and range over seeds, and the worst case
+per region. No target: it is the A/B the README quotes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class RecipeBenchmark:
     presets: tuple[str, ...] = option(("seed", "nnunet"), help="presets to compare")
     seeds: tuple[int, ...] = option(
         (0, 1, 2), help="training seeds, each preset trained once per seed"
+    )
+    precisions: tuple[str, ...] = option(
+        ("float32",),
+        help="training precisions, each preset trained once per precision and seed (a run "
+        "not in float32 is named preset@precision)",
     )
     epochs: int | None = option(None, help="epochs per run (default: the demo's)")
     other_site: str = option("b", help="the held-out site the model never saw")
@@ -86,25 +92,34 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
         other = replace(synth, site=args.other_site)
         generate_cohort(sites[args.other_site], held_out, other, start=2001)
         ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
+        variants = [(p, q) for p in args.presets for q in args.precisions]
         for seed in args.seeds:
-            for preset in args.presets:
-                name = f"{preset}-{seed}"
+            for preset, precision in variants:
+                label = preset if precision == "float32" else f"{preset}@{precision}"
+                name = f"{preset}-{precision}-{seed}"
                 began = time.perf_counter()
                 trained = train(
-                    demo.training(f"{tmp}/cohort", f"{tmp}/runs", name, preset=preset, seed=seed)
+                    demo.training(
+                        f"{tmp}/cohort",
+                        f"{tmp}/runs",
+                        name,
+                        preset=preset,
+                        seed=seed,
+                        precision=precision,
+                    )
                 )
                 seconds = time.perf_counter() - began
                 assert trained.model is not None
                 scores = {site: held_out_dice(trained.model, root) for site, root in sites.items()}
                 runs.append(
-                    {"preset": preset, "seed": seed, "train_s": round(seconds, 1), "dice": scores}
+                    {"preset": label, "seed": seed, "train_s": round(seconds, 1), "dice": scores}
                 )
                 line = " | ".join(
                     f"site {site}: "
                     + " ".join(f"{r} {np.mean(v):.3f}" for r, v in per_region.items())
                     for site, per_region in scores.items()
                 )
-                print(f"recipe {preset} seed {seed} ({seconds:.0f} s): {line}", flush=True)
+                print(f"recipe {label} seed {seed} ({seconds:.0f} s): {line}", flush=True)
     summary = _summarize(runs, list(sites))
     for preset, per_site in summary.items():
         for site, per_region in per_site.items():

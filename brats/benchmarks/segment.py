@@ -30,8 +30,8 @@ from typing import Any
 
 from brats.benchmarks.rates import marginal_rate
 from brats.options import option
+from brats.precision import PRECISIONS
 from brats.runtime import init_ray
-from brats.segment.precision import PRECISIONS
 
 
 @dataclass(frozen=True)

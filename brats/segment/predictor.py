@@ -33,7 +33,7 @@ from brats.io.cases import Case
 from brats.io.model_card import ModelInfo
 from brats.io.nifti import CaseVolumes, Limits, encode_mask, header_from_bytes, read_case
 from brats.options import option
-from brats.segment.precision import PRECISIONS, at_precision, resolve_precision
+from brats.precision import PRECISIONS, at_precision, resolve_precision
 from brats.segment.sliding_window import Predict, sliding_window_predict
 from brats.storage import Location, resolve
 from brats.volume.geometry import CropBox, paste_back

@@ -9,6 +9,7 @@ from typing import Any, Final
 from brats.io.cases import MODALITIES
 from brats.io.model_card import ModelInfo
 from brats.options import option
+from brats.precision import POLICIES, PRECISIONS
 from brats.storage import S3_ENDPOINT_HELP, Location, resolve
 from brats.train.model import NORMALIZATIONS, UNetConfig, nnunet_config
 from brats.volume.augment import Augmentation
@@ -102,8 +103,13 @@ class TrainConfig:
         "Data CPU tasks anywhere in the cluster streaming batches to it (ray-data), or auto: "
         "ray-data with GPUs, worker without",
     )
-    mixed_precision: bool = option(
-        False, help="float16 compute with a float32 softmax and loss scaling (GPU only)"
+    precision: str = option(
+        "float32",
+        choices=PRECISIONS,
+        help="compute precision of the training step: bfloat16 or float16 (with loss "
+        "scaling) keep float32 variables and a float32 loss; auto resolves on each worker "
+        "(float16 on CUDA GPUs of compute capability 7.0 or more, bfloat16 on CPUs with "
+        "AVX512_BF16 or AMX, else float32)",
     )
     val_fraction: float = option(0.2, help="share of labelled cases held out for validation")
     val_overlap: float = 0.5
@@ -153,6 +159,8 @@ class TrainConfig:
                 f"loss {self.loss!r} does not fit the {self.preset} preset's outputs: dice_bce "
                 "scores region sigmoids (nnunet), the others a softmax (seed)"
             )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; one of {PRECISIONS}")
         if self.patch_stage not in PATCH_STAGES:
             raise ValueError(f"unknown patch_stage {self.patch_stage!r}; one of {PATCH_STAGES}")
         if self.augmentation not in AUGMENTATIONS:
@@ -177,15 +185,16 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def unet(self) -> UNetConfig:
-        """The architecture this run trains (float16 compute only on GPUs)."""
+    def unet(self, precision: str = "float32") -> UNetConfig:
+        """The architecture this run trains, computing in ``precision`` (a resolved one, not
+        ``auto``). Exported models store the float32 form: inference picks its own."""
         values: dict[str, Any] = {
             "base_filters": self.base_filters,
             "depth": self.depth,
             "in_channels": len(self.modalities),
             "n_classes": N_CLASSES,
             "normalization": self.normalization,
-            "mixed_precision": self.mixed_precision and self.use_gpu,
+            "mixed_precision": POLICIES[precision],
         }
         if self.preset == "nnunet":
             return nnunet_config(**values)

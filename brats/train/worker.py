@@ -19,10 +19,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from brats.precision import resolve_precision
 from brats.segment.predictor import Predictor, PredictSettings
 from brats.storage import resolve
 from brats.train.batches import patch_batches
@@ -38,8 +40,11 @@ SCORE = "val_dice_mean"
 """The metric the best checkpoint is chosen by."""
 
 
-def build_step(config: TrainConfig, total_steps: int, strategy: Any) -> tuple[Any, Any, Any]:
-    """``(model, optimizer, train_step)`` under ``strategy``.
+def build_step(
+    config: TrainConfig, total_steps: int, strategy: Any, precision: str = "float32"
+) -> tuple[Any, Any, Any]:
+    """``(model, optimizer, train_step)`` under ``strategy``, computing in ``precision``
+    (resolved: not ``auto``).
 
     ``train_step(x, y)`` runs one optimizer step on every replica and returns the global
     mean loss. ``model`` has the deep-supervision heads the config asks for (the loss weighs
@@ -59,9 +64,9 @@ def build_step(config: TrainConfig, total_steps: int, strategy: Any) -> tuple[An
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = build_unet(config.unet(), deep_supervision=True)
+        model = build_unet(config.unet(precision), deep_supervision=True)
         optimizer: Any = keras.optimizers.Adam(learning_rate_schedule(config, total_steps))
-        if config.mixed_precision and config.use_gpu:
+        if precision == "float16":  # bfloat16 has float32's range: no loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
     loss_fn = get_loss(str(config.loss))
@@ -149,17 +154,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     hook: EpochHook | None = loop_config.get("epoch_hook")
     rank = ray.train.get_context().get_world_rank()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    model, optimizer, train_step = build_step(config, steps * config.epochs, strategy)
-    predictor = Predictor(
-        model,
-        config.model_info(loop_config["normalization"]),
-        PredictSettings(overlap=config.val_overlap, batch_size=config.batch_size),
+    precision = resolve_precision(config.precision)
+    model, optimizer, train_step = build_step(config, steps * config.epochs, strategy, precision)
+    # Validation runs the training network as it is, in its precision.
+    info = replace(config.model_info(loop_config["normalization"]), unet=config.unet(precision))
+    settings = PredictSettings(
+        overlap=config.val_overlap, batch_size=config.batch_size, precision=precision
     )
+    predictor = Predictor(model, info, settings)
     state = restore_latest(config.run, model, optimizer)
     start = 0 if state is None else int(state["epochs_done"])
     history: list[dict[str, Any]] = [] if state is None else list(state["history"])[:start]
-    if state is not None and rank == 0:
-        write_line(f"[brats] resuming after epoch {start}")
+    if rank == 0:
+        write_line(f"[brats] training step in {precision}")
+        if state is not None:
+            write_line(f"[brats] resuming after epoch {start}")
     share: list[str] = loop_config["assigned"][rank]
     cohort = resolve(loop_config["cohort"], s3_endpoint=config.s3_endpoint)
     rows = None
@@ -191,6 +200,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "samples_per_s": samples / trained["train_seconds"],
             "train_seconds": trained["train_seconds"],
             "step_seconds": trained["step_seconds"],
+            "precision": precision,
         }
         if rank == 0 and val_rows is not None:
             began = time.perf_counter()

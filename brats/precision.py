@@ -32,6 +32,10 @@ POLICIES: Final = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16"
 _CPU_BF16_FLAGS: Final = ("avx512_bf16", "amx_bf16")
 
 
+class PrecisionError(ValueError):
+    """A precision this machine cannot run."""
+
+
 def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether the CPU reports AVX512_BF16 or AMX-BF16 (Linux ``/proc/cpuinfo`` flags)."""
     try:
@@ -63,12 +67,23 @@ def resolve_precision(
     cpu_bf16: bool | None = None,
 ) -> str:
     """The precision ``requested`` runs in here: itself, or for ``auto`` what this machine
-    does fastest (see the module docstring). ``gpu`` and ``cpu_bf16`` override detection."""
+    does fastest (see the module docstring). ``gpu`` and ``cpu_bf16`` override detection.
+
+    Raises:
+        PrecisionError: ``float16`` without a CUDA GPU.
+    """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
-    if requested != "auto":
+    if requested in ("float32", "bfloat16"):
         return requested
     capability = gpu_compute_capability() if gpu == "detect" else gpu
+    if requested == "float16":
+        if capability is None or isinstance(capability, str):
+            raise PrecisionError(
+                "precision float16 needs a CUDA GPU: TensorFlow has no float16 kernels for "
+                "3D pooling on CPUs (use bfloat16 or float32 here)"
+            )
+        return requested
     if capability is not None and not isinstance(capability, str):
         return "float16" if capability >= (7, 0) else "float32"
     has_bf16 = cpu_has_bf16() if cpu_bf16 is None else cpu_bf16
