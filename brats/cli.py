@@ -343,7 +343,17 @@ def run_demo_command(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-BENCHMARKS = ("ingest", "model", "train", "segment", "peer", "augment", "evaluate", "recipe")
+BENCHMARKS = (
+    "ingest",
+    "model",
+    "train",
+    "segment",
+    "peer",
+    "augment",
+    "evaluate",
+    "gpu",
+    "recipe",
+)
 """The suites of ``jobs/benchmark.py``, one module each under :mod:`brats.benchmarks`."""
 LONG_BENCHMARKS = ("recipe",)
 """Suites ``all`` leaves out: they train several models (most of an hour on 2 cores)."""

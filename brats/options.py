@@ -12,7 +12,8 @@ Types map to flags as follows: ``bool`` is a switch (``--x``; a field that defau
 ``True`` gets a ``--no-...`` style flag that turns it off); ``int``, ``float``, ``str`` and
 ``Path`` take one value; ``X | None`` takes an ``X`` and defaults to ``None``; a
 ``StrEnum`` offers its values as choices; ``tuple[int, int, int]`` takes three numbers;
-``tuple[str, ...]`` (or of ints) takes a comma-separated list.
+``tuple[str, ...]`` (or of ints) takes a comma-separated list; a class with a ``parse``
+classmethod (:class:`brats.runtime.Replicas`) takes one value, parsed by it.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ def _shown(value: Any) -> Any:
         return ",".join(value)
     if isinstance(value, tuple):
         return list(value)
+    if dataclasses.is_dataclass(value) and hasattr(value, "parse"):
+        return str(value)
     return value
 
 
@@ -148,6 +151,8 @@ def _add(parser: argparse.ArgumentParser, opt: _Option) -> None:
             kwargs.update(type=args[0], nargs=len(args))
     elif is_enum:
         kwargs.update(type=str, choices=[member.value for member in typing.cast(Any, kind)])
+    elif isinstance(kind, type) and hasattr(kind, "parse"):  # a value type that parses text
+        kwargs["type"] = kind.parse
     else:
         kwargs["type"] = kind
     if spec["choices"] is not None:

@@ -20,6 +20,50 @@ class LocalRay:
     )
 
 
+@dataclass(frozen=True)
+class Replicas:
+    """How many long-lived replicas a job runs (model actors, training workers): a fixed
+    ``N``, or ``MIN:MAX`` to start with ``MIN`` and grow to ``MAX`` as the cluster has room
+    (an autoscaling cluster's new nodes are used while the job runs).
+
+    On the command line: ``--num-actors 4`` or ``--num-actors 1:8``.
+    """
+
+    min: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.max:
+            raise ValueError(f"replicas need 1 <= MIN <= MAX, got {self.min}:{self.max}")
+
+    @classmethod
+    def parse(cls, value: Replicas | int | str) -> Replicas:
+        """``Replicas`` from an int, ``"N"`` or ``"MIN:MAX"``.
+
+        Raises:
+            ValueError: not a count, or not ``1 <= MIN <= MAX``.
+        """
+        if isinstance(value, Replicas):
+            return value
+        if isinstance(value, bool):
+            raise ValueError(f"not a replica count: {value!r}")
+        if isinstance(value, int):
+            return cls(value, value)
+        low, sep, high = str(value).strip().partition(":")
+        try:
+            return cls(int(low), int(high) if sep else int(low))
+        except ValueError as exc:
+            raise ValueError(f"expected N or MIN:MAX (1 <= MIN <= MAX), got {value!r}") from exc
+
+    @property
+    def fixed(self) -> bool:
+        """Whether ``MIN == MAX``."""
+        return self.min == self.max
+
+    def __str__(self) -> str:
+        return str(self.min) if self.fixed else f"{self.min}:{self.max}"
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
     # TensorFlow's C++ logs drown the job log on CPU-only machines.

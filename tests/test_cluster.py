@@ -82,7 +82,7 @@ def test_valid_for_the_installed_autoscaler(config, prepared):
 def test_the_validator_rejects_a_broken_config(config):
     """The check above has teeth: the schema refuses what `ray up` would refuse."""
     broken = copy.deepcopy(config)
-    broken["available_node_types"]["gpu_worker"]["resources"]["GPU"] = 0.5
+    broken["available_node_types"]["gpu_spot"]["resources"]["GPU"] = 0.5
     with pytest.raises(jsonschema.ValidationError):
         validate_config(broken)
     broken = copy.deepcopy(config)
@@ -166,7 +166,88 @@ def test_token_auth_stays_on(config):
     head_start = " ".join(config["head_start_ray_commands"])
     worker_start = " ".join(config["worker_start_ray_commands"])
     assert "ray get-auth-token --generate" in head_start
-    assert re.search(r"RAY_AUTH_MODE=token ray start --head", head_start)
+    assert re.search(r"RAY_AUTH_MODE=token (\S+=\S+ )*ray start --head", head_start)
     assert re.search(r"RAY_AUTH_MODE=token ray start --address", worker_start)
     assert "disabled" not in head_start + worker_start
     assert "~/.ray/auth_token" in config["cluster_synced_files"]
+
+
+# --- spot workers, on-demand fallback ------------------------------------------------------------
+
+
+def gpu_types(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in worker_types(config).items() if s["resources"].get("GPU", 0) >= 1}
+
+
+def test_gpu_workers_are_spot_with_an_identical_on_demand_fallback_and_the_head_on_demand(
+    config, prepared
+):
+    gpus = gpu_types(prepared)
+    spot = {n for n, s in gpus.items() if "InstanceMarketOptions" in s["node_config"]}
+    assert spot == {"gpu_spot"}
+    assert gpus["gpu_spot"]["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    fallback = gpus["gpu_on_demand"]
+    assert fallback["resources"] == gpus["gpu_spot"]["resources"]
+    strip = {"InstanceMarketOptions"}
+    assert {k: v for k, v in gpus["gpu_spot"]["node_config"].items() if k not in strip} == (
+        fallback["node_config"]
+    )
+    head = prepared["available_node_types"][prepared["head_node_type"]]
+    assert "InstanceMarketOptions" not in head["node_config"]
+    start = " ".join(config["head_start_ray_commands"])
+    assert "RAY_AUTOSCALER_UTILIZATION_SCORER=brats.autoscaler.spot_first_scorer" in start
+
+
+def _nodes_to_add(config: dict[str, Any], availability: dict[str, bool]) -> dict[str, int]:
+    from ray.autoscaler._private.loader import load_function_or_class
+    from ray.autoscaler._private.node_provider_availability_tracker import (
+        NodeAvailabilityRecord,
+        NodeAvailabilitySummary,
+        UnavailableNodeInformation,
+    )
+    from ray.autoscaler._private.resource_demand_scheduler import get_nodes_for
+
+    summary = NodeAvailabilitySummary(
+        {
+            node_type: NodeAvailabilityRecord(
+                node_type=node_type,
+                is_available=ok,
+                last_checked_timestamp=0,
+                unavailable_node_information=None
+                if ok
+                else UnavailableNodeInformation("InsufficientInstanceCapacity", "no spot"),
+            )
+            for node_type, ok in availability.items()
+        }
+    )
+    # Loaded by name, as the autoscaler does from the head's environment.
+    scorer = load_function_or_class("brats.autoscaler.spot_first_scorer")
+
+    def score(resources: Any, demands: Any, node_type: str) -> Any:
+        return scorer(resources, demands, node_type, node_availability_summary=summary)
+
+    added, left = get_nodes_for(
+        config["available_node_types"], {}, config["head_node_type"], 8, [{"GPU": 1}] * 3, score
+    )
+    assert left == []
+    return dict(added)
+
+
+def test_the_autoscaler_launches_spot_and_falls_back_to_on_demand_when_spot_fails(prepared):
+    assert _nodes_to_add(prepared, {}) == {"gpu_spot": 3}
+    assert _nodes_to_add(prepared, {"gpu_spot": True}) == {"gpu_spot": 3}
+    assert _nodes_to_add(prepared, {"gpu_spot": False}) == {"gpu_on_demand": 3}
+    # CPU-only demand still lands on no GPU node type it does not need.
+    from ray.autoscaler._private.node_provider_availability_tracker import (
+        NodeAvailabilitySummary,
+    )
+
+    from brats.autoscaler import spot_first_scorer
+
+    empty = NodeAvailabilitySummary({})
+    gpu = spot_first_scorer({"CPU": 4, "GPU": 1}, [{"CPU": 1}], "gpu_spot",
+                            node_availability_summary=empty)  # fmt: skip
+    assert gpu is not None and gpu[1] is False  # Ray's "GPU node for a CPU task" penalty kept
+    assert (
+        spot_first_scorer({"CPU": 4}, [{"GPU": 1}], "cpu", node_availability_summary=empty) is None
+    )

@@ -211,8 +211,14 @@ class CrashOnCases:
     rate: float
     seed: int
     marker_dir: str
+    always: tuple[str, ...] = ()
+    """Cases that kill the process every time (each crash still leaves its marker)."""
 
     def __call__(self, case_id: str) -> None:
+        if case_id in self.always:
+            with open(os.path.join(self.marker_dir, f"{case_id}.crashed"), "a") as fh:
+                fh.write("crashed\n")
+            os._exit(19)
         if not chosen(case_id, self.rate, self.seed):
             return
         marker = os.path.join(self.marker_dir, f"{case_id}.crashed")

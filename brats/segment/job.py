@@ -35,7 +35,8 @@ from brats.io.cases import Case, Discovery, discover
 from brats.io.model_card import ArtifactError, ModelCard
 from brats.io.nifti import Limits, read_file
 from brats.options import option
-from brats.runtime import cpus_per_replica
+from brats.runtime import Replicas, cpus_per_replica
+from brats.segment.attempts import Attempts
 from brats.segment.predictor import PredictSettings
 from brats.segment.records import (
     DONE,
@@ -69,7 +70,11 @@ class SegmentConfig:
     out: str = option(help="output folder: local or s3://")
     s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
     use_gpu: bool = option(False, help="one GPU per model actor")
-    num_actors: int = option(1, help="model replicas (one per GPU with --use-gpu)")
+    num_actors: Replicas = option(
+        Replicas(1, 1),
+        help="model replicas (one per GPU with --use-gpu): N, or MIN:MAX to grow the actor "
+        "pool onto nodes that join while the job runs",
+    )
     cpus_per_actor: float | None = option(
         None, help="CPUs per model actor (default: 1 with GPUs; else at most 1, leaving one "
         "for reading)",
@@ -82,8 +87,10 @@ class SegmentConfig:
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        if self.num_actors < 1:
-            raise ValueError("num_actors must be >= 1")
+        try:
+            object.__setattr__(self, "num_actors", Replicas.parse(self.num_actors))
+        except ValueError as exc:
+            raise ValueError(f"num_actors: {exc}") from None
         if self.label_convention is not None:
             object.__setattr__(self, "label_convention", LabelConvention(self.label_convention))
 
@@ -120,7 +127,9 @@ class CaseSegmenter:
     ``predict_s``, ``model_version`` and ``precision`` (what the network ran in), and its
     image is emptied (the writer needs the
     labels, not the input again); a row whose prediction raises becomes a failed row, and
-    failed rows pass through.
+    failed rows pass through. With ``attempts`` (the job's output folder), each case's
+    attempts are counted (:class:`~brats.segment.attempts.Attempts`) and a case that already
+    killed :data:`~brats.segment.attempts.MAX_ATTEMPTS` actors becomes a failed row.
     """
 
     def __init__(
@@ -129,11 +138,13 @@ class CaseSegmenter:
         s3_endpoint: str | None,
         settings: PredictSettings,
         fault_hook: CaseHook | None = None,
+        attempts: Location | None = None,
     ) -> None:
         from brats.segment.predictor import Predictor
 
         self.predictor = Predictor.from_artifact(model_uri, settings, s3_endpoint=s3_endpoint)
         self.fault_hook = fault_hook
+        self.attempts = Attempts(attempts) if attempts is not None else None
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         n = len(batch["case_id"])
@@ -150,6 +161,12 @@ class CaseSegmenter:
             if batch["status"][i] != OK:
                 continue
             case_id = str(batch["case_id"][i])
+            if self.attempts is not None and self.attempts.begin(case_id) is None:
+                log.error("case %s: failed after %d attempts", case_id, self.attempts.limit)
+                self.attempts.end(case_id)
+                out["status"][i] = rows.FAILED
+                out["error"][i] = self.attempts.exhausted_error(case_id)
+                continue
             began = time.perf_counter()
             try:
                 if self.fault_hook is not None:
@@ -160,6 +177,9 @@ class CaseSegmenter:
                 out["status"][i] = rows.FAILED
                 out["error"][i] = f"case {case_id}: prediction failed: {type(err).__name__}: {err}"
                 continue
+            finally:
+                if self.attempts is not None:
+                    self.attempts.end(case_id)
             seconds[i] = time.perf_counter() - began
         out["image"] = images
         out["pred"] = preds
@@ -231,6 +251,7 @@ def segment(
             redact(out.uri), version, len(found.cases), skipped, 0, rejected, {}, 0.0
         )
     clear_success(out)
+    Attempts(out).clear()
     rows_out: list[dict[str, Any]] = []
     if todo:
         preprocess = PreprocessConfig.for_model(card.info, limits=config.limits)
@@ -287,17 +308,22 @@ def _run_pipeline(
             "s3_endpoint": config.s3_endpoint,
             "settings": config.predict,
             "fault_hook": predict_hook,
+            "attempts": out,
         },
         batch_size=1,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=config.num_actors),
+        compute=ray.data.ActorPoolStrategy(
+            min_size=config.num_actors.min, max_size=config.num_actors.max
+        ),
         num_cpus=cpus_per_replica(
-            config.cpus_per_actor, config.num_actors, use_gpu=config.use_gpu, what="model actors"
+            config.cpus_per_actor,
+            config.num_actors.min,
+            use_gpu=config.use_gpu,
+            what="model actors",
         ),
         num_gpus=1 if config.use_gpu else 0,
-        # A dead actor's batch is retried on a new one, but a case that kills every actor
-        # it meets must not stop the cohort forever.
-        max_task_retries=3,
+        # A dead actor is restarted and its batch retried, without limit (Ray Data's
+        # default); a case that kills every actor it meets is failed by its Attempts count.
     )
     ds = ds.map(
         functools.partial(

@@ -15,6 +15,7 @@ import pytest
 from brats.devtools.faults import FAULTS, CrashOnCases, RaiseOnCases, chosen, write_faulty_case
 from brats.devtools.synth import SynthConfig, generate_cohort
 from brats.io.cases import discover
+from brats.segment.attempts import ATTEMPTS, MAX_ATTEMPTS
 from brats.segment.job import SegmentConfig, SegmentError, segment
 from brats.storage import json_bytes, resolve
 from brats.volume.labels import LabelConvention, to_internal
@@ -152,21 +153,33 @@ def test_a_new_model_version_redoes_every_case(cohort, model, tmp_path, ray_sess
 
 
 @pytest.mark.integration
-def test_actor_crashes_lose_nothing_and_change_no_byte(cohort, model, tmp_path, ray_session):
+def test_actor_crashes_lose_nothing_change_no_byte_and_a_poison_case_is_failed(
+    cohort, model, tmp_path, ray_session
+):
     clean = tmp_path / "clean"
     run(cohort, model, clean)
     ids = [c.case_id for c in discover(resolve(str(cohort))).cases]
-    seed = next(s for s in range(100) if 0 < sum(chosen(i, 0.1, s) for i in ids) < N_CASES)
+    seed = next(s for s in range(100) if 0 < sum(chosen(i, 0.1, s) for i in ids) < N_CASES - 1)
+    poison = next(i for i in ids if not chosen(i, 0.1, seed))  # kills every actor it meets
     markers = tmp_path / "markers"
     markers.mkdir()
     out = tmp_path / "faulty"
-    hook = CrashOnCases(rate=0.1, seed=seed, marker_dir=str(markers))
+    hook = CrashOnCases(rate=0.1, seed=seed, marker_dir=str(markers), always=(poison,))
     result = run(cohort, model, out, predict_hook=hook)
-    assert len(list(markers.iterdir())) == sum(chosen(i, 0.1, seed) for i in ids) > 0
-    assert (result.done, result.failed) == (N_CASES, [])
-    assert sorted(os.listdir(out / "masks")) == sorted(os.listdir(clean / "masks"))
-    for name in os.listdir(clean / "masks"):
+    crashed_once = {f"{i}.crashed" for i in ids if chosen(i, 0.1, seed)}
+    assert {p.name for p in markers.iterdir()} == crashed_once | {f"{poison}.crashed"}
+    assert (markers / f"{poison}.crashed").read_text().count("crashed") == MAX_ATTEMPTS
+    assert result.done == N_CASES - 1
+    assert [f["case_id"] for f in result.failed] == [poison]
+    assert f"died each of the {MAX_ATTEMPTS} times" in result.failed[0]["error"]
+    record = json.loads((out / "records" / f"{poison}.json").read_text())
+    assert record["status"] == "failed" and not (out / "masks" / f"{poison}.nii.gz").exists()
+    assert sorted(os.listdir(out / "masks")) == sorted(
+        n for n in os.listdir(clean / "masks") if not n.startswith(poison)
+    )
+    for name in os.listdir(out / "masks"):
         assert (out / "masks" / name).read_bytes() == (clean / "masks" / name).read_bytes()
+    assert not (out / ATTEMPTS).exists() or not list((out / ATTEMPTS).iterdir())
     rows = json.loads((out / "summary.json").read_text())["counts"]
     assert rows["cases"] == N_CASES
 

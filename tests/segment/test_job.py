@@ -52,8 +52,28 @@ def test_output_settings_are_what_decides_a_masks_bytes():
         (lambda: PredictSettings(batch_size=0), "batch_size must be"),
         (lambda: PredictSettings(min_et_voxels=-1), "min_et_voxels"),
         (lambda: SegmentConfig(cohort="c", model="m", out="o", num_actors=0), "num_actors"),
+        (lambda: SegmentConfig(cohort="c", model="m", out="o", num_actors="4:2"), "MIN <= MAX"),
+        (lambda: SegmentConfig(cohort="c", model="m", out="o", num_actors="two"), "MIN:MAX"),
     ],
 )
 def test_settings_refuse_what_cannot_run(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_num_actors_is_a_count_or_a_range_from_the_command_line():
+    from brats.cli import segment_parser
+    from brats.options import parse_config
+    from brats.runtime import Replicas
+
+    def parsed(*flags: str) -> SegmentConfig:
+        args = segment_parser().parse_args(["--cohort", "c", "--model", "m", "--out", "o", *flags])
+        return parse_config(SegmentConfig, args)
+
+    assert parsed().num_actors == Replicas(1, 1)
+    assert parsed("--num-actors", "4").num_actors == Replicas(4, 4)
+    elastic = parsed("--num-actors", "1:8").num_actors
+    assert (elastic.min, elastic.max, elastic.fixed, str(elastic)) == (1, 8, False, "1:8")
+    assert SegmentConfig(cohort="c", model="m", out="o", num_actors=3).num_actors == Replicas(3, 3)
+    with pytest.raises(SystemExit):
+        parsed("--num-actors", "0:2")
