@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 from brats.options import option
@@ -99,6 +100,14 @@ def cpus_per_replica(requested: float | None, replicas: int, *, use_gpu: bool, w
     return cpus
 
 
+def progress_bars() -> bool:
+    """Whether Ray Data draws its progress bars: only when stdout is a terminal."""
+    try:
+        return os.isatty(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # replaced or closed stdout
+        return False
+
+
 def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
     """Join the cluster a job was submitted to, or start a local Ray.
 
@@ -108,10 +117,10 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     import ray
     from ray.data import DataContext
 
-    # Jobs log their own progress per case and per epoch; Ray Data's progress bars, redrawn
-    # in a job log that is not a terminal, would bury it (they follow each dataset into the
-    # training workers too).
-    DataContext.get_current().enable_progress_bars = False
+    # Jobs log their own progress (brats.progress, and a line per epoch). Ray Data's progress
+    # bars show in a terminal; in a job log, which is not one, their redraws would bury it
+    # (they follow each dataset into the training workers too).
+    DataContext.get_current().enable_progress_bars = progress_bars()
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):

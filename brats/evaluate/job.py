@@ -33,6 +33,7 @@ from brats.evaluate.pairing import LabelFiles, Pair, find_label_files, pair_file
 from brats.io.cases import discover, validate_case_id
 from brats.io.nifti import Limits, Volume, check_same_geometry, read_file
 from brats.options import option
+from brats.progress import Progress
 from brats.segment.records import (
     DONE,
     CaseFailure,
@@ -186,9 +187,9 @@ def _score_all(pairs: list[Pair], out: Location, config: EvaluateConfig) -> list
         functools.partial(score_pair, out=out, config=config), num_cpus=1
     )
     rows = []
-    for n, row in enumerate(ds.iter_rows(), start=1):
-        state = row["status"] if row["status"] == DONE else f"FAILED: {row['error']}"
-        log.info("evaluate [%d/%d] %s %s", n, len(items), row["case_id"], state)
+    progress = Progress("evaluate", len(items), log)
+    for row in ds.iter_rows():
+        progress.update(row["case_id"], None if row["status"] == DONE else row["error"])
         rows.append(dict(row))
     return rows
 

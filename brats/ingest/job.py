@@ -21,6 +21,7 @@ from brats.ingest.prepare import PreprocessConfig
 from brats.ingest.rows import OK, read_cohort
 from brats.ingest.shards import build_manifest, write_case_shard, write_manifest
 from brats.options import option
+from brats.progress import Progress
 from brats.storage import S3_ENDPOINT_HELP, redact, resolve
 
 if TYPE_CHECKING:
@@ -91,10 +92,10 @@ def ingest(config: IngestConfig) -> IngestResult:
     for rejected in found.rejected:
         log.warning("rejected %s: %s", rejected.name, rejected.reason)
     entries: list[dict[str, Any]] = []
-    for done, row in enumerate(_iter_rows(results), start=1):
+    progress = Progress("ingest", total, log)
+    for row in _iter_rows(results):
         entries.append(row)
-        state = "ok" if row["status"] == OK else f"FAILED: {row['error']}"
-        log.info("ingest [%d/%d] %s %s", done, total, row["case_id"], state)
+        progress.update(row["case_id"], None if row["status"] == OK else row["error"])
     manifest = build_manifest(entries, found, cohort, config.preprocess)
     uri = write_manifest(out, manifest)
     return IngestResult(uri, manifest, time.perf_counter() - started)

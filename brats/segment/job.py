@@ -35,6 +35,7 @@ from brats.io.cases import Case, Discovery, discover
 from brats.io.model_card import ArtifactError, ModelCard
 from brats.io.nifti import Limits, read_file
 from brats.options import option
+from brats.progress import Progress
 from brats.runtime import Replicas, cpus_per_replica
 from brats.segment.attempts import Attempts
 from brats.segment.predictor import PredictSettings
@@ -335,10 +336,9 @@ def _run_pipeline(
         ),
         num_cpus=0.5,
     )
-    total = len(todo)
-    for n, row in enumerate(ds.iter_rows(), start=1):
-        state = row["status"] if row["status"] == DONE else f"FAILED: {row['error']}"
-        log.info("segment [%d/%d] %s %s", n, total, row["case_id"], state)
+    progress = Progress("segment", len(todo), log)
+    for row in ds.iter_rows():
+        progress.update(row["case_id"], None if row["status"] == DONE else row["error"])
         yield dict(row)
 
 
