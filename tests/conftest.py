@@ -78,7 +78,12 @@ def flaky_s3(s3_endpoint):
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test under tests/integration/ is an integration test (real Ray, moto or
-    TensorFlow); they run in CI like the others."""
+    TensorFlow), every one under tests/multinode/ a multinode test; they run in CI like the
+    others. Multi-node tests run last: each module starts its own cluster, after the
+    session's Ray is shut down."""
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+        if "multinode" in item.path.parts:
+            item.add_marker(pytest.mark.multinode)
+    items.sort(key=lambda item: "multinode" in item.path.parts)  # stable: order kept

@@ -8,7 +8,8 @@ The reliability tests use them, and so can a person checking a real cluster's re
 * :class:`CrashAtEpoch` and :class:`EpochLog` are training epoch hooks
   (:data:`brats.train.config.EpochHook`), small picklable objects that Ray ships to every
   worker; :class:`CrashOnCases` and :class:`RaiseOnCases` are the segmentation job's
-  per-case hooks (:data:`brats.segment.writer.CaseHook`).
+  per-case hooks (:data:`brats.segment.writer.CaseHook`), and :class:`NodeLog` the one the
+  multi-node tests use to see where cases run and hold one in flight.
 """
 
 from __future__ import annotations
@@ -238,3 +239,35 @@ class RaiseOnCases:
     def __call__(self, case_id: str) -> None:
         if case_id in self.cases:
             raise OSError(f"injected failure while writing case {case_id}")
+
+
+@dataclass(frozen=True)
+class NodeLog:
+    """Segmentation predict hook for multi-node fault tests: records where each case runs
+    and holds one case until told to go on.
+
+    Each call writes ``<marker_dir>/<case_id>.<node_id>`` (the Ray node whose actor is
+    segmenting the case). For ``hold`` it then waits, checking every 0.05 s for at most
+    ``timeout_s``, until ``<marker_dir>/release`` exists: the test removes or adds nodes while
+    that case is in flight. Another attempt at ``hold`` after the release (on another node)
+    passes straight through.
+    """
+
+    marker_dir: str
+    hold: str = ""
+    timeout_s: float = 120.0
+
+    def __call__(self, case_id: str) -> None:
+        import time
+
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        with open(os.path.join(self.marker_dir, f"{case_id}.{node}"), "w") as fh:
+            fh.write("started\n")
+        if case_id != self.hold:
+            return
+        release = os.path.join(self.marker_dir, "release")
+        deadline = time.monotonic() + self.timeout_s
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,11 +62,14 @@ def default_readers() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def ingest(config: IngestConfig) -> IngestResult:
+def ingest(
+    config: IngestConfig, *, shard_hook: Callable[[str], None] | None = None
+) -> IngestResult:
     """Read, validate and normalize a cohort with Ray Data; write shards and a manifest.
 
     Needs a running Ray (``ray.init()`` or a cluster). Bad cases are recorded in the manifest
-    with the case, the file and the reason; every other case is written.
+    with the case, the file and the reason; every other case is written. ``shard_hook`` is
+    called with each case id in the reader before its shard is written (fault tests).
 
     Raises:
         FileNotFoundError: the cohort root is missing or holds no case.
@@ -79,7 +82,7 @@ def ingest(config: IngestConfig) -> IngestResult:
         cohort,
         config.preprocess,
         readers=readers,
-        finish=functools.partial(write_case_shard, out=out),
+        finish=functools.partial(write_case_shard, out=out, hook=shard_hook),
     )
     total = len(found.cases)
     log.info(

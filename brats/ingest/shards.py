@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -67,9 +67,11 @@ def encode_shard(rows: list[Row]) -> bytes:
     return sink.getvalue()
 
 
-def write_case_shard(row: Row, *, out: Location) -> Row:
+def write_case_shard(row: Row, *, out: Location, hook: Callable[[str], None] | None = None) -> Row:
     """Write a good prepared row as its shard (a failed one writes nothing); return the small
-    manifest entry of the case (no tensors)."""
+    manifest entry of the case (no tensors). ``hook(case_id)`` runs first (fault tests)."""
+    if hook is not None:
+        hook(str(row["case_id"]))
     ok = row["status"] == OK
     shard = shard_key(str(row["case_id"])) if ok else ""
     if ok:

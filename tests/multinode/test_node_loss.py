@@ -1,0 +1,154 @@
+"""Jobs on a cluster whose nodes come and go while they run.
+
+Segmentation: one job, on a head (no CPU) and worker node A, with ``--num-actors 1:2``:
+
+1. A's model actor holds one case in flight (:class:`~brats.devtools.faults.NodeLog`);
+2. node B joins: the actor pool grows onto it, and B segments cases;
+3. node A is removed with the case still in flight: its actor, its tasks and the blocks in
+   its object store are gone at once;
+4. the job finishes on B. Every case has exactly one mask and one done record, no mask is
+   without its record, and the masks are byte for byte those of an undisturbed run.
+
+Ingest: the node whose reader holds a case is removed; the manifest lists every case
+exactly once, each with its shard.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from brats.devtools.faults import NodeLog
+from brats.devtools.synth import SynthConfig, generate_cohort
+from brats.io.cases import discover
+from brats.segment.job import SegmentConfig, SegmentResult, segment
+from brats.storage import resolve
+from tests.helpers import train_tiny_model
+from tests.multinode.conftest import NODE, wait_for
+
+N_CASES = 8
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mn-cohort")
+    generate_cohort(root, N_CASES, SynthConfig(shape=(32, 32, 24), seed=5))
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> str:
+    return train_tiny_model(cohort, str(tmp_path_factory.mktemp("mn-model")), seed=0)
+
+
+def config(cohort: Path, model: str, out: Path, actors: str) -> SegmentConfig:
+    return SegmentConfig(
+        cohort=str(cohort), model=model, out=str(out), num_actors=actors, cpus_per_actor=1
+    )
+
+
+def nodes_of(markers: Path) -> dict[str, set[str]]:
+    """``{node_id: case ids started there}`` from NodeLog's markers."""
+    out: dict[str, set[str]] = {}
+    for path in markers.iterdir():
+        case_id, _, node = path.name.rpartition(".")
+        if case_id:
+            out.setdefault(node, set()).add(case_id)
+    return out
+
+
+def test_a_node_lost_mid_case_and_a_node_joining_lose_nothing(cluster, cohort, model, tmp_path):
+    ids = sorted(c.case_id for c in discover(resolve(str(cohort))).cases)
+    node_a = cluster.add_node(**NODE)
+    cluster.wait_for_nodes()
+    clean = tmp_path / "clean"
+    assert segment(config(cohort, model, clean, "1")).done == N_CASES
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    out = tmp_path / "out"
+    hold = ids[0]
+    hook = NodeLog(str(markers), hold=hold, timeout_s=240)
+    results: list[SegmentResult | BaseException] = []
+
+    def job() -> None:
+        try:
+            results.append(segment(config(cohort, model, out, "1:2"), predict_hook=hook))
+        except BaseException as exc:  # reported by the assertion below
+            results.append(exc)
+
+    runner = threading.Thread(target=job, daemon=True)
+    runner.start()
+    a_id = node_a.node_id
+    wait_for(lambda: (markers / f"{hold}.{a_id}").exists(), 180, f"{hold} in flight on node A")
+
+    node_b = cluster.add_node(**NODE)
+    b_id = node_b.node_id
+    wait_for(lambda: nodes_of(markers).get(b_id), 180, "the actor pool to grow onto node B")
+    cluster.remove_node(node_a)  # the held case dies with A's actor
+    (markers / "release").write_text("go\n")
+    runner.join(timeout=300)
+    assert not runner.is_alive(), "the job did not finish after node A was lost"
+    result = results[0]
+    assert isinstance(result, SegmentResult), result
+
+    assert (result.done, result.failed) == (N_CASES, [])
+    started = nodes_of(markers)
+    assert hold in started[a_id] and hold in started[b_id]  # retried on B after A was lost
+    masks = sorted(p.name for p in (out / "masks").iterdir())
+    records = sorted(p.name for p in (out / "records").iterdir())
+    assert masks == [f"{i}.nii.gz" for i in ids]
+    assert records == [f"{i}.json" for i in ids]
+    for case_id in ids:
+        assert json.loads((out / "records" / f"{case_id}.json").read_text())["status"] == "done"
+        mask = (out / "masks" / f"{case_id}.nii.gz").read_bytes()
+        assert mask == (clean / "masks" / f"{case_id}.nii.gz").read_bytes(), case_id
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.is_file()]
+    assert (out / "_SUCCESS").is_file()
+    cluster.remove_node(node_b)
+
+
+def test_a_node_lost_mid_ingest_leaves_every_case_in_the_manifest_once(cluster, cohort, tmp_path):
+    from brats.ingest.job import IngestConfig, ingest
+    from brats.ingest.shards import load_manifest
+
+    ids = sorted(c.case_id for c in discover(resolve(str(cohort))).cases)
+    nodes = {n.node_id: n for n in (cluster.add_node(**NODE), cluster.add_node(**NODE))}
+    cluster.wait_for_nodes()
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    hold = ids[3]
+    hook = NodeLog(str(markers), hold=hold, timeout_s=240)
+    out = tmp_path / "cohort"
+    results: list[object] = []
+
+    def job() -> None:
+        try:
+            results.append(ingest(IngestConfig(cohort=str(cohort), out=str(out), readers=2),
+                                  shard_hook=hook))  # fmt: skip
+        except BaseException as exc:  # reported by the assertion below
+            results.append(exc)
+
+    runner = threading.Thread(target=job, daemon=True)
+    runner.start()
+    held = wait_for(
+        lambda: [n for n in nodes if (markers / f"{hold}.{n}").exists()], 180, f"{hold} held"
+    )
+    cluster.remove_node(nodes.pop(held[0]))
+    (markers / "release").write_text("go\n")
+    runner.join(timeout=300)
+    assert not runner.is_alive(), "ingest did not finish after a node was lost"
+    assert not isinstance(results[0], BaseException), results[0]
+
+    manifest = load_manifest(resolve(str(out)))
+    listed = [entry["case_id"] for entry in manifest["cases"]]
+    assert listed == ids and manifest["failures"] == []  # each case exactly once
+    assert manifest["counts"]["ok"] == N_CASES
+    for entry in manifest["cases"]:
+        assert (out / entry["shard"]).is_file()
+    assert hold in nodes_of(markers)[held[0]]
+    for node in nodes.values():
+        cluster.remove_node(node)
