@@ -65,10 +65,30 @@ class Replicas:
         return str(self.min) if self.fixed else f"{self.min}:{self.max}"
 
 
+def quiet_tensorflow(dev: str = "/dev") -> str:
+    """Set TensorFlow's C++ log level, unless already set; call before TensorFlow is imported.
+
+    2 (errors only) on a node with an NVIDIA device, 3 (fatal only) on one without, where the
+    only errors TensorFlow logs are its failed CUDA probes (``failed call to cuInit``), one
+    per process. The few lines TensorFlow writes before its logging starts (``oneDNN custom
+    operations are on``, ``Could not find cuda drivers``) ignore any level. Returns the level.
+    """
+    gpu = os.path.exists(os.path.join(dev, "nvidiactl")) or any(
+        name.startswith("nvidia") and name[6:].isdigit() for name in _listdir(dev)
+    )
+    return os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if gpu else "3")
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
-    # TensorFlow's C++ logs drown the job log on CPU-only machines.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
 
 
 def cpus_per_replica(requested: float | None, replicas: int, *, use_gpu: bool, what: str) -> float:

@@ -27,14 +27,11 @@ name). Keras is imported when a network is built: the config alone (read from a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
 from brats.volume.labels import REGIONS
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 if TYPE_CHECKING:
     import keras
