@@ -42,6 +42,21 @@ def model(tmp_path_factory, cohort):
     return train_tiny_model(cohort, str(tmp_path_factory.mktemp("model")), seed=0)
 
 
+@pytest.fixture(scope="module")
+def done_once(cohort, model, tmp_path_factory, ray_session):
+    """One undisturbed run of the job on the cohort, shared by the module: ``(out, result)``.
+    Read it as it is; copy it (:func:`copy_of`) before running anything on it."""
+    out = tmp_path_factory.mktemp("done-once") / "nightly"
+    return out, run(cohort, model, out)
+
+
+def copy_of(done_once, tmp_path: Path) -> Path:
+    """A copy of the shared run's outputs (mtimes kept) to rerun the job on."""
+    out = tmp_path / "nightly"
+    shutil.copytree(done_once[0], out)
+    return out
+
+
 def run(cohort, model, out, *, predict_hook=None, write_hook=None, **kwargs):
     config = SegmentConfig(cohort=str(cohort), model=str(model), out=str(out), **kwargs)
     return segment(config, predict_hook=predict_hook, write_hook=write_hook)
@@ -57,9 +72,8 @@ def files_and_mtimes(folder: Path) -> dict[str, int]:
 
 
 @pytest.mark.integration
-def test_masks_records_and_report_on_local_storage(cohort, model, tmp_path, ray_session):
-    out = tmp_path / "nightly"
-    result = run(cohort, model, out)
+def test_masks_records_and_report_on_local_storage(cohort, done_once):
+    out, result = done_once
     assert (result.done, result.skipped, result.failed) == (N_CASES, 0, [])
     assert result.exit_code() == 0
     masks = sorted(p.name for p in (out / "masks").iterdir())
@@ -97,9 +111,8 @@ def test_masks_records_and_report_on_local_storage(cohort, model, tmp_path, ray_
 
 
 @pytest.mark.integration
-def test_rerun_does_nothing_then_redoes_only_a_deleted_record(cohort, model, tmp_path, ray_session):
-    out = tmp_path / "nightly"
-    run(cohort, model, out)
+def test_rerun_does_nothing_then_redoes_only_a_deleted_record(cohort, model, tmp_path, done_once):
+    out = copy_of(done_once, tmp_path)
     before = files_and_mtimes(out)
     again = run(cohort, model, out)
     assert (again.done, again.skipped) == (0, N_CASES)
@@ -118,11 +131,10 @@ def test_rerun_does_nothing_then_redoes_only_a_deleted_record(cohort, model, tmp
 
 @pytest.mark.integration
 def test_records_written_before_the_schema_version_are_still_skipped(
-    cohort, model, tmp_path, ray_session
+    cohort, model, tmp_path, done_once
 ):
     """Outputs of brats 0.1.0 (records without a schema key) are done work for this code."""
-    out = tmp_path / "nightly"
-    run(cohort, model, out)
+    out = copy_of(done_once, tmp_path)
     template = json.loads((V1_RECORDS / "done.json").read_text())
     for path in (out / "records").iterdir():
         current = json.loads(path.read_text())
@@ -141,9 +153,8 @@ def test_records_written_before_the_schema_version_are_still_skipped(
 
 
 @pytest.mark.integration
-def test_a_new_model_version_redoes_every_case(cohort, model, tmp_path, ray_session):
-    out = tmp_path / "nightly"
-    first = run(cohort, model, out)
+def test_a_new_model_version_redoes_every_case(cohort, tmp_path, done_once):
+    out, first = copy_of(done_once, tmp_path), done_once[1]
     other = train_tiny_model(cohort, str(tmp_path / "model-v2"), seed=1)
     second = run(cohort, other, out)
     assert second.model_version != first.model_version
@@ -154,10 +165,9 @@ def test_a_new_model_version_redoes_every_case(cohort, model, tmp_path, ray_sess
 
 @pytest.mark.integration
 def test_actor_crashes_lose_nothing_change_no_byte_and_a_poison_case_is_failed(
-    cohort, model, tmp_path, ray_session
+    cohort, model, tmp_path, done_once
 ):
-    clean = tmp_path / "clean"
-    run(cohort, model, clean)
+    clean = done_once[0]
     ids = [c.case_id for c in discover(resolve(str(cohort))).cases]
     seed = next(s for s in range(100) if 0 < sum(chosen(i, 0.1, s) for i in ids) < N_CASES - 1)
     poison = next(i for i in ids if not chosen(i, 0.1, seed))  # kills every actor it meets
@@ -289,11 +299,8 @@ def test_s3_cohort_model_and_outputs_with_no_credentials_anywhere(
 
 
 @pytest.mark.integration
-def test_new_output_settings_redo_cases_in_the_asked_convention(
-    cohort, model, tmp_path, ray_session
-):
-    out = tmp_path / "nightly"
-    run(cohort, model, out)
+def test_new_output_settings_redo_cases_in_the_asked_convention(cohort, model, tmp_path, done_once):
+    out = copy_of(done_once, tmp_path)
     again = run(cohort, model, out, label_convention=LabelConvention.BRATS2023)
     assert (again.done, again.skipped) == (N_CASES, 0)
     for case in discover(resolve(str(cohort))).cases:
@@ -338,12 +345,11 @@ def test_an_empty_cohort_is_a_failure(model, tmp_path, ray_session):
 
 @pytest.mark.integration
 def test_a_bfloat16_run_agrees_with_float32_and_says_which_precision_ran(
-    cohort, model, tmp_path, ray_session
+    cohort, model, tmp_path, done_once
 ):
     from brats.segment.predictor import PredictSettings
 
-    plain, fast = tmp_path / "float32", tmp_path / "bfloat16"
-    run(cohort, model, plain)
+    plain, fast = done_once[0], tmp_path / "bfloat16"
     result = run(cohort, model, fast, predict=PredictSettings(precision="bfloat16"))
     assert (result.done, result.failed) == (N_CASES, [])
     differing = voxels = 0

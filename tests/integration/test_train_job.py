@@ -90,23 +90,32 @@ def _log_lines(path: Path) -> list[tuple[int, int]]:
 
 
 @pytest.mark.integration
-def test_two_workers_train_on_s3_storage_and_export_the_model(
-    cohort, ray_session, s3_bucket, s3_endpoint
-):
+@pytest.fixture(scope="module")
+def s3_run(cohort, ray_session, s3_endpoint):
+    """One uninterrupted 2-worker run on S3 storage: ``(config, result, bucket)``. The crash
+    test below compares its resumed run with this one."""
+    import uuid
+
+    bucket = f"s3://brats-train-{uuid.uuid4().hex[:12]}"
+    s3fs_client(s3_endpoint).mkdir(bucket[5:])
+    config = TrainConfig(
+        data=str(cohort),
+        storage=f"{bucket}/runs",
+        name="two-workers",
+        s3_endpoint=s3_endpoint,
+        epochs=4,
+        **TINY,
+    )
+    return config, train(config), bucket
+
+
+def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoint):
     from brats.ingest.shards import load_manifest
     from brats.io.artifact import load_artifact
     from brats.storage import resolve
 
-    config = TrainConfig(
-        data=str(cohort),
-        storage=f"{s3_bucket}/runs",
-        name="two-workers",
-        s3_endpoint=s3_endpoint,
-        epochs=3,
-        **TINY,
-    )
-    result = train(config)
-    assert _epochs(result.history) == [1, 2, 3]
+    config, result, s3_bucket = s3_run
+    assert _epochs(result.history) == [1, 2, 3, 4]
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < losses[0]
     assert all(0.0 <= row["val_dice_WT"] <= 1.0 for row in result.history)
@@ -118,7 +127,7 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(
     assert any("/checkpoint_" in k and k.endswith("state.json") for k in keys)
     assert any("/tensorboard/" in k and "tfevents" in k for k in keys)
     history_csv = fs.cat(f"{run}/history.csv").decode().splitlines()
-    assert history_csv[0].startswith("epoch,loss") and len(history_csv) == 4
+    assert history_csv[0].startswith("epoch,loss") and len(history_csv) == 5
     split = json.loads(fs.cat(f"{run}/split.json"))
     assert len(split["val"]) == 2 and len(split["train"]) == 4
 
@@ -147,13 +156,13 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(
 
     # A rerun of a finished run trains nothing and keeps the exported model (same version).
     again = train(config)
-    assert _epochs(again.history) == [1, 2, 3]
+    assert _epochs(again.history) == [1, 2, 3, 4]
     assert load_artifact(resolve(result.model, s3_endpoint=s3_endpoint)).version == loaded.version
 
 
 @pytest.mark.integration
 def test_a_worker_dies_in_epoch_three_and_the_run_resumes_to_the_figures_of_one_that_did_not(
-    cohort, ray_session, tmp_path
+    cohort, ray_session, tmp_path, s3_run, s3_endpoint
 ):
     marker, log = tmp_path / "crashes", tmp_path / "epochs"
     runs = tmp_path / "runs"
@@ -168,16 +177,17 @@ def test_a_worker_dies_in_epoch_three_and_the_run_resumes_to_the_figures_of_one_
     assert rank1 == [0, 1, 2, 2, 3]
     assert (runs / "crash" / "model" / "model.json").is_file()
 
-    # The same seed without the crash: the same split, and the same figures epoch by epoch
-    # (each worker reads its own cases in order, and the resumed epochs pick up the weights,
-    # the optimizer and the data order where the checkpoint left them).
-    calm = train(TrainConfig(data=str(cohort), storage=str(runs), name="calm", epochs=4, **TINY))
+    # The same seed without the crash (the S3 run: storage changes nothing else): the same
+    # split, and the same figures epoch by epoch (each worker reads its own cases in order,
+    # and the resumed epochs pick up the weights, the optimizer and the data order where the
+    # checkpoint left them).
+    _, calm, bucket = s3_run
     for a, b in zip(result.history, calm.history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
         for region in ("WT", "TC", "ET"):
             assert a[f"val_dice_{region}"] == pytest.approx(b[f"val_dice_{region}"], abs=0.01)
-    splits = [(runs / name / "split.json").read_text() for name in ("crash", "calm")]
-    assert splits[0] == splits[1]
+    calm_split = s3fs_client(s3_endpoint).cat(f"{bucket[5:]}/runs/two-workers/split.json")
+    assert json.loads((runs / "crash" / "split.json").read_text()) == json.loads(calm_split)
 
 
 @pytest.mark.integration
