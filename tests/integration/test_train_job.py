@@ -89,7 +89,6 @@ def _log_lines(path: Path) -> list[tuple[int, int]]:
     return [tuple(map(int, line.split())) for line in path.read_text().split("\n") if line]
 
 
-@pytest.mark.integration
 @pytest.fixture(scope="module")
 def s3_run(cohort, ray_session, s3_endpoint):
     """One uninterrupted 2-worker run on S3 storage: ``(config, result, bucket)``. The crash
@@ -109,6 +108,7 @@ def s3_run(cohort, ray_session, s3_endpoint):
     return config, train(config), bucket
 
 
+@pytest.mark.integration
 def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoint):
     from brats.ingest.shards import load_manifest
     from brats.io.artifact import load_artifact
