@@ -1,4 +1,5 @@
-"""Which floating-point precision a forward pass runs in, and how a network is rebuilt for it.
+"""Which floating-point precision a network computes in (prediction and the training step),
+and how a trained network is rebuilt for another.
 
 ``--precision`` takes one of :data:`PRECISIONS`:
 

@@ -65,5 +65,6 @@ class Attempts:
         """The failed record's reason for a case refused by :meth:`begin`."""
         return (
             f"case {case_id}: the model actor's process died each of the {self.limit} times it "
-            "segmented this case (out of memory, or a crash in the runtime); not tried again"
+            "segmented this case (out of memory, a crash in the runtime, or its node lost); "
+            "not tried again"
         )
