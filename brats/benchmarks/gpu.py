@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from brats.benchmarks.model import timed
 from brats.options import option
 from brats.precision import PRECISIONS, PrecisionError, resolve_precision
 
@@ -97,14 +98,10 @@ class _Memory:
 
 
 def _median_s(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
+    """Median seconds of ``repeats`` calls after ``warmup`` untimed ones (the first traces)."""
+    for _ in range(warmup - 1):
         fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+    return statistics.median(timed(fn, repeats)[1])
 
 
 def _train_config(args: GpuBenchmark, precision: str) -> Any:

@@ -60,7 +60,7 @@ class ModelBenchmark:
     matmul_n: int = option(2048, help="side of the square matmul")
 
 
-def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
     """Seconds of the first call (tracing included), and of each of ``repeats`` more."""
     start = time.perf_counter()
     fn()
@@ -89,7 +89,7 @@ def matmul_gflops(n: int, repeats: int = 10) -> dict[str, float]:
     }
     out = {}
     for name, fn in runs.items():
-        _, times = _timed(fn, repeats)
+        _, times = timed(fn, repeats)
         out[name] = flops / min(times) / 1e9
     return out
 
@@ -165,7 +165,7 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
 
     # First calls trace (and with XLA compile); then rounds alternate between the variants.
     first = {
-        name: {k: _timed(fn, 0)[0] for k, fn in calls.items()} for name, calls in variants.items()
+        name: {k: timed(fn, 0)[0] for k, fn in calls.items()} for name, calls in variants.items()
     }
     times: dict[str, dict[str, list[float]]] = {
         n: {"forward": [], "train_step": []} for n in variants
@@ -173,7 +173,7 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
     for _ in range(args.repeats):
         for name, calls in variants.items():
             for kind, fn in calls.items():
-                times[name][kind].append(_timed(fn, 0)[0])
+                times[name][kind].append(timed(fn, 0)[0])
     matmul = matmul_gflops(args.matmul_n)
 
     flops = forward_flops(config, spatial)["total"] * args.batch
