@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import os
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import ClassVar, Final
 
 import nibabel as nib
 import numpy as np
@@ -247,15 +247,41 @@ class NodeLog:
     and holds one case until told to go on.
 
     Each call writes ``<marker_dir>/<case_id>.<node_id>`` (the Ray node whose actor is
-    segmenting the case). For ``hold`` it then waits, checking every 0.05 s for at most
+    segmenting the case). The held case is ``hold``, or with ``hold=NodeLog.FIRST`` whichever
+    case reaches the hook first (its id is written to ``<marker_dir>/held``, see
+    :meth:`held`), so that every other case is still to do while it is held, whatever order
+    the cases arrive in. The held case waits, checking every 0.05 s for at most
     ``timeout_s``, until ``<marker_dir>/release`` exists: the test removes or adds nodes while
-    that case is in flight. Another attempt at ``hold`` after the release (on another node)
-    passes straight through.
+    it is in flight. Another attempt at it after the release (on another node) passes
+    straight through.
     """
+
+    FIRST: ClassVar[str] = "*"
 
     marker_dir: str
     hold: str = ""
     timeout_s: float = 120.0
+
+    @staticmethod
+    def held(marker_dir: str) -> str:
+        """The id of the case held under ``hold=FIRST``, or "" while none has arrived."""
+        try:
+            with open(os.path.join(marker_dir, "held")) as fh:
+                return fh.read().strip()
+        except FileNotFoundError:
+            return ""
+
+    def _holds(self, case_id: str) -> bool:
+        if self.hold != self.FIRST:
+            return case_id == self.hold
+        path = os.path.join(self.marker_dir, "held")
+        try:  # the first caller creates the file; every later one finds it
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return self.held(self.marker_dir) == case_id
+        with os.fdopen(fd, "w") as fh:
+            fh.write(case_id + "\n")
+        return True
 
     def __call__(self, case_id: str) -> None:
         import time
@@ -265,7 +291,7 @@ class NodeLog:
         node = ray.get_runtime_context().get_node_id()
         with open(os.path.join(self.marker_dir, f"{case_id}.{node}"), "w") as fh:
             fh.write("started\n")
-        if case_id != self.hold:
+        if not self._holds(case_id):
             return
         release = os.path.join(self.marker_dir, "release")
         deadline = time.monotonic() + self.timeout_s

@@ -1,8 +1,11 @@
 """Jobs on a cluster whose nodes come and go while they run.
 
-Segmentation: one job, on a head (no CPU) and worker node A, with ``--num-actors 1:2``:
+Segmentation: one job, on a head (no CPU) and worker node A, with ``--num-actors 1:2`` and
+2 CPUs per model actor. A has 3 CPUs: one actor and the writer tasks, no room for a second
+actor, so the pool can only grow onto B. B has 5: room for two actors, so that A's actor,
+restarted after A is gone, has a place to go.
 
-1. A's model actor holds one case in flight (:class:`~brats.devtools.faults.NodeLog`);
+1. A's model actor holds the first case it gets (:class:`~brats.devtools.faults.NodeLog`);
 2. node B joins: the actor pool grows onto it, and B segments cases;
 3. node A is removed with the case still in flight: its actor, its tasks and the blocks in
    its object store are gone at once;
@@ -16,7 +19,6 @@ exactly once, each with its shard.
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from brats.io.cases import discover
 from brats.segment.job import SegmentConfig, SegmentResult, segment
 from brats.storage import resolve
 from tests.helpers import train_tiny_model
-from tests.multinode.conftest import NODE, wait_for
+from tests.multinode.conftest import in_background, wait_for
 
 N_CASES = 8
 
@@ -46,7 +48,7 @@ def model(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> str:
 
 def config(cohort: Path, model: str, out: Path, actors: str) -> SegmentConfig:
     return SegmentConfig(
-        cohort=str(cohort), model=model, out=str(out), num_actors=actors, cpus_per_actor=1
+        cohort=str(cohort), model=model, out=str(out), num_actors=actors, cpus_per_actor=2
     )
 
 
@@ -60,41 +62,29 @@ def nodes_of(markers: Path) -> dict[str, set[str]]:
     return out
 
 
-def test_a_node_lost_mid_case_and_a_node_joining_lose_nothing(cluster, cohort, model, tmp_path):
+def test_a_node_lost_mid_case_and_a_node_joining_lose_nothing(workers, cohort, model, tmp_path):
     ids = sorted(c.case_id for c in discover(resolve(str(cohort))).cases)
-    node_a = cluster.add_node(**NODE)
-    cluster.wait_for_nodes()
+    a_id = workers.add(num_cpus=3)
     clean = tmp_path / "clean"
     assert segment(config(cohort, model, clean, "1")).done == N_CASES
 
     markers = tmp_path / "markers"
     markers.mkdir()
     out = tmp_path / "out"
-    hold = ids[0]
-    hook = NodeLog(str(markers), hold=hold, timeout_s=240)
-    results: list[SegmentResult | BaseException] = []
+    # The first case A's actor gets is held: the other 7 are still to do when B joins.
+    hook = NodeLog(str(markers), hold=NodeLog.FIRST, timeout_s=240)
+    with in_background(
+        lambda: segment(config(cohort, model, out, "1:2"), predict_hook=hook), markers / "release"
+    ) as job:
+        hold = wait_for(lambda: NodeLog.held(str(markers)), 180, "a case in flight on A", job)
+        assert (markers / f"{hold}.{a_id}").exists()
+        b_id = workers.add(num_cpus=5)
+        wait_for(lambda: nodes_of(markers).get(b_id), 180, "the actor pool to grow onto B", job)
+        workers.remove(a_id)  # the held case dies with A's actor
+        (markers / "release").write_text("go\n")
+        result = job.result(timeout_s=300)
 
-    def job() -> None:
-        try:
-            results.append(segment(config(cohort, model, out, "1:2"), predict_hook=hook))
-        except BaseException as exc:  # reported by the assertion below
-            results.append(exc)
-
-    runner = threading.Thread(target=job, daemon=True)
-    runner.start()
-    a_id = node_a.node_id
-    wait_for(lambda: (markers / f"{hold}.{a_id}").exists(), 180, f"{hold} in flight on node A")
-
-    node_b = cluster.add_node(**NODE)
-    b_id = node_b.node_id
-    wait_for(lambda: nodes_of(markers).get(b_id), 180, "the actor pool to grow onto node B")
-    cluster.remove_node(node_a)  # the held case dies with A's actor
-    (markers / "release").write_text("go\n")
-    runner.join(timeout=300)
-    assert not runner.is_alive(), "the job did not finish after node A was lost"
-    result = results[0]
     assert isinstance(result, SegmentResult), result
-
     assert (result.done, result.failed) == (N_CASES, [])
     started = nodes_of(markers)
     assert hold in started[a_id] and hold in started[b_id]  # retried on B after A was lost
@@ -108,40 +98,30 @@ def test_a_node_lost_mid_case_and_a_node_joining_lose_nothing(cluster, cohort, m
         assert mask == (clean / "masks" / f"{case_id}.nii.gz").read_bytes(), case_id
     assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.is_file()]
     assert (out / "_SUCCESS").is_file()
-    cluster.remove_node(node_b)
 
 
-def test_a_node_lost_mid_ingest_leaves_every_case_in_the_manifest_once(cluster, cohort, tmp_path):
+def test_a_node_lost_mid_ingest_leaves_every_case_in_the_manifest_once(workers, cohort, tmp_path):
     from brats.ingest.job import IngestConfig, ingest
     from brats.ingest.shards import load_manifest
 
     ids = sorted(c.case_id for c in discover(resolve(str(cohort))).cases)
-    nodes = {n.node_id: n for n in (cluster.add_node(**NODE), cluster.add_node(**NODE))}
-    cluster.wait_for_nodes()
+    nodes = [workers.add(), workers.add()]
     markers = tmp_path / "markers"
     markers.mkdir()
     hold = ids[3]
     hook = NodeLog(str(markers), hold=hold, timeout_s=240)
     out = tmp_path / "cohort"
-    results: list[object] = []
-
-    def job() -> None:
-        try:
-            results.append(ingest(IngestConfig(cohort=str(cohort), out=str(out), readers=2),
-                                  shard_hook=hook))  # fmt: skip
-        except BaseException as exc:  # reported by the assertion below
-            results.append(exc)
-
-    runner = threading.Thread(target=job, daemon=True)
-    runner.start()
-    held = wait_for(
-        lambda: [n for n in nodes if (markers / f"{hold}.{n}").exists()], 180, f"{hold} held"
-    )
-    cluster.remove_node(nodes.pop(held[0]))
-    (markers / "release").write_text("go\n")
-    runner.join(timeout=300)
-    assert not runner.is_alive(), "ingest did not finish after a node was lost"
-    assert not isinstance(results[0], BaseException), results[0]
+    config = IngestConfig(cohort=str(cohort), out=str(out), readers=2)
+    with in_background(lambda: ingest(config, shard_hook=hook), markers / "release") as job:
+        held = wait_for(
+            lambda: [n for n in nodes if (markers / f"{hold}.{n}").exists()],
+            180,
+            f"{hold} held",
+            job,
+        )
+        workers.remove(held[0])
+        (markers / "release").write_text("go\n")
+        job.result(timeout_s=300)
 
     manifest = load_manifest(resolve(str(out)))
     listed = [entry["case_id"] for entry in manifest["cases"]]
@@ -150,5 +130,3 @@ def test_a_node_lost_mid_ingest_leaves_every_case_in_the_manifest_once(cluster, 
     for entry in manifest["cases"]:
         assert (out / entry["shard"]).is_file()
     assert hold in nodes_of(markers)[held[0]]
-    for node in nodes.values():
-        cluster.remove_node(node)
