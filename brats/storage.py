@@ -9,6 +9,7 @@ config, a log, a Ray runtime_env or a report.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -181,6 +182,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def remove_partial_writes(fs: fsspec.AbstractFileSystem, folder: str) -> int:
+    """Remove what :func:`write_bytes_atomic` leaves in ``folder`` when its process is killed
+    mid-write (``.<name>.<random>.tmp``, never seen as the object itself); return how many.
+
+    Only for a folder no other writer is writing to: a job calls it as it starts. S3 keeps
+    no partial objects, so only local folders have any.
+    """
+    if not _is_local(fs) or not os.path.isdir(folder):
+        return 0
+    partial = [
+        name for name in os.listdir(folder) if name.startswith(".") and name.endswith(".tmp")
+    ]
+    for name in partial:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, name))
+    return len(partial)
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -131,6 +131,7 @@ def train_tiny_model(cohort_root: Path, where: str, *, seed: int, steps: int = 2
     from brats.storage import resolve
     from brats.train.batches import patch_batches
     from brats.train.config import TrainConfig
+    from brats.train.schedule import step_progress
     from brats.train.worker import build_step
 
     keras.utils.set_random_seed(seed)
@@ -145,10 +146,10 @@ def train_tiny_model(cohort_root: Path, where: str, *, seed: int, steps: int = 2
             read_case(case, loc, modalities=config.modalities), PreprocessConfig()
         )
         rows.append({"image": prepared.image, "label": prepared.label, "labeled": True})
-    model, _, step = build_step(config, steps, tf.distribute.get_strategy())
+    model, _, step = build_step(config, tf.distribute.get_strategy())
     batches = patch_batches(iter(rows * 10), config, steps, (seed, 0, 0))
-    for x, y in batches:
-        step(tf.constant(x), tf.constant(y))
+    for i, (x, y) in enumerate(batches):
+        step(tf.constant(x), tf.constant(y), tf.constant(step_progress(0, i, steps, 1)))
     save_artifact(model, config.model_info("zscore", label_convention="brats2020"), where)
     return where
 

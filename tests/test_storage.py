@@ -63,3 +63,20 @@ def test_read_bytes_limit(tmp_path):
     assert read_bytes(loc.filesystem(), loc.join("f"), max_bytes=100) == b"x" * 100
     with pytest.raises(StorageError, match="over the limit"):
         read_bytes(loc.filesystem(), loc.join("f"), max_bytes=99)
+
+
+def test_partial_writes_of_a_killed_process_are_removed_and_nothing_else(tmp_path):
+    import tempfile
+
+    from brats.storage import remove_partial_writes
+
+    loc = resolve(str(tmp_path))
+    write_bytes_atomic(loc.filesystem(), loc.join("done.json"), b"{}")
+    # What write_bytes_atomic leaves when killed between its temp file and the rename.
+    fd, _ = tempfile.mkstemp(prefix=".case.json.", suffix=".tmp", dir=tmp_path)
+    os.write(fd, b'{"half')
+    os.close(fd)
+    (tmp_path / ".keep").write_text("not ours")
+    assert remove_partial_writes(loc.filesystem(), str(tmp_path)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", "done.json"]
+    assert remove_partial_writes(loc.filesystem(), str(tmp_path / "absent")) == 0

@@ -17,13 +17,14 @@ workers share its cores, so ~1 means no loss, not a speed-up).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from brats.options import option
-from brats.runtime import init_ray
+from brats.runtime import Replicas, init_ray
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,17 @@ def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[dict[str, 
 
     from brats.ingest.shards import read_prepared
     from brats.train.batches import patch_batches
+    from brats.train.schedule import step_progress
     from brats.train.worker import build_step, train_epoch
 
     ds, _ = read_prepared(cohort)
     rows = ds.take_all()  # in memory before the clock starts: only the loop is timed
-    _, _, train_step = build_step(config, steps * epochs, tf.distribute.get_strategy())
+    _, _, train_step = build_step(config, tf.distribute.get_strategy())
     rates = []
     for epoch in range(epochs):
         batches = patch_batches(iter(rows), config, steps, (config.seed, epoch, 0))
-        trained = train_epoch(train_step, batches)
+        at = functools.partial(step_progress, epoch, steps=steps, epochs=epochs)
+        trained = train_epoch(train_step, batches, at)
         seconds = trained["train_seconds"]
         rates.append(
             {
@@ -100,7 +103,7 @@ def run(args: TrainBenchmark) -> dict[str, Any]:
             data=f"{tmp}/cohort",
             storage=f"{tmp}/runs",
             name="ray-1",
-            num_workers=1,
+            num_workers=Replicas(1, 1),
             epochs=args.epochs,
             batch_size=args.batch,
             patch_size=(args.patch,) * 3,
@@ -118,7 +121,7 @@ def run(args: TrainBenchmark) -> dict[str, Any]:
         rates = {
             "plain": before[1:] + after[1:],
             "ray_1": ray_1[1:],
-            "ray_2": _ray(replace(base, name="ray-2", num_workers=2))[1:],
+            "ray_2": _ray(replace(base, name="ray-2", num_workers=Replicas(2, 2)))[1:],
         }
     steady = {k: _steady(v, "samples_per_s") for k, v in rates.items()}
     step_share = {k: _steady(v, "step_share") for k, v in rates.items()}

@@ -8,8 +8,9 @@ The reliability tests use them, and so can a person checking a real cluster's re
 * :class:`CrashAtEpoch` and :class:`EpochLog` are training epoch hooks
   (:data:`brats.train.config.EpochHook`), small picklable objects that Ray ships to every
   worker; :class:`CrashOnCases` and :class:`RaiseOnCases` are the segmentation job's
-  per-case hooks (:data:`brats.segment.writer.CaseHook`), and :class:`NodeLog` the one the
-  multi-node tests use to see where cases run and hold one in flight.
+  per-case hooks (:data:`brats.segment.writer.CaseHook`); :class:`NodeLog` (a case hook)
+  and :class:`GroupLog` (an epoch hook) are what the multi-node tests use to see where work
+  runs and to hold it while they remove or add a node.
 """
 
 from __future__ import annotations
@@ -162,6 +163,39 @@ class EpochLog:
     def __call__(self, epoch: int, rank: int) -> None:
         with open(self.path, "a") as fh:
             fh.write(f"{epoch} {rank}\n")
+
+
+@dataclass(frozen=True)
+class GroupLog:
+    """Training epoch hook for multi-node fault tests: records where each epoch starts, and
+    holds some epoch starts until told to go on.
+
+    Each call writes ``<marker_dir>/<epoch>.<rank>.<world size>.<node id>``. When ``(epoch,
+    rank, world size)`` is one of ``holds``, the worker then waits (checking every 0.05 s, at
+    most ``timeout_s``) until ``<marker_dir>/release`` exists: the test removes or
+    adds a node while the group is in that epoch. A worker that is killed meanwhile (its node
+    removed, its group resized) simply dies waiting.
+    """
+
+    marker_dir: str
+    holds: tuple[tuple[int, int, int], ...] = ()
+    timeout_s: float = 120.0
+
+    def __call__(self, epoch: int, rank: int) -> None:
+        import time
+
+        import ray.train
+
+        world = ray.train.get_context().get_world_size()
+        node = ray.get_runtime_context().get_node_id()
+        with open(os.path.join(self.marker_dir, f"{epoch}.{rank}.{world}.{node}"), "w") as fh:
+            fh.write("started\n")
+        if (epoch, rank, world) not in self.holds:
+            return
+        release = os.path.join(self.marker_dir, "release")
+        deadline = time.monotonic() + self.timeout_s
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import posixpath
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -65,6 +65,28 @@ def encode_shard(rows: list[Row]) -> bytes:
     sink = io.BytesIO()
     pq.write_table(pa.table(columns), sink, compression="zstd")
     return sink.getvalue()
+
+
+def read_shards(out: Location, case_ids: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """The shard rows of ``case_ids`` (each case is one shard), in that order, read one case
+    at a time in this process: no Ray task, so no Ray Data execution to start or wait for
+    resources inside a training worker. Rows are as Ray Data gives them (numpy tensors).
+
+    Raises:
+        KeyError: a case id the manifest does not list.
+    """
+    import pyarrow.parquet as pq
+    import ray.data.extensions  # noqa: F401  (registers the tensor column type)
+
+    manifest = load_manifest(out)
+    by_id = {c["case_id"]: c["shard"] for c in manifest["cases"]}
+    missing = sorted(set(case_ids) - set(by_id))
+    if missing:
+        raise KeyError(f"{redact(out.uri)}: cases not in the manifest: {missing}")
+    filesystem = out.pyarrow_filesystem()
+    for case_id in case_ids:
+        table = pq.read_table(out.join(by_id[case_id]), filesystem=filesystem)
+        yield from table.to_pylist()
 
 
 def write_case_shard(row: Row, *, out: Location, hook: Callable[[str], None] | None = None) -> Row:

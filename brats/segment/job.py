@@ -43,6 +43,7 @@ from brats.segment.records import (
     DONE,
     FAILED,
     MASKS,
+    RECORDS,
     CaseRecord,
     clear_success,
     list_outputs,
@@ -52,7 +53,14 @@ from brats.segment.records import (
     write_success,
 )
 from brats.segment.writer import CaseHook, record_rejected, write_case_outputs
-from brats.storage import S3_ENDPOINT_HELP, Location, StorageError, redact, resolve
+from brats.storage import (
+    S3_ENDPOINT_HELP,
+    Location,
+    StorageError,
+    redact,
+    remove_partial_writes,
+    resolve,
+)
 from brats.volume.labels import LabelConvention, to_internal
 
 log = logging.getLogger(__name__)
@@ -253,6 +261,8 @@ def segment(
         )
     clear_success(out)
     Attempts(out).clear()
+    for folder in (MASKS, RECORDS):  # a killed run's half-written files, never read
+        remove_partial_writes(out.filesystem(), out.join(folder))
     rows_out: list[dict[str, Any]] = []
     if todo:
         preprocess = PreprocessConfig.for_model(card.info, limits=config.limits)

@@ -85,13 +85,14 @@ def assign_cases(train_ids: list[str], num_workers: int, seed: int) -> list[list
     return [dealt[rank::num_workers] for rank in range(num_workers)]
 
 
-def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
-    """Steps per epoch on every worker: ``config.steps_per_epoch``, else
-    ``ceil(n_train * patches_per_case / (batch_size * num_workers))``."""
+def steps_per_epoch(config: TrainConfig, n_train: int, workers: int) -> int:
+    """Steps per epoch on each of ``workers`` workers: ``config.steps_per_epoch``, else
+    ``ceil(n_train * patches_per_case / (batch_size * workers))``, so that an epoch is the same
+    number of patches whatever the size of the worker group."""
     if config.steps_per_epoch:
         return config.steps_per_epoch
     patches = n_train * config.patches_per_case
-    return max(1, math.ceil(patches / (config.batch_size * config.num_workers)))
+    return max(1, math.ceil(patches / (config.batch_size * workers)))
 
 
 def sample_patches(

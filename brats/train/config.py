@@ -10,6 +10,7 @@ from brats.io.cases import MODALITIES
 from brats.io.model_card import ModelInfo
 from brats.options import option
 from brats.precision import POLICIES, PRECISIONS
+from brats.runtime import Replicas
 from brats.storage import S3_ENDPOINT_HELP, Location, resolve
 from brats.train.model import NORMALIZATIONS, UNetConfig, nnunet_config
 from brats.volume.augment import Augmentation
@@ -55,7 +56,16 @@ class TrainConfig:
     storage: str = option(help="runs folder: local or s3://; the run is storage/name")
     name: str = option("brats-unet", help="run name (resume by reusing it)")
     s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
-    num_workers: int = option(2, help="Ray Train workers (one GPU each with --use-gpu)")
+    num_workers: Replicas = option(
+        Replicas(2, 2),
+        help="Ray Train workers (one GPU each with --use-gpu): N, or MIN:MAX to go on with "
+        "fewer when a node is lost and grow back to MAX as nodes join (elastic training)",
+    )
+    resize_interval_s: float = option(
+        60.0,
+        help="with --num-workers MIN:MAX, how often a running worker group checks whether "
+        "more workers fit; growing restarts it from the newest checkpoint",
+    )
     use_gpu: bool = option(False, help="one GPU per worker")
     cpus_per_worker: float | None = option(
         None,
@@ -144,8 +154,14 @@ class TrainConfig:
                 object.__setattr__(self, name, value)
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
         object.__setattr__(self, "modalities", tuple(self.modalities))
-        if min(self.num_workers, self.batch_size, self.epochs, self.patches_per_case) < 1:
-            raise ValueError("num_workers, batch_size, epochs and patches_per_case must be >= 1")
+        try:
+            object.__setattr__(self, "num_workers", Replicas.parse(self.num_workers))
+        except ValueError as exc:
+            raise ValueError(f"num_workers: {exc}") from None
+        if min(self.batch_size, self.epochs, self.patches_per_case) < 1:
+            raise ValueError("batch_size, epochs and patches_per_case must be >= 1")
+        if self.resize_interval_s < 0:
+            raise ValueError("resize_interval_s must be >= 0")
         if not 0.0 <= self.tumor_fraction <= 1.0:
             raise ValueError("tumor_fraction must be in [0, 1]")
         if not 0.0 <= self.warmup_fraction < 1.0:
@@ -177,6 +193,7 @@ class TrainConfig:
         out = asdict(self)
         out["patch_size"] = list(self.patch_size)
         out["modalities"] = list(self.modalities)
+        out["num_workers"] = str(self.num_workers)
         return out
 
     @classmethod

@@ -89,42 +89,45 @@ def build_trainer(
             f"{','.join(cohort_modalities)}"
         )
     split = load_or_write_split(run, manifest, config)
-    assigned = assign_cases(split["train"], config.num_workers, config.seed)
+    workers = config.num_workers
+    # Every size the group may take needs a case per worker; the largest share (at the
+    # smallest size) decides whether shares are kept in memory.
+    largest = assign_cases(split["train"], workers.min, config.seed)
+    assign_cases(split["train"], workers.max, config.seed)
     datasets: dict[str, Any] = {}
-    if not config.streams_patches:  # else each worker builds its own per epoch
-        datasets = {
-            f"train_{rank}": read_prepared(cohort, share)[0] for rank, share in enumerate(assigned)
-        }
     if split["val"]:
         datasets["val"], _ = read_prepared(cohort, split["val"])
-    steps = steps_per_epoch(config, len(split["train"]))
+    steps = steps_per_epoch(config, len(split["train"]), workers.max)
     storage = resolve(config.storage, s3_endpoint=config.s3_endpoint)
     cpus = cpus_per_replica(
-        config.cpus_per_worker, config.num_workers, use_gpu=config.use_gpu, what="workers"
+        config.cpus_per_worker, workers.max, use_gpu=config.use_gpu, what="workers"
     )
     resources = {"CPU": cpus} | ({"GPU": 1.0} if config.use_gpu else {})
+    size = workers.min if workers.fixed else (workers.min, workers.max)  # elastic: a range
     trainer = TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config={
             "config": config.to_dict(),
-            "steps_per_epoch": steps,
+            "train_ids": split["train"],
             "normalization": manifest["preprocess"]["normalization"],
             "epoch_hook": epoch_hook,
             "has_val": bool(split["val"]),
-            "cache_rows": shard_bytes(manifest, assigned) <= config.cache_mib << 20,
+            "cache_rows": shard_bytes(manifest, largest) <= config.cache_mib << 20,
             "cache_val": shard_bytes(manifest, [split["val"]]) <= config.cache_mib << 20,
             "cohort": cohort.uri,
-            "assigned": assigned,
         },
-        scaling_config=ScalingConfig(
-            num_workers=config.num_workers,
+        # Ray Train V2's ScalingConfig (the default in Ray 2.60); mypy sees V1's.
+        scaling_config=ScalingConfig(  # type: ignore[call-arg]
+            num_workers=size,  # type: ignore[arg-type]
             use_gpu=config.use_gpu,
             resources_per_worker=resources,
+            elastic_resize_monitor_interval_s=config.resize_interval_s,
         ),
-        datasets=datasets,
-        # Worker i reads only train_i, its assign_cases share, in order: Ray's default split
+        # Each worker reads its own assign_cases share itself, in order (Ray's default split
         # hands blocks to whichever worker asks first, so which cases a worker saw would
-        # change from run to run; this way the same seed gives the same cases and order.
+        # change from run to run), from the group's size at the time: an elastic run's
+        # shares change when it is resized. Only rank 0's validation cases come from here.
+        datasets=datasets,
         dataset_config=DataConfig(
             datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)
         ),
@@ -145,7 +148,7 @@ def build_trainer(
         "manifest_hash": manifest["hash"],
         "train_cases": len(split["train"]),
         "val_cases": len(split["val"]),
-        "steps_per_epoch": steps,
+        "steps_per_epoch": steps,  # at the largest group size
         "normalization": manifest["preprocess"]["normalization"],
         "conventions": sorted({c["convention"] for c in manifest["cases"]}),
     }
@@ -162,7 +165,7 @@ def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainR
     run = config.run
     trainer, summary = build_trainer(config, epoch_hook=epoch_hook)
     log.info(
-        "training %s: %d train / %d val cases, %d workers, %d steps per epoch, %d epochs",
+        "training %s: %d train / %d val cases, %s workers, %d steps per epoch, %d epochs",
         redact(run.uri),
         summary["train_cases"],
         summary["val_cases"],

@@ -6,19 +6,21 @@ the step a ``tf.function`` around ``strategy.run``, the loss summed over replica
 a worker reads its whole shard once and cuts patches from it
 (:func:`brats.train.batches.patch_batches`); rank 0 validates on whole held-out cases through
 the :class:`~brats.segment.predictor.Predictor`, writes the checkpoint and the logs, and every
-rank reports. Worker ``i`` reads the dataset ``train_i``: its seeded share of the training
-cases (:func:`brats.train.batches.assign_cases`), in order. Patch sampling and augmentation
+rank reports. Worker ``i`` reads its seeded share of the training cases
+(:func:`brats.train.batches.assign_cases` at the group's size) from their shards itself, in
+case-id order (:func:`brats.ingest.shards.read_shards`). Patch sampling and augmentation
 are seeded from ``(seed, epoch, rank)`` and the sample's index, so the same seed trains on
 the same batches.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -41,14 +43,15 @@ SCORE = "val_dice_mean"
 
 
 def build_step(
-    config: TrainConfig, total_steps: int, strategy: Any, precision: str = "float32"
+    config: TrainConfig, strategy: Any, precision: str = "float32"
 ) -> tuple[Any, Any, Any]:
     """``(model, optimizer, train_step)`` under ``strategy``, computing in ``precision``
     (resolved: not ``auto``).
 
-    ``train_step(x, y)`` runs one optimizer step on every replica and returns the global
-    mean loss. ``model`` has the deep-supervision heads the config asks for (the loss weighs
-    every output); predictions use its full-resolution output. With
+    ``train_step(x, y, progress)`` runs one optimizer step on every replica at the learning
+    rate of ``progress`` (:func:`brats.train.schedule.step_progress`: where the step is in the
+    run) and returns the global mean loss. ``model`` has the deep-supervision heads the config
+    asks for (the loss weighs every output); predictions use its full-resolution output. With
     ``tf.distribute.get_strategy()`` (one replica, no Ray) it is the same step, which is what
     the training benchmark compares against. The initial weights are
     seeded from ``config.seed`` (``MultiWorkerMirroredStrategy`` broadcasts worker 0's), once:
@@ -59,20 +62,22 @@ def build_step(
 
     from brats.train.losses import deep_supervision_loss, get_loss
     from brats.train.model import build_unet
-    from brats.train.schedule import learning_rate_schedule
+    from brats.train.schedule import learning_rate_at
 
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)
+    # Outside the strategy's scope: a plain variable each worker sets alike, step by step.
+    progress = tf.Variable(0.0, trainable=False, dtype="float32", name="run_progress")
     with strategy.scope():
         model = build_unet(config.unet(precision), deep_supervision=True)
-        optimizer: Any = keras.optimizers.Adam(learning_rate_schedule(config, total_steps))
+        optimizer: Any = keras.optimizers.Adam(lambda: learning_rate_at(config, progress))
         if precision == "float16":  # bfloat16 has float32's range: no loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
     loss_fn = get_loss(str(config.loss))
 
     @tf.function
-    def train_step(x: Any, y: Any) -> Any:
+    def train_step(x: Any, y: Any, at: Any) -> Any:
         def replica_step(x: Any, y: Any) -> Any:
             with tf.GradientTape() as tape:
                 outputs = model(x, training=True)
@@ -83,6 +88,7 @@ def build_step(
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
 
+        progress.assign(at)
         per_replica = strategy.run(replica_step, args=(x, y))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
@@ -114,13 +120,12 @@ def validate(predictor: Predictor, rows: Iterable[dict[str, Any]]) -> dict[str, 
 
 
 class EpochRows:
-    """A worker's training (or rank 0's validation) rows, epoch after epoch: streamed from
-    its shard, or, when ``keep`` (they fit the memory budget; decided on the driver so every
-    worker decides alike), kept from the first epoch and reused, since restarting the read
-    costs seconds an epoch."""
+    """A worker's training (or rank 0's validation) rows, epoch after epoch: read again from
+    ``read()`` each epoch, or, when ``keep`` (they fit the memory budget; decided on the
+    driver so every worker decides alike), kept from the first epoch and reused."""
 
-    def __init__(self, shard: Any, *, keep: bool) -> None:
-        self._shard = shard
+    def __init__(self, read: Callable[[], Iterable[dict[str, Any]]], *, keep: bool) -> None:
+        self._read = read
         self._keep = keep
         self._kept: list[dict[str, Any]] | None = None
 
@@ -129,7 +134,7 @@ class EpochRows:
             yield from self._kept
             return
         kept: list[dict[str, Any]] = []
-        for row in self._shard.iter_rows():
+        for row in self._read():
             if self._keep:
                 kept.append(row)
             yield row
@@ -140,22 +145,33 @@ class EpochRows:
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: config in, a loop, ``ray.train.report(metrics, checkpoint)`` out.
 
-    ``loop_config``: ``config`` (:meth:`TrainConfig.to_dict`), ``steps_per_epoch``,
-    ``normalization`` (the cohort's), ``has_val``, ``cache_rows`` and ``cache_val`` (whether
-    the training share and the validation cases fit in memory), ``epoch_hook``,
-    ``cohort`` (its URI) and ``assigned`` (every worker's case ids).
+    ``loop_config``: ``config`` (:meth:`TrainConfig.to_dict`), ``train_ids`` (the split's
+    training cases), ``normalization`` (the cohort's), ``has_val``, ``cache_rows`` and
+    ``cache_val`` (whether a share of the training cases at the smallest group size, and the
+    validation cases, fit in memory), ``epoch_hook`` and ``cohort`` (its URI).
+
+    The worker's share of the cases (:func:`brats.train.batches.assign_cases`) and the steps
+    per epoch (:func:`brats.train.batches.steps_per_epoch`) come from the group's size, which
+    an elastic run changes between restarts; the learning rate from the fraction of the run
+    done (:mod:`brats.train.schedule`). So each epoch is the same patches' worth at any size.
     """
-    import keras
     import ray.train
     import tensorflow as tf
 
+    from brats.ingest.shards import read_shards
+    from brats.train.batches import assign_cases, steps_per_epoch
+    from brats.train.schedule import learning_rate_at, step_progress
+
     config = TrainConfig.from_dict(loop_config["config"])
-    steps: int = loop_config["steps_per_epoch"]
     hook: EpochHook | None = loop_config.get("epoch_hook")
-    rank = ray.train.get_context().get_world_rank()
+    context = ray.train.get_context()
+    rank, workers = context.get_world_rank(), context.get_world_size()
+    train_ids: list[str] = loop_config["train_ids"]
+    share = assign_cases(train_ids, workers, config.seed)[rank]
+    steps = steps_per_epoch(config, len(train_ids), workers)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     precision = resolve_precision(config.precision)
-    model, optimizer, train_step = build_step(config, steps * config.epochs, strategy, precision)
+    model, optimizer, train_step = build_step(config, strategy, precision)
     # Validation runs the training network as it is, in its precision.
     info = replace(config.model_info(loop_config["normalization"]), unet=config.unet(precision))
     settings = PredictSettings(
@@ -166,20 +182,25 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start = 0 if state is None else int(state["epochs_done"])
     history: list[dict[str, Any]] = [] if state is None else list(state["history"])[:start]
     if rank == 0:
-        write_line(f"[brats] training step in {precision}")
+        write_line(
+            f"[brats] {workers} worker{'s' if workers > 1 else ''}, {steps} steps per epoch, "
+            f"training step in {precision}"
+        )
         if state is not None:
             write_line(f"[brats] resuming after epoch {start}")
-    share: list[str] = loop_config["assigned"][rank]
     cohort = resolve(loop_config["cohort"], s3_endpoint=config.s3_endpoint)
     rows = None
-    if not config.streams_patches:  # this worker's cases, in order
-        shard = ray.train.get_dataset_shard(f"train_{rank}")
-        rows = EpochRows(shard, keep=loop_config["cache_rows"])
+    if not config.streams_patches:  # this worker's cases, in case-id order, read right here
+        rows = EpochRows(
+            functools.partial(read_shards, cohort, sorted(share)), keep=loop_config["cache_rows"]
+        )
     val_rows = None
     if loop_config["has_val"] and rank == 0:
         # Kept after the first validation when they fit: reading them again each epoch
         # would start a Ray Data execution every epoch (seconds on small runs).
-        val_rows = EpochRows(ray.train.get_dataset_shard("val"), keep=loop_config["cache_val"])
+        val_rows = EpochRows(
+            ray.train.get_dataset_shard("val").iter_rows, keep=loop_config["cache_val"]
+        )
     tensorboard = TensorBoardLog(config.run.child("tensorboard")) if rank == 0 else None
 
     for epoch in range(start, config.epochs):
@@ -191,12 +212,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             batches = stream_batches(epoch_patches, config, steps, key)
         else:
             batches = patch_batches(iter(rows), config, steps, key)
-        trained = train_epoch(train_step, batches)
-        samples = steps * config.batch_size * strategy.num_replicas_in_sync
+        at = functools.partial(step_progress, epoch, steps=steps, epochs=config.epochs)
+        trained = train_epoch(train_step, batches, at)
+        samples = steps * config.batch_size * workers
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss": trained["loss"],
-            "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            # The rate at the end of the epoch: the same at any group size.
+            "lr": float(learning_rate_at(config, (epoch + 1) / config.epochs)),
+            "workers": workers,
+            "steps": steps,
             "samples_per_s": samples / trained["train_seconds"],
             "train_seconds": trained["train_seconds"],
             "step_seconds": trained["step_seconds"],
@@ -219,17 +244,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def train_epoch(train_step: Any, batches: Iterable[tuple[Any, Any]]) -> dict[str, float]:
-    """Run ``train_step`` on every batch: the mean ``loss``, ``train_seconds`` (the whole
-    epoch) and ``step_seconds`` (inside the step; the rest is waiting for data)."""
+def train_epoch(
+    train_step: Any, batches: Iterable[tuple[Any, Any]], progress: Callable[[int], float]
+) -> dict[str, float]:
+    """Run ``train_step`` on every batch, step ``i`` at ``progress(i)``: the mean ``loss``,
+    ``train_seconds`` (the whole epoch) and ``step_seconds`` (inside the step; the rest is
+    waiting for data)."""
     import tensorflow as tf
 
     began = time.perf_counter()
     losses = []
     step_seconds = 0.0
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches):
         stepped = time.perf_counter()
-        losses.append(float(train_step(tf.constant(x), tf.constant(y))))
+        at = tf.constant(progress(i), tf.float32)
+        losses.append(float(train_step(tf.constant(x), tf.constant(y), at)))
         step_seconds += time.perf_counter() - stepped
     return {
         "loss": float(np.mean(losses)),

@@ -89,6 +89,21 @@ def test_ingest_local_folder(cohort, tmp_path, ray_session):
     entry = next(c for c in manifest["cases"] if c["case_id"] == case.case_id)
     assert entry["shape"] == list(expected.image.shape)
 
+    # A training worker reads its cases without Ray tasks: the same rows, in the asked order.
+    from brats.ingest.shards import read_shards
+
+    asked = sorted(ids, reverse=True)
+    direct = list(read_shards(loc, asked))
+    assert [r["case_id"] for r in direct] == asked
+    for got in direct:
+        want = rows[got["case_id"]]
+        assert set(got) == set(want)
+        for key in ("image", "label", "affine", "crop_start"):
+            np.testing.assert_array_equal(got[key], want[key])
+            assert got[key].dtype == want[key].dtype
+    with pytest.raises(KeyError, match="not in the manifest"):
+        list(read_shards(loc, ["BraTS20_Training_999"]))
+
     # Rerunning into the same folder overwrites the same shard keys: nothing piles up.
     shards = sorted(os.listdir(out / "shards"))
     assert shards == sorted(f"{i}.parquet" for i in ids)

@@ -55,7 +55,7 @@ def _pids_mentioning(text: str) -> list[int]:
 
 def _stop_cluster(temp_dir: str) -> None:
     """SIGTERM, then SIGKILL, every process of the Ray whose temp dir is ``temp_dir``."""
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         for pid in _pids_mentioning(temp_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)

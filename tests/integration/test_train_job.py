@@ -7,7 +7,6 @@ generated cohort, so a run of a few epochs takes well under a minute on 2 cores.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -209,7 +208,10 @@ def test_more_failures_than_allowed_fail_clearly_and_export_nothing(cohort, ray_
 
 @pytest.mark.integration
 def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_session, tmp_path):
+    """Also the suite's run of the ``seed`` preset with patches cut in Ray Data tasks."""
     import ray
+
+    from brats.io.artifact import load_artifact
 
     storage = tmp_path / "runs"
     args = [
@@ -222,7 +224,7 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
         "--name",
         "driver",
         "--epochs",
-        "6",
+        "4",
         "--patch-size",
         "16",
         "16",
@@ -237,6 +239,10 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
         "0.25",
         "--learning-rate",
         "3e-3",
+        "--preset",
+        "seed",
+        "--patch-stage",
+        "ray-data",
     ]
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     repo = Path(__file__).resolve().parents[2]
@@ -258,21 +264,33 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
     _leave_broken_uploads(storage / "driver", done_before)
 
     log = tmp_path / "epochs"
-    config = TrainConfig(data=str(cohort), storage=str(storage), name="driver", epochs=6, **TINY)
+    config = TrainConfig(
+        data=str(cohort),
+        storage=str(storage),
+        name="driver",
+        epochs=4,
+        preset="seed",
+        patch_stage="ray-data",
+        **TINY,
+    )
     result = train(config, epoch_hook=EpochLog(str(log)))
-    assert _epochs(result.history) == list(range(1, 7))
+    assert _epochs(result.history) == list(range(1, 5))
+    assert all(np.isfinite(row["loss"]) for row in result.history)
     first_epoch_after_restart = min(epoch for epoch, _ in _log_lines(log))
     # It picks up where the killed driver's last complete checkpoint left off: not at epoch 0,
     # and not at either broken upload, which claim later epochs.
     assert first_epoch_after_restart == done_before
+    loaded = load_artifact(result.model)
+    assert loaded.card.info.unet.output == "softmax"  # the seed preset's network
+    assert loaded.card.info.training["patch_stage"] == "ray-data"
+    probs = loaded.model.predict(np.zeros((1, 16, 16, 16, 4), np.float32), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
 
 
 @pytest.mark.integration
-def test_patches_cut_in_ray_data_tasks_are_the_workers_own_and_train_the_seed_preset(
-    cohort, ray_session, tmp_path
-):
+def test_patches_cut_in_ray_data_tasks_are_the_workers_own(cohort, ray_session, tmp_path):
+    """What the tasks cut; the driver test above trains the seed preset with them."""
     from brats.ingest.job import IngestConfig, ingest
-    from brats.io.artifact import load_artifact
     from brats.storage import resolve
     from brats.train.batches import sample_patches
     from brats.train.stream import patch_dataset, patches_per_case, stream_batches
@@ -310,14 +328,6 @@ def test_patches_cut_in_ray_data_tasks_are_the_workers_own_and_train_the_seed_pr
     batches = list(stream_batches(patch_dataset(ingested, share, config, 3, key), config, 3, key))
     assert len(batches) == 3 and batches[0][0].shape == (2, 16, 16, 16, 4)
 
-    result = train(config)
-    assert _epochs(result.history) == [1] and np.isfinite(result.history[0]["loss"])
-    loaded = load_artifact(result.model)
-    assert loaded.card.info.unet.output == "softmax"
-    assert loaded.card.info.training["patch_stage"] == "ray-data"
-    probs = loaded.model.predict(np.zeros((1, 16, 16, 16, 4), np.float32), verbose=0)
-    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
-
 
 def _leave_broken_uploads(run: Path, done: int) -> None:
     """Two checkpoint uploads that broke partway, both newer than any complete one: one
@@ -337,21 +347,3 @@ def _leave_broken_uploads(run: Path, done: int) -> None:
     headless = run / "checkpoint_9999-01-01_00-00-00.000002"
     headless.mkdir()
     (headless / WEIGHTS_FILE).write_bytes(weights)
-
-
-def test_learning_rate_warms_up_then_decays():
-    for schedule in ("poly", "cosine", "constant"):
-        config = TrainConfig(
-            data="d", storage="s", learning_rate=1e-3, lr_schedule=schedule, warmup_fraction=0.1
-        )
-        from brats.train.schedule import learning_rate_schedule
-
-        lr = learning_rate_schedule(config, 100)
-        rates = [float(lr(step)) for step in range(100)]
-        assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
-        assert all(a < b for a, b in itertools.pairwise(rates[:10]))
-        if schedule == "constant":
-            assert rates[99] == pytest.approx(1e-3)
-        else:
-            assert rates[99] < 1e-4
-            assert all(a >= b for a, b in itertools.pairwise(rates[10:]))

@@ -14,11 +14,18 @@ restarted after A is gone, has a place to go.
 
 Ingest: the node whose reader holds a case is removed; the manifest lists every case
 exactly once, each with its shard.
+
+Driver: a segmentation driver on the cluster (what ``ray job submit`` starts on the head) is
+killed with cases done and one in flight; ``jobs/segment.py`` run again does only the rest.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +137,66 @@ def test_a_node_lost_mid_ingest_leaves_every_case_in_the_manifest_once(workers, 
     for entry in manifest["cases"]:
         assert (out / entry["shard"]).is_file()
     assert hold in nodes_of(markers)[held[0]]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+DRIVER = """
+import sys
+from brats.devtools.faults import NodeLog
+from brats.segment.job import SegmentConfig, segment
+cohort, model, out, markers = sys.argv[1:]
+config = SegmentConfig(cohort=cohort, model=model, out=out, num_actors="2", cpus_per_actor=1)
+segment(config, predict_hook=NodeLog(markers, hold=NodeLog.FIRST, timeout_s=240))
+"""
+
+
+def test_a_killed_driver_is_resumed_by_the_next_run_which_redoes_nothing(
+    cluster, workers, cohort, model, tmp_path
+):
+    ids = sorted(c.case_id for c in discover(resolve(str(cohort))).cases)
+    workers.add(), workers.add()
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(REPO)}
+    args = [str(cohort), model, str(out), str(markers)]
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, *args], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        # One case held in flight on an actor; the other actor finishes cases meanwhile.
+        wait_for(
+            lambda: NodeLog.held(str(markers)) and list((out / "records").glob("*.json")),
+            240,
+            "a case held and a case done",
+        )
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    held = NodeLog.held(str(markers))
+    done = {p.stem: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
+    masks = {p.name: p.stat().st_mtime_ns for p in (out / "masks").glob("*.nii.gz")}
+    assert held not in done and 0 < len(done) < N_CASES
+    assert sorted(masks) == sorted(f"{i}.nii.gz" for i in done)  # no mask without its record
+
+    rerun = subprocess.run(
+        [sys.executable, "jobs/segment.py", "--cohort", str(cohort), "--model", model,
+         "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    printed = json.loads(rerun.stdout[rerun.stdout.index("{\n") : rerun.stdout.rindex("\n}") + 2])
+    assert (printed["skipped"], printed["done"]) == (len(done), N_CASES - len(done))
+    assert printed["failed"] == []
+    # What was done before the kill is left alone, byte for byte and file for file.
+    for case_id, mtime in done.items():
+        assert (out / "records" / f"{case_id}.json").stat().st_mtime_ns == mtime, case_id
+        assert (out / "masks" / f"{case_id}.nii.gz").stat().st_mtime_ns == masks[
+            f"{case_id}.nii.gz"
+        ]
+    assert sorted(p.stem for p in (out / "records").glob("*.json")) == ids
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{i}.nii.gz" for i in ids]
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.is_file()]
+    assert (out / "_SUCCESS").is_file()

@@ -31,12 +31,14 @@ def test_split_is_seeded_disjoint_and_complete():
     assert len(split_cases(ids[:3], 0.1, seed=0)["val"]) == 1  # at least one when asked
 
 
-def test_steps_per_epoch_comes_from_the_global_count():
+def test_steps_per_epoch_comes_from_the_global_count_at_the_groups_size():
     config = TrainConfig(data="d", storage="s", **TINY)
     # 7 cases x 2 patches over 2 workers x 2 per batch -> 3.5 -> 4 steps on every worker.
-    assert steps_per_epoch(config, 7) == 4
+    assert steps_per_epoch(config, 7, 2) == 4
+    # An elastic run that lost a worker: the same 14 patches an epoch, in 7 steps.
+    assert steps_per_epoch(config, 7, 1) == 7
     fixed = TrainConfig(data="d", storage="s", steps_per_epoch=9, **TINY)
-    assert steps_per_epoch(fixed, 7) == 9
+    assert steps_per_epoch(fixed, 7, 2) == steps_per_epoch(fixed, 7, 1) == 9
 
 
 def _rows(n: int, consumed: list[int]):

@@ -10,14 +10,16 @@ def _steps(precision: str, x: np.ndarray, y: np.ndarray, n: int = 3) -> tuple[ob
     import tensorflow as tf
 
     from brats.train.config import TrainConfig
+    from brats.train.schedule import step_progress
     from brats.train.worker import build_step
 
     config = TrainConfig(
         data="-", storage="-", patch_size=(16, 16, 16), base_filters=4, depth=2, seed=3,
         learning_rate=1e-2, precision=precision,
     )  # fmt: skip
-    model, optimizer, step = build_step(config, 10, tf.distribute.get_strategy(), precision)
-    losses = [float(step(tf.constant(x), tf.constant(y))) for _ in range(n)]
+    model, optimizer, step = build_step(config, tf.distribute.get_strategy(), precision)
+    at = [tf.constant(step_progress(0, i, 10, 1)) for i in range(n)]
+    losses = [float(step(tf.constant(x), tf.constant(y), at[i])) for i in range(n)]
     return (model, optimizer), losses
 
 
