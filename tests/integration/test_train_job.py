@@ -224,7 +224,7 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
         "--name",
         "driver",
         "--epochs",
-        "4",
+        "3",
         "--patch-size",
         "16",
         "16",
@@ -268,13 +268,13 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
         data=str(cohort),
         storage=str(storage),
         name="driver",
-        epochs=4,
+        epochs=3,
         preset="seed",
         patch_stage="ray-data",
         **TINY,
     )
     result = train(config, epoch_hook=EpochLog(str(log)))
-    assert _epochs(result.history) == list(range(1, 5))
+    assert _epochs(result.history) == [1, 2, 3]
     assert all(np.isfinite(row["loss"]) for row in result.history)
     first_epoch_after_restart = min(epoch for epoch, _ in _log_lines(log))
     # It picks up where the killed driver's last complete checkpoint left off: not at epoch 0,
