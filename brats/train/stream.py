@@ -44,14 +44,6 @@ def patches_per_case(config: TrainConfig, steps: int, n_cases: int) -> int:
     return max(config.patches_per_case, math.ceil(steps * config.batch_size / n_cases))
 
 
-def ordered(ds: ray.data.Dataset) -> ray.data.Dataset:
-    """``ds``, set to keep its rows in order (its shards' order) however its tasks finish."""
-    options = copy.copy(ds.context.execution_options)
-    options.preserve_order = True
-    ds.context.execution_options = options
-    return ds
-
-
 def patch_dataset(
     cohort: Location,
     share: list[str],
@@ -72,7 +64,10 @@ def patch_dataset(
     """
     from brats.ingest.shards import read_prepared
 
-    ds = ordered(read_prepared(cohort, share)[0])
+    ds, _ = read_prepared(cohort, share)
+    options = copy.copy(ds.context.execution_options)
+    options.preserve_order = True
+    ds.context.execution_options = options
     task = functools.partial(
         _case_patches,
         config=config.to_dict(),

@@ -26,12 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from brats.ingest.shards import read_shards
 from brats.precision import resolve_precision
 from brats.segment.predictor import Predictor, PredictSettings
 from brats.storage import resolve
-from brats.train.batches import patch_batches
+from brats.train.batches import assign_cases, patch_batches, steps_per_epoch
 from brats.train.checkpoints import restore_latest, write_checkpoint
 from brats.train.config import EpochHook, TrainConfig
+from brats.train.schedule import learning_rate_at, step_progress
 from brats.train.stream import patch_dataset, stream_batches
 from brats.train.tensorboard import TensorBoardLog
 from brats.volume.labels import REGIONS, region_mask
@@ -62,7 +64,6 @@ def build_step(
 
     from brats.train.losses import deep_supervision_loss, get_loss
     from brats.train.model import build_unet
-    from brats.train.schedule import learning_rate_at
 
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)
@@ -157,10 +158,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """
     import ray.train
     import tensorflow as tf
-
-    from brats.ingest.shards import read_shards
-    from brats.train.batches import assign_cases, steps_per_epoch
-    from brats.train.schedule import learning_rate_at, step_progress
 
     config = TrainConfig.from_dict(loop_config["config"])
     hook: EpochHook | None = loop_config.get("epoch_hook")
