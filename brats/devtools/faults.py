@@ -165,6 +165,17 @@ class EpochLog:
             fh.write(f"{epoch} {rank}\n")
 
 
+def _wait_for_release(marker_dir: str, timeout_s: float) -> None:
+    """Wait until ``<marker_dir>/release`` exists (checking every 0.05 s), at most
+    ``timeout_s``: how the multi-node hooks hold work while a test changes the cluster."""
+    import time
+
+    release = os.path.join(marker_dir, "release")
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @dataclass(frozen=True)
 class GroupLog:
     """Training epoch hook for multi-node fault tests: records where each epoch starts, and
@@ -182,8 +193,6 @@ class GroupLog:
     timeout_s: float = 120.0
 
     def __call__(self, epoch: int, rank: int) -> None:
-        import time
-
         import ray.train
 
         world = ray.train.get_context().get_world_size()
@@ -192,10 +201,7 @@ class GroupLog:
             fh.write("started\n")
         if (epoch, rank, world) not in self.holds:
             return
-        release = os.path.join(self.marker_dir, "release")
-        deadline = time.monotonic() + self.timeout_s
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_release(self.marker_dir, self.timeout_s)
 
 
 @dataclass(frozen=True)
@@ -318,8 +324,6 @@ class NodeLog:
         return True
 
     def __call__(self, case_id: str) -> None:
-        import time
-
         import ray
 
         node = ray.get_runtime_context().get_node_id()
@@ -327,7 +331,4 @@ class NodeLog:
             fh.write("started\n")
         if not self._holds(case_id):
             return
-        release = os.path.join(self.marker_dir, "release")
-        deadline = time.monotonic() + self.timeout_s
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_release(self.marker_dir, self.timeout_s)

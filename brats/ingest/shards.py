@@ -78,15 +78,28 @@ def read_shards(out: Location, case_ids: Sequence[str]) -> Iterator[dict[str, An
     import pyarrow.parquet as pq
     import ray.data.extensions  # noqa: F401  (registers the tensor column type)
 
-    manifest = load_manifest(out)
+    shards = _shards_of(out, load_manifest(out), case_ids)
+    filesystem = out.pyarrow_filesystem()
+    for case_id in case_ids:
+        table = pq.read_table(out.join(shards[case_id]), filesystem=filesystem)
+        yield from table.to_pylist()
+
+
+def _shards_of(
+    out: Location, manifest: Mapping[str, Any], case_ids: Sequence[str] | None
+) -> dict[str, str]:
+    """``{case_id: shard key}`` of ``case_ids`` (every case when None), in that order.
+
+    Raises:
+        KeyError: a case id the manifest does not list.
+    """
     by_id = {c["case_id"]: c["shard"] for c in manifest["cases"]}
+    if case_ids is None:
+        return by_id
     missing = sorted(set(case_ids) - set(by_id))
     if missing:
         raise KeyError(f"{redact(out.uri)}: cases not in the manifest: {missing}")
-    filesystem = out.pyarrow_filesystem()
-    for case_id in case_ids:
-        table = pq.read_table(out.join(by_id[case_id]), filesystem=filesystem)
-        yield from table.to_pylist()
+    return {i: by_id[i] for i in case_ids}
 
 
 def write_case_shard(row: Row, *, out: Location, hook: Callable[[str], None] | None = None) -> Row:
@@ -209,13 +222,7 @@ def read_prepared(
     import ray.data
 
     manifest = load_manifest(out)
-    by_id = {c["case_id"]: c["shard"] for c in manifest["cases"]}
-    if case_ids is not None:
-        missing = sorted(set(case_ids) - set(by_id))
-        if missing:
-            raise KeyError(f"{redact(out.uri)}: cases not in the manifest: {missing}")
-        by_id = {i: by_id[i] for i in case_ids}
-    shards = sorted(set(by_id.values()))
+    shards = sorted(set(_shards_of(out, manifest, case_ids).values()))
     if not shards:
         raise FileNotFoundError(f"{redact(out.uri)}: the manifest lists no cases")
     paths = [out.join(s) for s in shards]
