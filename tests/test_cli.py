@@ -82,8 +82,12 @@ def test_switches_mean_what_they_meant():
         "label_convention": None,
         "min_et_voxels": 7,
         "overlap": 0.5,
-        "flip_tta": True,
+        "tta": "on",
     }
+    off = parse_config(
+        SegmentConfig, PARSERS["segment"]().parse_args([*base, "--model", "m", "--no-tta"])
+    )
+    assert off.predict.tta == "off" and off.output_settings()["tta"] == "off"
 
 
 def test_lists_tuples_enums_and_nested_configs_parse_into_the_config():

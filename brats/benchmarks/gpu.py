@@ -150,7 +150,7 @@ def _whole_case(args: GpuBenchmark, precision: str, memory: _Memory) -> dict[str
     out: dict[str, Any] = {}
     for tta in (False, True):
         memory.reset()
-        settings = PredictSettings(precision=precision, flip_tta=tta, batch_size=2)
+        settings = PredictSettings(precision=precision, flip_tta=tta, no_tta=not tta, batch_size=2)
         predictor = Predictor(model, info, settings)
         seconds = _median_s(partial(predictor.labels, image), args.cases)
         key = "tta" if tta else "plain"

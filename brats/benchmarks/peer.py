@@ -181,7 +181,9 @@ def _build(args: PeerBenchmark, volume: npt.NDArray[np.float32]) -> _Peers:
     modalities = MODALITIES if args.channels == len(MODALITIES) else SEED_MODALITIES
     info = ModelInfo(unet=config, modalities=modalities[: args.channels], patch_size=window)
     ours_predictor = Predictor(
-        model, info, PredictSettings(overlap=args.overlap, batch_size=1, precision=args.precision)
+        model,
+        info,
+        PredictSettings(overlap=args.overlap, batch_size=1, precision=args.precision, no_tta=True),
     )
     forward = ours_predictor.forward
 

@@ -6,7 +6,8 @@ gamma, a stronger bias field, more noise, thicker slices), and ingests the train
 once. Then, for every training seed (``--seeds``), it trains both presets on that cohort with
 the same epochs, patch size and network widths (:meth:`brats.devtools.demo.DemoConfig.
 training`), and segments both held-out sets with each exported model through the
-:class:`~brats.segment.predictor.Predictor` (the model's own postprocessing on).
+:class:`~brats.segment.predictor.Predictor` (the model's own postprocessing on), once
+without and once with flip TTA (``--tta``; a run scored with flips is named preset+tta).
 
 With ``--precisions float32,bfloat16`` each preset is trained in each precision (the A/B
 for training in bfloat16 on CPUs). Figures: held-out mean Dice per region (WT, TC, ET) per
@@ -41,21 +42,25 @@ class RecipeBenchmark:
         help="training precisions, each preset trained once per precision and seed (a run "
         "not in float32 is named preset@precision)",
     )
+    tta: tuple[str, ...] = option(
+        ("off", "on"), help="how each model is scored: without flip TTA (off), with it (on)"
+    )
     epochs: int | None = option(None, help="epochs per run (default: the demo's)")
     other_site: str = option("b", help="the held-out site the model never saw")
     held_out: int | None = option(None, help="held-out cases per site (default: the demo's)")
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
 
 
-def held_out_dice(model: str, cohort: str) -> dict[str, list[float]]:
-    """Dice per region of every case of a labeled raw cohort, segmented by ``model``."""
+def held_out_dice(model: str, cohort: str, tta: str = "model") -> dict[str, list[float]]:
+    """Dice per region of every case of a labeled raw cohort, segmented by ``model`` with
+    flip TTA as ``tta`` says (:class:`~brats.segment.predictor.PredictSettings`)."""
     from brats.io.cases import discover
-    from brats.segment.predictor import Predictor
+    from brats.segment.predictor import Predictor, PredictSettings
     from brats.storage import resolve
     from brats.volume.labels import REGIONS, region_mask
     from brats.volume.metrics import dice
 
-    predictor = Predictor.from_artifact(model)
+    predictor = Predictor.from_artifact(model, PredictSettings.with_tta(tta))
     root = resolve(cohort)
     scores: dict[str, list[float]] = {r: [] for r in REGIONS}
     for case in discover(root).cases:
@@ -110,16 +115,22 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
                 )
                 seconds = time.perf_counter() - began
                 assert trained.model is not None
-                scores = {site: held_out_dice(trained.model, root) for site, root in sites.items()}
-                runs.append(
-                    {"preset": label, "seed": seed, "train_s": round(seconds, 1), "dice": scores}
-                )
-                line = " | ".join(
-                    f"site {site}: "
-                    + " ".join(f"{r} {np.mean(v):.3f}" for r, v in per_region.items())
-                    for site, per_region in scores.items()
-                )
-                print(f"recipe {label} seed {seed} ({seconds:.0f} s): {line}", flush=True)
+                for tta in args.tta:
+                    scores = {
+                        site: held_out_dice(trained.model, root, tta)
+                        for site, root in sites.items()
+                    }
+                    scored = label if tta == "off" else f"{label}+tta"
+                    runs.append(
+                        {"preset": scored, "seed": seed, "train_s": round(seconds, 1),
+                         "dice": scores}
+                    )  # fmt: skip
+                    line = " | ".join(
+                        f"site {site}: "
+                        + " ".join(f"{r} {np.mean(v):.3f}" for r, v in per_region.items())
+                        for site, per_region in scores.items()
+                    )
+                    print(f"recipe {scored} seed {seed} ({seconds:.0f} s): {line}", flush=True)
     summary = _summarize(runs, list(sites))
     for preset, per_site in summary.items():
         for site, per_region in per_site.items():

@@ -106,7 +106,9 @@ def _model_only(model_dir: str, cohort: str, precision: str) -> tuple[float, int
     from brats.segment.predictor import Predictor, PredictSettings
     from brats.storage import resolve
 
-    predictor = Predictor.from_artifact(model_dir, PredictSettings(precision=precision))
+    predictor = Predictor.from_artifact(
+        model_dir, PredictSettings(precision=precision, no_tta=True)
+    )
     loc = resolve(cohort)
     config = predictor.preprocess
     images = [
@@ -170,7 +172,7 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
                         cohort=f"{tmp}/{name}",
                         model=f"{tmp}/model",
                         out=f"{tmp}/o-{name}",
-                        predict=PredictSettings(precision=args.precision),
+                        predict=PredictSettings(precision=args.precision, no_tta=True),
                     )
                 )
                 e2e[name] = time.perf_counter() - began

@@ -69,6 +69,8 @@ class ModelInfo:
             empty (none) for models trained before they were chosen.
         training: JSON-ready notes on where the model came from: the training config, or the
             imported file and its sha256.
+        tta: whether the predictor averages the outputs over the 8 axis flips unless told
+            otherwise (the recipe's choice; ``False`` for models that do not say).
     """
 
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -80,6 +82,7 @@ class ModelInfo:
     metrics: Mapping[str, float] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
     postprocessing: Mapping[str, str | int] = field(default_factory=dict)
+    tta: bool = False
 
     def __post_init__(self) -> None:
         modalities = tuple(self.modalities)
@@ -134,6 +137,7 @@ class ModelInfo:
             "metrics": dict(self.metrics),
             "training": dict(self.training),
             "postprocessing": dict(self.postprocessing),
+            "tta": self.tta,
         }
 
     @classmethod
@@ -154,7 +158,14 @@ class ModelInfo:
             metrics=dict(data.get("metrics") or {}),
             training=dict(data.get("training") or {}),
             postprocessing=dict(data.get("postprocessing") or {}),
+            tta=_flag(data.get("tta", False)),
         )
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"tta must be true or false, got {value!r}")
+    return value
 
 
 SEED_INFO: Final = ModelInfo(

@@ -5,7 +5,8 @@ A :class:`Predictor` holds one network and what it was trained on (its
 
 * **arrays**: :meth:`Predictor.probabilities` maps a network input ``(C, D, H, W)`` to
   ``(K, D, H, W) float32`` probabilities (K classes of a softmax, or the 3 region sigmoids;
-  sliding window of the training patch size, Gaussian blending, optional flip TTA);
+  sliding window of the training patch size, Gaussian blending, flip TTA when the model's
+  recipe or the settings ask for it);
   :meth:`Predictor.labels` decodes them into ``(D, H, W) uint8`` internal classes on the
   same grid;
 * **a prepared case**: :meth:`Predictor.segment` gives the labels in the case's source grid
@@ -55,7 +56,14 @@ class PredictSettings:
     overlap: float = option(
         0.5, help="fraction of a window shared with its neighbour along each axis, in [0, 1)"
     )
-    flip_tta: bool = option(False, flag="--tta", help="average the 8 axis flips (8x the cost)")
+    flip_tta: bool = option(
+        False,
+        flag="--tta",
+        help="average the network's outputs over the 8 axis flips (8x the cost) whatever the "
+        "model says; without --tta or --no-tta, as its recipe says (model.json's tta: on for "
+        "nnunet, as nnU-Net predicts; off for seed and for models that do not say)",
+    )
+    no_tta: bool = option(False, help="never average over flips, whatever the model says")
     postprocess: str = option(
         "model",
         choices=POSTPROCESS_CHOICES,
@@ -78,22 +86,37 @@ class PredictSettings:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.batch_size < 1 or self.min_et_voxels < 0:
             raise ValueError("batch_size must be >= 1 and min_et_voxels >= 0")
+        if self.flip_tta and self.no_tta:
+            raise ValueError("flip_tta (--tta) and no_tta (--no-tta) ask for opposite things")
         if self.postprocess not in POSTPROCESS_CHOICES:
             raise ValueError(f"postprocess must be one of {POSTPROCESS_CHOICES}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
+    @property
+    def tta(self) -> str:
+        """``on`` (``--tta``), ``off`` (``--no-tta``) or ``model``: as model.json says."""
+        return "on" if self.flip_tta else "off" if self.no_tta else "model"
+
+    @classmethod
+    def with_tta(cls, tta: str, **values: Any) -> PredictSettings:
+        """Settings with flip TTA ``on``, ``off`` or as the ``model`` says."""
+        if tta not in ("model", "on", "off"):
+            raise ValueError(f"tta must be model, on or off, got {tta!r}")
+        return cls(flip_tta=tta == "on", no_tta=tta == "off", **values)
+
     def output_settings(self) -> dict[str, Any]:
         """The settings that decide a mask's bytes (``batch_size`` only decides speed).
         ``postprocess`` and ``precision`` appear only when they are not the default, so
-        records written before they existed still match. Another precision redoes a case:
+        records written before they existed still match. ``tta`` is kept as asked: with the
+        model's version it decides whether flips ran. Another precision redoes a case:
         its mask's bytes may differ (in well under 0.1 % of voxels for bfloat16), and a
         record must describe the mask next to it. ``auto`` is kept as asked (it may resolve
         differently on another node); the record's ``precision`` says what ran."""
         settings: dict[str, Any] = {
             "min_et_voxels": self.min_et_voxels,
             "overlap": self.overlap,
-            "flip_tta": self.flip_tta,
+            "tta": self.tta,
         }
         if self.postprocess != "model":
             settings["postprocess"] = self.postprocess
@@ -162,6 +185,8 @@ class Predictor:
         self.n_outputs = int(info.unet.n_outputs)
         self.precision = resolve_precision(self.settings.precision)
         """The precision the network runs in here (``settings.precision`` resolved)."""
+        self.flip_tta = self.settings.tta == "on" or (self.settings.tta == "model" and info.tta)
+        """Whether outputs are averaged over the 8 axis flips (``settings.tta`` resolved)."""
         self.forward: Predict = compiled_predict(at_precision(model, info, self.precision))
         """The compiled forward pass: windows ``(B, d, h, w, C)`` in, float32 outputs out."""
 
@@ -203,7 +228,7 @@ class Predictor:
             n_classes=self.n_outputs,
             overlap=self.settings.overlap,
             batch_size=self.settings.batch_size,
-            flip_tta=self.settings.flip_tta,
+            flip_tta=self.flip_tta,
         )
 
     def decode(self, probabilities: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:

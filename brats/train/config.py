@@ -247,7 +247,8 @@ class TrainConfig:
     ) -> ModelInfo:
         """The model card's description of a network this run trained on a cohort prepared
         with ``normalization``; ``training`` holds this config (no endpoint) and the
-        checkpoint it came from."""
+        checkpoint it came from. An ``nnunet`` model predicts with flip TTA by default, as
+        nnU-Net does; a ``seed`` one without, as the tutorial did."""
         notes: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k != "s3_endpoint"}
         if checkpoint is not None:
             notes["checkpoint"] = checkpoint
@@ -261,6 +262,7 @@ class TrainConfig:
             metrics=dict(metrics or {}),
             training=notes,
             postprocessing=dict(postprocessing or {}),
+            tta=self.preset == "nnunet",
         )
 
     @property

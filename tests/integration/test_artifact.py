@@ -7,6 +7,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -189,6 +190,12 @@ def test_model_info_round_trips_through_json() -> None:
     assert SEED_INFO.label_convention is LabelConvention.BRATS2020
     with pytest.raises(ValueError, match="unknown fields"):
         ModelInfo.from_dict({**info.to_dict(), "loss": "dice"})
+    flipped = replace(info, tta=True)
+    assert ModelInfo.from_dict(json.loads(json.dumps(flipped.to_dict()))).tta
+    older = {k: v for k, v in info.to_dict().items() if k != "tta"}
+    assert ModelInfo.from_dict(older).tta is False  # a model.json from before it was stored
+    with pytest.raises(ValueError, match="tta must be true or false"):
+        ModelInfo.from_dict({**info.to_dict(), "tta": "yes"})
 
 
 # --- tampering ---------------------------------------------------------------------------------

@@ -144,3 +144,33 @@ def test_a_region_model_is_decoded_from_its_sigmoids_the_nnunet_way(tmp_path, co
     np.testing.assert_array_equal(labels, regions_to_labels(probabilities))
     # Not an argmax over the three channels, which would give classes 0..2 and never ET.
     assert not np.array_equal(labels, np.argmax(probabilities, axis=0))
+
+
+def test_flip_tta_runs_when_the_model_says_so_unless_the_settings_say_otherwise(
+    tmp_path, cohort, ragged_model
+):
+    from dataclasses import replace
+
+    from brats.io.artifact import load_artifact
+
+    loaded = load_artifact(resolve(ragged_model))
+    assert not loaded.card.info.tta  # a model.json without "tta" predicts without flips
+    save_artifact(loaded.model, replace(loaded.card.info, tta=True), str(tmp_path / "tta"))
+    prepared = (
+        Predictor.from_artifact(ragged_model)
+        .segment_files(discover(cohort).cases[0], cohort)
+        .prepared
+    )
+    image = prepared.image
+
+    def probabilities(model: str, tta: str) -> np.ndarray:
+        predictor = Predictor.from_artifact(model, PredictSettings.with_tta(tta))
+        assert predictor.flip_tta == (tta == "on" or (tta == "model" and model != ragged_model))
+        return predictor.probabilities(image)
+
+    with_flips = probabilities(ragged_model, "on")
+    without = probabilities(ragged_model, "off")
+    assert not np.allclose(with_flips, without, atol=1e-4)  # the ragged model is not symmetric
+    np.testing.assert_array_equal(probabilities(ragged_model, "model"), without)
+    np.testing.assert_array_equal(probabilities(str(tmp_path / "tta"), "model"), with_flips)
+    np.testing.assert_array_equal(probabilities(str(tmp_path / "tta"), "off"), without)

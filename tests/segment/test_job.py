@@ -25,7 +25,7 @@ def test_output_settings_are_what_decides_a_masks_bytes():
         "label_convention": None,
         "min_et_voxels": 0,
         "overlap": 0.5,
-        "flip_tta": False,
+        "tta": "model",
     }
     faster = SegmentConfig(cohort="c", model="m", out="o", predict=PredictSettings(batch_size=8))
     assert faster.output_settings() == config.output_settings()  # speed is not an output
@@ -41,7 +41,7 @@ def test_output_settings_are_what_decides_a_masks_bytes():
         "label_convention": "brats2023",
         "min_et_voxels": 5,
         "overlap": 0.25,
-        "flip_tta": True,
+        "tta": "on",
     }
 
 
@@ -51,6 +51,8 @@ def test_output_settings_are_what_decides_a_masks_bytes():
         (lambda: PredictSettings(overlap=1.0), "overlap must be in"),
         (lambda: PredictSettings(batch_size=0), "batch_size must be"),
         (lambda: PredictSettings(min_et_voxels=-1), "min_et_voxels"),
+        (lambda: PredictSettings(flip_tta=True, no_tta=True), "opposite"),
+        (lambda: PredictSettings.with_tta("always"), "model, on or off"),
         (lambda: SegmentConfig(cohort="c", model="m", out="o", num_actors=0), "num_actors"),
         (lambda: SegmentConfig(cohort="c", model="m", out="o", num_actors="4:2"), "MIN <= MAX"),
         (lambda: SegmentConfig(cohort="c", model="m", out="o", num_actors="two"), "MIN:MAX"),

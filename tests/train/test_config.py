@@ -53,6 +53,8 @@ def test_presets_fill_in_the_recipe_and_the_flags_override_it():
     custom = TrainConfig(data="d", storage="s", preset="seed", loss="cce", normalization="batch")
     assert custom.unet().normalization == "batch" and custom.loss == "cce"
     assert TrainConfig(data="d", storage="s", augmentation="none").augment().mirror_axes == ()
+    # nnU-Net predicts with mirroring; the tutorial did not.
+    assert nnunet.model_info("zscore").tta and not seed.model_info("zscore").tta
     # A stored config is complete: it reads back to the same recipe.
     assert TrainConfig.from_dict(seed.to_dict()) == seed
 
