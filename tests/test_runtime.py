@@ -1,6 +1,11 @@
-"""brats.runtime: TensorFlow's log level per node kind, and replica counts."""
+"""brats.runtime: TensorFlow's log level per node kind, its oneDNN kernels, and replica
+counts."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +20,27 @@ def test_tensorflow_logs_errors_on_gpu_nodes_and_only_fatal_on_cpu_nodes(tmp_pat
     assert quiet_tensorflow(str(tmp_path)) == "2"
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # a level someone set wins
     assert quiet_tensorflow(str(tmp_path)) == "0"
+
+
+@pytest.mark.parametrize(("setting", "on"), [(None, True), ("0", False)])
+def test_importing_brats_turns_on_onednn_unless_the_environment_says_otherwise(setting, on):
+    """TensorFlow says so on its first op when oneDNN is on; on a CPU without AVX512_VNNI,
+    AVX512_BF16 or AMX it is off unless asked for. Real processes: the variable is read when
+    TensorFlow loads."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the notice is an INFO line
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    code = (
+        "import brats, os, tensorflow as tf; tf.add(1, 1); "
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == (setting or "1")
+    assert ("oneDNN custom operations are on" in done.stderr) is on
 
 
 @pytest.mark.parametrize(

@@ -199,6 +199,10 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
     figures = {
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "cores": os.cpu_count(),
+        # brats turns oneDNN on (brats.runtime.use_onednn); TF_ENABLE_ONEDNN_OPTS=0 measures
+        # TensorFlow's own kernels in another run.
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "cpu_flags": _cpu_flags(),
         "preset": args.preset,
         "unet": config.to_dict(),
         "params": models[base].count_params(),
@@ -225,7 +229,9 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
     }
     print(
         f"model {figures['input_shape']} {args.preset} on {figures['device']} "
-        f"({figures['cores']} cores), {base}: forward {forward_s:.2f} s = "
+        f"({figures['cores']} cores, {'+'.join(figures['cpu_flags']) or 'no AVX flags read'}, "
+        f"oneDNN {'off' if figures['onednn'] == '0' else 'on'}), {base}: "
+        f"forward {forward_s:.2f} s = "
         f"{forward_gflops:.1f} GFLOP/s, train step {train_s:.2f} s = {train_gflops:.1f} GFLOP/s; "
         f"matmul {args.matmul_n}^2 float32: numpy {matmul['numpy']:.1f}, TensorFlow "
         f"{matmul['tensorflow']:.1f} GFLOP/s -> forward at {figures['forward_vs_matmul']:.2f}, "
@@ -238,6 +244,21 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
             f"calls {v['forward_first_call_s']:.1f} / {v['train_step_first_call_s']:.1f} s"
         )
     return figures
+
+
+def _cpu_flags() -> list[str]:
+    """The vector-math flags of /proc/cpuinfo that decide TensorFlow's CPU kernels (empty
+    where it cannot be read)."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in wanted if flag in have]
+    except OSError:
+        pass
+    return []
 
 
 def _fmt(times: list[float]) -> str:
