@@ -102,7 +102,6 @@ def _listdir(folder: str) -> list[str]:
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
     quiet_tensorflow()
-    use_onednn()
 
 
 def cpus_per_replica(requested: float | None, replicas: int, *, use_gpu: bool, what: str) -> float:
