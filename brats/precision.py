@@ -37,17 +37,22 @@ class PrecisionError(ValueError):
     """A precision this machine cannot run."""
 
 
-def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU reports AVX512_BF16 or AMX-BF16 (Linux ``/proc/cpuinfo`` flags)."""
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return False
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            flags = set(line.split(":", 1)[-1].split())
-            return any(flag in flags for flag in _CPU_BF16_FLAGS)
-    return False
+            return frozenset(line.split(":", 1)[-1].split())
+    return frozenset()
+
+
+def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU reports AVX512_BF16 or AMX-BF16 (Linux ``/proc/cpuinfo`` flags)."""
+    flags = cpu_flags(cpuinfo)
+    return any(flag in flags for flag in _CPU_BF16_FLAGS)
 
 
 def gpu_compute_capability() -> tuple[int, int] | None:

@@ -247,18 +247,11 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
 
 
 def _cpu_flags() -> list[str]:
-    """The vector-math flags of /proc/cpuinfo that decide TensorFlow's CPU kernels (empty
-    where it cannot be read)."""
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in wanted if flag in have]
-    except OSError:
-        pass
-    return []
+    """The vector-math flags of the CPU that decide TensorFlow's CPU kernels."""
+    from brats.precision import cpu_flags
+
+    have = cpu_flags()
+    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in have]
 
 
 def _fmt(times: list[float]) -> str:
