@@ -75,14 +75,28 @@ def read_shards(out: Location, case_ids: Sequence[str]) -> Iterator[dict[str, An
     Raises:
         KeyError: a case id the manifest does not list.
     """
+    shards = shard_keys(out, case_ids)
+    for case_id in case_ids:
+        yield from read_shard(out, shards[case_id])
+
+
+def shard_keys(out: Location, case_ids: Sequence[str]) -> dict[str, str]:
+    """``{case_id: shard key under out}`` of ``case_ids``, in that order, from the manifest.
+
+    Raises:
+        KeyError: a case id the manifest does not list.
+    """
+    return _shards_of(out, load_manifest(out), case_ids)
+
+
+def read_shard(out: Location, shard: str) -> list[dict[str, Any]]:
+    """The rows of one shard (a key from :func:`shard_keys`), as Ray Data gives them."""
     import pyarrow.parquet as pq
     import ray.data.extensions  # noqa: F401  (registers the tensor column type)
 
-    shards = _shards_of(out, load_manifest(out), case_ids)
-    filesystem = out.pyarrow_filesystem()
-    for case_id in case_ids:
-        table = pq.read_table(out.join(shards[case_id]), filesystem=filesystem)
-        yield from table.to_pylist()
+    table = pq.read_table(out.join(shard), filesystem=out.pyarrow_filesystem())
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
 
 
 def _shards_of(

@@ -72,11 +72,10 @@ def build_trainer(
     config: TrainConfig, *, epoch_hook: EpochHook | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """The ``TensorflowTrainer`` for a run, and a summary of its data (for logs and json)."""
-    from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    from brats.ingest.shards import load_manifest, read_prepared
+    from brats.ingest.shards import load_manifest
 
     cohort = prepare_cohort(config)
     manifest = load_manifest(cohort)
@@ -94,9 +93,6 @@ def build_trainer(
     # smallest size) decides whether shares are kept in memory.
     largest = assign_cases(split["train"], workers.min, config.seed)
     assign_cases(split["train"], workers.max, config.seed)
-    datasets: dict[str, Any] = {}
-    if split["val"]:
-        datasets["val"], _ = read_prepared(cohort, split["val"])
     steps = steps_per_epoch(config, len(split["train"]), workers.max)
     storage = resolve(config.storage, s3_endpoint=config.s3_endpoint)
     cpus = cpus_per_replica(
@@ -111,7 +107,7 @@ def build_trainer(
             "train_ids": split["train"],
             "normalization": manifest["preprocess"]["normalization"],
             "epoch_hook": epoch_hook,
-            "has_val": bool(split["val"]),
+            "val_ids": split["val"],
             "cache_rows": shard_bytes(manifest, largest) <= config.cache_mib << 20,
             "cache_val": shard_bytes(manifest, [split["val"]]) <= config.cache_mib << 20,
             "cohort": cohort.uri,
@@ -123,14 +119,13 @@ def build_trainer(
             resources_per_worker=resources,
             elastic_resize_monitor_interval_s=config.resize_interval_s,
         ),
-        # Each worker reads its own assign_cases share itself, in order (Ray's default split
-        # hands blocks to whichever worker asks first, so which cases a worker saw would
-        # change from run to run), from the group's size at the time: an elastic run's
-        # shares change when it is resized. Only rank 0's validation cases come from here.
-        datasets=datasets,
-        dataset_config=DataConfig(
-            datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)
-        ),
+        # No Ray Train datasets: each worker reads its own assign_cases share from its
+        # shards, in order (Ray's default split hands blocks to whichever worker asks
+        # first, so which cases a worker saw would change from run to run), from the
+        # group's size at the time (an elastic run's shares change when it is resized),
+        # and rank 0 reads the validation cases. A Ray Data read in a worker would start
+        # an execution (and a DatasetManager) per group start and wait on the CPUs the
+        # workers hold.
         run_config=RunConfig(
             name=config.name,
             storage_path=storage.path,

@@ -52,8 +52,14 @@ def patch_dataset(
     key: tuple[int, int, int],
 ) -> ray.data.Dataset:
     """One epoch of a worker's augmented patches as a lazy Ray Dataset of rows ``{"image":
-    (C, *patch) float32, "label": patch uint8}``, case after case in the order of their
-    shards, each case's patches in order.
+    (C, *patch) float32, "label": patch uint8}``, case after case in ``share``'s order, each
+    case's patches in order.
+
+    The dataset starts from the case ids and their shards (one block each), and each
+    ``flat_map`` task reads its case's shard itself (:func:`brats.ingest.shards.read_shard`)
+    before cutting: Ray
+    Data's Parquet reader would list the files and start footer-reading actors every epoch,
+    seconds of work for shards that hold one case each.
 
     Args:
         cohort: the ingested cohort.
@@ -61,34 +67,47 @@ def patch_dataset(
         config: the run (patch size, sampling, augmentation).
         steps: batches the worker trains on this epoch.
         key: ``(seed, epoch, rank)``.
-    """
-    from brats.ingest.shards import read_prepared
 
-    ds, _ = read_prepared(cohort, share)
+    Raises:
+        KeyError: a case id the cohort's manifest does not list.
+    """
+    import ray.data
+
+    from brats.ingest.shards import shard_keys
+
+    shards = shard_keys(cohort, share)
+    ds = ray.data.from_items(
+        [{"shard": shards[case_id], "index": i} for i, case_id in enumerate(share)],
+        override_num_blocks=max(1, len(share)),
+    )
     options = copy.copy(ds.context.execution_options)
     options.preserve_order = True
     ds.context.execution_options = options
     task = functools.partial(
         _case_patches,
+        cohort=cohort,
         config=config.to_dict(),
         key=list(key),
-        order={case_id: i for i, case_id in enumerate(share)},
         per_case=patches_per_case(config, steps, len(share)),
     )
     return ds.flat_map(task)
 
 
 def _case_patches(
-    row: dict[str, Any],
+    item: dict[str, Any],
     *,
+    cohort: Location,
     config: dict[str, Any],
     key: list[int],
-    order: dict[str, int],
     per_case: int,
 ) -> list[dict[str, npt.NDArray[Any]]]:
-    """The ``flat_map`` task: one case row in, its ``per_case`` augmented patches out."""
+    """The ``flat_map`` task: a case's shard and its index in the share in, the case's
+    ``per_case`` augmented patches out."""
+    from brats.ingest.shards import read_shard
+
     run = TrainConfig.from_dict(config)
-    index = order[str(row["case_id"])]
+    (row,) = read_shard(cohort, str(item["shard"]))
+    index = int(item["index"])
     image = np.asarray(row["image"])
     label = np.asarray(row["label"]) if row["labeled"] else None
     seed, epoch, rank = key

@@ -8,7 +8,9 @@ a worker reads its whole shard once and cuts patches from it
 the :class:`~brats.segment.predictor.Predictor`, writes the checkpoint and the logs, and every
 rank reports. Worker ``i`` reads its seeded share of the training cases
 (:func:`brats.train.batches.assign_cases` at the group's size) from their shards itself, in
-case-id order (:func:`brats.ingest.shards.read_shards`). Patch sampling and augmentation
+case-id order (:func:`brats.ingest.shards.read_shards`), and rank 0 its validation cases.
+No worker starts a Ray Data execution, except for ``patch_stage="ray-data"`` (its patches,
+:mod:`brats.train.stream`). Patch sampling and augmentation
 are seeded from ``(seed, epoch, rank)`` and the sample's index, so the same seed trains on
 the same batches.
 """
@@ -147,9 +149,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train worker: config in, a loop, ``ray.train.report(metrics, checkpoint)`` out.
 
     ``loop_config``: ``config`` (:meth:`TrainConfig.to_dict`), ``train_ids`` (the split's
-    training cases), ``normalization`` (the cohort's), ``has_val``, ``cache_rows`` and
-    ``cache_val`` (whether a share of the training cases at the smallest group size, and the
-    validation cases, fit in memory), ``epoch_hook`` and ``cohort`` (its URI).
+    training cases), ``val_ids`` (its validation cases, read by rank 0), ``normalization``
+    (the cohort's), ``cache_rows`` and ``cache_val`` (whether a share of the training cases
+    at the smallest group size, and the validation cases, fit in memory), ``epoch_hook`` and
+    ``cohort`` (its URI).
 
     The worker's share of the cases (:func:`brats.train.batches.assign_cases`) and the steps
     per epoch (:func:`brats.train.batches.steps_per_epoch`) come from the group's size, which
@@ -193,11 +196,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             functools.partial(read_shards, cohort, sorted(share)), keep=loop_config["cache_rows"]
         )
     val_rows = None
-    if loop_config["has_val"] and rank == 0:
-        # Kept after the first validation when they fit: reading them again each epoch
-        # would start a Ray Data execution every epoch (seconds on small runs).
+    if loop_config["val_ids"] and rank == 0:  # read right here too, kept when they fit
         val_rows = EpochRows(
-            ray.train.get_dataset_shard("val").iter_rows, keep=loop_config["cache_val"]
+            functools.partial(read_shards, cohort, sorted(loop_config["val_ids"])),
+            keep=loop_config["cache_val"],
         )
     tensorboard = TensorBoardLog(config.run.child("tensorboard")) if rank == 0 else None
 
