@@ -57,9 +57,8 @@ def patch_dataset(
 
     The dataset starts from the case ids and their shards (one block each), and each
     ``flat_map`` task reads its case's shard itself (:func:`brats.ingest.shards.read_shard`)
-    before cutting: Ray
-    Data's Parquet reader would list the files and start footer-reading actors every epoch,
-    seconds of work for shards that hold one case each.
+    before cutting: Ray Data's Parquet reader would list the files and start footer-reading
+    actors every epoch, seconds of work for shards that hold one case each.
 
     Args:
         cohort: the ingested cohort.
