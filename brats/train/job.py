@@ -23,14 +23,20 @@ import time
 from typing import Any
 
 from brats.runtime import cpus_per_replica
-from brats.storage import Location, redact, resolve, write_bytes_atomic
+from brats.storage import Location, read_bytes, redact, resolve, write_bytes_atomic
 from brats.train.batches import (
     assign_cases,
     load_or_write_split,
     shard_bytes,
     steps_per_epoch,
 )
-from brats.train.checkpoints import WEIGHTS_FILE, read_checkpoint_state
+from brats.train.checkpoints import (
+    MAX_STATE_BYTES,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    checkpoint_candidates,
+    read_checkpoint_state,
+)
 from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult
 from brats.train.worker import SCORE, train_loop_per_worker
 
@@ -158,6 +164,18 @@ def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainR
     """
     began = time.perf_counter()
     run = config.run
+    done = _finished(config)
+    if done is not None:
+        log.info(
+            "run %s already trained all %d epochs; nothing to do", redact(run.uri), config.epochs
+        )
+        return TrainResult(
+            run=redact(run.uri),
+            model=run.child("model").uri,
+            history=done[0],
+            best=done[1],
+            seconds=time.perf_counter() - began,
+        )
     trainer, summary = build_trainer(config, epoch_hook=epoch_hook)
     log.info(
         "training %s: %d train / %d val cases, %s workers, %d steps per epoch, %d epochs",
@@ -210,6 +228,39 @@ def _latest_history(result: Any) -> list[dict[str, Any]]:
         raise TrainingError("the run reported no checkpoint")
     with result.checkpoint.as_directory() as folder:
         return list(read_checkpoint_state(folder)["history"])
+
+
+def _finished(config: TrainConfig) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """``(history, best metrics)`` of a run that has nothing left to do, else ``None``.
+
+    Finished means: the run's exported model was trained with this very config and the
+    newest complete checkpoint in storage has all ``config.epochs``. Ray Train would start a
+    worker group only to train nothing (half a minute on a small machine, GPUs held), so the
+    rerun returns what is already there. Any other state (a different config, fewer epochs
+    done, no export yet) goes through Ray Train, which resumes.
+    """
+    from brats.io.artifact import read_model_card
+    from brats.io.model_card import ArtifactError
+
+    run = config.run
+    try:
+        card = read_model_card(run.child("model"))
+    except (ArtifactError, OSError):
+        return None
+    trained_with = {k: v for k, v in card.info.training.items() if k != "checkpoint"}
+    asked = {k: v for k, v in config.to_dict().items() if k != "s3_endpoint"}
+    if json.loads(json.dumps(asked)) != trained_with:
+        return None
+    candidates = checkpoint_candidates(run)
+    if not candidates or candidates[0][0] < config.epochs:
+        return None
+    fs = run.filesystem()
+    state = json.loads(
+        read_bytes(fs, posixpath.join(candidates[0][1], STATE_FILE), max_bytes=MAX_STATE_BYTES)
+    )
+    best: dict[str, Any] = dict(card.info.metrics)
+    best["postprocessing"] = json.dumps(dict(card.info.postprocessing), sort_keys=True)
+    return list(state["history"]), best
 
 
 def _exported_from(run: Location) -> str | None:

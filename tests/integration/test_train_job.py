@@ -84,6 +84,18 @@ def _epochs(history):
     return [row["epoch"] for row in history]
 
 
+def _controllers() -> list[object]:
+    """Every Ray Train controller actor this Ray has started (alive or not)."""
+    import ray
+    from ray.util.state import list_actors
+
+    return list_actors(
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("class_name", "=", "TrainController")],
+        limit=1000,
+    )
+
+
 def _log_lines(path: Path) -> list[tuple[int, int]]:
     return [tuple(map(int, line.split())) for line in path.read_text().split("\n") if line]
 
@@ -153,9 +165,16 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoin
             text = fs.cat(key).decode(errors="replace")
             assert not any(secret in text for secret in FAKE_SECRETS), key
 
-    # A rerun of a finished run trains nothing and keeps the exported model (same version).
+    # A rerun of a finished run trains nothing, starts no Ray Train controller (so no worker
+    # group), and keeps the exported model (same version).
+    controllers = len(_controllers())
+    assert controllers >= 1  # the first run's
     again = train(config)
+    assert len(_controllers()) == controllers
     assert _epochs(again.history) == [1, 2, 3, 4]
+    assert again.history == result.history
+    assert json.loads(again.best["postprocessing"]) == card.info.postprocessing
+    assert again.best["val_dice_mean"] == pytest.approx(result.best["val_dice_mean"])
     assert load_artifact(resolve(result.model, s3_endpoint=s3_endpoint)).version == loaded.version
 
 
