@@ -53,7 +53,9 @@ class RecipeBenchmark:
 
 def held_out_dice(model: str, cohort: str, tta: str = "model") -> dict[str, list[float]]:
     """Dice per region of every case of a labeled raw cohort, segmented by ``model`` with
-    flip TTA as ``tta`` says (:class:`~brats.segment.predictor.PredictSettings`)."""
+    flip TTA as ``tta`` says (:class:`~brats.segment.predictor.PredictSettings`), and under
+    ``"TC_no_ET"`` the TC Dice of the cases whose truth has no enhancing tumor (the cores a
+    model finds hardest; the key is absent when every case enhances)."""
     from brats.io.cases import discover
     from brats.segment.predictor import Predictor, PredictSettings
     from brats.storage import resolve
@@ -63,6 +65,7 @@ def held_out_dice(model: str, cohort: str, tta: str = "model") -> dict[str, list
     predictor = Predictor.from_artifact(model, PredictSettings.with_tta(tta))
     root = resolve(cohort)
     scores: dict[str, list[float]] = {r: [] for r in REGIONS}
+    no_et: list[float] = []
     for case in discover(root).cases:
         done = predictor.segment_files(case, root)
         truth = done.volumes.label
@@ -71,7 +74,9 @@ def held_out_dice(model: str, cohort: str, tta: str = "model") -> dict[str, list
             scores[region].append(
                 dice(region_mask(done.labels, region), region_mask(truth, region))
             )
-    return scores
+        if not region_mask(truth, "ET").any():
+            no_et.append(scores["TC"][-1])
+    return scores | ({"TC_no_ET": no_et} if no_et else {})
 
 
 def run(args: RecipeBenchmark) -> dict[str, Any]:

@@ -12,16 +12,20 @@ nibabel from the installed package; nothing is fetched. Each case:
 * grows a tumor at a random white-matter position: an ellipsoid deformed by smooth seeded
   noise, with a necrotic core (label 1, dark on T1ce), an enhancing rim (ET, bright on T1ce)
   and a larger edema (label 2, bright on T2 and FLAIR) that spreads along white matter;
-  with probability ``p_no_enhancing`` the core does not enhance and is all label 1 (like a
-  lower-grade glioma), with probability ``p_small`` the tumor is small, and with probability
-  ``p_multifocal`` a second, smaller lesion grows elsewhere in the white matter;
+  in a share ``p_no_enhancing`` of cases the core does not enhance and is all label 1 (like a
+  lower-grade glioma), in a share ``p_small`` the tumor is small, and in a share
+  ``p_multifocal`` a second, smaller lesion grows elsewhere in the white matter. The shares
+  are exact, not drawn per case (:func:`has_kind`): any run of ``n`` consecutive cases holds
+  ``floor(n p)`` or ``ceil(n p)`` of each kind, so an 8-case held-out set has its 2
+  non-enhancing tumours as the training cohort has its quarter;
 * renders the images as the acquisition *site* (a :class:`SiteProfile` in :data:`SITES`)
   would: its tissue contrasts and gamma, its slice thickness, a smooth multiplicative bias
   field, Rician noise and a small intensity scale per modality, then rounds to ``int16``.
   The site changes only the images: a case's anatomy and labels are the same at every site.
 
-Everything is seeded: case ``i`` draws from ``SeedSequence([seed, i])`` only, so generating it
-alone gives the same bytes as generating it inside a cohort, and files are gzipped with
+Everything is seeded: case ``i`` draws from ``SeedSequence([seed, i])`` only (its kinds from
+``(seed, i)`` too), so generating it alone gives the same bytes as generating it inside a
+cohort, and files are gzipped with
 mtime 0. Its four child streams are the placement, the (first) tumor, the intensities, and
 the variety draws (small, multifocal and the second lesion); the site draws nothing of its
 own, so the same index renders the same anatomy at every site. The template lives in
@@ -77,13 +81,14 @@ class SynthConfig:
             or ``"brats2023"`` (``<id>-t2f.nii.gz``, ET = 3).
         compress: write ``.nii.gz`` (True) or ``.nii``.
         seed: cohort seed; case ``i`` depends only on ``(seed, i)``.
-        p_no_enhancing: probability that a tumor has no enhancing part (its core is all
-            necrosis, label 1), like a lower-grade glioma.
-        p_multifocal: probability that a case has two separate tumors: a second, smaller
+        p_no_enhancing: share of tumors with no enhancing part (the core is all necrosis,
+            label 1), like a lower-grade glioma. This and the two shares below are exact over
+            consecutive case indices (:func:`has_kind`), not drawn per case.
+        p_multifocal: share of cases with two separate tumors: a second, smaller
             lesion at another white-matter position, farther from the first than the first's
             edema radius and far enough that the two cores never touch (edema may merge). Both
             follow the same label rules and share ``enhancing``.
-        p_small: probability that the tumor is small (necrosis radius 2-5 mm instead of
+        p_small: share of cases whose tumor is small (necrosis radius 2-5 mm instead of
             3-12 mm, a thinner rim, less edema); on a coarse grid the radii are still floored
             at the voxel size, so every class keeps voxels.
         site: the acquisition site, a key of :data:`SITES`: how the images look (contrast,
@@ -111,9 +116,9 @@ class SynthConfig:
     )
     compress: bool = option(True, flag="--nii", help="write .nii instead of .nii.gz")
     seed: int = option(0, help="cohort seed; case i depends only on (seed, i)")
-    p_no_enhancing: float = option(0.25, help="probability that a tumor has no enhancing part")
-    p_multifocal: float = option(0.15, help="probability that a case has two separate tumors")
-    p_small: float = option(0.15, help="probability that the tumor is small")
+    p_no_enhancing: float = option(0.25, help="share of tumors with no enhancing part")
+    p_multifocal: float = option(0.15, help="share of cases with two separate tumors")
+    p_small: float = option(0.15, help="share of cases whose tumor is small")
     site: str = option(
         "a",
         choices=tuple(SITES),
@@ -141,7 +146,7 @@ class SynthConfig:
             raise ValueError("seed must be non-negative")
         for name in ("p_no_enhancing", "p_multifocal", "p_small"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be a share in [0, 1], got {getattr(self, name)}")
         if self.site not in SITES:
             raise ValueError(f"unknown site {self.site!r}; the sites are {', '.join(SITES)}")
         for name in ("noise", "bias", "intensity_jitter"):
@@ -246,6 +251,26 @@ def output_affine(config: SynthConfig) -> F64:
     return affine
 
 
+# Entropy words after the seed for the kinds' phases: a three-word key, which no case's
+# ``SeedSequence([seed, index])`` can equal.
+_KIND_KEY: Final = (0x6B696E64, 0)
+
+
+def kind_phases(seed: int) -> tuple[float, float, float]:
+    """Where in ``[0, 1)`` the cohort ``seed`` starts the patterns of its three kinds (no
+    enhancement, multifocal, small): seeded and independent, so the kinds do not line up."""
+    phases = np.random.default_rng([seed, *_KIND_KEY]).random(3)
+    return (float(phases[0]), float(phases[1]), float(phases[2]))
+
+
+def has_kind(index: int, share: float, phase: float) -> bool:
+    """Whether case ``index`` is of a kind with this ``share`` of a cohort: a low-discrepancy
+    assignment, so any ``n`` consecutive indices hold ``floor(n * share)`` or
+    ``ceil(n * share)`` such cases (share 0: none; share 1: all). ``phase`` in ``[0, 1)``
+    shifts which indices they are."""
+    return int(np.floor((index + 1) * share + phase)) > int(np.floor(index * share + phase))
+
+
 def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
     """Generate case ``index`` of the cohort ``config`` describes (deterministic).
 
@@ -273,10 +298,19 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
     world = (affine[:3, :3] @ vox + affine[:3, 3:]).T  # (N, 3) mm
     mni = world @ mni_from_world[:3, :3].T + mni_from_world[:3, 3]
 
-    enhancing = bool(tumor_rng.random() >= config.p_no_enhancing)
-    # Both draws always happen, so one probability never shifts what the other decides.
-    u_multifocal, u_small = variety_rng.random(2)
-    multifocal, small = bool(u_multifocal < config.p_multifocal), bool(u_small < config.p_small)
+    # The kinds once were these draws; they still happen, so every later draw of the streams
+    # (the tumor's shape, the second lesion) is what it was.
+    tumor_rng.random()
+    variety_rng.random(2)
+    no_enhancing, multifocal, small = (
+        has_kind(index, share, phase)
+        for share, phase in zip(
+            (config.p_no_enhancing, config.p_multifocal, config.p_small),
+            kind_phases(config.seed),
+            strict=True,
+        )
+    )
+    enhancing = not no_enhancing
     size = SMALL if small else TYPICAL
     tumor = grow_tumor(tumor_rng, world, mni, tissue, spacing, enhancing, size=size)
     if multifocal:

@@ -11,7 +11,7 @@ from types import MappingProxyType
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import ndimage, stats
+from scipy import ndimage
 
 import brats.devtools.synth as synth_module
 from brats.devtools.sites import CONTRAST, SITES, slice_blur_sigma
@@ -23,6 +23,8 @@ from brats.devtools.synth import (
     file_name,
     generate_case,
     generate_cohort,
+    has_kind,
+    kind_phases,
     write_case,
 )
 from brats.devtools.tumor import Focus, Tumor, keep_connected_to_core, keep_one_core_per_focus
@@ -178,23 +180,46 @@ def test_unlabeled_and_plain_nii(tmp_path: Path) -> None:
 # Variety: enhancement, multifocal and small tumors
 
 
-def test_no_enhancing_is_absent_et_and_follows_its_probability() -> None:
+def test_no_enhancing_is_absent_et_and_has_its_exact_share() -> None:
     config = SynthConfig(shape=(32, 32, 32), p_no_enhancing=1.0, p_multifocal=0.5)
     for index in range(1, 7):
         synth = generate_case(index, config)
         assert not synth.enhancing and ET not in synth.label and NCR in synth.label
 
-    # The default: about a quarter of tumors do not enhance. The bounds are the binomial's
-    # 99.9% interval for the default probability, not the observed count.
+    # The default: a quarter of tumors do not enhance, in every run of 8 consecutive cases
+    # (a held-out set), not only on average.
     default = SynthConfig(shape=(32, 32, 32))
-    n = 100
-    cases = [generate_case(index, default) for index in range(1, n + 1)]
+    cases = [generate_case(index, default) for index in range(1001, 1017)]
     for synth in cases:  # an enhancing tumor keeps its rim even on this coarse grid
         assert (ET in synth.label) == synth.enhancing, synth.case_id
         assert NCR in synth.label and ED in synth.label, synth.case_id
-    without = sum(ET not in synth.label for synth in cases)
-    low, high = stats.binom.interval(0.999, n, default.p_no_enhancing)
-    assert default.p_no_enhancing == 0.25 and low <= without <= high
+    without = [ET not in synth.label for synth in cases]
+    assert default.p_no_enhancing == 0.25
+    assert sum(without[:8]) == sum(without[8:]) == 2
+
+
+@pytest.mark.parametrize("share", [0.0, 0.15, 0.25, 1 / 3, 0.5, 1.0])
+def test_kinds_have_exact_shares_over_any_run_of_cases(share: float) -> None:
+    for seed in range(4):
+        for phase in kind_phases(seed):
+            assert 0.0 <= phase < 1.0
+            kind = np.array([has_kind(index, share, phase) for index in range(300)])
+            for n in (1, 7, 8, 24, 100):
+                counts = np.convolve(kind, np.ones(n, dtype=int), mode="valid")
+                assert counts.min() >= np.floor(n * share - 1e-9), (share, n)
+                assert counts.max() <= np.ceil(n * share + 1e-9), (share, n)
+
+
+def test_kinds_are_placed_by_the_seed_and_do_not_line_up() -> None:
+    phases = [kind_phases(seed) for seed in range(8)]
+    assert phases[0] == kind_phases(0)  # seeded
+    assert len({round(p[0], 6) for p in phases}) == 8  # the cohort seed moves the pattern
+    assert all(len(set(p)) == 3 for p in phases)  # three kinds, three independent patterns
+    # Multifocal and small have the same share but fall on different cases.
+    a, b = phases[0][1], phases[0][2]
+    multifocal = [has_kind(i, 0.15, a) for i in range(100)]
+    small = [has_kind(i, 0.15, b) for i in range(100)]
+    assert sum(multifocal) == sum(small) == 15 and multifocal != small
 
 
 def test_multifocal_cases_have_two_separate_cores_and_no_orphan_edema() -> None:

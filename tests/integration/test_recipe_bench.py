@@ -36,7 +36,7 @@ def test_recipe_summary_is_the_mean_range_and_worst_case_over_seeds():
 def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):
     import keras
 
-    from brats.devtools.synth import SynthConfig, generate_cohort
+    from brats.devtools.synth import SynthConfig, generate_case, generate_cohort
     from brats.io.artifact import save_artifact
     from brats.io.model_card import ModelInfo
     from brats.train.model import build_unet, nnunet_config
@@ -45,7 +45,12 @@ def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):
     unet = nnunet_config(base_filters=4, depth=2)
     info = ModelInfo(unet=unet, patch_size=(16, 16, 16))
     save_artifact(build_unet(unet), info, str(tmp_path / "m"))
-    generate_cohort(tmp_path / "cases", 2, SynthConfig(shape=(32, 32, 24), site="b"))
+    config = SynthConfig(shape=(32, 32, 24), site="b")
+    generate_cohort(tmp_path / "cases", 2, config)
     scores = recipe.held_out_dice(str(tmp_path / "m"), str(tmp_path / "cases"))
-    assert set(scores) == {"WT", "TC", "ET"}
-    assert all(len(v) == 2 and all(0.0 <= d <= 1.0 for d in v) for v in scores.values())
+    # Cases 1 and 2, in order; at most one has no enhancing part (a quarter of them do).
+    without = [i for i in range(2) if not generate_case(i + 1, config).enhancing]
+    assert set(scores) == {"WT", "TC", "ET"} | ({"TC_no_ET"} if without else set())
+    regions = {r: scores[r] for r in ("WT", "TC", "ET")}
+    assert all(len(v) == 2 and all(0.0 <= d <= 1.0 for d in v) for v in regions.values())
+    assert scores.get("TC_no_ET", []) == [scores["TC"][i] for i in without]
