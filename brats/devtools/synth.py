@@ -15,9 +15,9 @@ nibabel from the installed package; nothing is fetched. Each case:
   in a share ``p_no_enhancing`` of cases the core does not enhance and is all label 1 (like a
   lower-grade glioma), in a share ``p_small`` the tumor is small, and in a share
   ``p_multifocal`` a second, smaller lesion grows elsewhere in the white matter. The shares
-  are exact, not drawn per case (:func:`has_kind`): any run of ``n`` consecutive cases holds
-  ``floor(n p)`` or ``ceil(n p)`` of each kind, so an 8-case held-out set has its 2
-  non-enhancing tumours as the training cohort has its quarter;
+  are exact, not drawn per case (:func:`~brats.devtools.tumor.has_kind`): any run of ``n``
+  consecutive cases holds ``floor(n p)`` or ``ceil(n p)`` of each kind, so an 8-case
+  held-out set has its 2 non-enhancing tumours as the training cohort has its quarter;
 * renders the images as the acquisition *site* (a :class:`SiteProfile` in :data:`SITES`)
   would: its tissue contrasts and gamma, its slice thickness, a smooth multiplicative bias
   field, Rician noise and a small intensity scale per modality, then rounds to ``int16``.
@@ -25,13 +25,12 @@ nibabel from the installed package; nothing is fetched. Each case:
 
 Everything is seeded: case ``i`` draws from ``SeedSequence([seed, i])`` only (its kinds from
 ``(seed, i)`` too), so generating it alone gives the same bytes as generating it inside a
-cohort, and files are gzipped with
-mtime 0. Its four child streams are the placement, the (first) tumor, the intensities, and
-the variety draws (small, multifocal and the second lesion); the site draws nothing of its
-own, so the same index renders the same anatomy at every site. The template lives in
-:mod:`brats.devtools.template`, the tumor model in :mod:`brats.devtools.tumor`, the sites in
-:mod:`brats.devtools.sites`, and the corrupt inputs the reliability tests need in
-:func:`brats.devtools.faults.write_faulty_case`.
+cohort, and files are gzipped with mtime 0. Its four child streams are the placement, the
+(first) tumor, the intensities, and the variety draws (small, multifocal and the second
+lesion); the site draws nothing of its own, so the same index renders the same anatomy at
+every site. The template lives in :mod:`brats.devtools.template`, the tumor model in
+:mod:`brats.devtools.tumor`, the sites in :mod:`brats.devtools.sites`, and the corrupt inputs
+the reliability tests need in :func:`brats.devtools.faults.write_faulty_case`.
 """
 
 from __future__ import annotations
@@ -55,8 +54,10 @@ from brats.devtools.tumor import (
     SMALL,
     TYPICAL,
     grow_tumor,
+    has_kind,
     keep_connected_to_core,
     keep_one_core_per_focus,
+    kind_phases,
     merge_tumors,
 )
 from brats.io.cases import MODALITIES, validate_case_id
@@ -83,7 +84,7 @@ class SynthConfig:
         seed: cohort seed; case ``i`` depends only on ``(seed, i)``.
         p_no_enhancing: share of tumors with no enhancing part (the core is all necrosis,
             label 1), like a lower-grade glioma. This and the two shares below are exact over
-            consecutive case indices (:func:`has_kind`), not drawn per case.
+            consecutive case indices (:func:`~brats.devtools.tumor.has_kind`), not drawn per case.
         p_multifocal: share of cases with two separate tumors: a second, smaller
             lesion at another white-matter position, farther from the first than the first's
             edema radius and far enough that the two cores never touch (edema may merge). Both
@@ -249,26 +250,6 @@ def output_affine(config: SynthConfig) -> F64:
     affine[:3, :3] = rot
     affine[:3, 3] = -rot @ centre
     return affine
-
-
-# Entropy words after the seed for the kinds' phases: a three-word key, which no case's
-# ``SeedSequence([seed, index])`` can equal.
-_KIND_KEY: Final = (0x6B696E64, 0)
-
-
-def kind_phases(seed: int) -> tuple[float, float, float]:
-    """Where in ``[0, 1)`` the cohort ``seed`` starts the patterns of its three kinds (no
-    enhancement, multifocal, small): seeded and independent, so the kinds do not line up."""
-    phases = np.random.default_rng([seed, *_KIND_KEY]).random(3)
-    return (float(phases[0]), float(phases[1]), float(phases[2]))
-
-
-def has_kind(index: int, share: float, phase: float) -> bool:
-    """Whether case ``index`` is of a kind with this ``share`` of a cohort: a low-discrepancy
-    assignment, so any ``n`` consecutive indices hold ``floor(n * share)`` or
-    ``ceil(n * share)`` such cases (share 0: none; share 1: all). ``phase`` in ``[0, 1)``
-    shifts which indices they are."""
-    return int(np.floor((index + 1) * share + phase)) > int(np.floor(index * share + phase))
 
 
 def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:

@@ -5,7 +5,8 @@ A lesion (a *focus*) is an ellipsoid deformed by smooth seeded noise, with a nec
 a tumor without enhancement has an all-necrotic core. How big a focus grows is a
 :class:`TumorSize`. A multifocal tumor is two foci grown apart (:func:`grow_tumor` with
 ``away_from``) and merged with :func:`merge_tumors`. Everything is computed per brain voxel,
-``(N,)``.
+``(N,)``. Which cases of a cohort get which kind of tumor (no enhancement, multifocal, small)
+is :func:`has_kind`'s exact share.
 """
 
 from __future__ import annotations
@@ -42,6 +43,26 @@ TYPICAL: Final = TumorSize(necrosis_mm=(3.0, 12.0), rim_mm=(2.5, 7.0), edema_rat
 SMALL: Final = TumorSize(necrosis_mm=(2.0, 5.0), rim_mm=(1.5, 3.5), edema_ratio=(1.4, 2.0))
 # The second lesion of a multifocal tumor: smaller than a typical one.
 SATELLITE: Final = TumorSize(necrosis_mm=(2.0, 7.0), rim_mm=(2.0, 5.0), edema_ratio=(1.4, 2.1))
+
+
+# Entropy words after the seed for the kinds' phases: a three-word key, which no case's
+# ``SeedSequence([seed, index])`` can equal.
+_KIND_KEY: Final = (0x6B696E64, 0)
+
+
+def kind_phases(seed: int) -> tuple[float, float, float]:
+    """Where in ``[0, 1)`` the cohort ``seed`` starts the patterns of its three kinds (no
+    enhancement, multifocal, small): seeded and independent, so the kinds do not line up."""
+    phases = np.random.default_rng([seed, *_KIND_KEY]).random(3)
+    return (float(phases[0]), float(phases[1]), float(phases[2]))
+
+
+def has_kind(index: int, share: float, phase: float) -> bool:
+    """Whether case ``index`` is of a kind with this ``share`` of a cohort: a low-discrepancy
+    assignment, so any ``n`` consecutive indices hold ``floor(n * share)`` or
+    ``ceil(n * share)`` such cases (share 0: none; share 1: all). ``phase`` in ``[0, 1)``
+    shifts which indices they are."""
+    return int(np.floor((index + 1) * share + phase)) > int(np.floor(index * share + phase))
 
 
 @dataclass(frozen=True)
