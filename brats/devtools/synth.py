@@ -283,15 +283,10 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
     # (the tumor's shape, the second lesion) is what it was.
     tumor_rng.random()
     variety_rng.random(2)
-    no_enhancing, multifocal, small = (
-        has_kind(index, share, phase)
-        for share, phase in zip(
-            (config.p_no_enhancing, config.p_multifocal, config.p_small),
-            kind_phases(config.seed),
-            strict=True,
-        )
-    )
-    enhancing = not no_enhancing
+    phases = kind_phases(config.seed)
+    enhancing = not has_kind(index, config.p_no_enhancing, phases[0])
+    multifocal = has_kind(index, config.p_multifocal, phases[1])
+    small = has_kind(index, config.p_small, phases[2])
     size = SMALL if small else TYPICAL
     tumor = grow_tumor(tumor_rng, world, mni, tissue, spacing, enhancing, size=size)
     if multifocal:
