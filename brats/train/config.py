@@ -26,9 +26,11 @@ sigmoids (WT, TC, ET) trained with Dice + BCE under deep supervision, a third of
 centred on a class drawn uniformly among those present, nnU-Net's augmentation. ``seed``: the
 tutorial's network (ReLU, dropout, a softmax over 4 classes), ``dice_ce``, a third of the
 patches centred on a uniformly drawn tumor voxel, flips only."""
-AUGMENTATIONS: Final = ("nnunet", "flips", "none")
+AUGMENTATIONS: Final = ("nnunet", "sites", "flips", "none")
 """``nnunet``: rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma and
-mirroring (:class:`brats.volume.augment.Augmentation`); ``flips``: mirroring only."""
+mirroring (:class:`brats.volume.augment.Augmentation`); ``sites``: those plus a random
+intensity curve and a bias field (:meth:`~brats.volume.augment.Augmentation.sites`);
+``flips``: mirroring only."""
 PATCH_STAGES: Final = ("auto", "worker", "ray-data")
 _PRESET_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
     "nnunet": {"loss": "dice_bce", "normalization": "instance", "augmentation": "nnunet"},
@@ -233,6 +235,8 @@ class TrainConfig:
         """The patch augmentation this run applies."""
         if self.augmentation == "nnunet":
             return Augmentation()
+        if self.augmentation == "sites":
+            return Augmentation.sites()
         return Augmentation.flips_only() if self.augmentation == "flips" else Augmentation.none()
 
     def model_info(

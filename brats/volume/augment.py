@@ -8,8 +8,10 @@ and returns new arrays; no input is modified. The intensity transforms live in
 :func:`augment_patch` runs the whole pipeline in nnU-Net's order: rotation and scaling (the
 patch is sampled from the whole volume, so a rotated patch has no empty corners where the volume
 goes on), Gaussian noise, Gaussian blur, brightness, contrast, simulated low resolution,
-inverted gamma, gamma, mirroring. Interpolation is linear for the image (nnU-Net: cubic) and
-nearest for the label, so a label never takes a value it did not have (or 0 past the volume).
+inverted gamma, gamma, mirroring; then, if enabled, the two site transforms that are not
+nnU-Net's (:meth:`Augmentation.sites`): a random intensity curve and a bias field.
+Interpolation is linear for the image (nnU-Net: cubic) and nearest for the label, so a label
+never takes a value it did not have (or 0 past the volume).
 
 Cost, for a ``(4, 128, 128, 128)`` patch from a ``160^3`` volume on one CPU core: a plain cut
 (no rotation or scaling) is a copy, about 0.02 s; a rotated or scaled patch is one linear
@@ -23,11 +25,13 @@ from __future__ import annotations
 __all__ = [
     "Augmentation",
     "augment_patch",
+    "bias_field",
     "brightness",
     "contrast",
     "gamma",
     "gaussian_blur",
     "gaussian_noise",
+    "histogram_shift",
     "low_resolution",
     "mirror",
     "rotation_matrix",
@@ -46,6 +50,7 @@ from scipy import ndimage
 from brats.volume.geometry import Shape3
 from brats.volume.intensity import (
     FloatRange,
+    bias_field,
     brightness,
     check_image,
     contrast,
@@ -53,6 +58,7 @@ from brats.volume.intensity import (
     gamma,
     gaussian_blur,
     gaussian_noise,
+    histogram_shift,
     low_resolution,
 )
 from brats.volume.patches import extract
@@ -84,6 +90,12 @@ class Augmentation:
         p_gamma_inverted, p_gamma: gamma from ``gamma_range`` per channel, keeping each
             channel's mean and standard deviation; the inverted one is applied to ``-x``.
         mirror_axes: spatial axes (0, 1, 2 of ``D, H, W``) each flipped with probability 0.5.
+        p_histogram_shift: map each channel through a random monotone curve with a number of
+            control points from ``histogram_control_points``
+            (:func:`~brats.volume.intensity.histogram_shift`). Not nnU-Net's: off by default.
+        p_bias_field: shade each channel with a smooth multiplicative field of coefficients up
+            to ``bias_coefficient`` (:func:`~brats.volume.intensity.bias_field`). Not
+            nnU-Net's: off by default.
     """
 
     p_rotation: float = 0.2
@@ -106,6 +118,10 @@ class Augmentation:
     p_gamma: float = 0.3
     gamma_range: FloatRange = (0.7, 1.5)
     mirror_axes: tuple[int, ...] = (0, 1, 2)
+    p_histogram_shift: float = 0.0
+    histogram_control_points: tuple[int, int] = (5, 10)
+    p_bias_field: float = 0.0
+    bias_coefficient: float = 0.4
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -124,6 +140,14 @@ class Augmentation:
         if self.low_res_zoom[1] > 1:
             raise ValueError(f"low_res_zoom must not exceed 1, got {self.low_res_zoom}")
         _check_range("gamma_range", self.gamma_range, positive=True)
+        low, high = self.histogram_control_points
+        if not 3 <= low <= high:
+            raise ValueError(
+                f"histogram_control_points must be (low, high) with 3 <= low <= high, "
+                f"got {self.histogram_control_points}"
+            )
+        if not (math.isfinite(self.bias_coefficient) and self.bias_coefficient >= 0):
+            raise ValueError(f"bias_coefficient must be >= 0, got {self.bias_coefficient}")
         axes = tuple(self.mirror_axes)
         if len(set(axes)) != len(axes) or not set(axes) <= {0, 1, 2}:
             raise ValueError(f"mirror_axes must be distinct axes among 0, 1, 2, got {axes}")
@@ -145,6 +169,13 @@ class Augmentation:
             p_gamma=0.0,
             mirror_axes=(),
         )
+
+    @classmethod
+    def sites(cls) -> Augmentation:
+        """nnU-Net's defaults plus the two site transforms, each with probability 0.3: scans
+        from other scanners differ in tissue contrast and shading (MONAI's RandHistogramShift
+        and RandBiasField kinds)."""
+        return cls(p_histogram_shift=0.3, p_bias_field=0.3)
 
     @classmethod
     def flips_only(cls) -> Augmentation:
@@ -294,7 +325,9 @@ def augment_patch(
     In order: rotation (``p_rotation``) and scaling (``p_scaling``) while sampling the patch
     from the whole volume (a plain :func:`~brats.volume.patches.extract` if neither fires),
     then noise, blur, brightness, contrast, low resolution, inverted gamma, gamma, each with
-    its probability, then mirroring. All randomness comes from ``rng``, in that order. A
+    its probability, then mirroring, then the histogram shift and the bias field. All
+    randomness comes from ``rng``, in that order; a transform of probability 0 draws nothing,
+    so enabling the site transforms leaves every earlier draw as it was. A
     missing label becomes zeros. With :meth:`Augmentation.none` this is exactly ``extract``.
 
     Returns:
@@ -329,6 +362,10 @@ def augment_patch(
         x = gamma(x, rng, config.gamma_range, invert=False)
     if config.mirror_axes:
         x, y = mirror(x, y, rng, config.mirror_axes)
+    if config.p_histogram_shift > 0 and rng.random() < config.p_histogram_shift:
+        x = histogram_shift(x, rng, config.histogram_control_points)
+    if config.p_bias_field > 0 and rng.random() < config.p_bias_field:
+        x = bias_field(x, rng, config.bias_coefficient)
     return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y, dtype=np.uint8)
 
 

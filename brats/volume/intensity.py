@@ -1,9 +1,12 @@
-"""nnU-Net's intensity augmentations for one ``(C, D, H, W)`` patch: Gaussian noise and
-blur, brightness, contrast, simulated low resolution and gamma. Pure numpy and scipy.
+"""Intensity augmentations for one ``(C, D, H, W)`` patch. Pure numpy and scipy.
+
+nnU-Net's: Gaussian noise and blur, brightness, contrast, simulated low resolution and gamma.
+Two site transforms that are not nnU-Net's: a random monotone intensity curve
+(:func:`histogram_shift`) and a smooth multiplicative field (:func:`bias_field`).
 
 Each takes its randomness from an explicit :class:`numpy.random.Generator` and returns a new
 ``float32`` array; no input is modified. :func:`brats.volume.augment.augment_patch` runs them
-with their probabilities, in nnU-Net's order.
+with their probabilities, nnU-Net's in nnU-Net's order.
 """
 
 from __future__ import annotations
@@ -186,4 +189,102 @@ def gamma(
         x += np.float32(mean)
         if invert:
             np.negative(x, out=x)
+    return out
+
+
+# The two site transforms below are not nnU-Net's: they follow MONAI's RandHistogramShift and
+# RandBiasField (TorchIO's RandomBiasField), for scans from scanners the training set lacks.
+# Both act on the foreground (voxels where any channel is nonzero: the brain, as z-scoring
+# leaves it) and then restore each channel's foreground mean and standard deviation, as
+# z-scoring the other site's scan would; the background keeps its value.
+
+
+def _foreground(image: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    return np.any(image != 0, axis=0)
+
+
+def _restore_stats(
+    new: npt.NDArray[np.float32], old: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """``new`` shifted and scaled to the mean and standard deviation of ``old`` (1-D)."""
+    mean, std = old.mean(dtype=np.float64), old.std(dtype=np.float64)
+    new_mean, new_std = new.mean(dtype=np.float64), new.std(dtype=np.float64)
+    new -= np.float32(new_mean)
+    new *= np.float32(std / (new_std + 1e-8))
+    new += np.float32(mean)
+    return new
+
+
+def histogram_shift(
+    image: npt.NDArray[np.floating],
+    rng: np.random.Generator,
+    control_points: tuple[int, int],
+) -> npt.NDArray[np.float32]:
+    """Each channel's foreground intensities through its own random monotone curve: another
+    scanner's tissue contrasts, with the tissues' order kept.
+
+    Per channel: ``n`` control points (uniform integer in ``control_points``, both ends
+    included) evenly spaced over the foreground's ``[min, max]``; the ends stay, and each inner
+    point in turn moves to a uniform position between its left neighbour's new position and its
+    right neighbour (MONAI's RandHistogramShift rule); intensities are mapped piecewise
+    linearly, then the foreground's mean and standard deviation are restored. A channel whose
+    foreground is constant, or a patch with no foreground, is returned unchanged.
+    """
+    check_image(image)
+    out = _as_float32(image)
+    mask = _foreground(out)
+    for ch in range(out.shape[0]):
+        n = int(rng.integers(control_points[0], control_points[1], endpoint=True))
+        values = out[ch][mask]
+        if values.size == 0 or values.min() == values.max():
+            continue
+        reference = np.linspace(values.min(), values.max(), n, dtype=np.float64)
+        moved = reference.copy()
+        for i in range(1, n - 1):
+            moved[i] = rng.uniform(moved[i - 1], moved[i + 1])
+        mapped = np.interp(values, reference, moved).astype(np.float32)
+        out[ch][mask] = _restore_stats(mapped, values)
+    return out
+
+
+def bias_field(
+    image: npt.NDArray[np.floating],
+    rng: np.random.Generator,
+    max_coefficient: float,
+    order: int = 2,
+) -> npt.NDArray[np.float32]:
+    """Each channel's foreground under its own smooth multiplicative field, like coil shading.
+
+    The log field is a polynomial of degree ``1..order`` in coordinates running over ``[-1, 1]``
+    along each axis of the patch, each coefficient uniform in ``±max_coefficient`` (at 0.4 and
+    order 2 its standard deviation over a patch averages about 0.3), shifted to mean 0 over the
+    foreground. A multiplicative field acts on raw intensities, whose zero a z-scored channel
+    no longer shows: the foreground's minimum stands in for it (``x -> m + (x - m) * field``).
+    Then the foreground's mean and standard deviation are restored.
+    """
+    check_image(image)
+    if order < 1:
+        raise ValueError(f"order must be at least 1, got {order}")
+    out = _as_float32(image)
+    mask = _foreground(out)
+    if not mask.any():
+        return out
+    where = mask.nonzero()
+    axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32)[where[i]] for i, n in enumerate(mask.shape)]
+    terms = [
+        axes[0] ** i * axes[1] ** j * axes[2] ** k
+        for i in range(order + 1)
+        for j in range(order + 1 - i)
+        for k in range(order + 1 - i - j)
+        if i + j + k > 0
+    ]
+    basis = np.stack(terms, axis=1)
+    for ch in range(out.shape[0]):
+        coefficients = rng.uniform(-max_coefficient, max_coefficient, basis.shape[1])
+        log_field = basis @ coefficients.astype(np.float32)
+        log_field -= np.float32(log_field.mean(dtype=np.float64))
+        values = out[ch][mask]
+        low = values.min()
+        shaded = (values - low) * np.exp(log_field) + low
+        out[ch][mask] = _restore_stats(shaded.astype(np.float32), values)
     return out

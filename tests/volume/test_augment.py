@@ -11,11 +11,13 @@ import pytest
 from brats.volume.augment import (
     Augmentation,
     augment_patch,
+    bias_field,
     brightness,
     contrast,
     gamma,
     gaussian_blur,
     gaussian_noise,
+    histogram_shift,
     low_resolution,
     mirror,
     rotation_matrix,
@@ -53,6 +55,8 @@ def _everything() -> Augmentation:
         p_low_res_per_channel=1.0,
         p_gamma_inverted=1.0,
         p_gamma=1.0,
+        p_histogram_shift=1.0,
+        p_bias_field=1.0,
     )
 
 
@@ -68,6 +72,8 @@ def test_every_function_keeps_shape_and_dtype_and_leaves_input_alone():
         low_resolution(image, rng, (0.5, 0.5), 1.0),
         gamma(image, rng, (0.7, 1.5), invert=True),
         gamma(image, rng, (0.7, 1.5)),
+        histogram_shift(image, rng, (5, 10)),
+        bias_field(image, rng, 0.4),
     ]
     for out in outputs:
         assert out.shape == image.shape and out.dtype == np.float32
@@ -259,6 +265,68 @@ def test_gamma_inverted_is_gamma_of_the_negated_image():
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def _brain(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A z-scored-looking two-channel image: a noisy ball of foreground, exactly 0 around it."""
+    grid = np.indices((16, 16, 16)).astype(np.float32) - 7.5
+    ball = (grid**2).sum(axis=0) < 7**2
+    image = _volume(seed, (2, 16, 16, 16)) * 0.5 + 1.0
+    image[:, ~ball] = 0
+    return image, ball
+
+
+@pytest.mark.parametrize("transform", ["histogram_shift", "bias_field"])
+def test_site_transforms_keep_the_background_and_the_foregrounds_statistics(transform):
+    image, ball = _brain(3)
+    rng = np.random.default_rng(1)
+    if transform == "histogram_shift":
+        out = histogram_shift(image, rng, (5, 10))
+    else:
+        out = bias_field(image, rng, 0.4)
+    assert not out[:, ~ball].any()  # the background stays 0, as z-scoring left it
+    fg, before = out[:, ball], image[:, ball]
+    np.testing.assert_allclose(fg.mean(axis=1), before.mean(axis=1), atol=1e-4)
+    np.testing.assert_allclose(fg.std(axis=1), before.std(axis=1), rtol=1e-4)
+    assert np.abs(fg - before).max() > 0.05
+
+
+def test_histogram_shift_is_monotone_per_channel():
+    image, ball = _brain(4)
+    out = histogram_shift(image, np.random.default_rng(2), (8, 8))
+    for ch in range(2):
+        order = np.argsort(image[ch][ball], kind="stable")
+        mapped = out[ch][ball][order]
+        assert np.all(np.diff(mapped) >= -1e-5)  # the tissues' order is kept
+        assert np.abs(np.corrcoef(mapped, image[ch][ball][order])[0, 1]) < 1 - 1e-4
+
+
+def test_bias_field_is_a_smooth_multiplicative_shading():
+    image, ball = _brain(5)
+    image[:, ball] = 2.0
+    image[:, 7, 7, 7] = 1.0  # the foreground's minimum stands in for the raw zero
+    out = bias_field(image, np.random.default_rng(3), 0.4)
+    for ch in range(2):
+        low = out[ch, 7, 7, 7]
+        field = np.where(ball, out[ch] - low, np.nan)
+        field[7, 7, 7] = np.nan
+        log_field = np.log(field)
+        spread = np.nanstd(log_field)
+        assert 0.05 < spread < 1.0
+        steps = np.abs(np.diff(log_field, axis=0))
+        assert np.nanmax(steps) < 0.25 * (np.nanmax(log_field) - np.nanmin(log_field))
+    # A coefficient of 0 is no field at all.
+    np.testing.assert_allclose(bias_field(image, np.random.default_rng(3), 0.0), image, atol=1e-5)
+
+
+def test_site_transforms_run_last_and_leave_every_earlier_draw_alone():
+    image, label = _volume(), _label()
+    plain = augment_patch(image, label, (6, 6, 6), PATCH, Augmentation(), seeded_rng(1, 0, 0, 3))
+    sites = replace(Augmentation(), p_histogram_shift=1.0, p_bias_field=1.0)
+    shifted = augment_patch(image, label, (6, 6, 6), PATCH, sites, seeded_rng(1, 0, 0, 3))
+    np.testing.assert_array_equal(plain[1], shifted[1])  # the same geometry and mirroring
+    assert not np.array_equal(plain[0], shifted[0])
+    assert Augmentation.sites().p_histogram_shift > 0 and Augmentation.sites().p_bias_field > 0
+
+
 def test_low_resolution_keeps_shape_smooths_and_keeps_the_mean():
     image = _volume(7, (2, 24, 24, 24))
     out = low_resolution(image, np.random.default_rng(0), (0.5, 0.5), 1.0)
@@ -323,6 +391,9 @@ def test_same_seeds_give_the_same_sample_and_another_sample_differs():
         {"gamma_range": (1.5, 0.7)},
         {"mirror_axes": (0, 3)},
         {"mirror_axes": (1, 1)},
+        {"histogram_control_points": (2, 5)},
+        {"histogram_control_points": (6, 5)},
+        {"bias_coefficient": -0.1},
     ],
 )
 def test_invalid_configuration_is_refused(kwargs):
