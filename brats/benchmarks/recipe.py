@@ -1,18 +1,20 @@
 """Recipe benchmark: the seed preset vs nnunet, trained alike, scored on held-out cases.
 
 One invocation generates one cohort at the demo's sizes (training site ``a``), held-out cases
-at the training site and at another one (``--other-site``, by default ``b``: other contrasts,
-gamma, a stronger bias field, more noise, thicker slices), and ingests the training cohort
-once. Then, for every training seed (``--seeds``), it trains both presets on that cohort with
-the same epochs, patch size and network widths (:meth:`brats.devtools.demo.DemoConfig.
-training`), and segments both held-out sets with each exported model through the
+at the training site and at the other sites (``--other-sites``, by default ``b``: other
+contrasts, gamma, a stronger bias field, more noise, thicker slices; and ``c``: other
+contrasts again, a strong gamma, little noise), and ingests the training cohort once.
+Then, for every training seed (``--seeds``), it trains both presets on that cohort with the
+same epochs, patch size and network widths (:meth:`brats.devtools.demo.DemoConfig.
+training`), and segments every held-out set with each exported model through the
 :class:`~brats.segment.predictor.Predictor` (the model's own postprocessing on), once
 without and once with flip TTA (``--tta``; a run scored with flips is named preset+tta).
 
 With ``--precisions float32,bfloat16`` each preset is trained in each precision (the A/B
-for training in bfloat16 on CPUs). Figures: held-out mean Dice per region (WT, TC, ET) per
-preset (and precision), site and seed, their mean and range over seeds, and the worst case
-per region. No target: it is the A/B the README quotes.
+for training in bfloat16 on CPUs); with ``--augmentations nnunet sites`` in each
+augmentation (the A/B for the site transforms). Figures: held-out mean Dice per region
+(WT, TC, ET) per preset (and precision, augmentation), site and seed, their mean and range
+over seeds, and the worst case per region. No target: it is the A/B the README quotes.
 """
 
 from __future__ import annotations
@@ -42,11 +44,16 @@ class RecipeBenchmark:
         help="training precisions, each preset trained once per precision and seed (a run "
         "not in float32 is named preset@precision)",
     )
+    augmentations: tuple[str, ...] = option(
+        (),
+        help="augmentations each preset is trained with, once per augmentation and seed "
+        "(default: the preset's own; a run with another is named preset/augmentation)",
+    )
     tta: tuple[str, ...] = option(
         ("off", "on"), help="how each model is scored: without flip TTA (off), with it (on)"
     )
     epochs: int | None = option(None, help="epochs per run (default: the demo's)")
-    other_site: str = option("b", help="the held-out site the model never saw")
+    other_sites: tuple[str, ...] = option(("b", "c"), help="held-out sites the model never saw")
     held_out: int | None = option(None, help="held-out cases per site (default: the demo's)")
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
 
@@ -94,29 +101,19 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="brats-bench-recipe-") as tmp:
         synth = SynthConfig(shape=demo.shape, seed=demo.seed, site=demo.site)
         generate_cohort(f"{tmp}/raw", demo.cases, synth)
-        sites = {
-            demo.site: f"{tmp}/held-out-{demo.site}",
-            args.other_site: f"{tmp}/held-out-{args.other_site}",
-        }
-        generate_cohort(sites[demo.site], held_out, synth, start=1001)
-        other = replace(synth, site=args.other_site)
-        generate_cohort(sites[args.other_site], held_out, other, start=2001)
+        sites: dict[str, str] = {}
+        for i, site in enumerate(dict.fromkeys((demo.site, *args.other_sites))):
+            sites[site] = f"{tmp}/held-out-{site}"
+            # Held-out case numbers differ per site (1001.., 2001.., ...): other anatomy too.
+            start = 1001 + 1000 * i
+            generate_cohort(sites[site], held_out, replace(synth, site=site), start=start)
         ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
-        variants = [(p, q) for p in args.presets for q in args.precisions]
         for seed in args.seeds:
-            for preset, precision in variants:
-                label = preset if precision == "float32" else f"{preset}@{precision}"
-                name = f"{preset}-{precision}-{seed}"
+            for label, overrides in variants(args):
+                name = "-".join(overrides.values()) + f"-{seed}"
                 began = time.perf_counter()
                 trained = train(
-                    demo.training(
-                        f"{tmp}/cohort",
-                        f"{tmp}/runs",
-                        name,
-                        preset=preset,
-                        seed=seed,
-                        precision=precision,
-                    )
+                    demo.training(f"{tmp}/cohort", f"{tmp}/runs", name, seed=seed, **overrides)
                 )
                 seconds = time.perf_counter() - began
                 assert trained.model is not None
@@ -155,6 +152,26 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
         ],
         "setup": asdict(args) | {"demo": asdict(demo), "held_out": held_out},
     }  # fmt: skip
+
+
+def variants(args: RecipeBenchmark) -> list[tuple[str, dict[str, str]]]:
+    """The runs per seed, as ``(label, TrainConfig overrides)``: every preset in every
+    precision and augmentation. The label is the preset, then ``@precision`` unless float32,
+    then ``/augmentation`` unless it is the preset's own."""
+    from brats.train.config import TrainConfig
+
+    out = []
+    for preset in args.presets:
+        own = TrainConfig(data="-", storage="-", preset=preset).augmentation
+        assert own is not None
+        for precision in args.precisions:
+            for augmentation in args.augmentations or (own,):
+                label = preset if precision == "float32" else f"{preset}@{precision}"
+                if augmentation != own:
+                    label = f"{label}/{augmentation}"
+                overrides = {"preset": preset, "precision": precision, "augmentation": augmentation}
+                out.append((label, overrides))
+    return out
 
 
 def _summarize(runs: list[dict[str, Any]], sites: list[str]) -> dict[str, Any]:

@@ -34,6 +34,26 @@ def test_recipe_summary_is_the_mean_range_and_worst_case_over_seeds():
     assert wt == {"mean": pytest.approx(0.725), "min": 0.7, "max": 0.75, "worst_case": 0.6}
 
 
+def test_recipe_variants_cross_presets_precisions_and_augmentations():
+    plain = recipe.variants(recipe.RecipeBenchmark())
+    assert [label for label, _ in plain] == ["seed", "nnunet"]
+    assert plain[1][1] == {"preset": "nnunet", "precision": "float32", "augmentation": "nnunet"}
+    ab = recipe.variants(
+        recipe.RecipeBenchmark(
+            presets=("nnunet",),
+            precisions=("float32", "bfloat16"),
+            augmentations=("nnunet", "sites"),
+        )
+    )
+    assert [label for label, _ in ab] == [
+        "nnunet",
+        "nnunet/sites",
+        "nnunet@bfloat16",
+        "nnunet@bfloat16/sites",
+    ]
+    assert ab[3][1] == {"preset": "nnunet", "precision": "bfloat16", "augmentation": "sites"}
+
+
 def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):
     import keras
 
