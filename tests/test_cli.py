@@ -2,12 +2,11 @@
 
 ``tests/data/cli_flags.json`` lists every flag of ``brats {ingest,train,segment,evaluate,synth,
 nightly,app}`` with its default, choices, value count and whether it is required: as the
-hand-written parsers of brats 0.1.0 (2026-11-25) had them, plus the flags and commands added
-since, and with the
-defaults changed on purpose since (each in the CHANGELOG: ``train --loss``, now the preset's,
-and ``synth --p-no-enhancing``, now 0.25), ``train --mixed-precision`` replaced by
-``train --precision``, and ``segment --num-actors`` taking ``N`` or ``MIN:MAX`` (its default
-now the text ``"1"``).
+hand-written parsers of brats 0.1.0 (2026-11-25) had them, plus the flags, commands and
+choices added since, and with the defaults changed on purpose since (each in the CHANGELOG:
+``train --loss``, now the preset's, and ``synth --p-no-enhancing``, now 0.25),
+``train --mixed-precision`` replaced by ``train --precision``, and ``segment --num-actors``
+taking ``N`` or ``MIN:MAX`` (its default now the text ``"1"``).
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ others for a softmax."""
 PRESETS: Final = ("nnunet", "seed")
 """Training recipes. ``nnunet``: instance normalization, LeakyReLU, no dropout, region
 sigmoids (WT, TC, ET) trained with Dice + BCE under deep supervision, a third of the patches
-centred on a class drawn uniformly among those present, nnU-Net's augmentation. ``seed``: the
-tutorial's network (ReLU, dropout, a softmax over 4 classes), ``dice_ce``, a third of the
-patches centred on a uniformly drawn tumor voxel, flips only."""
+centred on a class drawn uniformly among those present, nnU-Net's augmentation plus the two
+site transforms (``sites``). ``seed``: the tutorial's network (ReLU, dropout, a softmax over
+4 classes), ``dice_ce``, a third of the patches centred on a uniformly drawn tumor voxel,
+flips only."""
 AUGMENTATIONS: Final = ("nnunet", "sites", "flips", "none")
 """``nnunet``: rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma and
 mirroring (:class:`brats.volume.augment.Augmentation`); ``sites``: those plus a random
@@ -33,7 +34,7 @@ intensity curve and a bias field (:meth:`~brats.volume.augment.Augmentation.site
 ``flips``: mirroring only."""
 PATCH_STAGES: Final = ("auto", "worker", "ray-data")
 _PRESET_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
-    "nnunet": {"loss": "dice_bce", "normalization": "instance", "augmentation": "nnunet"},
+    "nnunet": {"loss": "dice_bce", "normalization": "instance", "augmentation": "sites"},
     "seed": {"loss": "dice_ce", "normalization": None, "augmentation": "flips"},
 }
 LR_SCHEDULES: Final = ("poly", "cosine", "constant")
@@ -88,7 +89,8 @@ class TrainConfig:
         "nnunet",
         choices=PRESETS,
         help="training recipe: nnunet (instance norm, LeakyReLU, region sigmoids, Dice+BCE, "
-        "deep supervision, class-balanced patches, nnU-Net augmentation) or seed (the "
+        "deep supervision, class-balanced patches, nnU-Net augmentation plus site transforms) "
+        "or seed (the "
         "tutorial's U-Net, softmax, dice_ce, tumor-centred patches, flips)",
     )
     tumor_fraction: float = option(1.0 / 3.0, help="share of patches centred on tumor")
@@ -100,7 +102,7 @@ class TrainConfig:
     augmentation: str | None = option(
         None,
         choices=AUGMENTATIONS,
-        help="patch augmentation (default: the preset's, nnunet for nnunet, flips for seed)",
+        help="patch augmentation (default: the preset's, sites for nnunet, flips for seed)",
     )
     learning_rate: float = option(1e-3, help="peak learning rate (Adam)")
     lr_schedule: str = option(

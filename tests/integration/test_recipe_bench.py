@@ -37,21 +37,21 @@ def test_recipe_summary_is_the_mean_range_and_worst_case_over_seeds():
 def test_recipe_variants_cross_presets_precisions_and_augmentations():
     plain = recipe.variants(recipe.RecipeBenchmark())
     assert [label for label, _ in plain] == ["seed", "nnunet"]
-    assert plain[1][1] == {"preset": "nnunet", "precision": "float32", "augmentation": "nnunet"}
+    assert plain[1][1] == {"preset": "nnunet", "precision": "float32", "augmentation": "sites"}
     ab = recipe.variants(
         recipe.RecipeBenchmark(
             presets=("nnunet",),
             precisions=("float32", "bfloat16"),
-            augmentations=("nnunet", "sites"),
+            augmentations=("sites", "nnunet"),
         )
     )
     assert [label for label, _ in ab] == [
         "nnunet",
-        "nnunet/sites",
+        "nnunet/nnunet",
         "nnunet@bfloat16",
-        "nnunet@bfloat16/sites",
+        "nnunet@bfloat16/nnunet",
     ]
-    assert ab[3][1] == {"preset": "nnunet", "precision": "bfloat16", "augmentation": "sites"}
+    assert ab[3][1] == {"preset": "nnunet", "precision": "bfloat16", "augmentation": "nnunet"}
 
 
 def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):

@@ -35,7 +35,7 @@ def test_presets_fill_in_the_recipe_and_the_flags_override_it():
         "nnunet",
         "dice_bce",
         "instance",
-        "nnunet",
+        "sites",
     )
     unet = nnunet.unet()
     assert (unet.output, unet.activation, unet.deep_supervision) == ("regions", "leaky_relu", 1)
@@ -53,9 +53,10 @@ def test_presets_fill_in_the_recipe_and_the_flags_override_it():
     custom = TrainConfig(data="d", storage="s", preset="seed", loss="cce", normalization="batch")
     assert custom.unet().normalization == "batch" and custom.loss == "cce"
     assert TrainConfig(data="d", storage="s", augmentation="none").augment().mirror_axes == ()
-    assert nnunet.augment().p_bias_field == 0  # nnU-Net's own kinds only
-    sites = TrainConfig(data="d", storage="s", augmentation="sites").augment()
+    sites = nnunet.augment()
     assert sites.p_histogram_shift > 0 and sites.p_bias_field > 0 and sites.p_rotation > 0
+    plain = TrainConfig(data="d", storage="s", augmentation="nnunet").augment()
+    assert plain.p_bias_field == 0 and plain.p_histogram_shift == 0  # nnU-Net's own kinds
     # nnU-Net predicts with mirroring; the tutorial did not.
     assert nnunet.model_info("zscore").tta and not seed.model_info("zscore").tta
     # A stored config is complete: it reads back to the same recipe.
