@@ -183,10 +183,7 @@ def gamma(
         np.power(x, np.float32(g), out=x)
         x *= span
         x += mn
-        new_mean, new_std = x.mean(dtype=np.float64), x.std(dtype=np.float64)
-        x -= np.float32(new_mean)
-        x *= np.float32(std / (new_std + 1e-8))
-        x += np.float32(mean)
+        _restore_stats(x, mean, std)
         if invert:
             np.negative(x, out=x)
     return out
@@ -204,15 +201,18 @@ def _foreground(image: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
 
 
 def _restore_stats(
-    new: npt.NDArray[np.float32], old: npt.NDArray[np.float32]
+    new: npt.NDArray[np.float32], mean: float, std: float
 ) -> npt.NDArray[np.float32]:
-    """``new`` shifted and scaled to the mean and standard deviation of ``old`` (1-D)."""
-    mean, std = old.mean(dtype=np.float64), old.std(dtype=np.float64)
+    """``new`` shifted and scaled in place to ``mean`` and standard deviation ``std``."""
     new_mean, new_std = new.mean(dtype=np.float64), new.std(dtype=np.float64)
     new -= np.float32(new_mean)
     new *= np.float32(std / (new_std + 1e-8))
     new += np.float32(mean)
     return new
+
+
+def _stats(values: npt.NDArray[np.float32]) -> tuple[float, float]:
+    return float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
 
 
 def histogram_shift(
@@ -243,7 +243,7 @@ def histogram_shift(
         for i in range(1, n - 1):
             moved[i] = rng.uniform(moved[i - 1], moved[i + 1])
         mapped = np.interp(values, reference, moved).astype(np.float32)
-        out[ch][mask] = _restore_stats(mapped, values)
+        out[ch][mask] = _restore_stats(mapped, *_stats(values))
     return out
 
 
@@ -286,5 +286,5 @@ def bias_field(
         values = out[ch][mask]
         low = values.min()
         shaded = (values - low) * np.exp(log_field) + low
-        out[ch][mask] = _restore_stats(shaded.astype(np.float32), values)
+        out[ch][mask] = _restore_stats(shaded.astype(np.float32), *_stats(values))
     return out
