@@ -41,6 +41,21 @@ def _as_float32(image: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     return np.array(image, dtype=np.float32, order="C", copy=True)
 
 
+def _restore_stats(
+    new: npt.NDArray[np.float32], mean: float, std: float
+) -> npt.NDArray[np.float32]:
+    """``new`` shifted and scaled in place to ``mean`` and standard deviation ``std``."""
+    new_mean, new_std = new.mean(dtype=np.float64), new.std(dtype=np.float64)
+    new -= np.float32(new_mean)
+    new *= np.float32(std / (new_std + 1e-8))
+    new += np.float32(mean)
+    return new
+
+
+def _stats(values: npt.NDArray[np.float32]) -> tuple[float, float]:
+    return float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
+
+
 def gaussian_noise(
     image: npt.NDArray[np.floating], rng: np.random.Generator, variance_range: FloatRange
 ) -> npt.NDArray[np.float32]:
@@ -175,7 +190,7 @@ def gamma(
         x = out[ch]
         if invert:
             np.negative(x, out=x)
-        mean, std = x.mean(dtype=np.float64), x.std(dtype=np.float64)
+        mean, std = _stats(x)
         mn = x.min()
         span = np.float32(x.max() - mn)
         x -= mn
@@ -198,21 +213,6 @@ def gamma(
 
 def _foreground(image: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
     return np.any(image != 0, axis=0)
-
-
-def _restore_stats(
-    new: npt.NDArray[np.float32], mean: float, std: float
-) -> npt.NDArray[np.float32]:
-    """``new`` shifted and scaled in place to ``mean`` and standard deviation ``std``."""
-    new_mean, new_std = new.mean(dtype=np.float64), new.std(dtype=np.float64)
-    new -= np.float32(new_mean)
-    new *= np.float32(std / (new_std + 1e-8))
-    new += np.float32(mean)
-    return new
-
-
-def _stats(values: npt.NDArray[np.float32]) -> tuple[float, float]:
-    return float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
 
 
 def histogram_shift(
