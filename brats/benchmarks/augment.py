@@ -4,15 +4,18 @@ One invocation, on prepared full-size generated cases (240 x 240 x 155, cropped 
 and z-scored as the ingest job prepares them):
 
 * ``in_process``: :func:`brats.train.batches.patch_batches` (the ``nnunet`` preset: class-
-  balanced centres, nnU-Net's augmentation, batches one-hot and channels last, as a worker
-  with ``--patch-stage worker`` trains on them) in this process, one core: the per-core rate;
+  balanced centres, nnU-Net's augmentation and the site transforms, batches one-hot and
+  channels last, as a worker with ``--patch-stage worker`` trains on them) in this process,
+  one core: the per-core rate;
+* ``nnunet_only``: the same with nnU-Net's augmentation alone (``--augmentation nnunet``),
+  for the site transforms' cost;
 * ``flips``: the same with mirroring only (the ``seed`` preset), for the cost of the rest;
 * ``ray_data``: the same patches from :func:`brats.train.stream.patch_dataset` (Ray Data
   ``flat_map`` tasks, one per case, on every core of the local Ray) through
   :func:`brats.train.stream.stream_batches`, as a worker with ``--patch-stage ray-data`` gets
   them; divided by the cores it had, against ``in_process``: what the stage keeps of a core.
 
-The three alternate round by round; figures are medians over rounds. From the per-core rate,
+The four alternate round by round; figures are medians over rounds. From the per-core rate,
 the cores one GPU needs to train at a published step rate: NVIDIA's nnU-Net on an A100 with
 AMP trains 6.74 volumes/s at 128^3, batch 2 (``--gpu-rate``).
 """
@@ -24,7 +27,7 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +49,7 @@ class AugmentBenchmark:
     )
     patch: int = option(128, help="cube side of the patch")
     patches: int = option(8, help="patches per case and round")
-    rounds: int = option(3, help="rounds; each times all three variants")
+    rounds: int = option(3, help="rounds; each times all four variants")
     gpu_rate: float = option(A100_NNUNET_VOLUMES_PER_S, help="patches per second one GPU trains on")
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
 
@@ -84,6 +87,7 @@ def run(args: AugmentBenchmark) -> dict[str, Any]:
             )
 
         nnunet, flips = config("nnunet"), config("seed")
+        nnunet_only = replace(nnunet, augmentation="nnunet")
         n = args.patches * len(rows)
         steps = n // nnunet.batch_size
 
@@ -101,9 +105,15 @@ def run(args: AugmentBenchmark) -> dict[str, Any]:
                 pass
             return steps * nnunet.batch_size / (time.perf_counter() - began)
 
-        rounds: dict[str, list[float]] = {"in_process": [], "flips": [], "ray_data": []}
+        rounds: dict[str, list[float]] = {
+            "in_process": [],
+            "nnunet_only": [],
+            "flips": [],
+            "ray_data": [],
+        }
         for epoch in range(args.rounds):
             rounds["in_process"].append(in_process(nnunet, epoch))
+            rounds["nnunet_only"].append(in_process(nnunet_only, epoch))
             rounds["flips"].append(in_process(flips, epoch))
             rounds["ray_data"].append(streamed(epoch))
     rate = {k: statistics.median(v) for k, v in rounds.items()}
@@ -112,7 +122,8 @@ def run(args: AugmentBenchmark) -> dict[str, Any]:
     cores_per_gpu = args.gpu_rate / per_core
     print(
         f"augment {args.patch}^3 x 4 patches: {per_core:.2f} patches/s on one core with "
-        f"nnU-Net's augmentation ({rate['flips']:.2f} with flips only); Ray Data stage "
+        f"the nnunet preset's augmentation ({rate['nnunet_only']:.2f} with nnU-Net's alone, "
+        f"{rate['flips']:.2f} with flips only); Ray Data stage "
         f"{rate['ray_data']:.2f} patches/s on {cores} cores = {stream_per_core:.2f} per core "
         f"({stream_per_core / per_core:.2f} of in-process); one GPU at {args.gpu_rate} "
         f"patches/s needs {cores_per_gpu:.1f} cores ({math.ceil(cores_per_gpu)})"
