@@ -236,9 +236,12 @@ def histogram_shift(
     for ch in range(out.shape[0]):
         n = int(rng.integers(control_points[0], control_points[1], endpoint=True))
         values = out[ch][mask]
-        if values.size == 0 or values.min() == values.max():
+        if values.size == 0:
             continue
-        reference = np.linspace(values.min(), values.max(), n, dtype=np.float64)
+        low, high = values.min(), values.max()
+        if low == high:
+            continue
+        reference = np.linspace(low, high, n, dtype=np.float64)
         moved = reference.copy()
         for i in range(1, n - 1):
             moved[i] = rng.uniform(moved[i - 1], moved[i + 1])
