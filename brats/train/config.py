@@ -72,8 +72,8 @@ class TrainConfig:
     use_gpu: bool = option(False, help="one GPU per worker")
     cpus_per_worker: float | None = option(
         None,
-        help="CPUs reserved per worker (default: 1 with GPUs; else at most 1, leaving one for "
-        "data loading)",
+        help="CPUs reserved per worker, and its TensorFlow compute threads, rounded up "
+        "(default: 1 with GPUs; else at most 1, leaving one for data loading)",
     )
     epochs: int = option(20, help="epochs to train")
     batch_size: int = option(2, help="patches per step on each worker")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 import tempfile
 import time
@@ -162,6 +163,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import tensorflow as tf
 
+    threads = use_reserved_cpus()
     config = TrainConfig.from_dict(loop_config["config"])
     hook: EpochHook | None = loop_config.get("epoch_hook")
     context = ray.train.get_context()
@@ -226,6 +228,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_seconds": trained["train_seconds"],
             "step_seconds": trained["step_seconds"],
             "precision": precision,
+            "threads": threads,
         }
         if rank == 0 and val_rows is not None:
             began = time.perf_counter()
@@ -242,6 +245,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if tensorboard is not None:
                     tensorboard.write(metrics, step=epoch + 1)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def use_reserved_cpus() -> int:
+    """Size TensorFlow's intra-op thread pool to the CPUs Ray reserved for this worker
+    (rounded up, at least 1) and return that count.
+
+    TensorFlow otherwise starts a pool as wide as the machine in every worker, so workers
+    sharing a node would each compute on all its cores and slow one another down (Ray sets
+    ``OMP_NUM_THREADS`` the same way, which TensorFlow's own pool ignores). Must run before
+    the worker's first TensorFlow op.
+    """
+    import ray
+    import tensorflow as tf
+
+    cpus = float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0))
+    threads = max(1, math.ceil(cpus))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    return threads
 
 
 def train_epoch(

@@ -129,6 +129,9 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoin
     assert _epochs(result.history) == [1, 2, 3, 4]
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < losses[0]
+    # Two workers on 2 CPUs reserve half a CPU each: one TensorFlow thread each, not a pool
+    # as wide as the machine in every worker.
+    assert {row["threads"] for row in result.history} == {1}
     assert all(0.0 <= row["val_dice_WT"] <= 1.0 for row in result.history)
     assert result.best["val_dice_mean"] == max(r["val_dice_mean"] for r in result.history)
 
