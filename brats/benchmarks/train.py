@@ -3,9 +3,12 @@
 All three run in one invocation on the same normalized cohort, model and patch size:
 
 * ``plain``: :func:`brats.train.worker.build_step` under TensorFlow's default strategy (one
-  replica, no Ray), fed by :func:`brats.train.batches.patch_batches` from rows held in memory;
-* ``ray_1``: :func:`brats.train.job.train` with one worker (data streamed from Ray Data);
-* ``ray_2``: the same with two workers (``MultiWorkerMirroredStrategy``).
+  replica, no Ray), fed by :func:`brats.train.batches.patch_batches` from rows held in memory,
+  on as many TensorFlow intra-op threads as the local Ray has CPUs;
+* ``ray_1``: :func:`brats.train.job.train` with one worker reserving every CPU of the local
+  Ray, so it computes on as many TensorFlow threads as the plain loop (a worker sizes its
+  pool to the CPUs it holds);
+* ``ray_2``: the same with two workers (``MultiWorkerMirroredStrategy``), each holding half.
 
 Figures are training samples (patches) per second, the median over epochs after the first
 (the first traces the step; the plain loop runs before and after Ray Train's), and the share
@@ -18,6 +21,7 @@ workers share its cores, so ~1 means no loss, not a speed-up).
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass
@@ -43,7 +47,9 @@ class TrainBenchmark:
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
 
 
-def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[dict[str, float]]:
+def _plain(
+    config: Any, cohort: Any, epochs: int, steps: int, threads: int
+) -> list[dict[str, float]]:
     import tensorflow as tf
 
     from brats.ingest.shards import read_prepared
@@ -53,6 +59,8 @@ def _plain(config: Any, cohort: Any, epochs: int, steps: int) -> list[dict[str, 
 
     ds, _ = read_prepared(cohort)
     rows = ds.take_all()  # in memory before the clock starts: only the loop is timed
+    if tf.config.threading.get_intra_op_parallelism_threads() != threads:  # as ray_1's worker
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
     _, _, train_step = build_step(config, tf.distribute.get_strategy())
     rates = []
     for epoch in range(epochs):
@@ -90,12 +98,15 @@ def _steady(epochs: list[dict[str, float]], key: str) -> float:
 def run(args: TrainBenchmark) -> dict[str, Any]:
     from dataclasses import replace
 
+    import ray
+
     from brats.devtools.synth import SynthConfig, generate_cohort
     from brats.ingest.job import IngestConfig, ingest
     from brats.storage import resolve
     from brats.train.config import TrainConfig
 
     init_ray(num_cpus=args.num_cpus)
+    cores = float(ray.cluster_resources()["CPU"])
     with tempfile.TemporaryDirectory(prefix="brats-bench-train-") as tmp:
         generate_cohort(f"{tmp}/raw", args.cases, SynthConfig(shape=args.shape, seed=0))
         ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
@@ -104,6 +115,7 @@ def run(args: TrainBenchmark) -> dict[str, Any]:
             storage=f"{tmp}/runs",
             name="ray-1",
             num_workers=Replicas(1, 1),
+            cpus_per_worker=cores,
             epochs=args.epochs,
             batch_size=args.batch,
             patch_size=(args.patch,) * 3,
@@ -115,13 +127,15 @@ def run(args: TrainBenchmark) -> dict[str, Any]:
         cohort = resolve(f"{tmp}/cohort")
         # The plain loop runs before and after Ray Train's, so drift in this machine's speed
         # over the minutes the runs take lands on both sides of the ratio.
-        before = _plain(base, cohort, args.epochs, args.steps)
+        before = _plain(base, cohort, args.epochs, args.steps, math.ceil(cores))
         ray_1 = _ray(base)
-        after = _plain(base, cohort, args.epochs, args.steps)
+        after = _plain(base, cohort, args.epochs, args.steps, math.ceil(cores))
         rates = {
             "plain": before[1:] + after[1:],
             "ray_1": ray_1[1:],
-            "ray_2": _ray(replace(base, name="ray-2", num_workers=Replicas(2, 2)))[1:],
+            "ray_2": _ray(
+                replace(base, name="ray-2", num_workers=Replicas(2, 2), cpus_per_worker=cores / 2)
+            )[1:],
         }
     steady = {k: _steady(v, "samples_per_s") for k, v in rates.items()}
     step_share = {k: _steady(v, "step_share") for k, v in rates.items()}
