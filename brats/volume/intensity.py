@@ -272,22 +272,42 @@ def bias_field(
     mask = _foreground(out)
     if not mask.any():
         return out
-    where = mask.nonzero()
-    axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32)[where[i]] for i, n in enumerate(mask.shape)]
     terms = [
-        axes[0] ** i * axes[1] ** j * axes[2] ** k
+        (i, j, k)
         for i in range(order + 1)
         for j in range(order + 1 - i)
         for k in range(order + 1 - i - j)
         if i + j + k > 0
     ]
-    basis = np.stack(terms, axis=1)
+    powers = [
+        [np.linspace(-1.0, 1.0, n, dtype=np.float32) ** p for p in range(order + 1)]
+        for n in mask.shape
+    ]
     for ch in range(out.shape[0]):
-        coefficients = rng.uniform(-max_coefficient, max_coefficient, basis.shape[1])
-        log_field = basis @ coefficients.astype(np.float32)
+        coefficients = rng.uniform(-max_coefficient, max_coefficient, len(terms))
+        log_field = _polynomial(powers, terms, coefficients.astype(np.float32))[mask]
         log_field -= np.float32(log_field.mean(dtype=np.float64))
         values = out[ch][mask]
         low = values.min()
         shaded = (values - low) * np.exp(log_field) + low
         out[ch][mask] = _restore_stats(shaded.astype(np.float32), *_stats(values))
     return out
+
+
+def _polynomial(
+    powers: list[list[npt.NDArray[np.float32]]],
+    terms: list[tuple[int, int, int]],
+    coefficients: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float32]:
+    """``sum(c * z**i * y**j * x**k)`` over ``terms`` on the whole grid, ``powers[axis][p]``
+    being that axis's coordinates to the power ``p``: one plane per power of the first axis
+    from outer products, then one pass over the grid per plane."""
+    first, second, third = powers
+    field = np.zeros((first[0].size, second[0].size, third[0].size), dtype=np.float32)
+    for i in range(len(first)):
+        plane = np.zeros(field.shape[1:], dtype=np.float32)
+        for (ti, j, k), c in zip(terms, coefficients, strict=True):
+            if ti == i:
+                plane += c * np.multiply.outer(second[j], third[k])
+        field += first[i][:, None, None] * plane
+    return field

@@ -317,6 +317,19 @@ def test_bias_field_is_a_smooth_multiplicative_shading():
     np.testing.assert_allclose(bias_field(image, np.random.default_rng(3), 0.0), image, atol=1e-5)
 
 
+def test_the_bias_fields_polynomial_is_the_sum_of_its_terms_at_every_voxel():
+    from brats.volume.intensity import _polynomial
+
+    shape = (5, 4, 3)
+    axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
+    powers = [[a**p for p in range(3)] for a in axes]
+    terms = [(1, 0, 0), (0, 2, 0), (1, 0, 1), (0, 1, 1), (0, 0, 2), (2, 0, 0)]
+    coefficients = np.asarray([0.3, -0.2, 0.1, 0.25, -0.4, 0.15], dtype=np.float32)
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    expected = sum(c * z**i * y**j * x**k for (i, j, k), c in zip(terms, coefficients, strict=True))
+    np.testing.assert_allclose(_polynomial(powers, terms, coefficients), expected, atol=1e-6)
+
+
 def test_site_transforms_run_last_and_leave_every_earlier_draw_alone():
     image, label = _volume(), _label()
     plain = augment_patch(image, label, (6, 6, 6), PATCH, Augmentation(), seeded_rng(1, 0, 0, 3))
