@@ -95,6 +95,24 @@ def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
     assert "WT" not in kept.rules and kept_scores["WT"] == pytest.approx(1.0)
 
 
+def test_among_rules_of_equal_validation_dice_the_one_that_removes_least_wins():
+    # A false-positive speck beside a single lesion: every rule that removes the speck scores
+    # the same on validation, but only a size threshold keeps a second focus elsewhere.
+    cases = []
+    for shift in range(3):
+        truth = np.zeros((24, 24, 24), np.uint8)
+        _blob(truth, (4 + shift, 4, 4), 6, ED)
+        pred = truth.copy()
+        pred[20, 20, 20 - shift] = ED
+        cases.append((pred, truth))
+    chosen, _ = choose_postprocessing(cases)
+    assert chosen.rules == {"WT": 10}
+    multifocal = np.zeros((24, 24, 24), np.uint8)
+    _blob(multifocal, (4, 4, 4), 6, ED)
+    _blob(multifocal, (16, 16, 16), 4, ED)
+    np.testing.assert_array_equal(chosen.apply(multifocal), multifocal)
+
+
 def test_the_chosen_scores_are_the_dice_of_the_applied_rules():
     rng = np.random.default_rng(3)
     cases = []
