@@ -47,7 +47,7 @@ class DemoConfig:
     patch: int = 32
     base_filters: int = 8
     depth: int = 3
-    epochs: int = 64
+    epochs: int = 80
     patches_per_case: int = 4
     learning_rate: float = 3e-3
     num_workers: int = 2
