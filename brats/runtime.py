@@ -104,12 +104,20 @@ def setup_logging(level: int = logging.INFO) -> None:
     quiet_tensorflow()
 
 
-def cpus_per_replica(requested: float | None, replicas: int, *, use_gpu: bool, what: str) -> float:
+def cpus_per_replica(
+    requested: float | None,
+    replicas: int,
+    *,
+    use_gpu: bool,
+    what: str,
+    reads_data: bool = True,
+) -> float:
     """CPUs each long-lived replica (training worker, model actor) reserves.
 
     ``requested`` wins when given. Otherwise 1 with GPUs; on a CPU-only cluster at most 1,
     leaving one CPU for Ray Data's read tasks, which never run (and the job waits forever)
-    when the replicas hold every CPU. A warning says so when that is about to happen.
+    when the replicas hold every CPU. A warning says so when that is about to happen and
+    ``reads_data`` (the job runs Ray Data tasks beside its replicas).
     """
     import ray
 
@@ -121,7 +129,7 @@ def cpus_per_replica(requested: float | None, replicas: int, *, use_gpu: bool, w
     else:
         cpus = min(1.0, max(0.25, (total - 1.0) / replicas))
     free = total - cpus * replicas
-    if free < 0.5 and not use_gpu:
+    if free < 0.5 and not use_gpu and reads_data:
         logging.getLogger("brats").warning(
             "%d %s x %.2f CPUs leave %.2f CPUs for reading data; unless the cluster grows, "
             "the job will wait for data. Ask for fewer CPUs per replica.",

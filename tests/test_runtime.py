@@ -54,3 +54,17 @@ def test_replicas_parse(text, expected):
 def test_replicas_refuse(text):
     with pytest.raises(ValueError):
         Replicas.parse(text)
+
+
+@pytest.mark.integration
+def test_replicas_holding_every_cpu_are_warned_about_only_when_the_job_reads_with_ray_data(
+    ray_session, caplog
+):
+    from brats.runtime import cpus_per_replica
+
+    with caplog.at_level("WARNING", logger="brats"):
+        assert cpus_per_replica(2.0, 1, use_gpu=False, what="workers", reads_data=False) == 2.0
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="brats"):
+        assert cpus_per_replica(2.0, 1, use_gpu=False, what="workers") == 2.0
+    assert "leave 0.00 CPUs for reading data" in caplog.text

@@ -102,7 +102,11 @@ def build_trainer(
     steps = steps_per_epoch(config, len(split["train"]), workers.max)
     storage = resolve(config.storage, s3_endpoint=config.s3_endpoint)
     cpus = cpus_per_replica(
-        config.cpus_per_worker, workers.max, use_gpu=config.use_gpu, what="workers"
+        config.cpus_per_worker,
+        workers.max,
+        use_gpu=config.use_gpu,
+        what="workers",
+        reads_data=config.streams_patches,  # else each worker reads its own shards
     )
     resources = {"CPU": cpus} | ({"GPU": 1.0} if config.use_gpu else {})
     size = workers.min if workers.fixed else (workers.min, workers.max)  # elastic: a range
