@@ -76,14 +76,21 @@ def test_rules_remove_components_into_the_region_around_them():
             Postprocessing(bad)
 
 
-def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
+def _cases_with_a_false_positive_island():
+    """Three (predicted, true) pairs: one true lesion each, predicted exactly, plus a
+    27-voxel false-positive island."""
     cases = []
     for shift in range(3):
         truth = np.zeros((24, 24, 24), np.uint8)
         _blob(truth, (2 + shift, 3, 3), 8, ED)
         pred = truth.copy()
-        _blob(pred, (18, 18, 18 - shift), 3, ED)  # a false-positive island
+        _blob(pred, (18, 18, 18 - shift), 3, ED)
         cases.append((pred, truth))
+    return cases
+
+
+def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
+    cases = _cases_with_a_false_positive_island()
     chosen, scores = choose_postprocessing(cases)
     assert chosen.rules.get("WT") is not None
     for pred, truth in cases:
@@ -96,19 +103,12 @@ def test_a_rule_is_chosen_only_when_it_raises_validation_dice():
 
 
 def test_among_rules_of_equal_validation_dice_the_one_that_removes_least_wins():
-    # A false-positive speck beside a single lesion: every rule that removes the speck scores
-    # the same on validation, but only a size threshold keeps a second focus elsewhere.
-    cases = []
-    for shift in range(3):
-        truth = np.zeros((24, 24, 24), np.uint8)
-        _blob(truth, (4 + shift, 4, 4), 6, ED)
-        pred = truth.copy()
-        pred[20, 20, 20 - shift] = ED
-        cases.append((pred, truth))
-    chosen, _ = choose_postprocessing(cases)
-    assert chosen.rules == {"WT": 10}
+    # Every rule that removes the 27-voxel island scores the same on validation; the first
+    # of them (at least 30 voxels) keeps a second focus of 64 voxels, "largest" would not.
+    chosen, _ = choose_postprocessing(_cases_with_a_false_positive_island())
+    assert chosen.rules == {"WT": 30}
     multifocal = np.zeros((24, 24, 24), np.uint8)
-    _blob(multifocal, (4, 4, 4), 6, ED)
+    _blob(multifocal, (2, 3, 3), 8, ED)
     _blob(multifocal, (16, 16, 16), 4, ED)
     np.testing.assert_array_equal(chosen.apply(multifocal), multifocal)
 
