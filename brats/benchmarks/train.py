@@ -21,7 +21,6 @@ workers share its cores, so ~1 means no loss, not a speed-up).
 from __future__ import annotations
 
 import functools
-import math
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass
@@ -104,6 +103,7 @@ def run(args: TrainBenchmark) -> dict[str, Any]:
     from brats.ingest.job import IngestConfig, ingest
     from brats.storage import resolve
     from brats.train.config import TrainConfig
+    from brats.train.worker import compute_threads
 
     init_ray(num_cpus=args.num_cpus)
     cores = float(ray.cluster_resources()["CPU"])
@@ -127,9 +127,9 @@ def run(args: TrainBenchmark) -> dict[str, Any]:
         cohort = resolve(f"{tmp}/cohort")
         # The plain loop runs before and after Ray Train's, so drift in this machine's speed
         # over the minutes the runs take lands on both sides of the ratio.
-        before = _plain(base, cohort, args.epochs, args.steps, math.ceil(cores))
+        before = _plain(base, cohort, args.epochs, args.steps, compute_threads(cores))
         ray_1 = _ray(base)
-        after = _plain(base, cohort, args.epochs, args.steps, math.ceil(cores))
+        after = _plain(base, cohort, args.epochs, args.steps, compute_threads(cores))
         rates = {
             "plain": before[1:] + after[1:],
             "ray_1": ray_1[1:],

@@ -260,9 +260,14 @@ def use_reserved_cpus() -> int:
     import tensorflow as tf
 
     cpus = float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0))
-    threads = max(1, math.ceil(cpus))
+    threads = compute_threads(cpus)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     return threads
+
+
+def compute_threads(cpus: float) -> int:
+    """TensorFlow intra-op threads for a process holding ``cpus`` CPUs: rounded up, at least 1."""
+    return max(1, math.ceil(cpus))
 
 
 def train_epoch(

@@ -64,3 +64,9 @@ def test_train_config_refuses_an_unknown_precision(precision: str) -> None:
 
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(data="-", storage="-", precision=precision)
+
+
+def test_a_worker_computes_on_its_reserved_cpus_rounded_up_and_never_on_none():
+    from brats.train.worker import compute_threads
+
+    assert [compute_threads(c) for c in (0.0, 0.25, 0.5, 1.0, 1.5, 4.0)] == [1, 1, 1, 1, 2, 4]
