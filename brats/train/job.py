@@ -44,6 +44,15 @@ log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.csv"
 
+WORKER_RUNTIME_ENV: dict[str, Any] = {"env_vars": {"RAY_worker_niceness": "0"}}
+"""What the training workers add to the job's runtime environment (merged with it: the job's
+``working_dir`` and ``env_vars`` stay): they compute at niceness 0, not at the 15 Ray starts
+worker processes at. At 15, every process at 0 on the node (the raylet, the GCS, the
+dashboard, a driver) preempts a worker's compute threads mid-step, and its other intra-op
+threads wait for the preempted one: a worker holding every CPU trained 0.95 as fast as the
+same loop in a plain process, and 1.00 at niceness 0. Ray's own job supervisor starts job
+drivers at 0 the same way. Ray's daemons still get their fair share of the CPU."""
+
 
 def prepare_cohort(config: TrainConfig) -> Location:
     """The normalized cohort to train on: ``data`` itself, or ``run/cohort`` ingested from it.
@@ -136,8 +145,9 @@ def build_trainer(
         # and rank 0 reads the validation cases. A Ray Data read in a worker would start
         # an execution (and a DatasetManager) per group start and wait on the CPUs the
         # workers hold.
-        run_config=RunConfig(
+        run_config=RunConfig(  # type: ignore[call-arg]  # V2 has worker_runtime_env
             name=config.name,
+            worker_runtime_env=WORKER_RUNTIME_ENV,
             storage_path=storage.path,
             storage_filesystem=storage.pyarrow_filesystem(),
             failure_config=FailureConfig(max_failures=config.max_failures),

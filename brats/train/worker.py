@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -229,6 +230,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "step_seconds": trained["step_seconds"],
             "precision": precision,
             "threads": threads,
+            "niceness": os.nice(0),
         }
         if rank == 0 and val_rows is not None:
             began = time.perf_counter()

@@ -132,6 +132,8 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoin
     # Two workers on 2 CPUs reserve half a CPU each: one TensorFlow thread each, not a pool
     # as wide as the machine in every worker.
     assert {row["threads"] for row in result.history} == {1}
+    # At niceness 0, not the 15 Ray starts worker processes at.
+    assert {row["niceness"] for row in result.history} == {0}
     assert all(0.0 <= row["val_dice_WT"] <= 1.0 for row in result.history)
     assert result.best["val_dice_mean"] == max(r["val_dice_mean"] for r in result.history)
 
