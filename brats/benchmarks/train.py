@@ -1,6 +1,6 @@
 """Training benchmark: the Ray Train loop vs the same loop without Ray, and 2-worker scaling.
 
-All three run in one invocation on the same normalized cohort, model and patch size:
+All four run in one invocation on the same normalized cohort, model and patch size:
 
 * ``plain``: :func:`brats.train.worker.build_step` under TensorFlow's default strategy (one
   replica, no Ray), fed by :func:`brats.train.batches.patch_batches` from rows held in memory,
@@ -8,14 +8,21 @@ All three run in one invocation on the same normalized cohort, model and patch s
 * ``ray_1``: :func:`brats.train.job.train` with one worker reserving every CPU of the local
   Ray, so it computes on as many TensorFlow threads as the plain loop (a worker sizes its
   pool to the CPUs it holds);
-* ``ray_2``: the same with two workers (``MultiWorkerMirroredStrategy``), each holding half.
+* ``ray_1_nice15``: the same at niceness 15, where Ray starts its worker processes
+  (``--worker-niceness 15``; the workers compute at 0 by default);
+* ``ray_2``: the same as ``ray_1`` with two workers (``MultiWorkerMirroredStrategy``), each
+  holding half.
 
-Figures are training samples (patches) per second, the median over epochs after the first
-(the first traces the step; the plain loop runs before and after Ray Train's), and the share
-of each epoch spent inside the step (the rest is waiting for data: reading, cutting patches).
+The plain loop and the two 1-worker runs alternate for ``rounds`` rounds (the two Ray runs in
+turn first), and the plain loop runs once more at the end, so drift in this machine's speed
+lands on every side of the ratios; ``ray_2`` runs last. Figures are training samples
+(patches) per second, the median over every run's epochs after its first (which traces the
+step), and the share of each epoch spent inside the step (the rest is waiting for data:
+reading, cutting patches).
 
-Targets: ``ray_1 / plain >= 0.90``; ``ray_2 / ray_1`` is the scaling on this machine (two
-workers share its cores, so ~1 means no loss, not a speed-up).
+Targets: ``ray_1 / plain >= 0.90``; ``ray_1_nice15 / plain`` is what the workers' niceness
+is worth; ``ray_2 / ray_1`` is the scaling on this machine (two workers share its cores, so
+~1 means no loss, not a speed-up).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class TrainBenchmark:
     epochs: int = option(4, help="epochs of each run (the first traces the step)")
     # Epochs long enough that their rate is the step's, not Ray Train's per-epoch report.
     steps: int = option(40, help="steps per epoch per worker")
+    rounds: int = option(2, help="rounds of plain loop, Ray Train at niceness 0 and at 15")
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
 
 
@@ -125,28 +133,29 @@ def run(args: TrainBenchmark) -> dict[str, Any]:
             val_fraction=0.0,
         )
         cohort = resolve(f"{tmp}/cohort")
-        # The plain loop runs before and after Ray Train's, so drift in this machine's speed
-        # over the minutes the runs take lands on both sides of the ratio.
-        before = _plain(base, cohort, args.epochs, args.steps, compute_threads(cores))
-        ray_1 = _ray(base)
-        after = _plain(base, cohort, args.epochs, args.steps, compute_threads(cores))
-        rates = {
-            "plain": before[1:] + after[1:],
-            "ray_1": ray_1[1:],
-            "ray_2": _ray(
-                replace(base, name="ray-2", num_workers=Replicas(2, 2), cpus_per_worker=cores / 2)
-            )[1:],
-        }
+        threads = compute_threads(cores)
+        runs = {"ray_1": base, "ray_1_nice15": replace(base, worker_niceness=15)}
+        rates: dict[str, list[dict[str, float]]] = {"plain": [], "ray_1": [], "ray_1_nice15": []}
+        for round_ in range(args.rounds):
+            rates["plain"] += _plain(base, cohort, args.epochs, args.steps, threads)[1:]
+            for key in sorted(runs, reverse=bool(round_ % 2)):
+                rates[key] += _ray(replace(runs[key], name=f"{key}-{round_}"))[1:]
+        rates["plain"] += _plain(base, cohort, args.epochs, args.steps, threads)[1:]
+        rates["ray_2"] = _ray(
+            replace(base, name="ray-2", num_workers=Replicas(2, 2), cpus_per_worker=cores / 2)
+        )[1:]
     steady = {k: _steady(v, "samples_per_s") for k, v in rates.items()}
     step_share = {k: _steady(v, "step_share") for k, v in rates.items()}
     overhead = steady["ray_1"] / steady["plain"]
+    nice15 = steady["ray_1_nice15"] / steady["plain"]
     scaling = steady["ray_2"] / steady["ray_1"]
     print(
-        f"train {args.patch}^3 patches, batch {args.batch}, base filters {args.base_filters}: "
-        f"plain {steady['plain']:.2f}, Ray Train 1 worker {steady['ray_1']:.2f}, 2 workers "
-        f"{steady['ray_2']:.2f} samples/s -> Ray/plain {overhead:.2f} (target 0.90), "
-        f"2 workers/1 worker {scaling:.2f}; share of the epoch spent in the step: "
-        + ", ".join(f"{k} {v:.2f}" for k, v in step_share.items())
+        f"train {args.patch}^3 patches, batch {args.batch}, base filters {args.base_filters}, "
+        f"{args.rounds} rounds: plain {steady['plain']:.2f}, Ray Train 1 worker "
+        f"{steady['ray_1']:.2f} (at niceness 15: {steady['ray_1_nice15']:.2f}), 2 workers "
+        f"{steady['ray_2']:.2f} samples/s -> Ray/plain {overhead:.2f} (target 0.90; at "
+        f"niceness 15 {nice15:.2f}), 2 workers/1 worker {scaling:.2f}; share of the epoch "
+        "spent in the step: " + ", ".join(f"{k} {v:.2f}" for k, v in step_share.items())
     )
     return {
         "samples_per_s": {k: round(v, 3) for k, v in steady.items()},
@@ -155,6 +164,7 @@ def run(args: TrainBenchmark) -> dict[str, Any]:
             k: [{m: round(x, 3) for m, x in e.items()} for e in v] for k, v in rates.items()
         },
         "ray_over_plain": round(overhead, 3),
+        "ray_at_nice15_over_plain": round(nice15, 3),
         "two_over_one_worker": round(scaling, 3),
         "targets": {"ray_over_plain": 0.9},
         "setup": asdict(args),

@@ -75,6 +75,11 @@ class TrainConfig:
         help="CPUs reserved per worker, and its TensorFlow compute threads, rounded up "
         "(default: 1 with GPUs; else at most 1, leaving one for data loading)",
     )
+    worker_niceness: int = option(
+        0,
+        help="niceness the workers compute at, 0-19 (Ray starts its worker processes at 15, "
+        "where every other process on the node preempts their compute threads mid-step)",
+    )
     epochs: int = option(20, help="epochs to train")
     batch_size: int = option(2, help="patches per step on each worker")
     patch_size: Shape3 = option(
@@ -164,6 +169,8 @@ class TrainConfig:
             raise ValueError(f"num_workers: {exc}") from None
         if min(self.batch_size, self.epochs, self.patches_per_case) < 1:
             raise ValueError("batch_size, epochs and patches_per_case must be >= 1")
+        if not 0 <= self.worker_niceness <= 19:
+            raise ValueError("worker_niceness must be in 0..19")
         if self.resize_interval_s < 0:
             raise ValueError("resize_interval_s must be >= 0")
         if not 0.0 <= self.tumor_fraction <= 1.0:

@@ -44,15 +44,6 @@ log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.csv"
 
-WORKER_RUNTIME_ENV: dict[str, Any] = {"env_vars": {"RAY_worker_niceness": "0"}}
-"""What the training workers add to the job's runtime environment (merged with it: the job's
-``working_dir`` and ``env_vars`` stay): they compute at niceness 0, not at the 15 Ray starts
-worker processes at. At 15, every process at 0 on the node (the raylet, the GCS, the
-dashboard, a driver) preempts a worker's compute threads mid-step, and its other intra-op
-threads wait for the preempted one: a worker holding every CPU trained 0.95 as fast as the
-same loop in a plain process, and 1.00 at niceness 0. Ray's own job supervisor starts job
-drivers at 0 the same way. Ray's daemons still get their fair share of the CPU."""
-
 
 def prepare_cohort(config: TrainConfig) -> Location:
     """The normalized cohort to train on: ``data`` itself, or ``run/cohort`` ingested from it.
@@ -147,7 +138,11 @@ def build_trainer(
         # workers hold.
         run_config=RunConfig(  # type: ignore[call-arg]  # V2 has worker_runtime_env
             name=config.name,
-            worker_runtime_env=WORKER_RUNTIME_ENV,
+            # Merged with the job's runtime environment (its working_dir and env_vars stay).
+            # At Ray's 15, every process at 0 on the node (the raylet, the GCS, a driver)
+            # preempts a worker's compute threads mid-step while its other intra-op threads
+            # wait; Ray's job supervisor starts job drivers at 0 the same way.
+            worker_runtime_env={"env_vars": {"RAY_worker_niceness": str(config.worker_niceness)}},
             storage_path=storage.path,
             storage_filesystem=storage.pyarrow_filesystem(),
             failure_config=FailureConfig(max_failures=config.max_failures),

@@ -14,6 +14,10 @@ def test_config_refuses_patches_the_network_cannot_take():
         TrainConfig(data="d", storage="s", loss="mse")
     with pytest.raises(ValueError, match="unknown lr_schedule"):
         TrainConfig(data="d", storage="s", lr_schedule="step")
+    # Below 0 takes privileges a worker process lacks; above 19 is no niceness.
+    for niceness in (-1, 20):
+        with pytest.raises(ValueError, match=r"worker_niceness must be in 0\.\.19"):
+            TrainConfig(data="d", storage="s", worker_niceness=niceness)
 
 
 def test_the_config_round_trips_and_describes_its_model():
