@@ -189,7 +189,10 @@ def test_a_worker_dies_in_epoch_three_and_the_run_resumes_to_the_figures_of_one_
 ):
     marker, log = tmp_path / "crashes", tmp_path / "epochs"
     runs = tmp_path / "runs"
-    config = TrainConfig(data=str(cohort), storage=str(runs), name="crash", epochs=4, **TINY)
+    # At the niceness Ray starts workers at, which changes nothing but the CPU's priority.
+    config = TrainConfig(
+        data=str(cohort), storage=str(runs), name="crash", epochs=4, worker_niceness=15, **TINY
+    )
     hook = CrashAtEpoch(epoch=2, rank=1, marker=str(marker), times=1, log=str(log))
     result = train(config, epoch_hook=hook)
     assert marker.read_text() == "x"  # it did die once
@@ -199,11 +202,12 @@ def test_a_worker_dies_in_epoch_three_and_the_run_resumes_to_the_figures_of_one_
     # Epochs 0, 1, 2 (dies), then the restarted worker begins at 2: the epoch-2 checkpoint.
     assert rank1 == [0, 1, 2, 2, 3]
     assert (runs / "crash" / "model" / "model.json").is_file()
+    assert {row["niceness"] for row in result.history} == {15}  # the restarted group's too
 
-    # The same seed without the crash (the S3 run: storage changes nothing else): the same
-    # split, and the same figures epoch by epoch (each worker reads its own cases in order,
-    # and the resumed epochs pick up the weights, the optimizer and the data order where the
-    # checkpoint left them).
+    # The same seed without the crash (the S3 run at niceness 0: storage and niceness change
+    # nothing else): the same split, and the same figures epoch by epoch (each worker reads
+    # its own cases in order, and the resumed epochs pick up the weights, the optimizer and
+    # the data order where the checkpoint left them).
     _, calm, bucket = s3_run
     for a, b in zip(result.history, calm.history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
