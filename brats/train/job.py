@@ -20,6 +20,7 @@ import logging
 import os
 import posixpath
 import time
+from dataclasses import replace
 from typing import Any
 
 from brats.runtime import cpus_per_replica
@@ -242,10 +243,11 @@ def _latest_history(result: Any) -> list[dict[str, Any]]:
 def _finished(config: TrainConfig) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
     """``(history, best metrics)`` of a run that has nothing left to do, else ``None``.
 
-    Finished means: the run's exported model was trained with this very config and the
-    newest complete checkpoint in storage has all ``config.epochs``. Ray Train would start a
-    worker group only to train nothing (half a minute on a small machine, GPUs held), so the
-    rerun returns what is already there. Any other state (a different config, fewer epochs
+    Finished means: the run's exported model was trained with this very config (a setting
+    added since that run reads as its default, as on resuming) and the newest complete
+    checkpoint in storage has all ``config.epochs``. Ray Train would start a worker group
+    only to train nothing (half a minute on a small machine, GPUs held), so the rerun
+    returns what is already there. Any other state (a different config, fewer epochs
     done, no export yet) goes through Ray Train, which resumes.
     """
     from brats.io.artifact import read_model_card
@@ -256,9 +258,11 @@ def _finished(config: TrainConfig) -> tuple[list[dict[str, Any]], dict[str, Any]
         card = read_model_card(run.child("model"))
     except (ArtifactError, OSError):
         return None
-    trained_with = {k: v for k, v in card.info.training.items() if k != "checkpoint"}
-    asked = {k: v for k, v in config.to_dict().items() if k != "s3_endpoint"}
-    if json.loads(json.dumps(asked)) != trained_with:
+    try:  # read as a resumed run reads it: settings added since at their defaults
+        trained_with = TrainConfig.from_dict(dict(card.info.training))
+    except (TypeError, ValueError):
+        return None
+    if replace(trained_with, s3_endpoint=config.s3_endpoint) != config:
         return None
     candidates = checkpoint_candidates(run)
     if not candidates or candidates[0][0] < config.epochs:

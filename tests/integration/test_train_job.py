@@ -182,6 +182,15 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoin
     assert again.best["val_dice_mean"] == pytest.approx(result.best["val_dice_mean"])
     assert load_artifact(resolve(result.model, s3_endpoint=s3_endpoint)).version == loaded.version
 
+    # A run exported before a setting existed is finished too: the setting reads as its
+    # default (here the workers' niceness, which came later).
+    card_key = f"{run}/model/model.json"
+    written = json.loads(fs.cat(card_key))
+    del written["training"]["worker_niceness"]
+    fs.pipe(card_key, json.dumps(written).encode())
+    assert train(config).history == result.history
+    assert len(_controllers()) == controllers
+
 
 @pytest.mark.integration
 def test_a_worker_dies_in_epoch_three_and_the_run_resumes_to_the_figures_of_one_that_did_not(
