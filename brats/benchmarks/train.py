@@ -135,7 +135,7 @@ def run(args: TrainBenchmark) -> dict[str, Any]:
         cohort = resolve(f"{tmp}/cohort")
         threads = compute_threads(cores)
         runs = {"ray_1": base, "ray_1_nice15": replace(base, worker_niceness=15)}
-        rates: dict[str, list[dict[str, float]]] = {"plain": [], "ray_1": [], "ray_1_nice15": []}
+        rates: dict[str, list[dict[str, float]]] = {"plain": [], **{key: [] for key in runs}}
         for round_ in range(args.rounds):
             rates["plain"] += _plain(base, cohort, args.epochs, args.steps, threads)[1:]
             for key in sorted(runs, reverse=bool(round_ % 2)):

@@ -165,6 +165,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import tensorflow as tf
 
     threads = use_reserved_cpus()
+    niceness = os.nice(0)  # RAY_worker_niceness, from the run's worker_runtime_env
     config = TrainConfig.from_dict(loop_config["config"])
     hook: EpochHook | None = loop_config.get("epoch_hook")
     context = ray.train.get_context()
@@ -230,7 +231,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "step_seconds": trained["step_seconds"],
             "precision": precision,
             "threads": threads,
-            "niceness": os.nice(0),
+            "niceness": niceness,
         }
         if rank == 0 and val_rows is not None:
             began = time.perf_counter()
