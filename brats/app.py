@@ -46,7 +46,7 @@ from brats.io.uploads import (
 from brats.options import option
 from brats.segment.predictor import PredictSettings
 from brats.storage import S3_ENDPOINT_HELP
-from brats.volume.labels import ED, ET, NCR
+from brats.volume.labels import CLASS_COLOURS, CLASS_LABELS
 from brats.volume.postprocess import region_volumes_ml
 
 if TYPE_CHECKING:
@@ -58,17 +58,6 @@ log = logging.getLogger(__name__)
 
 VIEWS: Final[dict[str, int]] = {"axial": 2, "coronal": 1, "sagittal": 0}
 """View name -> the spatial axis (of ``D, H, W``) it holds fixed."""
-LABEL_COLOURS: Final[dict[int, tuple[int, int, int]]] = {
-    NCR: (230, 40, 40),
-    ED: (40, 200, 60),
-    ET: (250, 215, 0),
-}
-"""Overlay colour (RGB) of each internal tumor class."""
-LABEL_TEXT: Final[dict[int, str]] = {
-    NCR: "1 necrotic / non-enhancing core",
-    ED: "2 edema",
-    ET: "3 enhancing tumor",
-}
 MAX_SESSIONS: Final = 8
 """Sessions whose uploaded case the server keeps (each holds a few volumes)."""
 SESSION_TTL_S: Final = 3600
@@ -209,7 +198,7 @@ def render_slice(
         channel: which channel to show.
         axis: a :data:`VIEWS` name.
         index: the slice along that view's axis (clipped to the volume).
-        show_mask: blend :data:`LABEL_COLOURS` over classes 1..3.
+        show_mask: blend :data:`CLASS_COLOURS` over classes 1..3.
         alpha: the overlay's opacity.
 
     Returns:
@@ -228,7 +217,7 @@ def render_slice(
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     if show_mask and labels is not None:
         plane = np.rot90(np.take(labels, index, axis=fixed))
-        for cls, colour in LABEL_COLOURS.items():
+        for cls, colour in CLASS_COLOURS.items():
             hit = plane == cls
             rgb[hit] = (1.0 - alpha) * rgb[hit] + alpha * np.asarray(colour, np.float32)
     return np.ascontiguousarray(np.rint(rgb).astype(np.uint8))
@@ -237,12 +226,12 @@ def render_slice(
 def legend_html() -> str:
     """The overlay legend: a colour swatch and the name of each tumor class."""
     items = []
-    for cls, (r, g, b) in LABEL_COLOURS.items():
+    for cls, (r, g, b) in CLASS_COLOURS.items():
         swatch = (
             f"<span style='display:inline-block;width:1em;height:1em;"
             f"background:rgb({r},{g},{b});margin-right:0.4em;vertical-align:middle'></span>"
         )
-        items.append(f"<span style='margin-right:1.5em'>{swatch}{LABEL_TEXT[cls]}</span>")
+        items.append(f"<span style='margin-right:1.5em'>{swatch}{cls} {CLASS_LABELS[cls]}</span>")
     return "<div>" + "".join(items) + "</div>"
 
 

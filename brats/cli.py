@@ -8,7 +8,6 @@ library, the result printed as JSON. ``jobs/*.py`` call them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -16,26 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from brats.options import add_options, build_parser, parse_config
+from brats.options import add_options, build_parser, parse_config, parse_or_exit
 
 log = logging.getLogger("brats")
 
 T = TypeVar("T")
-
-
-def _run_parsed(
-    parser: argparse.ArgumentParser,
-    argv: Sequence[str] | None,
-    make: Callable[[argparse.Namespace], T],
-) -> tuple[argparse.Namespace, T]:
-    """Parse ``argv`` and build a config; a config that refuses the values is a usage error
-    (exit 2, the reason printed), like a value argparse refuses."""
-    args = parser.parse_args(argv)
-    try:
-        return args, make(args)
-    except ValueError as err:
-        parser.error(str(err))
-        raise  # parser.error exits; this line is for the type checker
 
 
 def _config_on_ray(parser: argparse.ArgumentParser, cls: type[T], argv: Sequence[str] | None) -> T:
@@ -43,7 +27,7 @@ def _config_on_ray(parser: argparse.ArgumentParser, cls: type[T], argv: Sequence
     joined, under ``ray job submit``)."""
     from brats.runtime import LocalRay, init_ray, setup_logging
 
-    args, config = _run_parsed(parser, argv, lambda a: parse_config(cls, a))
+    args, config = parse_or_exit(parser, argv, lambda a: parse_config(cls, a))
     setup_logging()
     init_ray(num_cpus=parse_config(LocalRay, args).num_cpus)
     return config
@@ -216,7 +200,7 @@ def run_synth(argv: Sequence[str] | None = None) -> int:
     from brats.devtools.synth import SynthCommand, generate_cohort
     from brats.storage import resolve
 
-    _, command = _run_parsed(synth_parser(), argv, lambda a: parse_config(SynthCommand, a))
+    _, command = parse_or_exit(synth_parser(), argv, lambda a: parse_config(SynthCommand, a))
     config = command.synth
     began = time.perf_counter()
     ids = generate_cohort(
@@ -251,7 +235,7 @@ def parse_nightly(argv: Sequence[str]) -> Any:
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
-    return _run_parsed(
+    return parse_or_exit(
         nightly_parser(),
         argv,
         lambda a: parse_config(NightlyConfig, a, segment_args=tuple(extra)),
@@ -296,7 +280,7 @@ def run_app(argv: Sequence[str] | None = None) -> int:
     from brats.app import AppConfig
     from brats.runtime import setup_logging
 
-    _, config = _run_parsed(app_parser(), argv, lambda a: parse_config(AppConfig, a))
+    _, config = parse_or_exit(app_parser(), argv, lambda a: parse_config(AppConfig, a))
     setup_logging()
     try:
         import gradio  # noqa: F401
@@ -313,33 +297,6 @@ def run_app(argv: Sequence[str] | None = None) -> int:
         log.error("cannot serve the model: %s", exc)
         return 1
     serve(app, host=config.host, port=config.port, limits=config.limits)
-    return 0
-
-
-def demo_parser() -> argparse.ArgumentParser:
-    from brats.devtools.demo import DemoCommand
-
-    return build_parser(
-        "python -m brats.devtools.demo",
-        "The whole pipeline on a generated cohort with a local Ray: generate, ingest, train, "
-        "segment held-out cases, report.",
-        DemoCommand,
-    )
-
-
-def run_demo_command(argv: Sequence[str] | None = None) -> int:
-    from brats.devtools.demo import DemoCommand, run_demo
-    from brats.runtime import setup_logging
-
-    _, command = _run_parsed(demo_parser(), argv, lambda a: parse_config(DemoCommand, a))
-    setup_logging()
-    config = command.demo()
-    log.info("demo settings: %s", json.dumps(dataclasses.asdict(config)))
-    summary = run_demo(config)
-    _print_json(summary)
-    print(f"\nmasks: {summary['segment']['masks']}\nreport: {summary['segment']['report']}")
-    for site, dice in summary["held_out_mean_dice"].items():
-        print(f"held-out mean Dice, {site}: " + " ".join(f"{r} {v:.3f}" for r, v in dice.items()))
     return 0
 
 

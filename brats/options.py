@@ -190,6 +190,21 @@ def build_parser(prog: str, description: str, *configs: type) -> argparse.Argume
     return parser
 
 
+def parse_or_exit(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    make: Callable[[argparse.Namespace], T],
+) -> tuple[argparse.Namespace, T]:
+    """Parse ``argv`` and build a config with ``make``; a config that refuses the values is a
+    usage error (exit 2, the reason printed), like a value argparse refuses."""
+    args = parser.parse_args(argv)
+    try:
+        return args, make(args)
+    except ValueError as err:
+        parser.error(str(err))
+        raise  # parser.error exits; this line is for the type checker
+
+
 def add_options(parser: argparse.ArgumentParser, *configs: type) -> None:
     """Add the options of every config in ``configs`` to ``parser`` (or a subparser).
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brats.segment.records import CaseRecord
+from brats.report.records import CaseRecord
 from brats.volume.metrics import METRIC_KEYS
 
 FAKE_SECRETS = ("AKIAFAKEBRATSTESTKEY", "fake/brats+test+secret+do+not+log")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brats.app import LABEL_COLOURS, display_volume, legend_html, render_slice
-from brats.volume.labels import ED, ET, NCR
+from brats.app import display_volume, legend_html, render_slice
+from brats.volume.labels import CLASS_COLOURS, ED, ET, NCR
 
 
 def test_render_slice_shapes_orientation_and_colours():
@@ -30,7 +30,7 @@ def test_render_slice_shapes_orientation_and_colours():
     for z, cls in ((4, NCR), (5, ED), (6, ET)):
         row, col = 13 - z, 3
         grey = float(plain[row, col, 0])
-        expected = 0.55 * grey + 0.45 * np.asarray(LABEL_COLOURS[cls])
+        expected = 0.55 * grey + 0.45 * np.asarray(CLASS_COLOURS[cls])
         np.testing.assert_allclose(masked[row, col], expected, atol=0.51)
     untouched = np.ones(plain.shape[:2], bool)
     untouched[[9, 8, 7], 3] = False
@@ -40,5 +40,5 @@ def test_render_slice_shapes_orientation_and_colours():
                                   render_slice(display, labels, 1, "axial", 13, True))  # fmt: skip
     with pytest.raises(ValueError, match="axis must be"):
         render_slice(display, labels, 0, "oblique", 0)
-    assert all(f"rgb({r},{g},{b})" in legend_html() for r, g, b in LABEL_COLOURS.values())
+    assert all(f"rgb({r},{g},{b})" in legend_html() for r, g, b in CLASS_COLOURS.values())
     assert "enhancing tumor" in legend_html()

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from brats.benchmarks.model import timed
+from brats.network.precision import PRECISIONS, PrecisionError, resolve_precision
 from brats.options import option
-from brats.precision import PRECISIONS, PrecisionError, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,8 @@ def _train_step(args: GpuBenchmark, precision: str, memory: _Memory) -> dict[str
 
 
 def _whole_case(args: GpuBenchmark, precision: str, memory: _Memory) -> dict[str, Any]:
+    from brats.network.unet import build_unet
     from brats.segment.predictor import Predictor, PredictSettings
-    from brats.train.model import build_unet
 
     config = _train_config(args, "float32")
     model = build_unet(config.unet())
@@ -162,8 +162,8 @@ def _whole_case(args: GpuBenchmark, precision: str, memory: _Memory) -> dict[str
 def _xla_forward(args: GpuBenchmark, precision: str) -> dict[str, Any]:
     import tensorflow as tf
 
-    from brats.precision import POLICIES
-    from brats.train.model import build_unet
+    from brats.network.precision import POLICIES
+    from brats.network.unet import build_unet
 
     model = build_unet(_train_config(args, precision).unet(precision))
     x = tf.constant(

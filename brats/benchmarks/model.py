@@ -12,7 +12,7 @@ alternate round by round, and each is reported as a speed-up over ``--precision`
 * ``matmul``: a square float32 matmul in numpy and in TensorFlow (best of 10 each), the
   machine's practical peak for dense float32 math; ratios are taken against the faster.
 
-FLOPs per step come from :func:`brats.train.model.forward_flops` (convolutions only, a multiply-add
+FLOPs per step come from :func:`brats.network.unet.forward_flops` (convolutions only, a multiply-add
 counted as 2); a train step counts as 3x a forward pass (the backward pass computes
 gradients for both the activations and the weights). Times are medians over ``--repeats``
 after a first call that traces the function (reported apart). Achieved GFLOP/s divided by
@@ -102,14 +102,14 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from brats.train.losses import get_loss
-    from brats.train.model import (
+    from brats.network.unet import (
         UNetConfig,
         build_unet,
         check_spatial_shape,
         forward_flops,
         nnunet_config,
     )
+    from brats.train.losses import get_loss
 
     keras.utils.set_random_seed(0)
 
@@ -248,7 +248,7 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
 
 def _cpu_flags() -> list[str]:
     """The vector-math flags of the CPU that decide TensorFlow's CPU kernels."""
-    from brats.precision import cpu_flags
+    from brats.network.precision import cpu_flags
 
     have = cpu_flags()
     return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in have]

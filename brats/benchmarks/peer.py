@@ -3,7 +3,7 @@
 One invocation, on one ``(C, D, H, W)`` float32 volume (seeded random normal: the cost of a
 forward pass does not depend on the values) and the same settings for both sides:
 
-* ``ours``: :func:`brats.train.model.build_unet` (seeded untrained weights) through the
+* ``ours``: :func:`brats.network.unet.build_unet` (seeded untrained weights) through the
   :class:`~brats.segment.predictor.Predictor`'s probabilities, as the segmentation job runs it
   (a ``tf.function`` forward, Gaussian blending, one window per call);
 * ``monai``: a PyTorch 3D U-Net written here with the same architecture (filters per level,
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from brats.network.precision import PRECISIONS
 from brats.options import option
-from brats.precision import PRECISIONS
 
 TARGET = 1.0
 """``ours / monai`` seconds per case must not exceed this."""
@@ -99,7 +99,7 @@ def _set_threads(threads: int) -> dict[str, Any]:
 
 
 def _torch_unet(config: Any) -> Any:
-    """The PyTorch twin of :func:`brats.train.model.build_unet` for ``config`` (no normalization;
+    """The PyTorch twin of :func:`brats.network.unet.build_unet` for ``config`` (no normalization;
     dropout is off at inference), he-uniform weights and zero biases as Keras initializes."""
     import torch
     from torch import nn
@@ -158,8 +158,8 @@ def _build(args: PeerBenchmark, volume: npt.NDArray[np.float32]) -> _Peers:
 
     from brats.io.cases import MODALITIES, SEED_MODALITIES
     from brats.io.model_card import ModelInfo
+    from brats.network.unet import UNetConfig, build_unet, check_spatial_shape
     from brats.segment.predictor import Predictor, PredictSettings
-    from brats.train.model import UNetConfig, build_unet, check_spatial_shape
 
     threads = _set_threads(args.threads)  # before TensorFlow runs anything
     config = UNetConfig(base_filters=args.base_filters, depth=args.depth, in_channels=args.channels)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from brats.benchmarks.rates import marginal_rate
+from brats.network.precision import PRECISIONS
 from brats.options import option
-from brats.precision import PRECISIONS
 from brats.runtime import init_ray
 
 
@@ -144,9 +144,9 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
     from brats.devtools.synth import SynthConfig, generate_cohort
     from brats.io.artifact import save_artifact
     from brats.io.model_card import ModelInfo
+    from brats.network.unet import UNetConfig, build_unet
     from brats.segment.job import SegmentConfig, segment
     from brats.segment.predictor import PredictSettings
-    from brats.train.model import UNetConfig, build_unet
 
     init_ray(num_cpus=args.num_cpus)
     n = args.cases

@@ -5,7 +5,7 @@
          records/<case>.json                                           (Ray Data tasks)
       -> driver: report.* over this run's records, then _SUCCESS
 
-The outputs are the segmentation job's (:mod:`brats.segment.records`,
+The outputs are the segmentation job's (:mod:`brats.report.records`,
 :mod:`brats.report.tables`) without the masks: ``records/<case>.json``, ``report.parquet``,
 ``report.csv``, ``summary.json``, ``report.html`` and ``_SUCCESS`` last. A record's
 ``model_version`` is the name given to the predictions (``--name``).
@@ -34,7 +34,7 @@ from brats.io.cases import discover, validate_case_id
 from brats.io.nifti import Limits, Volume, check_same_geometry, read_file
 from brats.options import option
 from brats.progress import Progress
-from brats.segment.records import (
+from brats.report.records import (
     DONE,
     CaseFailure,
     CaseRecord,
@@ -300,7 +300,7 @@ def _write_report(
     config: EvaluateConfig,
 ) -> dict[str, str]:
     """The report, with thumbnails when the truth folder is a cohort with FLAIR images."""
-    from brats.report.tables import write_report
+    from brats.report.write import write_report
 
     try:
         cohort = {c.case_id: c for c in discover(truth_root).cases if "flair" in c.images}

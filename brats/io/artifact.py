@@ -7,7 +7,7 @@
 Loading (:func:`load_artifact`) reads ``model.json``, hashes the bytes of ``model.keras`` and
 refuses them when the hash is not the json's ``version`` (a changed, swapped or truncated
 file). It then builds the network *in code* from the json's architecture
-(:func:`brats.train.model.build_unet`) and loads the weights only: no model config, layer or
+(:func:`brats.network.unet.build_unet`) and loads the weights only: no model config, layer or
 function from the file is ever deserialized, so a ``Lambda`` layer or a pickled object in a
 user's file never runs, and HDF5 whole-model files are never loaded.
 
@@ -37,8 +37,8 @@ from brats.io.model_card import (
     ModelInfo,
     sha256_hex,
 )
+from brats.network.unet import build_unet, copy_weights
 from brats.storage import Location, StorageError, read_bytes, redact, resolve, write_bytes_atomic
-from brats.train.model import build_unet, copy_weights
 
 if TYPE_CHECKING:
     import h5py
@@ -155,7 +155,7 @@ def load_artifact(
     Args:
         where: the artifact's folder (path or URI).
         mixed_precision: override the stored compute precision (see
-            :class:`brats.train.model.UNetConfig`); weights are float32 either way.
+            :class:`brats.network.unet.UNetConfig`); weights are float32 either way.
 
     Returns:
         The network (uncompiled; ``(B, D, H, W, C) float32`` in, ``(B, D, H, W, n_outputs)

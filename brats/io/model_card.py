@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from brats.errors import BratsError
 from brats.io.cases import MODALITIES, SEED_MODALITIES
-from brats.train.model import SEED_CONFIG, UNetConfig, check_spatial_shape
+from brats.network.unet import SEED_CONFIG, UNetConfig, check_spatial_shape
 from brats.volume.labels import LabelConvention
 from brats.volume.normalize import Normalization
 from brats.volume.postprocess import Postprocessing

@@ -1,1 +1,2 @@
-"""The cohort report built from segmentation records: tables, summary, HTML."""
+"""What the batch jobs write and read back: the per-case record (the one output schema of the
+segment and evaluate jobs), the report tables, summary and HTML."""

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from brats.report.tables import EMPTY_RULES, STATISTICS, STATISTICS_NOTE, column_values
 from brats.storage import redact
-from brats.volume.labels import CLASS_NAMES, ED, ET, NCR, REGIONS
+from brats.volume.labels import CLASS_COLOURS, CLASS_LABELS, CLASS_NAMES, REGIONS, hex_colour
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ OverlayLoader = Callable[
 internal classes in ``{0, 1, 2, 3}`` (see :mod:`brats.volume.labels`), in the image's geometry.
 """
 
-LABEL_COLOURS: Final[dict[int, str]] = {NCR: "#e41a1c", ED: "#2ca02c", ET: "#ffd700"}
-"""Overlay colour per internal class: necrotic core red, edema green, enhancing tumor yellow."""
+LABEL_COLOURS: Final[dict[int, str]] = {c: hex_colour(rgb) for c, rgb in CLASS_COLOURS.items()}
+"""Overlay colour per internal class (:data:`brats.volume.labels.CLASS_COLOURS`)."""
 TRUTH_OUTLINE_COLOUR: Final = "#00e5ff"
 OVERLAY_ALPHA: Final = 0.5
 _URI = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
@@ -242,10 +242,10 @@ def _html_thumbnails(rows: list[dict[str, Any]], overlay: OverlayLoader, n: int)
 
 
 def _html_legend() -> str:
-    names = {NCR: "necrotic / non-enhancing core (1)", ED: "edema (2)", ET: "enhancing tumor (3)"}
+    names = {c: f"{text} ({c})" for c, text in CLASS_LABELS.items()}
     items = [
         f'<span class="swatch" style="background:{LABEL_COLOURS[c]}"></span>{_esc(names[c])}'
-        for c in (NCR, ED, ET)
+        for c in CLASS_LABELS
     ]
     items.append(
         f'<span class="swatch" style="border:2px solid {TRUTH_OUTLINE_COLOUR}"></span>'

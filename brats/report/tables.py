@@ -1,11 +1,9 @@
 """The cohort segmentation report: tables and a summary from the per-case records.
 
-:func:`write_report` writes four whole objects under a run folder: ``report.parquet`` and
-``report.csv`` (one row per case, sorted by case id, columns :data:`TABLE_SCHEMA`),
-``summary.json`` (counts, Dice/HD95 statistics per region, failed cases) and
-``report.html`` (:mod:`brats.report.html`). The same records in any order give
-byte-identical Parquet, CSV and JSON: nothing in them depends on the time of writing or on
-the order of the input.
+:func:`report_row` turns a record into a row of :data:`TABLE_SCHEMA` and :func:`summarize`
+makes ``summary.json``'s document; :mod:`brats.report.write` writes them with the HTML. The
+same records in any order give byte-identical Parquet, CSV and JSON: nothing in them depends
+on the time of writing or on the order of the input.
 
 No Ray and no TensorFlow here: numpy and pyarrow (and matplotlib for the HTML's figures).
 """
@@ -16,24 +14,19 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet as pq
 
-from brats.segment.records import DONE, FAILED, CaseRecord
-from brats.storage import Location, json_bytes, redact, write_bytes_atomic
+from brats.report.records import DONE, FAILED, CaseRecord
 from brats.volume.labels import REGIONS
 from brats.volume.metrics import METRIC_KEYS
 
-if TYPE_CHECKING:
-    from brats.report.html import OverlayLoader
-
 logger = logging.getLogger(__name__)
 
-REPORT_FILES: Final = ("report.parquet", "report.csv", "summary.json", "report.html")
 STATISTICS: Final = ("mean", "median", "std", "min", "max")
 SUMMARY_METRICS: Final = ("dice", "hd95", "lesion_dice", "lesion_hd95", "nsd")
 DETECTION: Final = ("tp", "fp", "fn")
@@ -86,7 +79,9 @@ def report_table(records: Sequence[CaseRecord]) -> pa.Table:
     Metrics are null for a case without metrics (failed, or no ground truth); a value that is
     missing, not a number or not finite is null too, so the table never holds NaN.
     """
-    return pa.Table.from_pylist([report_row(r) for r in _sorted(records)], schema=TABLE_SCHEMA)
+    return pa.Table.from_pylist(
+        [report_row(r) for r in sorted_records(records)], schema=TABLE_SCHEMA
+    )
 
 
 def summarize(records: Sequence[CaseRecord]) -> dict[str, Any]:
@@ -103,59 +98,14 @@ def summarize(records: Sequence[CaseRecord]) -> dict[str, Any]:
         network ran in): sorted unique; ``empty_rules`` and
         ``statistics`` (what the numbers mean).
     """
-    rows = [report_row(r) for r in _sorted(records)]
-    return _summary(rows)
-
-
-def write_report(
-    records: Sequence[CaseRecord],
-    out: Location,
-    *,
-    overlay: OverlayLoader | None = None,
-    n_thumbnails: int = 3,
-) -> dict[str, str]:
-    """Write ``report.parquet``, ``report.csv``, ``summary.json`` and ``report.html`` under ``out``.
-
-    Every object is built in memory first and then written whole
-    (:func:`brats.storage.write_bytes_atomic`), so a reader never sees half a report file.
-
-    Args:
-        records: the per-case records, in any order.
-        out: the run folder (local or ``s3://``).
-        overlay: loads the image and label volumes of a case for the thumbnails; ``None``
-            leaves the thumbnails out. A loader that raises gives a note instead of a picture.
-        n_thumbnails: how many worst and how many best cases by ``dice_WT`` to picture.
-
-    Returns:
-        ``{file name: URI}`` of the four objects written.
-    """
-    from brats.report.html import render_html
-
-    if n_thumbnails < 0:
-        raise ValueError(f"n_thumbnails must be >= 0, got {n_thumbnails}")
-    rows = [report_row(r) for r in _sorted(records)]
-    table = pa.Table.from_pylist(rows, schema=TABLE_SCHEMA)
-    summary = _summary(rows)
-    documents = {
-        "report.parquet": _parquet_bytes(table),
-        "report.csv": _csv_bytes(table),
-        "summary.json": json_bytes(summary),
-        "report.html": render_html(rows, summary, overlay, n_thumbnails).encode("utf-8"),
-    }
-    fs = out.filesystem()
-    written: dict[str, str] = {}
-    for name, data in documents.items():
-        path = out.join(name)
-        write_bytes_atomic(fs, path, data)
-        written[name] = out.uri_of(path)
-    logger.info("report for %d cases written to %s", len(rows), redact(out.uri))
-    return written
+    rows = [report_row(r) for r in sorted_records(records)]
+    return summarize_rows(rows)
 
 
 # --- records -> rows -------------------------------------------------------------------
 
 
-def _sorted(records: Sequence[CaseRecord]) -> list[CaseRecord]:
+def sorted_records(records: Sequence[CaseRecord]) -> list[CaseRecord]:
     # The whole record breaks ties, so duplicate case ids still sort the same in any order.
     return sorted(
         records, key=lambda r: (r.case_id, json.dumps(r.to_dict(), sort_keys=True, default=str))
@@ -209,7 +159,7 @@ def _number(value: object) -> float | None:
 # --- summary ---------------------------------------------------------------------------
 
 
-def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     with_metrics = [row for row in rows if row["has_metrics"]]
     return {
         "counts": {
@@ -270,7 +220,7 @@ def _statistics(values: list[float]) -> dict[str, float | int] | None:
 # --- serialization ---------------------------------------------------------------------
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return bytes(sink.getvalue().to_pybytes())
@@ -286,7 +236,7 @@ def _inert_cell(value: str | None) -> str | None:
     return value
 
 
-def _csv_bytes(table: pa.Table) -> bytes:
+def csv_bytes(table: pa.Table) -> bytes:
     """The report as CSV, text cells made inert (file names and reasons come from the cohort).
 
     ``report.parquet`` keeps every value as it is.

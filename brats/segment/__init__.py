@@ -1,2 +1,2 @@
-"""Segmentation: the one predictor, the per-case records, the Ray Data job, the nightly
-submitter."""
+"""Segmentation: the one predictor, the sliding window, the Ray Data job that writes masks and
+records, the nightly submitter."""

@@ -36,10 +36,7 @@ from brats.io.model_card import ArtifactError, ModelCard
 from brats.io.nifti import Limits, read_file
 from brats.options import option
 from brats.progress import Progress
-from brats.runtime import Replicas, cpus_per_replica
-from brats.segment.attempts import Attempts
-from brats.segment.predictor import PredictSettings
-from brats.segment.records import (
+from brats.report.records import (
     DONE,
     FAILED,
     MASKS,
@@ -52,6 +49,9 @@ from brats.segment.records import (
     success_matches,
     write_success,
 )
+from brats.runtime import Replicas, cpus_per_replica
+from brats.segment.attempts import Attempts
+from brats.segment.predictor import PredictSettings
 from brats.segment.writer import CaseHook, record_rejected, write_case_outputs
 from brats.storage import (
     S3_ENDPOINT_HELP,
@@ -359,7 +359,7 @@ def _write_report(
     cases: list[Case],
     config: SegmentConfig,
 ) -> dict[str, str]:
-    from brats.report.tables import write_report
+    from brats.report.write import write_report
 
     by_id = {c.case_id: c for c in cases}
     by_record = {r.case_id: r for r in records}

@@ -45,7 +45,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from brats.options import option
+from brats.options import build_parser, option
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -132,14 +132,16 @@ def segment_argv(cohort: str, model: str, out: str, extra: Sequence[str] = ()) -
     ``extra`` may add any other segment option (``--use-gpu``, ``--num-actors 8``...) but may
     not change the cohort, the model or the dated output folder.
     """
-    from brats.cli import segment_parser
+    from brats.runtime import LocalRay
+    from brats.segment.job import SegmentConfig
 
     for name, value in (("cohort", cohort), ("model", model), ("out", out)):
         if not value.strip():
             raise ValueError(f"--{name} is empty")
     argv = ["--cohort", cohort, "--model", model, "--out", out, *extra]
     try:
-        parsed = segment_parser().parse_args(argv)
+        parser = build_parser(SEGMENT_SCRIPT, "", SegmentConfig, LocalRay)
+        parsed = parser.parse_args(argv)
     except SystemExit as err:  # argparse has printed the reason
         raise ValueError(f"jobs/segment.py rejects these arguments: {shlex.join(argv)}") from err
     given = {"cohort": cohort, "model": model, "out": out}

@@ -33,8 +33,8 @@ from brats.ingest.prepare import PreparedCase, PreprocessConfig, prepare_case
 from brats.io.cases import Case
 from brats.io.model_card import ModelInfo
 from brats.io.nifti import CaseVolumes, Limits, encode_mask, header_from_bytes, read_case
+from brats.network.precision import PRECISIONS, at_precision, resolve_precision
 from brats.options import option
-from brats.precision import PRECISIONS, at_precision, resolve_precision
 from brats.segment.sliding_window import Predict, sliding_window_predict
 from brats.storage import Location, resolve
 from brats.volume.geometry import CropBox, paste_back
@@ -147,7 +147,7 @@ def compiled_predict(model: keras.Model) -> Predict:
     ``tf.function`` forward pass without dropout, numpy in and out."""
     import tensorflow as tf
 
-    from brats.train.model import main_output
+    from brats.network.unet import main_output
 
     network = main_output(model)
 
@@ -187,7 +187,7 @@ class Predictor:
         """The precision the network runs in here (``settings.precision`` resolved)."""
         self.flip_tta = self.settings.tta == "on" or (self.settings.tta == "model" and info.tta)
         """Whether outputs are averaged over the 8 axis flips (``settings.tta`` resolved)."""
-        self.forward: Predict = compiled_predict(at_precision(model, info, self.precision))
+        self.forward: Predict = compiled_predict(at_precision(model, info.unet, self.precision))
         """The compiled forward pass: windows ``(B, d, h, w, C)`` in, float32 outputs out."""
 
     @classmethod

@@ -18,8 +18,7 @@ import numpy as np
 from brats.errors import InvalidCaseIdError
 from brats.ingest.rows import OK, Row, row_to_prepared
 from brats.io.cases import Rejected, validate_case_id
-from brats.segment.predictor import export_mask
-from brats.segment.records import (
+from brats.report.records import (
     DONE,
     FAILED,
     CaseFailure,
@@ -29,6 +28,7 @@ from brats.segment.records import (
     read_record,
     write_record,
 )
+from brats.segment.predictor import export_mask
 from brats.storage import Location, write_bytes_atomic
 from brats.volume.geometry import paste_back
 from brats.volume.labels import LabelConvention

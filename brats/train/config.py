@@ -8,11 +8,11 @@ from typing import Any, Final
 
 from brats.io.cases import MODALITIES
 from brats.io.model_card import ModelInfo
+from brats.network.precision import POLICIES, PRECISIONS
+from brats.network.unet import NORMALIZATIONS, UNetConfig, nnunet_config
 from brats.options import option
-from brats.precision import POLICIES, PRECISIONS
 from brats.runtime import Replicas
 from brats.storage import S3_ENDPOINT_HELP, Location, resolve
-from brats.train.model import NORMALIZATIONS, UNetConfig, nnunet_config
 from brats.volume.augment import Augmentation
 from brats.volume.geometry import Shape3
 from brats.volume.labels import N_CLASSES

@@ -318,7 +318,7 @@ def export_model(
     under ``run/model`` (without the deep-supervision heads) with the component rules chosen
     on validation in that checkpoint's epoch; return its URI."""
     from brats.io.artifact import save_artifact
-    from brats.train.model import build_unet
+    from brats.network.unet import build_unet
 
     model = build_unet(config.unet(), deep_supervision=True)
     model.load_weights(os.path.join(checkpoint_dir, WEIGHTS_FILE))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from brats.ingest.shards import read_shards
-from brats.precision import resolve_precision
+from brats.network.precision import resolve_precision
 from brats.segment.predictor import Predictor, PredictSettings
 from brats.storage import resolve
 from brats.train.batches import assign_cases, patch_batches, steps_per_epoch
@@ -66,8 +66,8 @@ def build_step(
     import keras
     import tensorflow as tf
 
+    from brats.network.unet import build_unet
     from brats.train.losses import deep_supervision_loss, get_loss
-    from brats.train.model import build_unet
 
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)

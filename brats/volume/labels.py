@@ -22,6 +22,26 @@ ET: Final = 3
 N_CLASSES: Final = 4
 CLASS_NAMES: Final = ("background", "necrotic_core", "edema", "enhancing_tumor")
 
+CLASS_LABELS: Final[dict[int, str]] = {
+    NCR: "necrotic / non-enhancing core",
+    ED: "edema",
+    ET: "enhancing tumor",
+}
+"""What a person reads for each internal tumour class (the report's and the app's legend)."""
+CLASS_COLOURS: Final[dict[int, tuple[int, int, int]]] = {
+    NCR: (228, 26, 28),
+    ED: (44, 160, 44),
+    ET: (255, 215, 0),
+}
+"""The one overlay palette (RGB) of the tumour classes: necrotic core red, edema green,
+enhancing tumour yellow. The report's thumbnails and the app's overlay both draw with it."""
+
+
+def hex_colour(rgb: tuple[int, int, int]) -> str:
+    """``(r, g, b)`` as ``#rrggbb``."""
+    return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
 REGIONS: Final[dict[str, tuple[int, ...]]] = {
     "WT": (NCR, ED, ET),
     "TC": (NCR, ET),

@@ -15,9 +15,9 @@ from brats.io.artifact import save_artifact
 from brats.io.cases import MODALITIES, SEED_MODALITIES, discover
 from brats.io.model_card import ModelInfo
 from brats.io.uploads import UploadError
+from brats.network.unet import UNetConfig, build_unet
 from brats.segment.predictor import Predictor
 from brats.storage import resolve
-from brats.train.model import UNetConfig, build_unet
 from brats.volume.labels import LabelConvention, to_internal
 from brats.volume.postprocess import region_volumes_ml
 from tests.helpers import PickledPayload, brain_volume, free_port, nifti_data

@@ -25,7 +25,7 @@ from brats.io.model_card import (
     ArtifactError,
     ModelInfo,
 )
-from brats.train.model import SEED_CONFIG, UNetConfig, build_unet, nnunet_config
+from brats.network.unet import SEED_CONFIG, UNetConfig, build_unet, nnunet_config
 from brats.volume.labels import LabelConvention
 from brats.volume.normalize import Normalization
 

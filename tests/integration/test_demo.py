@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ray.util.annotations import RayDeprecationWarning
 
-from brats.cli import run_demo_command as main
+from brats.devtools.demo import main
 
 
 @pytest.mark.integration

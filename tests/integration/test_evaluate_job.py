@@ -13,7 +13,7 @@ import pytest
 
 from brats.cli import run_evaluate
 from brats.evaluate.job import MISSING_PREDICTION, EvaluateConfig, evaluate
-from brats.report.tables import REPORT_FILES
+from brats.report.write import REPORT_FILES
 from brats.volume.labels import to_internal
 from brats.volume.metrics import evaluate_case
 from tests.helpers import s3fs_client

@@ -8,6 +8,7 @@ import numpy.typing as npt
 import pytest
 import tensorflow as tf
 
+from brats.network.unet import UNetConfig, build_unet
 from brats.train.config import LOSS_NAMES
 from brats.train.losses import (
     LOSSES,
@@ -22,7 +23,6 @@ from brats.train.losses import (
     soft_dice,
     to_regions,
 )
-from brats.train.model import UNetConfig, build_unet
 from brats.volume.labels import one_hot
 
 F32 = npt.NDArray[np.float32]

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from brats.train.model import (
+from brats.network.unet import (
     LEAKY_SLOPE,
     NNUNET_CONFIG,
     SEED_CONFIG,

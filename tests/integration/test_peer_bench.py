@@ -40,7 +40,7 @@ def test_both_sides_give_probability_maps_of_the_volume() -> None:
 
 
 def test_torch_unet_matches_the_keras_parameter_count() -> None:
-    from brats.train.model import UNetConfig, build_unet
+    from brats.network.unet import UNetConfig, build_unet
 
     config = UNetConfig(base_filters=4, depth=3, in_channels=3)
     net = peer._torch_unet(config)

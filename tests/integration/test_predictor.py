@@ -16,10 +16,10 @@ from brats.io.artifact import save_artifact
 from brats.io.cases import discover
 from brats.io.model_card import ModelInfo
 from brats.io.nifti import read_case
+from brats.network.unet import UNetConfig, build_unet, nnunet_config
 from brats.segment.job import SegmentConfig, segment
 from brats.segment.predictor import Predictor, PredictSettings, export_mask
 from brats.storage import resolve
-from brats.train.model import UNetConfig, build_unet, nnunet_config
 from brats.train.worker import validate
 from brats.volume.labels import ET, NCR, regions_to_labels
 from brats.volume.postprocess import Postprocessing

@@ -61,7 +61,7 @@ def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):
     from brats.devtools.synth import SynthConfig, generate_cohort
     from brats.io.artifact import save_artifact
     from brats.io.model_card import ModelInfo
-    from brats.train.model import build_unet, nnunet_config
+    from brats.network.unet import build_unet, nnunet_config
 
     keras.utils.set_random_seed(0)
     unet = nnunet_config(base_filters=4, depth=2)

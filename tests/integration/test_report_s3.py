@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from brats.report.tables import REPORT_FILES, summarize, write_report
+from brats.report.tables import summarize
+from brats.report.write import REPORT_FILES, write_report
 from brats.storage import resolve
 from tests.helpers import report_cohort, s3fs_client, tiny_volumes
 

@@ -36,7 +36,7 @@ from tests.helpers import s3fs_client
 def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path):
     import keras
 
-    from brats.train.model import UNetConfig, build_unet
+    from brats.network.unet import UNetConfig, build_unet
 
     keras.utils.set_random_seed(0)
     config = UNetConfig(base_filters=2, depth=1)

@@ -13,7 +13,7 @@ import pytest
 from matplotlib.image import imread
 
 from brats.report.html import axial_slice_with_most_tumor
-from brats.report.tables import REPORT_FILES, write_report
+from brats.report.write import REPORT_FILES, write_report
 from brats.storage import resolve
 from tests.helpers import (
     VERSION_A,

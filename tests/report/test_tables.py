@@ -11,13 +11,12 @@ import pytest
 
 from brats.report.tables import (
     EMPTY_RULES,
-    REPORT_FILES,
     SUMMARY_METRICS,
     TABLE_SCHEMA,
     report_table,
     summarize,
-    write_report,
 )
+from brats.report.write import REPORT_FILES, write_report
 from brats.storage import resolve
 from brats.volume.metrics import METRIC_KEYS, evaluate_case, volume_diagonal
 from tests.helpers import (

@@ -50,7 +50,7 @@ def test_a_bfloat16_step_computes_in_bfloat16_keeps_float32_weights_and_tracks_f
 
 
 def test_float16_without_a_gpu_is_refused_before_anything_is_built() -> None:
-    from brats.precision import PrecisionError, resolve_precision
+    from brats.network.precision import PrecisionError, resolve_precision
 
     # TensorFlow has no float16 3D pooling kernel on CPUs: say so, do not fail mid-graph.
     with pytest.raises(PrecisionError, match="float16 needs a CUDA GPU"):

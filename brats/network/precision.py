@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     import keras
 
-    from brats.io.model_card import ModelInfo
+    from brats.network.unet import UNetConfig
 
 PRECISIONS: Final = ("float32", "bfloat16", "float16", "auto")
 POLICIES: Final = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -96,16 +96,17 @@ def resolve_precision(
     return "bfloat16" if has_bf16 else "float32"
 
 
-def at_precision(model: keras.Model, info: ModelInfo, precision: str) -> keras.Model:
-    """``model`` as a network computing in ``precision``: itself when it already does, else
-    the same U-Net rebuilt under that precision's policy with ``model``'s weights."""
+def at_precision(model: keras.Model, unet: UNetConfig, precision: str) -> keras.Model:
+    """``model`` (built from ``unet``) as a network computing in ``precision``: itself when it
+    already does, else the same U-Net rebuilt under that precision's policy with ``model``'s
+    weights."""
     from dataclasses import replace
 
-    from brats.train.model import build_unet, copy_weights, main_output
+    from brats.network.unet import build_unet, copy_weights, main_output
 
     network = main_output(model)
-    if info.unet.dtype_policy == POLICIES[precision]:
+    if unet.dtype_policy == POLICIES[precision]:
         return network
-    rebuilt = build_unet(replace(info.unet, mixed_precision=POLICIES[precision]))
+    rebuilt = build_unet(replace(unet, mixed_precision=POLICIES[precision]))
     copy_weights(network, rebuilt)
     return rebuilt

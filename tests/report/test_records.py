@@ -1,4 +1,4 @@
-"""One record type (brats.segment.records): today's schema, and records written before it.
+"""One record type (brats.report.records): today's schema, and records written before it.
 
 ``tests/data/records_v1/`` holds a done and a failed record exactly as the segmentation job
 wrote them before records had a schema version (brats 0.1.0, 2026-11-25).
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from brats.segment.records import (
+from brats.report.records import (
     RECORD_SCHEMA,
     CaseFailure,
     CaseRecord,

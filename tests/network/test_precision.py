@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from brats.precision import PRECISIONS, cpu_has_bf16, resolve_precision
+from brats.network.precision import PRECISIONS, cpu_has_bf16, resolve_precision
 
 
 def _cpuinfo(tmp_path, flags: str):
