@@ -255,102 +255,133 @@ def build_app(config: AppConfig) -> gr.Blocks:
     predictor = Predictor.from_artifact(
         config.model, config.predict, s3_endpoint=config.s3_endpoint
     )
-    info = predictor.info
-    used = ", ".join(info.modalities)
-    limits = config.limits
-    downloads = tempfile.mkdtemp(prefix="brats-app-masks-")
-
-    def segment(
-        files: list[str] | None, axis: str
-    ) -> tuple[Segmentation, npt.NDArray[np.uint8], dict[str, float], str, Any, Any, Any]:
-        try:
-            result = segment_upload(predictor, list(files or []), limits)
-        except UploadError as exc:
-            log.info("refused upload: %s", exc)
-            raise gr.Error(str(exc), title="Upload refused", print_exception=False) from None
-        middle = slice_count(result, axis) // 2
-        picture = render_slice(result.display, result.labels, 0, axis, middle, True)
-        volumes = {k: round(v, 3) for k, v in result.volumes_ml.items()}
-        d, h, w = result.labels.shape
-        status = (
-            f"{result.source}: {len(result.modalities)} channels ({', '.join(result.modalities)}), "
-            f"grid {d}x{h}x{w}, spacing {_spacing(result.spacing)} mm; model "
-            f"{predictor.version[:12]} fed {', '.join(result.used)}; {result.seconds:.1f} s"
-        )
-        return (
-            result,
-            picture,
-            volumes,
-            status,
-            gr.Slider(minimum=0, maximum=slice_count(result, axis) - 1, value=middle, step=1),
-            gr.Dropdown(choices=list(result.modalities), value=result.modalities[0]),
-            _mask_file(downloads, result),
-        )
-
-    def render(
-        state: Segmentation | None, channel: str | None, axis: str, index: float, show: bool
-    ) -> npt.NDArray[np.uint8] | None:
-        if state is None:
-            return None
-        c = state.modalities.index(channel) if channel in state.modalities else 0
-        return render_slice(state.display, state.labels, c, axis, int(index), bool(show))
-
-    def change_axis(state: Segmentation | None, axis: str) -> Any:
-        if state is None:
-            return gr.Slider()
-        n = slice_count(state, axis)
-        return gr.Slider(minimum=0, maximum=n - 1, value=n // 2, step=1)
-
+    handlers = _Handlers(predictor, config.limits, tempfile.mkdtemp(prefix="brats-app-masks-"))
     with gr.Blocks(
         title="brats: tumor segmentation",
         analytics_enabled=False,
         delete_cache=(1800, SESSION_TTL_S),
     ) as app:
-        gr.Markdown(
-            "## Brain tumor segmentation\n"
-            f"Model `{predictor.version[:12]}` takes {len(info.modalities)} channels: **{used}** "
-            f"({info.normalization} normalization, {info.patch_size} windows). Upload a `.npy` "
-            "volume -- `(D, H, W, C)` or `(C, D, H, W)`, C = 3 (FLAIR, T1ce, T2) or 4 (FLAIR, "
-            "T1, T1ce, T2) -- or one case's NIfTI files named like BraTS "
-            "(`<case>_flair.nii.gz`, `_t1`, `_t1ce`, `_t2`, or `<case>-t2f.nii.gz`, `-t1n`, "
-            "`-t1c`, `-t2w`)."
-        )
-        state = gr.State(None, time_to_live=SESSION_TTL_S)
-        with gr.Row():
-            with gr.Column(scale=1):
-                files = gr.File(
-                    label="Volume (.npy) or NIfTI files",
-                    file_count="multiple",
-                    file_types=[".npy", ".nii", ".nii.gz"],
-                )
-                run = gr.Button("Segment", variant="primary")
-                status = gr.Textbox(label="Status", interactive=False, lines=2)
-                volumes = gr.JSON(label="Region volumes (ml): WT, TC, ET")
-                mask = gr.File(
-                    label="Mask (NIfTI uploads: in the case's geometry)", interactive=False
-                )
-            with gr.Column(scale=2):
-                picture = gr.Image(label="Slice", type="numpy", format="png", interactive=False)
-                gr.HTML(legend_html())
-                index = gr.Slider(0, 1, value=0, step=1, label="Slice")
-                with gr.Row():
-                    channel = gr.Dropdown(choices=[], label="Channel", interactive=True)
-                    axis = gr.Radio(list(VIEWS), value="axial", label="View")
-                    show = gr.Checkbox(value=True, label="Show mask")
-        view_inputs = [state, channel, axis, index, show]
-        run.click(
-            segment,
-            [files, axis],
-            [state, picture, volumes, status, index, channel, mask],
-            api_name="segment",
-        )
-        index.change(render, view_inputs, picture, api_name="render", trigger_mode="always_last")
-        channel.change(render, view_inputs, picture, api_visibility="private")
-        show.change(render, view_inputs, picture, api_visibility="private")
-        axis.change(change_axis, [state, axis], index, api_visibility="private").then(
-            render, view_inputs, picture, api_visibility="private"
-        )
+        gr.Markdown(_introduction(predictor))
+        _wire(handlers, _layout())
     return app
+
+
+class _Handlers:
+    """What the page's events call: segment an upload, draw a slice, change the view."""
+
+    def __init__(self, predictor: Predictor, limits: UploadLimits, downloads: str) -> None:
+        self.predictor = predictor
+        self.limits = limits
+        self.downloads = downloads
+
+    def segment(
+        self, files: list[str] | None, axis: str
+    ) -> tuple[Segmentation, npt.NDArray[np.uint8], dict[str, float], str, Any, Any, Any]:
+        """Segment an upload; the state, first picture, volumes, status, slider, channel
+        choice and mask file. A refused upload is a message in the page, not a crash."""
+        import gradio as gr
+
+        try:
+            result = segment_upload(self.predictor, list(files or []), self.limits)
+        except UploadError as exc:
+            log.info("refused upload: %s", exc)
+            raise gr.Error(str(exc), title="Upload refused", print_exception=False) from None
+        n = slice_count(result, axis)
+        d, h, w = result.labels.shape
+        status = (
+            f"{result.source}: {len(result.modalities)} channels ({', '.join(result.modalities)}), "
+            f"grid {d}x{h}x{w}, spacing {_spacing(result.spacing)} mm; model "
+            f"{self.predictor.version[:12]} fed {', '.join(result.used)}; {result.seconds:.1f} s"
+        )
+        return (
+            result,
+            render_slice(result.display, result.labels, 0, axis, n // 2, True),
+            {k: round(v, 3) for k, v in result.volumes_ml.items()},
+            status,
+            gr.Slider(minimum=0, maximum=n - 1, value=n // 2, step=1),
+            gr.Dropdown(choices=list(result.modalities), value=result.modalities[0]),
+            _mask_file(self.downloads, result),
+        )
+
+    @staticmethod
+    def render(
+        state: Segmentation | None, channel: str | None, axis: str, index: float, show: bool
+    ) -> npt.NDArray[np.uint8] | None:
+        """The slice ``index`` along ``axis`` of ``channel``, with or without the mask."""
+        if state is None:
+            return None
+        c = state.modalities.index(channel) if channel in state.modalities else 0
+        return render_slice(state.display, state.labels, c, axis, int(index), bool(show))
+
+    @staticmethod
+    def change_axis(state: Segmentation | None, axis: str) -> Any:
+        """The slice slider for ``axis``, at its middle slice."""
+        import gradio as gr
+
+        if state is None:
+            return gr.Slider()
+        n = slice_count(state, axis)
+        return gr.Slider(minimum=0, maximum=n - 1, value=n // 2, step=1)
+
+
+def _introduction(predictor: Predictor) -> str:
+    """The page's heading: what the model takes and what to upload."""
+    info = predictor.info
+    return (
+        "## Brain tumor segmentation\n"
+        f"Model `{predictor.version[:12]}` takes {len(info.modalities)} channels: "
+        f"**{', '.join(info.modalities)}** ({info.normalization} normalization, "
+        f"{info.patch_size} windows). Upload a `.npy` volume -- `(D, H, W, C)` or `(C, D, H, W)`, "
+        "C = 3 (FLAIR, T1ce, T2) or 4 (FLAIR, T1, T1ce, T2) -- or one case's NIfTI files named "
+        "like BraTS (`<case>_flair.nii.gz`, `_t1`, `_t1ce`, `_t2`, or `<case>-t2f.nii.gz`, "
+        "`-t1n`, `-t1c`, `-t2w`)."
+    )
+
+
+def _layout() -> dict[str, Any]:
+    """The page's components, by name, laid out in the current ``gr.Blocks``."""
+    import gradio as gr
+
+    w: dict[str, Any] = {"state": gr.State(None, time_to_live=SESSION_TTL_S)}
+    with gr.Row():
+        with gr.Column(scale=1):
+            w["files"] = gr.File(
+                label="Volume (.npy) or NIfTI files",
+                file_count="multiple",
+                file_types=[".npy", ".nii", ".nii.gz"],
+            )
+            w["run"] = gr.Button("Segment", variant="primary")
+            w["status"] = gr.Textbox(label="Status", interactive=False, lines=2)
+            w["volumes"] = gr.JSON(label="Region volumes (ml): WT, TC, ET")
+            w["mask"] = gr.File(
+                label="Mask (NIfTI uploads: in the case's geometry)", interactive=False
+            )
+        with gr.Column(scale=2):
+            w["picture"] = gr.Image(label="Slice", type="numpy", format="png", interactive=False)
+            gr.HTML(legend_html())
+            w["index"] = gr.Slider(0, 1, value=0, step=1, label="Slice")
+            with gr.Row():
+                w["channel"] = gr.Dropdown(choices=[], label="Channel", interactive=True)
+                w["axis"] = gr.Radio(list(VIEWS), value="axial", label="View")
+                w["show"] = gr.Checkbox(value=True, label="Show mask")
+    return w
+
+
+def _wire(handlers: _Handlers, w: dict[str, Any]) -> None:
+    """Connect the components' events to the handlers (``segment`` and ``render`` are the
+    page's public API)."""
+    view = [w["state"], w["channel"], w["axis"], w["index"], w["show"]]
+    outputs = ["state", "picture", "volumes", "status", "index", "channel", "mask"]
+    w["run"].click(
+        handlers.segment, [w["files"], w["axis"]], [w[k] for k in outputs], api_name="segment"
+    )
+    picture = w["picture"]
+    w["index"].change(handlers.render, view, picture, api_name="render", trigger_mode="always_last")
+    w["channel"].change(handlers.render, view, picture, api_visibility="private")
+    w["show"].change(handlers.render, view, picture, api_visibility="private")
+    w["axis"].change(
+        handlers.change_axis, [w["state"], w["axis"]], w["index"], api_visibility="private"
+    ).then(handlers.render, view, picture, api_visibility="private")
 
 
 def _mask_file(folder: str, result: Segmentation) -> str | None:
