@@ -285,7 +285,7 @@ def run_app(argv: Sequence[str] | None = None) -> int:
     try:
         import gradio  # noqa: F401
     except ImportError:
-        print("brats app needs Gradio: pip install 'brats[app]'", file=sys.stderr)
+        print("brats app needs Gradio: pip install 'brats-ray[app]'", file=sys.stderr)
         return 2
     from brats.app import build_app, serve
     from brats.io.model_card import ArtifactError
