@@ -12,8 +12,8 @@ alternate round by round, and each is reported as a speed-up over ``--precision`
 * ``matmul``: a square float32 matmul in numpy and in TensorFlow (best of 10 each), the
   machine's practical peak for dense float32 math; ratios are taken against the faster.
 
-FLOPs per step come from :func:`brats.network.unet.forward_flops` (convolutions only, a multiply-add
-counted as 2); a train step counts as 3x a forward pass (the backward pass computes
+FLOPs per step come from :func:`brats.network.unet.forward_flops` (convolutions only, a
+multiply-add counted as 2); a train step counts as 3x a forward pass (the backward pass computes
 gradients for both the activations and the weights). Times are medians over ``--repeats``
 after a first call that traces the function (reported apart). Achieved GFLOP/s divided by
 the matmul GFLOP/s says how close the convolutions come to the machine's dense-math peak.
@@ -27,12 +27,15 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from brats.options import option
 from brats.train.config import LOSS_NAMES
+
+if TYPE_CHECKING:
+    from brats.network.unet import UNetConfig
 
 TRAIN_FLOPS_PER_FORWARD = 3
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -98,84 +101,124 @@ def _variant_name(precision: str, xla: bool) -> str:
     return precision + ("+xla" if xla else "")
 
 
-def run(args: ModelBenchmark) -> dict[str, Any]:
-    import keras
-    import tensorflow as tf
+Calls = dict[str, Callable[[], object]]
+"""A variant's timed calls by kind (``forward``, ``train_step``)."""
 
-    from brats.network.unet import (
-        UNetConfig,
-        build_unet,
-        check_spatial_shape,
-        forward_flops,
-        nnunet_config,
-    )
-    from brats.train.losses import get_loss
+
+def run(args: ModelBenchmark) -> dict[str, Any]:
+    """Build every variant, alternate their timed calls round by round, and print and return
+    the figures (see the module's docstring)."""
+    import keras
 
     keras.utils.set_random_seed(0)
-
-    def config_at(precision: str) -> UNetConfig:
-        values: dict[str, Any] = {
-            "base_filters": args.base_filters,
-            "depth": args.depth,
-            "in_channels": args.channels,
-            "mixed_precision": precision,
-        }
-        if args.preset == "nnunet":
-            return nnunet_config(**values, deep_supervision=0)
-        return UNetConfig(**values)
-
-    config = config_at(args.precision)
+    config = _network(args, args.precision)
     loss_name = args.loss or ("dice_bce" if config.output == "regions" else "dice_ce")
+    x, y = _batch(args, config)
+    variants, params = _variants(args, loss_name, x, y)
+    first = {name: {k: timed(fn, 0)[0] for k, fn in c.items()} for name, c in variants.items()}
+    times = _alternate(variants, args.repeats)
+    figures = _figures(args, config, loss_name, first, times, params)
+    _print_summary(figures)
+    return figures
+
+
+def _network(args: ModelBenchmark, precision: str) -> UNetConfig:
+    """The ``--preset``'s network at ``precision`` (the ``nnunet`` one without its
+    deep-supervision heads)."""
+    from brats.network.unet import UNetConfig, nnunet_config
+
+    values: dict[str, Any] = {
+        "base_filters": args.base_filters,
+        "depth": args.depth,
+        "in_channels": args.channels,
+        "mixed_precision": precision,
+    }
+    if args.preset == "nnunet":
+        return nnunet_config(**values, deep_supervision=0)
+    return UNetConfig(**values)
+
+
+def _batch(args: ModelBenchmark, config: UNetConfig) -> tuple[Any, Any]:
+    """A seeded ``(batch, size, size, size, channels)`` input and one-hot target."""
+    import tensorflow as tf
+
+    from brats.network.unet import check_spatial_shape
+
     spatial = check_spatial_shape((args.size,) * 3, config.depth)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((args.batch, *spatial, args.channels), dtype=np.float32))
     labels = rng.integers(0, 4, size=(args.batch, *spatial))
-    y = tf.one_hot(tf.constant(labels), 4, dtype=tf.float32)
+    return x, tf.one_hot(tf.constant(labels), 4, dtype=tf.float32)
 
-    variants: dict[str, dict[str, Callable[[], object]]] = {}
-    models: dict[str, Any] = {}
+
+def _variants(args: ModelBenchmark, loss_name: str, x: Any, y: Any) -> tuple[dict[str, Calls], int]:
+    """The timed calls of each precision (``--precision`` first, then ``--against``), with and
+    without XLA when ``--xla``; and the network's parameter count."""
+    from brats.network.unet import build_unet
+
+    variants: dict[str, Calls] = {}
+    params = 0
     precisions = [args.precision, *(p for p in args.against if p != args.precision)]
     for precision in precisions:
         for xla in (False, True) if args.xla else (False,):
-            model = build_unet(config_at(precision))
-            loss_fn = get_loss(loss_name)
-            optimizer = keras.optimizers.Adam(learning_rate=1e-4)
+            model = build_unet(_network(args, precision))
+            params = params or model.count_params()
+            variants[_variant_name(precision, xla)] = _step_calls(model, loss_name, x, y, xla)
+    return variants, params
 
-            def steps(model: Any = model, loss_fn: Any = loss_fn, optimizer: Any = optimizer,
-                      xla: bool = xla) -> dict[str, Callable[[], object]]:  # fmt: skip
-                @tf.function(jit_compile=xla)
-                def forward(batch: tf.Tensor) -> tf.Tensor:
-                    return model(batch, training=False)
 
-                @tf.function(jit_compile=xla)
-                def train_step(batch: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-                    with tf.GradientTape() as tape:
-                        loss = loss_fn(target, model(batch, training=True))
-                    grads = tape.gradient(loss, model.trainable_weights)
-                    optimizer.apply(grads, model.trainable_weights)
-                    return loss
+def _step_calls(model: Any, loss_name: str, x: Any, y: Any, xla: bool) -> Calls:
+    """``model``'s compiled forward pass and train step (loss, gradients, an Adam update)."""
+    import keras
+    import tensorflow as tf
 
-                return {
-                    "forward": lambda: forward(x).numpy(),
-                    "train_step": lambda: float(train_step(x, y)),
-                }
+    from brats.train.losses import get_loss
 
-            name = _variant_name(precision, xla)
-            variants[name], models[name] = steps(), model
+    loss_fn = get_loss(loss_name)
+    optimizer = keras.optimizers.Adam(learning_rate=1e-4)
 
-    # First calls trace (and with XLA compile); then rounds alternate between the variants.
-    first = {
-        name: {k: timed(fn, 0)[0] for k, fn in calls.items()} for name, calls in variants.items()
-    }
-    times: dict[str, dict[str, list[float]]] = {
-        n: {"forward": [], "train_step": []} for n in variants
-    }
-    for _ in range(args.repeats):
+    @tf.function(jit_compile=xla)
+    def forward(batch: tf.Tensor) -> tf.Tensor:
+        return model(batch, training=False)
+
+    @tf.function(jit_compile=xla)
+    def train_step(batch: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(target, model(batch, training=True))
+        grads = tape.gradient(loss, model.trainable_weights)
+        optimizer.apply(grads, model.trainable_weights)
+        return loss
+
+    return {"forward": lambda: forward(x).numpy(), "train_step": lambda: float(train_step(x, y))}
+
+
+def _alternate(variants: dict[str, Calls], repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds of each call of each variant over ``repeats`` rounds, the variants taking turns
+    within a round (so drift hits them alike)."""
+    times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in c} for n, c in variants.items()}
+    for _ in range(repeats):
         for name, calls in variants.items():
             for kind, fn in calls.items():
                 times[name][kind].append(timed(fn, 0)[0])
-    matmul = matmul_gflops(args.matmul_n)
+    return times
 
+
+def _figures(
+    args: ModelBenchmark,
+    config: UNetConfig,
+    loss_name: str,
+    first: dict[str, dict[str, float]],
+    times: dict[str, dict[str, list[float]]],
+    params: int,
+) -> dict[str, Any]:
+    """The benchmark's figures: ``--precision``'s times and GFLOP/s against the matmul peak,
+    and each variant's speed-up over it."""
+    import tensorflow as tf
+
+    from brats.network.unet import forward_flops
+
+    spatial = (args.size,) * 3
+    matmul = matmul_gflops(args.matmul_n)
     flops = forward_flops(config, spatial)["total"] * args.batch
     base = _variant_name(args.precision, False)
     forward_s = statistics.median(times[base]["forward"])
@@ -183,8 +226,6 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
     forward_gflops = flops / forward_s / 1e9
     train_gflops = TRAIN_FLOPS_PER_FORWARD * flops / train_s / 1e9
     best = max(matmul, key=lambda k: matmul[k])
-    peak = matmul[best]
-    voxels = args.batch * int(np.prod(spatial))
     per_variant = {
         name: {
             "forward_s": round(statistics.median(t["forward"]), 4),
@@ -196,7 +237,7 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
         }
         for name, t in times.items()
     }
-    figures = {
+    return {
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "cores": os.cpu_count(),
         # brats turns oneDNN on (brats.runtime.use_onednn); TF_ENABLE_ONEDNN_OPTS=0 measures
@@ -205,7 +246,7 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
         "cpu_flags": _cpu_flags(),
         "preset": args.preset,
         "unet": config.to_dict(),
-        "params": models[base].count_params(),
+        "params": params,
         "input_shape": [args.batch, *spatial, args.channels],
         "loss": loss_name,
         "repeats": args.repeats,
@@ -217,33 +258,39 @@ def run(args: ModelBenchmark) -> dict[str, Any]:
         "train_step_first_call_s": round(first[base]["train_step"], 3),
         "forward_gflops": round(forward_gflops, 1),
         "train_gflops": round(train_gflops, 1),
-        "train_voxels_per_s": round(voxels / train_s),
+        "train_voxels_per_s": round(args.batch * int(np.prod(spatial)) / train_s),
+        "baseline": base,
         "variants": per_variant,
         "matmul_n": args.matmul_n,
         "matmul_gflops": {k: round(v, 1) for k, v in matmul.items()},
         "matmul_reference": best,
-        "forward_vs_matmul": round(forward_gflops / peak, 3),
-        "train_vs_matmul": round(train_gflops / peak, 3),
+        "forward_vs_matmul": round(forward_gflops / matmul[best], 3),
+        "train_vs_matmul": round(train_gflops / matmul[best], 3),
         # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
+
+
+def _print_summary(f: dict[str, Any]) -> None:
+    """One line for ``--precision`` against the matmul peak, then one per variant."""
+    matmul = f["matmul_gflops"]
     print(
-        f"model {figures['input_shape']} {args.preset} on {figures['device']} "
-        f"({figures['cores']} cores, {'+'.join(figures['cpu_flags']) or 'no AVX flags read'}, "
-        f"oneDNN {'off' if figures['onednn'] == '0' else 'on'}), {base}: "
-        f"forward {forward_s:.2f} s = "
-        f"{forward_gflops:.1f} GFLOP/s, train step {train_s:.2f} s = {train_gflops:.1f} GFLOP/s; "
-        f"matmul {args.matmul_n}^2 float32: numpy {matmul['numpy']:.1f}, TensorFlow "
-        f"{matmul['tensorflow']:.1f} GFLOP/s -> forward at {figures['forward_vs_matmul']:.2f}, "
-        f"train at {figures['train_vs_matmul']:.2f} of the best ({best}) matmul"
+        f"model {f['input_shape']} {f['preset']} on {f['device']} "
+        f"({f['cores']} cores, {'+'.join(f['cpu_flags']) or 'no AVX flags read'}, "
+        f"oneDNN {'off' if f['onednn'] == '0' else 'on'}), {f['baseline']}: "
+        f"forward {f['forward_s']:.2f} s = {f['forward_gflops']:.1f} GFLOP/s, train step "
+        f"{f['train_step_s']:.2f} s = {f['train_gflops']:.1f} GFLOP/s; matmul "
+        f"{f['matmul_n']}^2 float32: numpy {matmul['numpy']:.1f}, TensorFlow "
+        f"{matmul['tensorflow']:.1f} GFLOP/s -> forward at {f['forward_vs_matmul']:.2f}, "
+        f"train at {f['train_vs_matmul']:.2f} of the best ({f['matmul_reference']}) matmul"
     )
-    for name, v in per_variant.items():
+    for name, v in f["variants"].items():
         print(
-            f"  {name}: forward {v['forward_s']:.3f} s ({v['forward_speedup']:.2f}x of {base}), "
-            f"train step {v['train_step_s']:.3f} s ({v['train_step_speedup']:.2f}x); first "
-            f"calls {v['forward_first_call_s']:.1f} / {v['train_step_first_call_s']:.1f} s"
+            f"  {name}: forward {v['forward_s']:.3f} s ({v['forward_speedup']:.2f}x of "
+            f"{f['baseline']}), train step {v['train_step_s']:.3f} s "
+            f"({v['train_step_speedup']:.2f}x); first calls {v['forward_first_call_s']:.1f} / "
+            f"{v['train_step_first_call_s']:.1f} s"
         )
-    return figures
 
 
 def _cpu_flags() -> list[str]:
