@@ -13,8 +13,9 @@ Stages, each writing under ``--out`` (default ``demo-out/``):
    gamma, a stronger bias field, more noise, thicker slices), segmented into
    ``segmented-site-b/``: how the model does on another hospital's scans.
 
-It ends by printing where everything went and the held-out mean Dice per region at the
-training site and at the other site.
+It ends by printing what each stage did, the held-out mean Dice per region at the training
+site and at the other site as a table, and where everything went; the whole summary (paths
+and figures) is ``summary.json`` under ``--out``.
 ``--small`` runs a reduced size (CI runs it so the demo's path stays green).
 """
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from brats.train.config import TrainConfig
 
 log = logging.getLogger("brats.demo")
+
+SUMMARY_FILE = "summary.json"
+"""The demo's whole summary (paths and figures), written under ``--out``."""
 
 
 @dataclass(frozen=True)
@@ -223,11 +227,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = command.demo()
     log.info("demo settings: %s", json.dumps(asdict(config)))
     summary = run_demo(config)
-    print(json.dumps(summary, indent=2))
-    print(f"\nmasks: {summary['segment']['masks']}\nreport: {summary['segment']['report']}")
-    for site, dice in summary["held_out_mean_dice"].items():
-        print(f"held-out mean Dice, {site}: " + " ".join(f"{r} {v:.3f}" for r, v in dice.items()))
+    with open(os.path.join(summary["out"], SUMMARY_FILE), "w") as fh:
+        fh.write(json.dumps(summary, indent=2) + "\n")
+    print(summary_text(summary))
     return 0
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The demo's closing lines for a person: what each stage did, the held-out Dice as a
+    table, and where the masks, the report and the whole summary are."""
+    seconds = summary["seconds"]
+    ingest, trained, segmented = summary["ingest"], summary["train"], summary["segment"]
+    best = " ".join(f"{k.removeprefix('val_dice_')} {v:.3f}" for k, v in trained["best_val"].items()
+                    if k.startswith("val_dice_"))  # fmt: skip
+    lines = [
+        f"demo done: its stages took {sum(seconds.values()):.0f} s ("
+        + ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in seconds.items())
+        + ")",
+        f"  ingest   {ingest['ok']} cases, {len(ingest['failed'])} refused: "
+        + "; ".join(ingest["failed"]),
+        f"  train    {trained['epochs']} epochs, best validation Dice {best or '-'}",
+        f"  segment  {segmented['done']} held-out cases, {len(segmented['failed'])} refused: "
+        + "; ".join(segmented["failed"]),
+        "",
+    ]
+    sites = summary["held_out_mean_dice"]
+    regions = list(next(iter(sites.values()), {}))
+    width = max(len("held-out mean Dice"), *(len(s) for s in sites))
+    lines.append(f"{'held-out mean Dice':<{width}}" + "".join(f"  {r:>5}" for r in regions))
+    for site, dice in sites.items():
+        lines.append(f"{site:<{width}}" + "".join(f"  {dice[r]:.3f}" for r in regions))
+    lines += [
+        "",
+        f"masks:   {segmented['masks']}",
+        f"report:  {segmented['report']}",
+        f"model:   {trained['model']}",
+        f"summary: {os.path.join(summary['out'], SUMMARY_FILE)}",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

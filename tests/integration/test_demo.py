@@ -22,8 +22,7 @@ def test_small_demo_runs_the_whole_pipeline_and_says_where_it_went(tmp_path, ray
     # Nothing deprecated in Ray is used: no warning in the driver, none in any worker's log.
     assert not [w for w in caught if issubclass(w.category, RayDeprecationWarning)]
     assert "will be removed in Ray" not in printed + captured.err
-    start = printed.index('{\n  "out"')
-    summary = json.loads(printed[start : printed.index("\n}\n", start) + 2])
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["ingest"]["ok"] == 6 and len(summary["ingest"]["failed"]) == 2
     assert summary["train"]["epochs"] == 2
     assert summary["segment"]["done"] == 2
@@ -38,6 +37,14 @@ def test_small_demo_runs_the_whole_pipeline_and_says_where_it_went(tmp_path, ray
     assert len(list(masks.iterdir())) == 2
     assert (masks.parent / "report.html").is_file() and (masks.parent / "_SUCCESS").is_file()
     assert (Path(summary["train"]["model"]) / "model.json").is_file()
-    assert f"report: {masks.parent / 'report.html'}" in printed
-    assert "held-out mean Dice, site a (training): WT " in printed
-    assert "held-out mean Dice, site b: WT " in printed
+    # What a person reads: a table of the held-out Dice and where things went, no JSON dump.
+    assert f"report:  {masks.parent / 'report.html'}" in printed
+    assert '"held_out_mean_dice"' not in printed
+    table = printed[printed.index("held-out mean Dice") :].splitlines()
+    assert table[0].split() == ["held-out", "mean", "Dice", "WT", "TC", "ET"]
+    for line, (site, dice) in zip(table[1:3], sites.items(), strict=True):
+        assert line.startswith(site)
+        assert [float(v) for v in line[len(site) :].split()] == [
+            dice[r] for r in ("WT", "TC", "ET")
+        ]
+    assert "  segment  2 held-out cases, 1 refused: case Broken_nan" in printed
