@@ -61,14 +61,14 @@ def run_ingest(argv: Sequence[str] | None = None) -> int:
     _print_json(
         {
             "manifest": result.manifest_uri,
-            "ok": counts["ok"],
+            "ok": counts["done"],  # printed as before: scripts read this key
             "failed": counts["failed"],
             "rejected": counts["rejected"],
             "seconds": round(result.seconds, 1),
             "failures": result.manifest["failures"] + result.manifest["rejected"],
         }
     )
-    return 0 if counts["ok"] else 1
+    return 0 if counts["done"] else 1
 
 
 def train_parser() -> argparse.ArgumentParser:

@@ -45,6 +45,7 @@ from brats.ingest.rows import read_cohort
 from brats.io.cases import Case, Discovery, discover
 from brats.io.nifti import read_case
 from brats.options import option
+from brats.report.status import is_done
 from brats.runtime import init_ray
 from brats.storage import Location, resolve
 
@@ -132,9 +133,9 @@ def _ray_data(
     )
     rows = ds.take_all()
     elapsed = time.perf_counter() - start
-    ok = sum(r["status"] == "ok" for r in rows)
-    if ok != len(cases):
-        raise RuntimeError(f"the read stage prepared {ok} of {len(cases)} cases")
+    done = sum(is_done(r["status"]) for r in rows)
+    if done != len(cases):
+        raise RuntimeError(f"the read stage prepared {done} of {len(cases)} cases")
     return elapsed
 
 

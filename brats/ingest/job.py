@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brats.ingest.prepare import PreprocessConfig
-from brats.ingest.rows import OK, read_cohort
+from brats.ingest.rows import read_cohort
 from brats.ingest.shards import build_manifest, write_case_shard, write_manifest
 from brats.options import option
 from brats.progress import Progress
+from brats.report.status import is_done
 from brats.storage import S3_ENDPOINT_HELP, redact, resolve
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def ingest(
     progress = Progress("ingest", total, log)
     for row in _iter_rows(results):
         entries.append(row)
-        progress.update(row["case_id"], None if row["status"] == OK else row["error"])
+        progress.update(row["case_id"], None if is_done(row["status"]) else row["error"])
     manifest = build_manifest(entries, found, cohort, config.preprocess)
     uri = write_manifest(out, manifest)
     return IngestResult(uri, manifest, time.perf_counter() - started)

@@ -9,7 +9,8 @@ Shape of the read stage:
          writes the case's shard there, so no tensor crosses the object store)
 
 A prepared row (:data:`PREPARED_COLUMNS`) holds a :class:`~brats.ingest.prepare.PreparedCase`
-as Ray Data tensor and scalar columns, plus ``status`` (``"ok"`` or ``"failed"``), ``error``
+as Ray Data tensor and scalar columns, plus ``status`` (:data:`~brats.report.status.DONE` or
+:data:`~brats.report.status.FAILED`; rows of older versions said ``"ok"`` for done), ``error``
 and ``error_file`` (the failure's message and file, empty for a good case) and ``read_s``
 (seconds the read took). :func:`prepared_to_row` and :func:`failure_row` write that schema;
 :func:`row_to_prepared` reads it back, from a streamed row or a stored shard alike.
@@ -30,6 +31,7 @@ from brats.errors import CaseError
 from brats.ingest.prepare import PreparedCase, PreprocessConfig, prepare_case
 from brats.io.cases import Case, Discovery, discover
 from brats.io.nifti import read_case
+from brats.report.status import DONE, FAILED
 from brats.storage import Location, redact
 from brats.volume.geometry import CropBox
 from brats.volume.labels import LabelConvention
@@ -60,8 +62,6 @@ PREPARED_COLUMNS: Final = (
     "header",
 )
 """Every column of a prepared row, in order (``read_s`` is added by the read stage)."""
-OK: Final = "ok"
-FAILED: Final = "failed"
 
 
 def case_to_row(case: Case) -> Row:
@@ -88,11 +88,11 @@ def row_to_case(row: Mapping[str, Any]) -> Case:
 
 
 def prepared_to_row(prepared: PreparedCase) -> Row:
-    """A prepared case as a row of :data:`PREPARED_COLUMNS` with status ``ok``."""
+    """A prepared case as a row of :data:`PREPARED_COLUMNS` with status ``done``."""
     labeled = prepared.label is not None
     return {
         "case_id": prepared.case_id,
-        "status": OK,
+        "status": DONE,
         "error": "",
         "error_file": "",
         "image": prepared.image,

@@ -3,7 +3,9 @@
     OUT/shards/<case>.parquet   one case's prepared row (:data:`SHARD_COLUMNS`)
     OUT/manifest.json           cases, failures, the preprocessing, a content hash (last)
 
-Shard keys follow from the case id alone, so a rerun overwrites, never duplicates.
+Shard keys follow from the case id alone, so a rerun overwrites, never duplicates. The
+manifest's ``counts`` say ``done`` for the cases written (:mod:`brats.report.status`);
+manifests written before said ``ok``, and :func:`load_manifest` reads them as ``done``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.ingest.prepare import PreprocessConfig
-from brats.ingest.rows import OK, PREPARED_COLUMNS, Row
+from brats.ingest.rows import PREPARED_COLUMNS, Row
 from brats.io.cases import Discovery
+from brats.report.status import DONE, OLD_DONE, is_done, read_status
 from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -34,8 +37,8 @@ MAX_MANIFEST_BYTES: Final = 256 << 20
 SHARD_COLUMNS: Final = tuple(
     c for c in PREPARED_COLUMNS if c not in ("status", "error", "error_file", "header")
 )
-"""The prepared-row columns a shard keeps (status is always ok; the header is not needed to
-train)."""
+"""The prepared-row columns a shard keeps (status is always done; the header is not needed
+to train)."""
 
 
 def shard_key(case_id: str) -> str:
@@ -121,9 +124,9 @@ def write_case_shard(row: Row, *, out: Location, hook: Callable[[str], None] | N
     manifest entry of the case (no tensors). ``hook(case_id)`` runs first (fault tests)."""
     if hook is not None:
         hook(str(row["case_id"]))
-    ok = row["status"] == OK
-    shard = shard_key(str(row["case_id"])) if ok else ""
-    if ok:
+    done = is_done(row["status"])
+    shard = shard_key(str(row["case_id"])) if done else ""
+    if done:
         write_bytes_atomic(out.filesystem(), out.join(shard), encode_shard([row]))
     crop = {
         "start": row["crop_start"].tolist(),
@@ -132,7 +135,7 @@ def write_case_shard(row: Row, *, out: Location, hook: Callable[[str], None] | N
     }
     return {
         "case_id": str(row["case_id"]),
-        "status": str(row["status"]),
+        "status": read_status(row["status"]),
         "error": str(row["error"]),
         "error_file": str(row["error_file"]),
         "shard": shard,
@@ -160,7 +163,7 @@ def build_manifest(
     cases = []
     failures = []
     for e in sorted(entries, key=lambda e: e["case_id"]):
-        if e["status"] == OK:
+        if is_done(e["status"]):
             cases.append(
                 {
                     "case_id": e["case_id"],
@@ -190,7 +193,7 @@ def build_manifest(
         "hash": digest,
         "counts": {
             "found": len(found.cases) + len(found.rejected),
-            "ok": len(cases),
+            DONE: len(cases),
             "failed": len(failures),
             "rejected": len(found.rejected),
         },
@@ -208,7 +211,8 @@ def write_manifest(out: Location, manifest: Mapping[str, Any]) -> str:
 
 
 def load_manifest(out: Location) -> dict[str, Any]:
-    """The manifest of the ingested cohort in ``out``.
+    """The manifest of the ingested cohort in ``out``, its ``counts`` in the current words
+    (an older manifest's ``ok`` count is returned as ``done``).
 
     Raises:
         ValueError: the file is not a brats cohort manifest.
@@ -217,6 +221,9 @@ def load_manifest(out: Location) -> dict[str, Any]:
     manifest: dict[str, Any] = json.loads(raw)
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{redact(out.uri)}/{MANIFEST}: not a brats cohort manifest")
+    counts = manifest.get("counts")
+    if isinstance(counts, dict) and OLD_DONE in counts and DONE not in counts:
+        manifest["counts"] = {(DONE if k == OLD_DONE else k): v for k, v in counts.items()}
     return manifest
 
 

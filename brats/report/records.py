@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from brats.errors import BratsError, InvalidCaseIdError
 from brats.io.cases import validate_case_id
+from brats.report.status import DONE, FAILED
 from brats.storage import Location, StorageError, json_bytes, read_bytes, redact, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ MASKS: Final = "masks"
 RECORDS: Final = "records"
 SUCCESS: Final = "_SUCCESS"
 MAX_RECORD_BYTES: Final = 1 << 20
-DONE: Final = "done"
-FAILED: Final = "failed"
 
 
 _STORED_WHEN_SET: Final = ("notes", "precision")
@@ -68,7 +67,8 @@ class CaseRecord:
 
     Attributes:
         case_id: the validated case id.
-        status: :data:`DONE` (a mask was written) or :data:`FAILED`.
+        status: :data:`~brats.report.status.DONE` (a mask was written) or
+            :data:`~brats.report.status.FAILED`.
         model_version: sha256 of the model's ``model.keras``.
         settings: the output settings that decided the mask's bytes; a run with other
             settings redoes the case.

@@ -28,17 +28,14 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.errors import CaseError
-from brats.ingest import rows
 from brats.ingest.prepare import PreprocessConfig
-from brats.ingest.rows import OK, Row, row_to_prepared
+from brats.ingest.rows import Row, row_to_prepared
 from brats.io.cases import Case, Discovery, discover
 from brats.io.model_card import ArtifactError, ModelCard
 from brats.io.nifti import Limits, read_file
 from brats.options import option
 from brats.progress import Progress
 from brats.report.records import (
-    DONE,
-    FAILED,
     MASKS,
     RECORDS,
     CaseRecord,
@@ -49,6 +46,7 @@ from brats.report.records import (
     success_matches,
     write_success,
 )
+from brats.report.status import DONE, FAILED, is_done
 from brats.runtime import Replicas, cpus_per_replica
 from brats.segment.attempts import Attempts
 from brats.segment.predictor import PredictSettings
@@ -167,13 +165,13 @@ class CaseSegmenter:
             image = batch["image"][i]
             preds[i] = np.zeros((0, 0, 0), np.uint8)
             images[i] = np.zeros((image.shape[0], 0, 0, 0), image.dtype)
-            if batch["status"][i] != OK:
+            if not is_done(batch["status"][i]):
                 continue
             case_id = str(batch["case_id"][i])
             if self.attempts is not None and self.attempts.begin(case_id) is None:
                 log.error("case %s: failed after %d attempts", case_id, self.attempts.limit)
                 self.attempts.end(case_id)
-                out["status"][i] = rows.FAILED
+                out["status"][i] = FAILED
                 out["error"][i] = self.attempts.exhausted_error(case_id)
                 continue
             began = time.perf_counter()
@@ -183,7 +181,7 @@ class CaseSegmenter:
                 preds[i] = self.predictor.segment(row_to_prepared(_row(batch, i)))
             except Exception as err:  # this case fails; the actor and the others go on
                 log.exception("case %s: prediction failed", case_id)
-                out["status"][i] = rows.FAILED
+                out["status"][i] = FAILED
                 out["error"][i] = f"case {case_id}: prediction failed: {type(err).__name__}: {err}"
                 continue
             finally:

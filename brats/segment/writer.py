@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 
 from brats.errors import InvalidCaseIdError
-from brats.ingest.rows import OK, Row, row_to_prepared
+from brats.ingest.rows import Row, row_to_prepared
 from brats.io.cases import Rejected, validate_case_id
 from brats.report.records import (
-    DONE,
-    FAILED,
     CaseFailure,
     CaseRecord,
     mask_key,
@@ -28,6 +26,7 @@ from brats.report.records import (
     read_record,
     write_record,
 )
+from brats.report.status import DONE, FAILED, is_done
 from brats.segment.predictor import export_mask
 from brats.storage import Location, write_bytes_atomic
 from brats.volume.geometry import paste_back
@@ -63,7 +62,7 @@ def write_case_outputs(
     began = time.perf_counter()
     version = str(row.get("model_version", ""))
     try:
-        if row["status"] != OK:
+        if not is_done(row["status"]):
             message, file = str(row["error"]), str(row["error_file"]) or None
             failure = CaseFailure(file, _reason(message, case_id, file), message)
             record = CaseRecord.failed(

@@ -40,7 +40,7 @@ def test_a_case_travels_as_a_row_and_back(cohort):
 def test_a_prepared_row_holds_the_whole_case(cohort):
     good = next(c for c in discover(cohort).cases if c.case_id != "Bad_nan")
     row = load_and_prepare(case_to_row(good), cohort=cohort, config=PreprocessConfig())
-    assert row["status"] == "ok" and row["read_s"] > 0
+    assert row["status"] == "done" and row["read_s"] > 0
     assert set(row) == {*PREPARED_COLUMNS, "read_s"}
     prepared = row_to_prepared(row)
     assert prepared.case_id == good.case_id and prepared.label is not None

@@ -42,7 +42,7 @@ def cohort(tmp_path_factory):
 def check_manifest(manifest, ids):
     assert manifest["counts"] == {
         "found": N_GOOD + len(FAULTS),
-        "ok": N_GOOD,
+        "done": N_GOOD,
         "failed": len(FAULTS),
         "rejected": 0,
     }
@@ -195,7 +195,7 @@ def test_reader_pool_and_tasks_read_alike(cohort, ray_session):
     tasks = {r["case_id"]: (r["status"], list(r["shape"]), r["total"]) for r in by_mode[None]}
     pool = {r["case_id"]: (r["status"], list(r["shape"]), r["total"]) for r in by_mode[2]}
     assert tasks == pool
-    assert sum(status == "ok" for status, _, _ in pool.values()) == N_GOOD
+    assert sum(status == "done" for status, _, _ in pool.values()) == N_GOOD
     # Two readers at most: every case went through one of at most two actor processes.
     assert 1 <= len({r["pid"] for r in by_mode[2]}) <= 2
 
