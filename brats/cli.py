@@ -310,10 +310,12 @@ BENCHMARKS = (
     "evaluate",
     "gpu",
     "recipe",
+    "scale",
 )
 """The suites of ``jobs/benchmark.py``, one module each under :mod:`brats.benchmarks`."""
-LONG_BENCHMARKS = ("recipe",)
-"""Suites ``all`` leaves out: they train several models (most of an hour on 2 cores)."""
+LONG_BENCHMARKS = ("recipe", "scale")
+"""Suites ``all`` leaves out: ``recipe`` trains several models (most of an hour on 2 cores),
+``scale`` segments and evaluates 1,100 cases (minutes)."""
 
 
 def _benchmark_settings(name: str) -> type:

@@ -1,4 +1,9 @@
-"""The report's HTML page: statistics, box plots, the per-case table, thumbnails.
+"""The report's HTML page: statistics, box plots, a bounded case table, thumbnails.
+
+The page stays the same size whatever the cohort's: its case table holds at most
+:data:`MAX_CASE_ROWS` cases (:func:`table_rows`: all of them in a small cohort, else the
+failed ones and the lowest Dice WT first) and links ``report.csv``, written beside it, for
+the rest. The box plots draw every case as a point, in a picture of fixed size.
 
 Every text that comes from a cohort (case ids, file names, reasons) is escaped. Figures are
 drawn on an Agg canvas of their own, never through pyplot (which would switch the backend of
@@ -87,7 +92,8 @@ def render_html(
 ) -> str:
     """The whole page, from report rows (:func:`brats.report.tables.report_row`) and their
     summary; ``overlay`` (or ``None``: no pictures) draws the ``n_thumbnails`` worst and best
-    cases by Dice WT."""
+    cases by Dice WT. The case table shows :func:`table_rows` and links ``report.csv`` (the
+    page is meant to lie beside it, as :func:`brats.report.write.write_report` writes it)."""
     counts = summary["counts"]
     title = (
         f"BraTS segmentation report: {counts['cases']} cases, {counts['done']} done, "
@@ -190,7 +196,34 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
+MAX_CASE_ROWS: Final = 100
+"""The most cases the page's table shows; ``report.csv`` holds them all."""
+FULL_TABLE: Final = "report.csv"
+"""The full case table, written beside the page and linked from it."""
+
+
+def table_rows(rows: list[dict[str, Any]], bound: int = MAX_CASE_ROWS) -> list[dict[str, Any]]:
+    """The rows the page's case table shows, at most ``bound`` of them.
+
+    Every row, in case-id order, when there are no more than ``bound``. Otherwise the ones
+    a reader has to look at first: the failed cases (by case id), then the cases with the
+    lowest Dice WT (ties by case id), then, if room is left, the others by case id.
+    """
+    if len(rows) <= bound:
+        return list(rows)
+
+    def urgency(row: dict[str, Any]) -> tuple[int, float, str]:
+        if row["status"] == "failed":
+            return (0, 0.0, row["case_id"])
+        if row["dice_WT"] is not None:
+            return (1, row["dice_WT"], row["case_id"])
+        return (2, 0.0, row["case_id"])
+
+    return sorted(rows, key=urgency)[:bound]
+
+
 def _html_cases(rows: list[dict[str, Any]]) -> str:
+    shown = table_rows(rows)
     heads = ["case", "status"]
     heads += [f"Dice {r}" for r in REGIONS] + [f"HD95 {r} (mm)" for r in REGIONS]
     heads += [f"lesion Dice {r}" for r in REGIONS]
@@ -199,23 +232,45 @@ def _html_cases(rows: list[dict[str, Any]]) -> str:
     header = "".join(
         f'<th class="text">{h}</th>' if h in text_heads else f"<th>{h}</th>" for h in heads
     )
-    lines = ["<h2>Cases</h2>", f"<table><tr>{header}</tr>"]
-    for row in rows:
-        numbers = [_fmt(row[f"dice_{r}"], 3) for r in REGIONS]
-        numbers += [_fmt(row[f"hd95_{r}"], 1) for r in REGIONS]
-        numbers += [_fmt(row[f"lesion_dice_{r}"], 3) for r in REGIONS]
-        cells = [
-            f'<td class="text">{_esc(row["case_id"])}</td>',
-            f'<td class="text">{_esc(row["status"])}</td>',
-            *(f"<td>{n}</td>" for n in numbers),
-            f'<td class="text">{_esc(row["error_reason"])}</td>',
-            f'<td class="text">{_esc(row["error_message"])}</td>',
-            f'<td class="text">{_esc(row["notes"])}</td>',
-        ]
-        css = ' class="failed"' if row["status"] == "failed" else ""
-        lines.append(f"<tr{css}>{''.join(cells)}</tr>")
+    lines = ["<h2>Cases</h2>", _cases_note(rows, shown), f"<table><tr>{header}</tr>"]
+    lines += [_case_row(row) for row in shown]
     lines.append("</table>")
     return "\n".join(lines)
+
+
+def _cases_note(rows: list[dict[str, Any]], shown: list[dict[str, Any]]) -> str:
+    """What the table holds, and the link to the full table."""
+    link = f'<a href="{FULL_TABLE}">{FULL_TABLE}</a>'
+    if len(shown) == len(rows):
+        return f"<p>All {len(rows)} cases, by case id; the same table as CSV: {link}.</p>"
+    failed = sum(row["status"] == "failed" for row in rows)
+    text = (
+        f"<p>{len(shown)} of {len(rows)} cases: the failed ones first, then the lowest Dice WT. "
+        f"Every case is in {link} (and report.parquet)."
+    )
+    hidden = failed - sum(row["status"] == "failed" for row in shown)
+    if hidden:
+        text += (
+            f' <span class="note">{failed} cases failed; {hidden} of them are not in this '
+            f"table: see {link} (status failed) or summary.json.</span>"
+        )
+    return text + "</p>"
+
+
+def _case_row(row: dict[str, Any]) -> str:
+    numbers = [_fmt(row[f"dice_{r}"], 3) for r in REGIONS]
+    numbers += [_fmt(row[f"hd95_{r}"], 1) for r in REGIONS]
+    numbers += [_fmt(row[f"lesion_dice_{r}"], 3) for r in REGIONS]
+    cells = [
+        f'<td class="text">{_esc(row["case_id"])}</td>',
+        f'<td class="text">{_esc(row["status"])}</td>',
+        *(f"<td>{n}</td>" for n in numbers),
+        f'<td class="text">{_esc(row["error_reason"])}</td>',
+        f'<td class="text">{_esc(row["error_message"])}</td>',
+        f'<td class="text">{_esc(row["notes"])}</td>',
+    ]
+    css = ' class="failed"' if row["status"] == "failed" else ""
+    return f"<tr{css}>{''.join(cells)}</tr>"
 
 
 def _fmt(value: float | None, digits: int) -> str:

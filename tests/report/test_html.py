@@ -142,3 +142,61 @@ def test_imports_neither_ray_nor_tensorflow():
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def many_records(n: int, failed_every: int) -> list:
+    """``n`` records, seeded Dice WT, every ``failed_every``-th one failed."""
+    rng = np.random.default_rng(7)
+    records = []
+    for i in range(n):
+        case_id = f"case{i:04d}"
+        if i % failed_every == failed_every - 1:
+            records.append(failed_record(case_id, f"{case_id}_t1.nii.gz", "truncated gzip"))
+        else:
+            records.append(done_record(case_id, report_metrics(float(rng.uniform(0.2, 1.0)))))
+    return records
+
+
+def case_rows(page: str) -> list[str]:
+    """The case ids in the page's case table, in order."""
+    table = page.split("<h2>Cases</h2>", 1)[1].split("</table>", 1)[0]
+    return re.findall(r'<tr(?: class="failed")?><td class="text">([^<]+)</td>', table)
+
+
+def test_the_case_table_is_bounded_and_names_every_failed_case(tmp_path):
+    from brats.report.html import MAX_CASE_ROWS
+
+    records = many_records(300, failed_every=25)
+    page = html_of(write_report(records, resolve(str(tmp_path))))
+    shown = case_rows(page)
+    assert len(shown) == MAX_CASE_ROWS == 100
+    failed = sorted(r.case_id for r in records if not r.done)
+    assert len(failed) == 12 and shown[:12] == failed
+    assert page.count('<tr class="failed">') == 12
+    dice = {r.case_id: r.metrics["dice_WT"] for r in records if r.done}
+    assert shown[12:] == sorted(dice, key=lambda c: (dice[c], c))[:88]  # the lowest Dice WT
+    assert '<a href="report.csv">report.csv</a>' in page
+    assert "100 of 300 cases" in page and "not in this table" not in page
+
+
+def test_failed_cases_beyond_the_bound_are_counted_and_pointed_to(tmp_path):
+    records = many_records(300, failed_every=2)  # 150 failed: more than the table holds
+    page = html_of(write_report(records, resolve(str(tmp_path))))
+    shown = case_rows(page)
+    assert shown == sorted(r.case_id for r in records if not r.done)[:100]
+    assert "150 cases failed; 50 of them are not in this table" in page
+
+
+def test_a_small_cohort_shows_every_case_in_case_id_order(tmp_path):
+    page = html_of(write_report(report_cohort(), resolve(str(tmp_path))))
+    assert case_rows(page) == sorted(r.case_id for r in report_cohort())
+    assert "All 7 cases, by case id" in page and 'href="report.csv"' in page
+
+
+def test_the_page_does_not_grow_with_the_cohort(tmp_path):
+    """Ten times the cases, the same text (the box plots are pictures of a fixed size)."""
+    small = write_report(many_records(150, 5), resolve(str(tmp_path / "small")))  # 30 failed
+    large = write_report(many_records(1500, 50), resolve(str(tmp_path / "large")))  # 30 failed
+    pictures = re.compile(r'src="data:image/png;base64,[^"]+"')
+    sizes = [len(pictures.sub("", html_of(w))) for w in (small, large)]
+    assert sizes[1] < 1.05 * sizes[0], sizes
