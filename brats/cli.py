@@ -13,23 +13,32 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from brats.options import add_options, build_parser, parse_config, parse_or_exit
+
+if TYPE_CHECKING:
+    from brats.report.batch import JobConfig, JobResult
 
 log = logging.getLogger("brats")
 
 T = TypeVar("T")
+J = TypeVar("J", bound="JobConfig")
 
 
 def _config_on_ray(parser: argparse.ArgumentParser, cls: type[T], argv: Sequence[str] | None) -> T:
     """The ``cls`` config of a Ray job's arguments, with logging set up and Ray started (or
-    joined, under ``ray job submit``)."""
-    from brats.runtime import LocalRay, init_ray, setup_logging
+    joined: ``RAY_ADDRESS``, set by ``ray job submit``). Exits 1 with a message naming the
+    address when the cluster to join does not answer (:func:`brats.runtime.init_ray`)."""
+    from brats.runtime import ClusterUnreachable, LocalRay, init_ray, setup_logging
 
     args, config = parse_or_exit(parser, argv, lambda a: parse_config(cls, a))
     setup_logging()
-    init_ray(num_cpus=parse_config(LocalRay, args).num_cpus)
+    try:
+        init_ray(num_cpus=parse_config(LocalRay, args).num_cpus)
+    except ClusterUnreachable as err:
+        log.error("%s", err)
+        raise SystemExit(1) from err
     return config
 
 
@@ -122,29 +131,9 @@ def segment_parser() -> argparse.ArgumentParser:
 
 
 def run_segment(argv: Sequence[str] | None = None) -> int:
-    from brats.segment.job import SegmentConfig, SegmentError, segment
+    from brats.segment.job import SegmentConfig, segment
 
-    config = _config_on_ray(segment_parser(), SegmentConfig, argv)
-    try:
-        result = segment(config)
-    except SegmentError as err:
-        log.error("%s", err)
-        _print_json({"status": "failed", "error": str(err)})
-        return 1
-    _print_json(
-        {
-            "status": "ok",
-            "out": result.out,
-            "model_version": result.model_version,
-            "cases": result.total,
-            "skipped": result.skipped,
-            "done": result.done,
-            "failed": result.failed,
-            "report": result.report,
-            "seconds": round(result.seconds, 1),
-        }
-    )
-    return result.exit_code(fail_on_error=config.fail_on_error)
+    return _run_report_job(segment_parser(), SegmentConfig, segment, argv)
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -162,27 +151,30 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 
 def run_evaluate(argv: Sequence[str] | None = None) -> int:
-    from brats.evaluate.job import EvaluateConfig, EvaluateError, evaluate
+    from brats.evaluate.job import EvaluateConfig, evaluate
 
-    config = _config_on_ray(evaluate_parser(), EvaluateConfig, argv)
+    return _run_report_job(evaluate_parser(), EvaluateConfig, evaluate, argv)
+
+
+def _run_report_job(
+    parser: argparse.ArgumentParser,
+    cls: type[J],
+    job: Callable[[J], JobResult],
+    argv: Sequence[str] | None,
+) -> int:
+    """Run a records-and-report job (:mod:`brats.report.batch`) on Ray and print its
+    summary, or ``{"status": "failed", "error"}`` when it cannot run (exit 1); else its
+    :meth:`~brats.report.batch.JobResult.exit_code`."""
+    from brats.report.batch import JobError
+
+    config = _config_on_ray(parser, cls, argv)
     try:
-        result = evaluate(config)
-    except EvaluateError as err:
+        result = job(config)
+    except JobError as err:
         log.error("%s", err)
         _print_json({"status": "failed", "error": str(err)})
         return 1
-    _print_json(
-        {
-            "status": "ok",
-            "out": result.out,
-            "cases": result.cases,
-            "done": result.done,
-            "missing_predictions": result.missing_predictions,
-            "failed": result.failed,
-            "report": result.report,
-            "seconds": round(result.seconds, 1),
-        }
-    )
+    _print_json(result.summary())
     return result.exit_code(fail_on_error=config.fail_on_error)
 
 
@@ -402,7 +394,11 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``brats CMD [options]``."""
+    """``brats CMD [options]``; TensorFlow's environment is set first
+    (:func:`brats.runtime.prepare_tensorflow`)."""
+    from brats.runtime import prepare_tensorflow
+
+    prepare_tensorflow()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
         print("usage: brats {" + ",".join(COMMANDS) + "} [options]   (brats CMD -h for help)")

@@ -31,11 +31,19 @@ import numpy.typing as npt
 from brats.errors import CaseError, InvalidCaseIdError
 from brats.evaluate.pairing import LabelFiles, Pair, find_label_files, pair_files
 from brats.io.cases import discover, validate_case_id
-from brats.io.nifti import Limits, Volume, check_same_geometry, read_file
+from brats.io.nifti import Volume, check_same_geometry
 from brats.options import option
 from brats.progress import Progress
+from brats.report.batch import (
+    CaseFiles,
+    JobConfig,
+    JobError,
+    JobResult,
+    VolumeFile,
+    read_labels,
+    write_job_report,
+)
 from brats.report.records import (
-    DONE,
     CaseFailure,
     CaseRecord,
     clear_success,
@@ -44,8 +52,9 @@ from brats.report.records import (
     write_record,
     write_success,
 )
-from brats.storage import S3_ENDPOINT_HELP, Location, StorageError, redact, resolve
-from brats.volume.labels import LabelConvention, LabelError, to_internal
+from brats.report.status import DONE
+from brats.storage import Location, StorageError, redact, resolve
+from brats.volume.labels import LabelConvention
 from brats.volume.lesions import LesionSettings
 from brats.volume.metrics import evaluate_case
 from brats.volume.postprocess import region_volumes_ml
@@ -55,17 +64,17 @@ log = logging.getLogger(__name__)
 MISSING_PREDICTION: Final = "no prediction: scored as an empty mask"
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(JobError):
     """The job cannot run at all (a folder that cannot be listed, no truth)."""
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    """Everything ``brats evaluate`` and ``jobs/evaluate.py`` take."""
+class EvaluateConfig(JobConfig):
+    """Everything ``brats evaluate`` and ``jobs/evaluate.py`` take: the shared output
+    settings (:class:`~brats.report.batch.JobConfig`) and these."""
 
     pred: str = option(help="predicted label volumes: local folder or s3://")
     truth: str = option(help="ground-truth label volumes (or a BraTS cohort): local or s3://")
-    out: str = option(help="output folder: local or s3://")
     name: str = option(
         "predictions", help="what the report calls the predictions (the records' model_version)"
     )
@@ -75,9 +84,6 @@ class EvaluateConfig:
         "else brats2023)",
     )
     lesions: LesionSettings = field(default_factory=LesionSettings)
-    s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
-    fail_on_error: bool = option(False, help="exit 1 when any case failed")
-    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.labels is not None:
@@ -95,7 +101,11 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class EvaluateResult:
+class EvaluateResult(JobResult):
+    """What an evaluation run did: ``cases`` (truth cases), ``missing_predictions`` (truth
+    cases scored as empty masks) and the :class:`~brats.report.batch.JobResult` fields; it
+    succeeded when some case was scored."""
+
     out: str
     cases: int
     done: int
@@ -104,11 +114,12 @@ class EvaluateResult:
     report: dict[str, str]
     seconds: float
 
-    def exit_code(self, *, fail_on_error: bool = False) -> int:
-        """1 when asked to fail on any error and one happened, or when nothing was scored."""
-        if fail_on_error and self.failed:
-            return 1
-        return 1 if self.done == 0 else 0
+    def counts(self) -> dict[str, Any]:
+        return {
+            "cases": self.cases,
+            "done": self.done,
+            "missing_predictions": self.missing_predictions,
+        }
 
 
 def evaluate(config: EvaluateConfig) -> EvaluateResult:
@@ -265,21 +276,10 @@ def _valid(name: str) -> bool:
 def _read_labels(
     root_uri: str, path: str, case_id: str, config: EvaluateConfig
 ) -> tuple[Volume, npt.NDArray[np.uint8], str]:
-    """A label file's volume, internal classes and sha256. Raises CaseError naming it."""
-    fs = resolve(root_uri, s3_endpoint=config.s3_endpoint).filesystem()
-    volume, digest = read_file(fs, path, case_id=case_id, limits=config.limits)
-    try:
-        labels = to_internal(volume.data, _convention(volume.data, config))
-    except LabelError as err:
-        raise CaseError(case_id, posixpath.basename(path), str(err)) from None
-    return volume, labels, digest
-
-
-def _convention(data: npt.NDArray[Any], config: EvaluateConfig) -> LabelConvention:
-    """The forced convention, else brats2020 for a volume holding a 4, else brats2023."""
-    if config.labels is not None:
-        return config.labels
-    return LabelConvention.BRATS2020 if bool(np.any(data == 4)) else LabelConvention.BRATS2023
+    """A label file's volume, internal classes (in the forced convention, else the one its
+    labels show) and sha256. Raises CaseError naming it."""
+    root = resolve(root_uri, s3_endpoint=config.s3_endpoint)
+    return read_labels(VolumeFile(root, path, config.labels), case_id, config.limits)
 
 
 def _written_in(data: npt.NDArray[Any], config: EvaluateConfig) -> str | None:
@@ -300,37 +300,45 @@ def _write_report(
     config: EvaluateConfig,
 ) -> dict[str, str]:
     """The report, with thumbnails when the truth folder is a cohort with FLAIR images."""
-    from brats.report.write import write_report
-
     try:
         cohort = {c.case_id: c for c in discover(truth_root).cases if "flair" in c.images}
     except (OSError, StorageError):
         cohort = {}
-    by_id = {p.case_id: p for p in pairs}
-    overlay = None
+    find = None
     if cohort:
-        overlay = functools.partial(
-            _overlay, truth_root=truth_root, cohort=cohort, pairs=by_id, config=config
+        pred_root = resolve(config.pred, s3_endpoint=config.s3_endpoint)
+        find = functools.partial(
+            _case_files,
+            truth_root=truth_root,
+            pred_root=pred_root,
+            cohort=cohort,
+            pairs={p.case_id: p for p in pairs},
+            labels=config.labels,
         )
-    return write_report(records, out, overlay=overlay)
+    return write_job_report(records, out, find=find, limits=config.limits)
 
 
-def _overlay(
+def _case_files(
     case_id: str,
     *,
     truth_root: Location,
+    pred_root: Location,
     cohort: dict[str, Any],
     pairs: dict[str, Pair],
-    config: EvaluateConfig,
-) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
-    """FLAIR (from the truth cohort), prediction and truth of a case, for the thumbnails."""
+    labels: LabelConvention | None,
+) -> CaseFiles:
+    """The case's FLAIR in the truth cohort, its truth and its prediction (``None`` when
+    there is none), both read in ``labels`` (``None``: the convention their labels show).
+
+    Raises:
+        CaseError: the truth cohort has no FLAIR of the case, or the case no truth.
+    """
     case, pair = cohort.get(case_id), pairs.get(case_id)
     if case is None or pair is None:
         raise CaseError(case_id, None, "no FLAIR in the truth folder to draw")
-    fs = truth_root.filesystem()
-    flair = read_file(fs, case.images["flair"], case_id=case_id, limits=config.limits)[0]
-    truth = _read_labels(config.truth, pair.truth, case_id, config)[1]
-    if pair.pred is None:
-        return flair.data.astype(np.float32), np.zeros_like(truth), truth
-    pred = _read_labels(config.pred, pair.pred, case_id, config)[1]
-    return flair.data.astype(np.float32), pred, truth
+    pred = None if pair.pred is None else VolumeFile(pred_root, pair.pred, labels)
+    return CaseFiles(
+        flair=VolumeFile(truth_root, case.images["flair"]),
+        pred=pred,
+        truth=VolumeFile(truth_root, pair.truth, labels),
+    )

@@ -32,9 +32,16 @@ from brats.ingest.prepare import PreprocessConfig
 from brats.ingest.rows import Row, row_to_prepared
 from brats.io.cases import Case, Discovery, discover
 from brats.io.model_card import ArtifactError, ModelCard
-from brats.io.nifti import Limits, read_file
 from brats.options import option
 from brats.progress import Progress
+from brats.report.batch import (
+    CaseFiles,
+    JobConfig,
+    JobError,
+    JobResult,
+    VolumeFile,
+    write_job_report,
+)
 from brats.report.records import (
     MASKS,
     RECORDS,
@@ -51,31 +58,23 @@ from brats.runtime import Replicas, cpus_per_replica
 from brats.segment.attempts import Attempts
 from brats.segment.predictor import PredictSettings
 from brats.segment.writer import CaseHook, record_rejected, write_case_outputs
-from brats.storage import (
-    S3_ENDPOINT_HELP,
-    Location,
-    StorageError,
-    redact,
-    remove_partial_writes,
-    resolve,
-)
-from brats.volume.labels import LabelConvention, to_internal
+from brats.storage import Location, StorageError, redact, remove_partial_writes, resolve
+from brats.volume.labels import LabelConvention
 
 log = logging.getLogger(__name__)
 
 
-class SegmentError(RuntimeError):
+class SegmentError(JobError):
     """The job cannot run at all (a refused model, an unreachable cohort)."""
 
 
 @dataclass(frozen=True)
-class SegmentConfig:
-    """Everything ``jobs/segment.py`` takes."""
+class SegmentConfig(JobConfig):
+    """Everything ``jobs/segment.py`` takes: the shared output settings
+    (:class:`~brats.report.batch.JobConfig`) and these."""
 
     cohort: str = option(help="NIfTI cohort: local folder or s3://")
     model: str = option(help="model folder (model.keras + model.json)")
-    out: str = option(help="output folder: local or s3://")
-    s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
     use_gpu: bool = option(False, help="one GPU per model actor")
     num_actors: Replicas = option(
         Replicas(1, 1),
@@ -90,8 +89,6 @@ class SegmentConfig:
     label_convention: LabelConvention | None = option(
         None, help="write masks in this convention (default: each case's own)"
     )
-    fail_on_error: bool = option(False, help="exit 1 when any case failed")
-    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         try:
@@ -108,7 +105,10 @@ class SegmentConfig:
 
 
 @dataclass(frozen=True)
-class SegmentResult:
+class SegmentResult(JobResult):
+    """What a segmentation run did: ``total`` cases found, ``skipped`` (already done with
+    this model and these settings) and the :class:`~brats.report.batch.JobResult` fields."""
+
     out: str
     model_version: str
     total: int
@@ -118,12 +118,17 @@ class SegmentResult:
     report: dict[str, str]
     seconds: float
 
-    def exit_code(self, *, fail_on_error: bool = False) -> int:
-        """1 when asked to fail on any error and one happened, or when nothing succeeded."""
-        if fail_on_error and self.failed:
-            return 1
-        nothing_succeeded = self.done == 0 and self.skipped == 0
-        return 1 if nothing_succeeded else 0
+    def succeeded(self) -> bool:
+        """Some case is done: by this run, or by an earlier one (skipped)."""
+        return self.done > 0 or self.skipped > 0
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "cases": self.total,
+            "skipped": self.skipped,
+            "done": self.done,
+        }
 
 
 class CaseSegmenter:
@@ -357,39 +362,34 @@ def _write_report(
     cases: list[Case],
     config: SegmentConfig,
 ) -> dict[str, str]:
-    from brats.report.write import write_report
-
     by_id = {c.case_id: c for c in cases}
     by_record = {r.case_id: r for r in records}
-    loader = functools.partial(
-        _overlay, out=out, cohort=cohort, cases=by_id, records=by_record, limits=config.limits
-    )
-    return write_report(records, out, overlay=loader)
+    find = functools.partial(_case_files, out=out, cohort=cohort, cases=by_id, records=by_record)
+    return write_job_report(records, out, find=find, limits=config.limits)
 
 
-def _overlay(
+def _case_files(
     case_id: str,
     *,
     out: Location,
     cohort: Location,
     cases: dict[str, Case],
     records: dict[str, CaseRecord],
-    limits: Limits,
-) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
-    """FLAIR, prediction and truth of a case, for the report's thumbnails."""
+) -> CaseFiles:
+    """The case's FLAIR and truth in the cohort, and its mask in OUT, read in the convention
+    its record says it was written in (else the case's own).
+
+    Raises:
+        CaseError: the cohort has no FLAIR of the case.
+    """
     case = cases.get(case_id)
     if case is None or "flair" not in case.images:
         raise CaseError(case_id, None, "no FLAIR in the cohort to draw")
-    fs_in, fs_out = cohort.filesystem(), out.filesystem()
-
-    def volume(fs: Any, path: str) -> Any:
-        return read_file(fs, path, case_id=case_id, limits=limits)[0]
-
-    flair = volume(fs_in, case.images["flair"]).data.astype(np.float32)
     record = records.get(case_id)
     convention = LabelConvention((record.convention if record else None) or case.convention)
-    pred = to_internal(volume(fs_out, out.join(mask_key(case_id))).data, convention)
-    truth = None
-    if case.seg is not None:
-        truth = to_internal(volume(fs_in, case.seg).data, case.convention)
-    return flair, pred, truth
+    truth = None if case.seg is None else VolumeFile(cohort, case.seg, case.convention)
+    return CaseFiles(
+        flair=VolumeFile(cohort, case.images["flair"]),
+        pred=VolumeFile(out, out.join(mask_key(case_id)), convention),
+        truth=truth,
+    )
