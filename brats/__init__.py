@@ -1,10 +1,7 @@
-"""brats: BraTS brain-tumor segmentation as distributed jobs on Ray."""
+"""brats: BraTS brain-tumor segmentation as distributed jobs on Ray.
 
-from brats.runtime import quiet_tensorflow, use_onednn
+Importing it sets nothing and imports neither TensorFlow nor Ray: entry points set
+TensorFlow's environment (:func:`brats.runtime.prepare_tensorflow`) before it loads.
+"""
 
 __version__ = "0.1.0"
-
-# Every process that imports brats (a job's driver, Ray workers, actors) sets TensorFlow's
-# log level and turns its oneDNN kernels on before anything imports TensorFlow.
-quiet_tensorflow()
-use_onednn()

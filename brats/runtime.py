@@ -1,11 +1,27 @@
-"""Starting or joining Ray, and logging, the same way for every job."""
+"""Starting or joining Ray, TensorFlow's environment, and logging, the same way for every job.
+
+Importing this module (or :mod:`brats`) changes nothing: entry points call
+:func:`prepare_tensorflow`, :func:`setup_logging` and :func:`init_ray`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
+import json
 import logging
 import os
+import re
+import socket
 import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
 
 from brats.options import option
 
@@ -65,13 +81,29 @@ class Replicas:
         return str(self.min) if self.fixed else f"{self.min}:{self.max}"
 
 
+TENSORFLOW_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called"
+    r"|\] oneDNN custom operations are on"
+    r"|\] Could not find cuda drivers on your machine"
+    r"|\] Unable to register cu(DNN|FFT|BLAS) factory"
+    r"|computation placer already registered"
+    r"|TF-TRT Warning: Could not find TensorRT"
+)
+"""The lines TensorFlow writes while it is imported, before its logging is set up (Abseil's
+pre-``InitializeLog`` output ignores ``TF_CPP_MIN_LOG_LEVEL`` and every other setting): the
+oneDNN notice, the CUDA probes of a CPU-only build or node, duplicate CUDA plugin
+registrations. :func:`prepare_tensorflow` drops exactly these; any other line is kept."""
+
+TENSORFLOW_ENV = ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")
+"""The variables :func:`prepare_tensorflow` sets, and :func:`init_ray` passes to workers."""
+
+
 def quiet_tensorflow(dev: str = "/dev") -> str:
     """Set TensorFlow's C++ log level, unless already set; call before TensorFlow is imported.
 
     2 (errors only) on a node with an NVIDIA device, 3 (fatal only) on one without, where the
     only errors TensorFlow logs are its failed CUDA probes (``failed call to cuInit``), one
-    per process. The few lines TensorFlow writes before its logging starts (``oneDNN custom
-    operations are on``, ``Could not find cuda drivers``) ignore any level. Returns the level.
+    per process. Returns the level.
     """
     gpu = os.path.exists(os.path.join(dev, "nvidiactl")) or any(
         name.startswith("nvidia") and name[6:].isdigit() for name in _listdir(dev)
@@ -92,6 +124,84 @@ def use_onednn() -> str:
     return os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+def prepare_tensorflow(dev: str = "/dev") -> dict[str, str]:
+    """Set up this process for TensorFlow; every entry point calls it before TensorFlow loads.
+
+    Sets :func:`quiet_tensorflow`'s log level and :func:`use_onednn`'s kernels (a variable
+    already in the environment wins), and drops :data:`TENSORFLOW_NOISE` from what the first
+    ``import tensorflow`` writes (:func:`quiet_tensorflow_import`). Importing :mod:`brats`
+    does none of this. No GPU is hidden. Returns the :data:`TENSORFLOW_ENV` settings.
+    """
+    quiet_tensorflow(dev)
+    use_onednn()
+    quiet_tensorflow_import()
+    return {name: os.environ[name] for name in TENSORFLOW_ENV}
+
+
+def quiet_tensorflow_import() -> None:
+    """Drop :data:`TENSORFLOW_NOISE` from the standard error of this process while it first
+    imports TensorFlow, keeping every other line (written after the import). Does nothing when
+    TensorFlow is already imported or the filter is already in place. Ray workers run it at
+    start (``init_ray``'s ``worker_process_setup_hook``)."""
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietImport())
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` as the other finders do, and runs its module with standard error
+    filtered; gone from ``sys.meta_path`` after that one import."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if name != "tensorflow":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        loader = spec.loader if spec is not None else None
+        if isinstance(loader, importlib.abc.Loader):
+            run = loader.exec_module
+
+            def exec_module(module: ModuleType) -> None:
+                with _stderr_without(TENSORFLOW_NOISE):
+                    run(module)
+
+            loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+@contextlib.contextmanager
+def _stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
+    """File descriptor 2 goes to a temporary file for the block (C++ writes there directly);
+    its lines, less those matching ``noise``, are written to standard error after it."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable standard error: nothing to filter
+        saved = -1
+    if saved < 0:
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace")
+            kept = [ln for ln in text.splitlines(keepends=True) if not noise.search(ln)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def _listdir(folder: str) -> list[str]:
     try:
         return os.listdir(folder)
@@ -100,8 +210,17 @@ def _listdir(folder: str) -> list[str]:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format=LOG_FORMAT)
-    quiet_tensorflow()
+    """One format for every line on standard error (:data:`LOG_FORMAT`): ``brats`` loggers at
+    ``level``, everything else at WARNING; Ray's, Ray Data's, TensorFlow's and Abseil's own
+    loggers at WARNING too (Ray's keep Ray's own format). Sets no environment variable."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    logging.getLogger("brats").setLevel(level)
+    _quiet_library_loggers()
+
+
+def _quiet_library_loggers() -> None:
+    for name in ("ray", "ray.data", "ray.train", "ray.tune", "tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def cpus_per_replica(
@@ -149,30 +268,128 @@ def progress_bars() -> bool:
         return False
 
 
-def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
-    """Join the cluster a job was submitted to, or start a local Ray.
+CONNECT_TIMEOUT_S = 30.0
+"""How long :func:`init_ray` waits for a cluster's address to accept a connection."""
 
-    Under ``ray job submit`` (or with ``RAY_ADDRESS`` set) this connects to that cluster and
-    ``num_cpus``/``object_store_memory`` are ignored; otherwise they size the local Ray.
+SETUP_HOOK = "brats.runtime.quiet_tensorflow_import"
+"""The ``worker_process_setup_hook`` :func:`init_ray` gives Ray workers."""
+
+
+class ClusterUnreachable(ConnectionError):
+    """The Ray cluster a job was told to join does not answer."""
+
+
+def init_ray(
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    *,
+    address: str | None = None,
+) -> None:
+    """Join the cluster a job was given, or start a local Ray; never wait without bound.
+
+    The cluster is ``address``, else ``RAY_ADDRESS`` (``ray job submit`` sets it for the job's
+    driver to its cluster's GCS address); ``num_cpus``/``object_store_memory`` are ignored
+    when joining. With neither, or ``"local"``, a new local Ray of that size is started: never
+    the last cluster ``ray start`` recorded in Ray's temp directory, which outlives a cluster
+    whose processes were killed. Before joining, the cluster's address must accept a TCP
+    connection within :data:`CONNECT_TIMEOUT_S` (Ray itself would retry a dead address for
+    about 12 minutes).
+
+    Workers get :data:`TENSORFLOW_ENV` as set in this process (:func:`prepare_tensorflow`,
+    which this calls) and :data:`SETUP_HOOK`, except what a submitted job's own runtime
+    environment already sets. Does nothing to Ray when it is already initialized.
+
+    Raises:
+        ClusterUnreachable: the address does not answer; the message names it and what to do.
     """
     import ray
     from ray.data import DataContext
 
+    prepare_tensorflow()
     # Jobs log their own progress (brats.progress, and a line per epoch). Ray Data's progress
     # bars show in a terminal; in a job log, which is not one, their redraws would bury it
     # (they follow each dataset into the training workers too).
     DataContext.get_current().enable_progress_bars = progress_bars()
+    _quiet_library_loggers()  # Ray Data sets its loggers' levels when it is imported
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING)
-    else:
-        ray.init(
-            num_cpus=num_cpus,
-            object_store_memory=object_store_memory,
-            # Ray Train's placement-group cleaner asks the state API (served by the
-            # dashboard) about its controller every few seconds and logs a warning each
-            # time it cannot; Ray moves to the next free port when 8265 is taken.
-            include_dashboard=True,
-            logging_level=logging.WARNING,
-        )
+    given = address or os.environ.get("RAY_ADDRESS") or "local"
+    if given != "local":
+        check_reachable(given)
+        ray.init(address=given, runtime_env=_worker_runtime_env(), logging_level=logging.WARNING)
+        return
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        object_store_memory=object_store_memory,
+        runtime_env=_worker_runtime_env(),
+        # Ray Train's placement-group cleaner asks the state API (served by the
+        # dashboard) about its controller every few seconds and logs a warning each
+        # time it cannot; Ray moves to the next free port when 8265 is taken.
+        include_dashboard=True,
+        logging_level=logging.WARNING,
+    )
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
+    """Check that a Ray address accepts a TCP connection within ``timeout`` seconds.
+
+    ``address`` is what ``ray.init`` or the job submission client takes: ``host:port``,
+    ``auto`` (the cluster ``ray start`` last recorded), ``ray://host:port`` or
+    ``http(s)://host:port``. Returns the ``host:port`` it reached.
+
+    Raises:
+        ClusterUnreachable: nothing answers there (or ``auto`` finds no cluster); the message
+            names the address and says to run ``ray stop`` or unset ``RAY_ADDRESS``.
+    """
+    advice = (
+        "If that cluster is gone, run `ray stop` (it also forgets a cluster whose processes "
+        "were killed), unset RAY_ADDRESS to start a local Ray, or pass a live address."
+    )
+    try:
+        host, port = _host_port(address)
+    except (ConnectionError, ValueError) as err:
+        raise ClusterUnreachable(f"no Ray cluster at {address!r}: {err}. {advice}") from err
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        where = address if f"{host}:{port}" in address else f"{address} ({host}:{port})"
+        raise ClusterUnreachable(
+            f"the Ray cluster at {where} does not answer ({type(err).__name__}: {err}; "
+            f"waited up to {timeout:.0f} s). {advice}"
+        ) from err
+    return f"{host}:{port}"
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``address``'s host and port, as Ray would resolve it (``auto``, localhost)."""
+    if "://" in address:
+        parsed = urlsplit(address)
+        if parsed.hostname is None or parsed.port is None:
+            raise ValueError("expected scheme://host:port")
+        return parsed.hostname, parsed.port
+    from ray._private.services import canonicalize_bootstrap_address
+
+    resolved = canonicalize_bootstrap_address(address)
+    if resolved is None:
+        raise ValueError("not a cluster address")
+    host, _, port = resolved.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _worker_runtime_env() -> dict[str, Any]:
+    """TensorFlow's settings and the setup hook for this job's workers, less what the runtime
+    environment of a submitted job already sets (Ray refuses to merge the same keys)."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    taken = (job.get("runtime_env") or {}) if isinstance(job, dict) else {}
+    env_vars = taken.get("env_vars") or {}
+    wanted = {name: os.environ[name] for name in TENSORFLOW_ENV if name in os.environ}
+    runtime_env: dict[str, Any] = {
+        "env_vars": {name: value for name, value in wanted.items() if name not in env_vars}
+    }
+    if "worker_process_setup_hook" not in taken and not os.environ.get(
+        "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
+    ):
+        runtime_env["worker_process_setup_hook"] = SETUP_HOOK
+    return runtime_env

@@ -8,6 +8,8 @@ python jobs/benchmark.py all --json bench-out/figures.json
 import sys
 
 from brats.cli import run_benchmark
+from brats.runtime import prepare_tensorflow
 
 if __name__ == "__main__":
+    prepare_tensorflow()  # before anything imports TensorFlow
     sys.exit(run_benchmark())

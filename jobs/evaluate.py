@@ -10,6 +10,8 @@ Writes records/<case>.json, report.parquet, report.csv, summary.json, report.htm
 import sys
 
 from brats.cli import run_evaluate
+from brats.runtime import prepare_tensorflow
 
 if __name__ == "__main__":
+    prepare_tensorflow()  # before anything imports TensorFlow
     sys.exit(run_evaluate())

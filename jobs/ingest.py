@@ -7,6 +7,8 @@ ray job submit --working-dir . -- python jobs/ingest.py --cohort ... --out ...
 import sys
 
 from brats.cli import run_ingest
+from brats.runtime import prepare_tensorflow
 
 if __name__ == "__main__":
+    prepare_tensorflow()  # before anything imports TensorFlow
     sys.exit(run_ingest())

@@ -12,6 +12,8 @@ The cron line and exit codes are in brats/segment/nightly.py.
 import sys
 
 from brats.cli import run_nightly
+from brats.runtime import prepare_tensorflow
 
 if __name__ == "__main__":
+    prepare_tensorflow()  # before anything imports TensorFlow
     sys.exit(run_nightly())

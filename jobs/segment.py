@@ -10,6 +10,8 @@ Cases already done with this model version are skipped; the report covers the wh
 import sys
 
 from brats.cli import run_segment
+from brats.runtime import prepare_tensorflow
 
 if __name__ == "__main__":
+    prepare_tensorflow()  # before anything imports TensorFlow
     sys.exit(run_segment())

@@ -10,6 +10,8 @@ Rerunning with the same --name and --storage resumes from the latest complete ch
 import sys
 
 from brats.cli import run_train
+from brats.runtime import prepare_tensorflow
 
 if __name__ == "__main__":
+    prepare_tensorflow()  # before anything imports TensorFlow
     sys.exit(run_train())

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from brats.runtime import prepare_tensorflow
 from tests.helpers import FAKE_SECRETS, FlakyS3Proxy, free_port
 
 os.environ.update(
@@ -25,6 +26,9 @@ os.environ.update(
 )
 for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "RAY_ADDRESS"):
     os.environ.pop(var, None)
+# What every entry point does before TensorFlow loads (importing brats sets nothing); the
+# session's Ray workers inherit it.
+prepare_tensorflow()
 
 
 @pytest.fixture(scope="session")

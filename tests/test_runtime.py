@@ -1,15 +1,24 @@
-"""brats.runtime: TensorFlow's log level per node kind, its oneDNN kernels, and replica
-counts."""
+"""brats.runtime: TensorFlow's environment (set by entry points, not by importing brats),
+its start-up noise, workers' runtime environment, unreachable clusters, and replica counts."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from brats.runtime import Replicas, quiet_tensorflow
+from brats.runtime import (
+    TENSORFLOW_ENV,
+    TENSORFLOW_NOISE,
+    ClusterUnreachable,
+    Replicas,
+    check_reachable,
+    quiet_tensorflow,
+)
+from tests.helpers import free_port
 
 
 def test_tensorflow_logs_errors_on_gpu_nodes_and_only_fatal_on_cpu_nodes(tmp_path, monkeypatch):
@@ -23,24 +32,97 @@ def test_tensorflow_logs_errors_on_gpu_nodes_and_only_fatal_on_cpu_nodes(tmp_pat
 
 
 @pytest.mark.parametrize(("setting", "on"), [(None, True), ("0", False)])
-def test_importing_brats_turns_on_onednn_unless_the_environment_says_otherwise(setting, on):
-    """TensorFlow says so on its first op when oneDNN is on; on a CPU without AVX512_VNNI,
-    AVX512_BF16 or AMX it is off unless asked for. Real processes: the variable is read when
-    TensorFlow loads."""
+def test_prepare_tensorflow_turns_on_onednn_unless_the_environment_says_otherwise(setting, on):
+    """On a CPU without AVX512_VNNI, AVX512_BF16 or AMX oneDNN is off unless asked for. Real
+    processes: the variable is read when TensorFlow loads."""
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the notice is an INFO line
     if setting is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = setting
     code = (
-        "import brats, os, tensorflow as tf; tf.add(1, 1); "
-        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+        "import os, brats.runtime as r; r.prepare_tensorflow(); import tensorflow; "
+        "from tensorflow.python.util import _pywrap_util_port as port; "
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
+    done = _python(code, env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == (setting or "1")
-    assert ("oneDNN custom operations are on" in done.stderr) is on
+    assert done.stdout.split() == [setting or "1", str(on)]
+
+
+def test_importing_brats_changes_no_environment_and_loads_no_tensorflow():
+    code = (
+        "import json, os, sys; before = dict(os.environ); "
+        "import brats, brats.runtime, brats.cli, brats.segment.nightly; "
+        "print(json.dumps([dict(os.environ) == before, "
+        "[m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules]]))"
+    )
+    done = _python(code, _env_without(*TENSORFLOW_ENV))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [True, []]
+
+
+def test_tensorflow_starts_without_noise_after_prepare_tensorflow():
+    """Abseil's pre-``InitializeLog`` lines (oneDNN notice, CUDA probes) ignore every
+    variable; the import filter drops them (and only them: the next test)."""
+    code = (
+        "import brats.runtime as r; r.prepare_tensorflow(); "
+        "import tensorflow as tf; print(int(tf.add(1, 1)))"
+    )
+    done = _python(code, _env_without(*TENSORFLOW_ENV))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2"]
+    noise = [line for line in done.stderr.splitlines() if TENSORFLOW_NOISE.search(line)]
+    assert noise == []
+    if not _has_nvidia():
+        assert done.stderr == ""
+
+
+def test_noise_filter_keeps_other_lines_and_drops_tensorflow_noise(capfd):
+    from brats.runtime import _stderr_without
+
+    with _stderr_without(TENSORFLOW_NOISE):
+        os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. x\n")
+        os.write(2, b"something else\n")
+    assert capfd.readouterr().err == "something else\n"
+
+
+def test_workers_get_tensorflow_settings_except_what_a_submitted_job_sets(monkeypatch):
+    from brats.runtime import SETUP_HOOK, _worker_runtime_env
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert _worker_runtime_env() == {
+        "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "1"},
+        "worker_process_setup_hook": SETUP_HOOK,
+    }
+    job = {"runtime_env": {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "0"}, "working_dir": "."}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert _worker_runtime_env() == {
+        "env_vars": {"TF_ENABLE_ONEDNN_OPTS": "1"},  # Ray refuses to merge the same keys
+        "worker_process_setup_hook": SETUP_HOOK,
+    }
+
+
+def test_a_closed_port_is_unreachable_at_once_with_a_message_saying_what_to_do():
+    port = free_port()
+    with pytest.raises(ClusterUnreachable) as err:
+        check_reachable(f"http://127.0.0.1:{port}", timeout=5)
+    assert f"127.0.0.1:{port}" in str(err.value)
+    assert "ray stop" in str(err.value) and "RAY_ADDRESS" in str(err.value)
+
+
+def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+def _env_without(*names: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def _has_nvidia() -> bool:
+    return any(name.startswith("nvidia") for name in os.listdir("/dev"))
 
 
 @pytest.mark.parametrize(

@@ -220,8 +220,9 @@ def demo_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``make demo``: run the demo and print where everything went."""
-    from brats.runtime import setup_logging
+    from brats.runtime import prepare_tensorflow, setup_logging
 
+    prepare_tensorflow()  # before anything imports TensorFlow
     _, command = parse_or_exit(demo_parser(), argv, lambda a: parse_config(DemoCommand, a))
     setup_logging()
     config = command.demo()

@@ -286,9 +286,17 @@ def _log_tail(client: JobSubmissionClient, sid: str, lines: int = 40) -> None:
 
 
 def connect(address: str) -> JobSubmissionClient:
-    """A client of the cluster's job API at ``address``."""
+    """A client of the cluster's job API at ``address``.
+
+    Raises:
+        brats.runtime.ClusterUnreachable: nothing accepts a connection there within
+            :data:`~brats.runtime.CONNECT_TIMEOUT_S` (the client itself has no timeout).
+    """
     from ray.job_submission import JobSubmissionClient
 
+    from brats.runtime import check_reachable
+
+    check_reachable(address if "://" in address else f"http://{address}")
     return JobSubmissionClient(address)
 
 
