@@ -78,15 +78,38 @@ def prepare_cohort(config: TrainConfig) -> Location:
 def build_trainer(
     config: TrainConfig, *, epoch_hook: EpochHook | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """The ``TensorflowTrainer`` for a run, and a summary of its data (for logs and json)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    """The ``TensorflowTrainer`` for a run, and a summary of its data (for logs and json).
+
+    Ingests a raw cohort first (:func:`prepare_cohort`) and writes the run's split on its
+    first start. Raises :class:`TrainingError` when the cohort's modalities are not the
+    config's, or the split has fewer training cases than the group's largest size."""
     from ray.train.tensorflow import TensorflowTrainer
 
     from brats.ingest.shards import load_manifest
 
     cohort = prepare_cohort(config)
     manifest = load_manifest(cohort)
-    run = config.run
+    check_modalities(config, cohort, manifest)
+    split = load_or_write_split(config.run, manifest, config)
+    trainer = TensorflowTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config(config, cohort, manifest, split, epoch_hook),
+        scaling_config=scaling_config(config),
+        # No Ray Train datasets: each worker reads its own assign_cases share from its
+        # shards, in order (Ray's default split hands blocks to whichever worker asks
+        # first, so which cases a worker saw would change from run to run), from the
+        # group's size at the time (an elastic run's shares change when it is resized),
+        # and rank 0 reads the validation cases. A Ray Data read in a worker would start
+        # an execution (and a DatasetManager) per group start and wait on the CPUs the
+        # workers hold.
+        run_config=run_config(config, validates=bool(split["val"])),
+    )
+    return trainer, data_summary(config, cohort, manifest, split)
+
+
+def check_modalities(config: TrainConfig, cohort: Location, manifest: dict[str, Any]) -> None:
+    """Raise :class:`TrainingError` unless the cohort was ingested with the config's
+    modalities, in its order."""
     cohort_modalities = tuple(manifest["preprocess"]["modalities"])
     if cohort_modalities != config.modalities:
         raise TrainingError(
@@ -94,14 +117,43 @@ def build_trainer(
             f", training asks for {list(config.modalities)}: pass --modalities "
             f"{','.join(cohort_modalities)}"
         )
-    split = load_or_write_split(run, manifest, config)
+
+
+def loop_config(
+    config: TrainConfig,
+    cohort: Location,
+    manifest: dict[str, Any],
+    split: dict[str, list[str]],
+    epoch_hook: EpochHook | None,
+) -> dict[str, Any]:
+    """What every worker's :func:`~brats.train.worker.train_loop_per_worker` is given.
+
+    Every size the group may take needs a case per worker (else :class:`TrainingError`);
+    the largest share (at the smallest size) decides whether shares are kept in memory.
+    """
     workers = config.num_workers
-    # Every size the group may take needs a case per worker; the largest share (at the
-    # smallest size) decides whether shares are kept in memory.
     largest = assign_cases(split["train"], workers.min, config.seed)
     assign_cases(split["train"], workers.max, config.seed)
-    steps = steps_per_epoch(config, len(split["train"]), workers.max)
-    storage = resolve(config.storage, s3_endpoint=config.s3_endpoint)
+    budget = config.cache_mib << 20
+    return {
+        "config": config.to_dict(),
+        "train_ids": split["train"],
+        "normalization": manifest["preprocess"]["normalization"],
+        "epoch_hook": epoch_hook,
+        "val_ids": split["val"],
+        "cache_rows": shard_bytes(manifest, largest) <= budget,
+        "cache_val": shard_bytes(manifest, [split["val"]]) <= budget,
+        "cohort": cohort.uri,
+    }
+
+
+def scaling_config(config: TrainConfig) -> Any:
+    """Ray Train's ``ScalingConfig``: the group's size (a range when elastic) and each
+    worker's CPUs (:func:`brats.runtime.cpus_per_replica`, which warns when they leave too
+    few for reading data) and GPU."""
+    from ray.train import ScalingConfig
+
+    workers = config.num_workers
     cpus = cpus_per_replica(
         config.cpus_per_worker,
         workers.max,
@@ -111,59 +163,54 @@ def build_trainer(
     )
     resources = {"CPU": cpus} | ({"GPU": 1.0} if config.use_gpu else {})
     size = workers.min if workers.fixed else (workers.min, workers.max)  # elastic: a range
-    trainer = TensorflowTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "config": config.to_dict(),
-            "train_ids": split["train"],
-            "normalization": manifest["preprocess"]["normalization"],
-            "epoch_hook": epoch_hook,
-            "val_ids": split["val"],
-            "cache_rows": shard_bytes(manifest, largest) <= config.cache_mib << 20,
-            "cache_val": shard_bytes(manifest, [split["val"]]) <= config.cache_mib << 20,
-            "cohort": cohort.uri,
-        },
-        # Ray Train V2's ScalingConfig (the default in Ray 2.60); mypy sees V1's.
-        scaling_config=ScalingConfig(  # type: ignore[call-arg]
-            num_workers=size,  # type: ignore[arg-type]
-            use_gpu=config.use_gpu,
-            resources_per_worker=resources,
-            elastic_resize_monitor_interval_s=config.resize_interval_s,
-        ),
-        # No Ray Train datasets: each worker reads its own assign_cases share from its
-        # shards, in order (Ray's default split hands blocks to whichever worker asks
-        # first, so which cases a worker saw would change from run to run), from the
-        # group's size at the time (an elastic run's shares change when it is resized),
-        # and rank 0 reads the validation cases. A Ray Data read in a worker would start
-        # an execution (and a DatasetManager) per group start and wait on the CPUs the
-        # workers hold.
-        run_config=RunConfig(  # type: ignore[call-arg]  # V2 has worker_runtime_env
-            name=config.name,
-            # Merged with the job's runtime environment (its working_dir and env_vars stay).
-            # At Ray's 15, every process at 0 on the node (the raylet, the GCS, a driver)
-            # preempts a worker's compute threads mid-step while its other intra-op threads
-            # wait; Ray's job supervisor starts job drivers at 0 the same way.
-            worker_runtime_env={"env_vars": {"RAY_worker_niceness": str(config.worker_niceness)}},
-            storage_path=storage.path,
-            storage_filesystem=storage.pyarrow_filesystem(),
-            failure_config=FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=config.num_to_keep,
-                checkpoint_score_attribute=SCORE if split["val"] else None,
-                checkpoint_score_order="max",
-            ),
+    # Ray Train V2's ScalingConfig (the default in Ray 2.60); mypy sees V1's.
+    return ScalingConfig(  # type: ignore[call-arg]
+        num_workers=size,  # type: ignore[arg-type]
+        use_gpu=config.use_gpu,
+        resources_per_worker=resources,
+        elastic_resize_monitor_interval_s=config.resize_interval_s,
+    )
+
+
+def run_config(config: TrainConfig, *, validates: bool) -> Any:
+    """Ray Train's ``RunConfig``: the run's storage, its failure budget, the checkpoints it
+    keeps (the best by :data:`~brats.train.worker.SCORE` when it ``validates``, else the
+    newest) and the workers' niceness."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+
+    storage = resolve(config.storage, s3_endpoint=config.s3_endpoint)
+    return RunConfig(  # type: ignore[call-arg]  # V2 has worker_runtime_env
+        name=config.name,
+        # Merged with the job's runtime environment (its working_dir and env_vars stay).
+        # At Ray's 15, every process at 0 on the node (the raylet, the GCS, a driver)
+        # preempts a worker's compute threads mid-step while its other intra-op threads
+        # wait; Ray's job supervisor starts job drivers at 0 the same way.
+        worker_runtime_env={"env_vars": {"RAY_worker_niceness": str(config.worker_niceness)}},
+        storage_path=storage.path,
+        storage_filesystem=storage.pyarrow_filesystem(),
+        failure_config=FailureConfig(max_failures=config.max_failures),
+        checkpoint_config=CheckpointConfig(
+            num_to_keep=config.num_to_keep,
+            checkpoint_score_attribute=SCORE if validates else None,
+            checkpoint_score_order="max",
         ),
     )
-    summary = {
+
+
+def data_summary(
+    config: TrainConfig, cohort: Location, manifest: dict[str, Any], split: dict[str, list[str]]
+) -> dict[str, Any]:
+    """The run's data, for the logs, the job's JSON and the exported model's card."""
+    return {
         "cohort": redact(cohort.uri),
         "manifest_hash": manifest["hash"],
         "train_cases": len(split["train"]),
         "val_cases": len(split["val"]),
-        "steps_per_epoch": steps,  # at the largest group size
+        # At the largest group size.
+        "steps_per_epoch": steps_per_epoch(config, len(split["train"]), config.num_workers.max),
         "normalization": manifest["preprocess"]["normalization"],
         "conventions": sorted({c["convention"] for c in manifest["cases"]}),
     }
-    return trainer, summary
 
 
 def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainResult:

@@ -21,11 +21,10 @@ import functools
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,10 +32,11 @@ import numpy as np
 from brats.ingest.shards import read_shards
 from brats.network.precision import resolve_precision
 from brats.segment.predictor import Predictor, PredictSettings
-from brats.storage import resolve
+from brats.storage import Location, resolve
 from brats.train.batches import assign_cases, patch_batches, steps_per_epoch
 from brats.train.checkpoints import restore_latest, write_checkpoint
 from brats.train.config import EpochHook, TrainConfig
+from brats.train.logs import EpochLines, log, quiet_worker_logs
 from brats.train.schedule import learning_rate_at, step_progress
 from brats.train.stream import patch_dataset, stream_batches
 from brats.train.tensorboard import TensorBoardLog
@@ -160,94 +160,209 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     per epoch (:func:`brats.train.batches.steps_per_epoch`) come from the group's size, which
     an elastic run changes between restarts; the learning rate from the fraction of the run
     done (:mod:`brats.train.schedule`). So each epoch is the same patches' worth at any size.
+    Rank 0 logs one line per epoch (:class:`brats.train.logs.EpochLines`).
     """
     import ray.train
     import tensorflow as tf
 
-    threads = use_reserved_cpus()
-    niceness = os.nice(0)  # RAY_worker_niceness, from the run's worker_runtime_env
-    config = TrainConfig.from_dict(loop_config["config"])
+    quiet_worker_logs()
+    worker = Worker.here(loop_config)
+    config = worker.config
     hook: EpochHook | None = loop_config.get("epoch_hook")
-    context = ray.train.get_context()
-    rank, workers = context.get_world_rank(), context.get_world_size()
-    train_ids: list[str] = loop_config["train_ids"]
-    share = assign_cases(train_ids, workers, config.seed)[rank]
-    steps = steps_per_epoch(config, len(train_ids), workers)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    precision = resolve_precision(config.precision)
-    model, optimizer, train_step = build_step(config, strategy, precision)
-    # Validation runs the training network as it is, in its precision, without flips (8x
-    # the cost every epoch): it ranks epochs and chooses the postprocessing.
-    info = replace(config.model_info(loop_config["normalization"]), unet=config.unet(precision))
-    settings = PredictSettings(
-        overlap=config.val_overlap, batch_size=config.batch_size, precision=precision, no_tta=True
-    )
-    predictor = Predictor(model, info, settings)
-    state = restore_latest(config.run, model, optimizer)
-    start = 0 if state is None else int(state["epochs_done"])
-    history: list[dict[str, Any]] = [] if state is None else list(state["history"])[:start]
-    if rank == 0:
-        write_line(
-            f"[brats] {workers} worker{'s' if workers > 1 else ''}, {steps} steps per epoch, "
-            f"training step in {precision}"
-        )
-        if state is not None:
-            write_line(f"[brats] resuming after epoch {start}")
-    cohort = resolve(loop_config["cohort"], s3_endpoint=config.s3_endpoint)
-    rows = None
-    if not config.streams_patches:  # this worker's cases, in case-id order, read right here
-        rows = EpochRows(
-            functools.partial(read_shards, cohort, sorted(share)), keep=loop_config["cache_rows"]
-        )
-    val_rows = None
-    if loop_config["val_ids"] and rank == 0:  # read right here too, kept when they fit
-        val_rows = EpochRows(
-            functools.partial(read_shards, cohort, sorted(loop_config["val_ids"])),
-            keep=loop_config["cache_val"],
-        )
-    tensorboard = TensorBoardLog(config.run.child("tensorboard")) if rank == 0 else None
+    model, optimizer, train_step = build_step(config, strategy, worker.precision)
+    predictor = validation_predictor(model, worker, loop_config["normalization"])
+    start, history = resume(config, model, optimizer)
+    worker.announce(start)
+    data = WorkerData.open(loop_config, worker)
+    lead = Lead(config, start) if worker.rank == 0 else None
 
     for epoch in range(start, config.epochs):
         if hook is not None:
-            hook(epoch, rank)
-        key = (config.seed, epoch, rank)
-        if rows is None:
-            epoch_patches = patch_dataset(cohort, share, config, steps, key)
-            batches = stream_batches(epoch_patches, config, steps, key)
-        else:
-            batches = patch_batches(iter(rows), config, steps, key)
-        at = functools.partial(step_progress, epoch, steps=steps, epochs=config.epochs)
-        trained = train_epoch(train_step, batches, at)
-        samples = steps * config.batch_size * workers
-        metrics: dict[str, Any] = {
+            hook(epoch, worker.rank)
+        trained = train_epoch(train_step, data.batches(epoch), worker.progress(epoch))
+        metrics = worker.metrics(epoch, trained)
+        if data.val_rows is not None:
+            metrics |= timed_validation(predictor, data.val_rows)
+        history.append(metrics)
+        with tempfile.TemporaryDirectory(prefix="brats-ckpt-") as folder:
+            checkpoint = None
+            if lead is not None:
+                checkpoint = lead.checkpoint(folder, model, optimizer, history)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This worker's part in the run: its rank in a group of ``workers``, its ``share`` of
+    the training cases, the ``steps`` per epoch, the training step's ``precision``, and the
+    ``threads`` and ``niceness`` it computes with (both go into every epoch's metrics)."""
+
+    config: TrainConfig
+    rank: int
+    workers: int
+    share: list[str]
+    steps: int
+    precision: str
+    threads: int
+    niceness: int
+
+    @classmethod
+    def here(cls, loop_config: dict[str, Any]) -> Worker:
+        """This worker's, from the loop config and the Ray Train context. Sizes TensorFlow's
+        thread pool (:func:`use_reserved_cpus`): call before the worker's first TensorFlow op."""
+        import ray.train
+
+        threads = use_reserved_cpus()
+        niceness = os.nice(0)  # RAY_worker_niceness, from the run's worker_runtime_env
+        config = TrainConfig.from_dict(loop_config["config"])
+        context = ray.train.get_context()
+        rank, workers = context.get_world_rank(), context.get_world_size()
+        train_ids: list[str] = loop_config["train_ids"]
+        return cls(
+            config=config,
+            rank=rank,
+            workers=workers,
+            share=assign_cases(train_ids, workers, config.seed)[rank],
+            steps=steps_per_epoch(config, len(train_ids), workers),
+            precision=resolve_precision(config.precision),
+            threads=threads,
+            niceness=niceness,
+        )
+
+    def announce(self, start: int) -> None:
+        """Rank 0 logs the group's size, steps and precision, and where a resumed run starts."""
+        if self.rank != 0:
+            return
+        plural = "s" if self.workers > 1 else ""
+        log.info(
+            "%d worker%s, %d steps per epoch, training step in %s",
+            self.workers,
+            plural,
+            self.steps,
+            self.precision,
+        )
+        if start:
+            log.info("resuming after epoch %d", start)
+
+    def progress(self, epoch: int) -> Callable[[int], float]:
+        """Step ``i`` of ``epoch`` -> where it is in the run (:func:`step_progress`)."""
+        return functools.partial(step_progress, epoch, steps=self.steps, epochs=self.config.epochs)
+
+    def metrics(self, epoch: int, trained: dict[str, float]) -> dict[str, Any]:
+        """The epoch's reported metrics (``history.csv``'s columns, in this order) from
+        :func:`train_epoch`'s figures; rank 0 adds the validation scores after them."""
+        config = self.config
+        samples = self.steps * config.batch_size * self.workers
+        return {
             "epoch": epoch + 1,
             "loss": trained["loss"],
             # The rate at the end of the epoch: the same at any group size.
             "lr": float(learning_rate_at(config, (epoch + 1) / config.epochs)),
-            "workers": workers,
-            "steps": steps,
+            "workers": self.workers,
+            "steps": self.steps,
             "samples_per_s": samples / trained["train_seconds"],
             "train_seconds": trained["train_seconds"],
             "step_seconds": trained["step_seconds"],
-            "precision": precision,
-            "threads": threads,
-            "niceness": niceness,
+            "precision": self.precision,
+            "threads": self.threads,
+            "niceness": self.niceness,
         }
-        if rank == 0 and val_rows is not None:
-            began = time.perf_counter()
-            metrics |= validate(predictor, val_rows)
-            metrics["val_seconds"] = time.perf_counter() - began
-        history.append(metrics)
-        with tempfile.TemporaryDirectory(prefix="brats-ckpt-") as folder:
-            checkpoint = None
-            if rank == 0:
-                state = {"epochs_done": epoch + 1, "history": history, "config": config.to_dict()}
-                write_checkpoint(folder, model, optimizer, state)
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
-                write_line(epoch_line(metrics, config.epochs))
-                if tensorboard is not None:
-                    tensorboard.write(metrics, step=epoch + 1)
-            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+@dataclass(frozen=True)
+class WorkerData:
+    """Where a worker's batches come from: its training ``rows`` (``None`` when patches
+    stream from Ray Data tasks, :mod:`brats.train.stream`) and, on rank 0, the validation
+    rows (else ``None``), each read in case-id order from the shards of ``cohort``."""
+
+    worker: Worker
+    cohort: Location
+    rows: EpochRows | None
+    val_rows: EpochRows | None
+
+    @classmethod
+    def open(cls, loop_config: dict[str, Any], worker: Worker) -> WorkerData:
+        """The worker's data; nothing is read until the first epoch asks."""
+        config = worker.config
+        cohort = resolve(loop_config["cohort"], s3_endpoint=config.s3_endpoint)
+        rows = None
+        if not config.streams_patches:  # this worker's cases, read right here
+            read = functools.partial(read_shards, cohort, sorted(worker.share))
+            rows = EpochRows(read, keep=loop_config["cache_rows"])
+        val_rows = None
+        if loop_config["val_ids"] and worker.rank == 0:  # read right here too, kept when they fit
+            read = functools.partial(read_shards, cohort, sorted(loop_config["val_ids"]))
+            val_rows = EpochRows(read, keep=loop_config["cache_val"])
+        return cls(worker, cohort, rows, val_rows)
+
+    def batches(self, epoch: int) -> Iterable[tuple[Any, Any]]:
+        """The epoch's ``steps`` batches, seeded from ``(seed, epoch, rank)``."""
+        config, steps = self.worker.config, self.worker.steps
+        key = (config.seed, epoch, self.worker.rank)
+        if self.rows is None:
+            patches = patch_dataset(self.cohort, self.worker.share, config, steps, key)
+            return stream_batches(patches, config, steps, key)
+        return patch_batches(iter(self.rows), config, steps, key)
+
+
+class Lead:
+    """Rank 0's part after each epoch: the checkpoint, the epoch line and TensorBoard."""
+
+    def __init__(self, config: TrainConfig, start: int) -> None:
+        self._config = config
+        self._lines = EpochLines(start, config.epochs)
+        self._tensorboard = TensorBoardLog(config.run.child("tensorboard"))
+
+    def checkpoint(
+        self, folder: str, model: Any, optimizer: Any, history: list[dict[str, Any]]
+    ) -> Any:
+        """Write the checkpoint of the epoch ending ``history`` into ``folder``, log its line
+        and its TensorBoard scalars; return the ``ray.train.Checkpoint`` to report."""
+        import ray.train
+
+        metrics = history[-1]
+        state = {
+            "epochs_done": metrics["epoch"],
+            "history": history,
+            "config": self._config.to_dict(),
+        }
+        write_checkpoint(folder, model, optimizer, state)
+        checkpoint = ray.train.Checkpoint.from_directory(folder)
+        self._lines.epoch_done(metrics)
+        self._tensorboard.write(metrics, step=metrics["epoch"])
+        return checkpoint
+
+
+def validation_predictor(model: Any, worker: Worker, normalization: str) -> Predictor:
+    """The predictor rank 0 validates with: the training network as it is, in its precision,
+    without flips (8x the cost every epoch): it ranks epochs and chooses the postprocessing."""
+    config = worker.config
+    info = replace(config.model_info(normalization), unet=config.unet(worker.precision))
+    settings = PredictSettings(
+        overlap=config.val_overlap,
+        batch_size=config.batch_size,
+        precision=worker.precision,
+        no_tta=True,
+    )
+    return Predictor(model, info, settings)
+
+
+def resume(config: TrainConfig, model: Any, optimizer: Any) -> tuple[int, list[dict[str, Any]]]:
+    """Restore the run's newest complete checkpoint into ``model`` and ``optimizer``, if it
+    has one: ``(epochs done, their history)``, ``(0, [])`` for a fresh run."""
+    state = restore_latest(config.run, model, optimizer)
+    if state is None:
+        return 0, []
+    start = int(state["epochs_done"])
+    return start, list(state["history"])[:start]
+
+
+def timed_validation(predictor: Predictor, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`validate`'s scores and ``val_seconds``, the time they took."""
+    began = time.perf_counter()
+    scores = validate(predictor, rows)
+    return scores | {"val_seconds": time.perf_counter() - began}
 
 
 def use_reserved_cpus() -> int:
@@ -294,25 +409,3 @@ def train_epoch(
         "train_seconds": time.perf_counter() - began,
         "step_seconds": step_seconds,
     }
-
-
-def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
-    """``[brats] epoch 3/20 loss 0.4120 lr 9.10e-04 21.30 samples/s | val Dice WT=...``."""
-    val = " ".join(
-        f"{r}={metrics[f'val_dice_{r}']:.3f}" for r in REGIONS if f"val_dice_{r}" in metrics
-    )
-    return (
-        f"[brats] epoch {metrics['epoch']}/{epochs} loss {metrics['loss']:.4f} "
-        f"lr {metrics['lr']:.2e} {metrics['samples_per_s']:.2f} samples/s"
-        + (f" | val Dice {val}" if val else "")
-    )
-
-
-def write_line(line: str) -> None:
-    """One line to the worker's stdout, which Ray streams to the driver and the job log.
-
-    Not ``print``: Ray Train patches ``print`` in its workers to log the text as well, and
-    every line would reach the driver twice.
-    """
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -226,8 +227,46 @@ def test_a_worker_dies_in_epoch_three_and_the_run_resumes_to_the_figures_of_one_
     assert json.loads((runs / "crash" / "split.json").read_text()) == json.loads(calm_split)
 
 
+_FAILING_DRIVER = """
+import json, sys
+
+from brats.runtime import init_ray, setup_logging
+from brats.train.config import TrainConfig, TrainingError
+from brats.train.job import train
+
+
+class RaiseAtEpoch:  # in __main__: Ray ships it to the workers by value
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __call__(self, epoch, rank):
+        if (epoch, rank) == (2, 1):
+            with open(self.marker, "a") as fh:
+                fh.write("x")
+            raise ValueError(f"injected failure at epoch {epoch} on rank {rank}")
+
+
+setup_logging()
+init_ray()
+try:
+    train(TrainConfig.from_dict(json.loads(sys.argv[1])), epoch_hook=RaiseAtEpoch(sys.argv[2]))
+except TrainingError as err:
+    import logging
+
+    logging.getLogger("brats").error("%s", err)
+    sys.exit(1)
+"""
+"""A job's driver, as ``jobs/train.py`` runs one, whose rank 1 raises at the start of its
+third epoch."""
+
+
 @pytest.mark.integration
-def test_more_failures_than_allowed_fail_clearly_and_export_nothing(cohort, ray_session, tmp_path):
+def test_a_worker_that_raises_fails_the_run_with_its_traceback_in_a_log_of_one_line_per_epoch(
+    cohort, ray_session, tmp_path
+):
+    """More failures than allowed fail clearly, export nothing, and show the worker's
+    traceback; the epochs before read one line each, with none of Ray Train's per-report
+    lines nor TensorFlow's INFO lines."""
     config = TrainConfig(
         data=str(cohort),
         storage=str(tmp_path / "runs"),
@@ -236,11 +275,30 @@ def test_more_failures_than_allowed_fail_clearly_and_export_nothing(cohort, ray_
         max_failures=0,
         **TINY,
     )
-    hook = CrashAtEpoch(epoch=0, rank=0, marker=str(tmp_path / "crashes"), times=-1)
-    with pytest.raises(TrainingError, match=r"training run .*doomed failed"):
-        train(config, epoch_hook=hook)
-    assert len((tmp_path / "crashes").read_text()) == 1  # the one try allowed, no retry
+    marker = tmp_path / "failures"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    driver = subprocess.run(
+        [sys.executable, "-c", _FAILING_DRIVER, json.dumps(config.to_dict()), str(marker)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = driver.stdout + driver.stderr
+    assert driver.returncode == 1, out
+    assert marker.exists() and marker.read_text() == "x", out  # one try allowed, no retry
     assert not (tmp_path / "runs" / "doomed" / "model").exists()
+
+    assert re.search(r"ERROR brats: training run \S*doomed failed", out), out
+    assert "Traceback (most recent call last):" in out
+    assert "ValueError: injected failure at epoch 2 on rank 1" in out
+    epochs = [line for line in out.splitlines() if re.search(r"\bepoch \d+/3  loss ", line)]
+    assert [re.search(r"epoch (\d)/3", line)[1] for line in epochs] == ["1", "2"], out
+    assert all("val Dice WT " in line and " samples/s" in line for line in epochs)
+    assert "ETA " in epochs[0]
+    for noise in ("Reporting training result", "Checkpoint successfully", "INFO:tensorflow"):
+        assert noise not in out
 
 
 @pytest.mark.integration
