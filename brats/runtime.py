@@ -309,8 +309,11 @@ def init_ray(
     # Jobs log their own progress (brats.progress, and a line per epoch). Ray Data's progress
     # bars show in a terminal; in a job log, which is not one, their redraws would bury it
     # (they follow each dataset into the training workers too).
-    DataContext.get_current().enable_progress_bars = progress_bars()
+    bars = progress_bars()
+    DataContext.get_current().enable_progress_bars = bars
     _quiet_library_loggers()  # Ray Data sets its loggers' levels when it is imported
+    if not bars:  # else Ray Data warns, once per job, that we turned them off
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
     given = address or os.environ.get("RAY_ADDRESS") or "local"
