@@ -34,7 +34,9 @@ def test_tensorflow_logs_errors_on_gpu_nodes_and_only_fatal_on_cpu_nodes(tmp_pat
 @pytest.mark.parametrize(("setting", "on"), [(None, True), ("0", False)])
 def test_prepare_tensorflow_turns_on_onednn_unless_the_environment_says_otherwise(setting, on):
     """On a CPU without AVX512_VNNI, AVX512_BF16 or AMX oneDNN is off unless asked for. Real
-    processes: the variable is read when TensorFlow loads."""
+    processes: the variable is read when TensorFlow loads. And TensorFlow starts without its
+    start-up noise: Abseil's pre-``InitializeLog`` lines (oneDNN notice, CUDA probes) ignore
+    every variable, and the import filter drops them (and only them: the next test)."""
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if setting is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = setting
@@ -46,6 +48,9 @@ def test_prepare_tensorflow_turns_on_onednn_unless_the_environment_says_otherwis
     done = _python(code, env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == [setting or "1", str(on)]
+    assert not [line for line in done.stderr.splitlines() if TENSORFLOW_NOISE.search(line)]
+    if not _has_nvidia():
+        assert done.stderr == ""
 
 
 def test_importing_brats_changes_no_environment_and_loads_no_tensorflow():
@@ -58,22 +63,6 @@ def test_importing_brats_changes_no_environment_and_loads_no_tensorflow():
     done = _python(code, _env_without(*TENSORFLOW_ENV))
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == [True, []]
-
-
-def test_tensorflow_starts_without_noise_after_prepare_tensorflow():
-    """Abseil's pre-``InitializeLog`` lines (oneDNN notice, CUDA probes) ignore every
-    variable; the import filter drops them (and only them: the next test)."""
-    code = (
-        "import brats.runtime as r; r.prepare_tensorflow(); "
-        "import tensorflow as tf; print(int(tf.add(1, 1)))"
-    )
-    done = _python(code, _env_without(*TENSORFLOW_ENV))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["2"]
-    noise = [line for line in done.stderr.splitlines() if TENSORFLOW_NOISE.search(line)]
-    assert noise == []
-    if not _has_nvidia():
-        assert done.stderr == ""
 
 
 def test_noise_filter_keeps_other_lines_and_drops_tensorflow_noise(capfd):

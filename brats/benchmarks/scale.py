@@ -235,6 +235,7 @@ def write_model(where: str, seed: int) -> None:
 def synthetic_records(n: int, seed: int) -> list[Any]:
     """``n`` evaluation-like records with every metric, seeded; every 100th one failed."""
     from brats.report.records import CaseFailure, CaseRecord
+    from brats.report.status import DONE
     from brats.volume.metrics import METRIC_KEYS
 
     rng = np.random.default_rng(seed)
@@ -253,7 +254,7 @@ def synthetic_records(n: int, seed: int) -> list[Any]:
         records.append(
             CaseRecord(
                 case_id=case_id,
-                status="done",
+                status=DONE,
                 model_version="bench",
                 settings={},
                 created="2026-01-01T00:00:00+00:00",

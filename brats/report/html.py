@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
+from brats.report.status import FAILED
 from brats.report.tables import EMPTY_RULES, STATISTICS, STATISTICS_NOTE, column_values
 from brats.storage import redact
 from brats.volume.labels import CLASS_COLOURS, CLASS_LABELS, CLASS_NAMES, REGIONS, hex_colour
@@ -213,7 +214,7 @@ def table_rows(rows: list[dict[str, Any]], bound: int = MAX_CASE_ROWS) -> list[d
         return list(rows)
 
     def urgency(row: dict[str, Any]) -> tuple[int, float, str]:
-        if row["status"] == "failed":
+        if row["status"] == FAILED:
             return (0, 0.0, row["case_id"])
         if row["dice_WT"] is not None:
             return (1, row["dice_WT"], row["case_id"])
@@ -243,12 +244,12 @@ def _cases_note(rows: list[dict[str, Any]], shown: list[dict[str, Any]]) -> str:
     link = f'<a href="{FULL_TABLE}">{FULL_TABLE}</a>'
     if len(shown) == len(rows):
         return f"<p>All {len(rows)} cases, by case id; the same table as CSV: {link}.</p>"
-    failed = sum(row["status"] == "failed" for row in rows)
+    failed = sum(row["status"] == FAILED for row in rows)
     text = (
         f"<p>{len(shown)} of {len(rows)} cases: the failed ones first, then the lowest Dice WT. "
         f"Every case is in {link} (and report.parquet)."
     )
-    hidden = failed - sum(row["status"] == "failed" for row in shown)
+    hidden = failed - sum(row["status"] == FAILED for row in shown)
     if hidden:
         text += (
             f' <span class="note">{failed} cases failed; {hidden} of them are not in this '
@@ -269,7 +270,7 @@ def _case_row(row: dict[str, Any]) -> str:
         f'<td class="text">{_esc(row["error_message"])}</td>',
         f'<td class="text">{_esc(row["notes"])}</td>',
     ]
-    css = ' class="failed"' if row["status"] == "failed" else ""
+    css = ' class="failed"' if row["status"] == FAILED else ""
     return f"<tr{css}>{''.join(cells)}</tr>"
 
 

@@ -116,6 +116,14 @@ def test_a_job_starts_its_own_ray_beside_a_killed_cluster_that_ray_still_remembe
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sum 2" in done.stdout
     assert f":{gcs}" not in done.stderr  # never tried the dead cluster
+    # Its workers imported TensorFlow without start-up noise. What a worker writes reaches
+    # the driver's terminal; its log file is checked too, once the task's own line is in it.
+    session = Path(done.stdout.split("session", 1)[1].split()[0])
+    logs = [p.read_text(errors="replace") for p in (session / "logs").glob("worker-*.err")]
+    task_logs = [text for text in logs if "task done" in text]
+    assert task_logs, "the task's worker log was not found"
+    for text in [*task_logs, done.stderr]:
+        assert not [line for line in text.splitlines() if TENSORFLOW_NOISE.search(line)]
 
 
 def test_a_job_given_a_dead_address_fails_within_seconds_naming_it(ray_tmpdir, tmp_path):
@@ -135,23 +143,3 @@ def test_a_job_given_a_dead_address_fails_within_seconds_naming_it(ray_tmpdir, t
     assert f"127.0.0.1:{port}" in done.stderr, done.stderr[-3000:]
     assert "ray stop" in done.stderr and "RAY_ADDRESS" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_ray_workers_import_tensorflow_without_start_up_noise(ray_tmpdir):
-    """What a worker writes reaches the driver's terminal; its log file is checked, once the
-    task's own line is in it."""
-    done = subprocess.run(
-        [sys.executable, "-c", JOB],
-        env=_env(ray_tmpdir),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    session = Path(done.stdout.split("session", 1)[1].split()[0])
-    logs = [p.read_text(errors="replace") for p in (session / "logs").glob("worker-*.err")]
-    task_logs = [text for text in logs if "task done" in text]
-    assert task_logs, "the task's worker log was not found"
-    for text in [*task_logs, done.stderr]:
-        assert not [line for line in text.splitlines() if TENSORFLOW_NOISE.search(line)]
