@@ -165,7 +165,8 @@ def load_and_prepare(row: Row, *, cohort: Location, config: PreprocessConfig) ->
         )
         out = prepared_to_row(prepare_case(volumes, config))
     except CaseError as err:
-        log.warning("%s", err)
+        # Bad input is the driver's to report (one line per failed case); here it is detail.
+        log.debug("%s", err)
         out = failure_row(case.case_id, err, len(config.modalities), config.dtype)
     except Exception as err:  # a bug or an I/O failure must still name its case
         wrapped = CaseError(case.case_id, None, f"{type(err).__name__}: {err}")
