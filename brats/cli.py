@@ -110,11 +110,20 @@ def run_train(argv: Sequence[str] | None = None) -> int:
             "run": result.run,
             "model": result.model,
             "epochs": len(result.history),
-            "best": result.best,
+            "best": _best_epoch(result.best),
             "seconds": round(result.seconds, 1),
         }
     )
     return 0
+
+
+def _best_epoch(row: dict[str, Any]) -> dict[str, Any]:
+    """The best epoch's number, validation Dice and chosen postprocessing, rounded (its whole
+    row is in the run's ``history.csv``)."""
+    keep = ("epoch", "postprocessing", "val_dice_", "val_post_dice_")
+    return {
+        k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k.startswith(keep)
+    }
 
 
 def segment_parser() -> argparse.ArgumentParser:

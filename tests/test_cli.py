@@ -202,3 +202,16 @@ def test_benchmark_suites_take_their_settings_from_their_configs():
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args([suite, "-h"])
         assert exit_.value.code == 0
+
+
+def test_train_prints_the_best_epochs_validation_figures_not_its_whole_row():
+    from brats.cli import _best_epoch
+
+    row = {"epoch": 4, "loss": 1.49, "lr": 0.0, "threads": 1, "val_seconds": 0.75}
+    row |= {"val_dice_WT": 0.20322107, "val_post_dice_ET": 0.046, "postprocessing": "{}"}
+    assert _best_epoch(row) == {
+        "epoch": 4,
+        "val_dice_WT": 0.2032,
+        "val_post_dice_ET": 0.046,
+        "postprocessing": "{}",
+    }
