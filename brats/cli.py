@@ -127,16 +127,9 @@ def _best_epoch(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def segment_parser() -> argparse.ArgumentParser:
-    from brats.runtime import LocalRay
-    from brats.segment.job import SegmentConfig
+    from brats.segment.job import segment_parser
 
-    return build_parser(
-        "brats segment",
-        "Segment a cohort with a trained model on Ray Data: one mask per case in the case's "
-        "geometry, records, a Dice report; cases already done are skipped.",
-        SegmentConfig,
-        LocalRay,
-    )
+    return segment_parser("brats segment")
 
 
 def run_segment(argv: Sequence[str] | None = None) -> int:

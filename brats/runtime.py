@@ -98,6 +98,13 @@ TENSORFLOW_ENV = ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")
 """The variables :func:`prepare_tensorflow` sets, and :func:`init_ray` passes to workers."""
 
 
+def has_nvidia_device(dev: str = "/dev") -> bool:
+    """Whether this node has an NVIDIA device node (``nvidiactl`` or ``nvidiaN``)."""
+    return os.path.exists(os.path.join(dev, "nvidiactl")) or any(
+        name.startswith("nvidia") and name[6:].isdigit() for name in _listdir(dev)
+    )
+
+
 def quiet_tensorflow(dev: str = "/dev") -> str:
     """Set TensorFlow's C++ log level, unless already set; call before TensorFlow is imported.
 
@@ -105,10 +112,7 @@ def quiet_tensorflow(dev: str = "/dev") -> str:
     only errors TensorFlow logs are its failed CUDA probes (``failed call to cuInit``), one
     per process. Returns the level.
     """
-    gpu = os.path.exists(os.path.join(dev, "nvidiactl")) or any(
-        name.startswith("nvidia") and name[6:].isdigit() for name in _listdir(dev)
-    )
-    return os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if gpu else "3")
+    return os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if has_nvidia_device(dev) else "3")
 
 
 def use_onednn() -> str:
@@ -124,18 +128,37 @@ def use_onednn() -> str:
     return os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+_given_tensorflow_env: dict[str, str] | None = None
+"""The :data:`TENSORFLOW_ENV` variables this process was given before :func:`prepare_tensorflow`
+first set its own defaults: what :func:`init_ray` passes on to workers (each worker picks the
+rest for its own node)."""
+
+
 def prepare_tensorflow(dev: str = "/dev") -> dict[str, str]:
     """Set up this process for TensorFlow; every entry point calls it before TensorFlow loads.
 
     Sets :func:`quiet_tensorflow`'s log level and :func:`use_onednn`'s kernels (a variable
-    already in the environment wins), and drops :data:`TENSORFLOW_NOISE` from what the first
-    ``import tensorflow`` writes (:func:`quiet_tensorflow_import`). Importing :mod:`brats`
-    does none of this. No GPU is hidden. Returns the :data:`TENSORFLOW_ENV` settings.
+    already in the environment wins). On a node without an NVIDIA device it also drops
+    :data:`TENSORFLOW_NOISE` from what the first ``import tensorflow`` writes
+    (:func:`quiet_tensorflow_import`); on a GPU node every line stays, since there a CUDA line
+    may be the reason the GPU is not used, and a crash in the import keeps its last words.
+    Importing :mod:`brats` does none of this. No GPU is hidden. Returns the
+    :data:`TENSORFLOW_ENV` settings.
     """
+    global _given_tensorflow_env
+    if _given_tensorflow_env is None:
+        _given_tensorflow_env = {n: os.environ[n] for n in TENSORFLOW_ENV if n in os.environ}
     quiet_tensorflow(dev)
     use_onednn()
-    quiet_tensorflow_import()
+    if not has_nvidia_device(dev):
+        quiet_tensorflow_import()
     return {name: os.environ[name] for name in TENSORFLOW_ENV}
+
+
+def prepare_worker() -> None:
+    """A Ray worker's set-up (:data:`SETUP_HOOK`): :func:`prepare_tensorflow` on the worker's
+    own node, so a GPU node keeps TensorFlow's error lines whatever the driver's node is."""
+    prepare_tensorflow()
 
 
 def quiet_tensorflow_import() -> None:
@@ -271,7 +294,7 @@ def progress_bars() -> bool:
 CONNECT_TIMEOUT_S = 30.0
 """How long :func:`init_ray` waits for a cluster's address to accept a connection."""
 
-SETUP_HOOK = "brats.runtime.quiet_tensorflow_import"
+SETUP_HOOK = "brats.runtime.prepare_worker"
 """The ``worker_process_setup_hook`` :func:`init_ray` gives Ray workers."""
 
 
@@ -295,8 +318,8 @@ def init_ray(
     connection within :data:`CONNECT_TIMEOUT_S` (Ray itself would retry a dead address for
     about 12 minutes).
 
-    Workers get :data:`TENSORFLOW_ENV` as set in this process (:func:`prepare_tensorflow`,
-    which this calls) and :data:`SETUP_HOOK`, except what a submitted job's own runtime
+    Workers get the :data:`TENSORFLOW_ENV` settings this job was given and :data:`SETUP_HOOK`
+    (which picks the rest for each worker's node), except what a submitted job's own runtime
     environment already sets. Does nothing to Ray when it is already initialized.
 
     Raises:
@@ -334,21 +357,28 @@ def init_ray(
     )
 
 
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
+JOB_ADVICE = (
+    "If that cluster is gone, run `ray stop` (it also forgets a cluster whose processes "
+    "were killed), unset RAY_ADDRESS to start a local Ray, or pass a live address."
+)
+"""What :func:`check_reachable` tells a job whose cluster does not answer."""
+
+
+def check_reachable(
+    address: str, timeout: float = CONNECT_TIMEOUT_S, *, advice: str = JOB_ADVICE
+) -> str:
     """Check that a Ray address accepts a TCP connection within ``timeout`` seconds.
 
     ``address`` is what ``ray.init`` or the job submission client takes: ``host:port``,
     ``auto`` (the cluster ``ray start`` last recorded), ``ray://host:port`` or
-    ``http(s)://host:port``. Returns the ``host:port`` it reached.
+    ``http(s)://host[:port]`` (port 80 or 443 when none is given). Returns the ``host:port``
+    it reached.
 
     Raises:
         ClusterUnreachable: nothing answers there (or ``auto`` finds no cluster); the message
-            names the address and says to run ``ray stop`` or unset ``RAY_ADDRESS``.
+            names the address and ends with ``advice`` (by default: run ``ray stop`` or
+            unset ``RAY_ADDRESS``).
     """
-    advice = (
-        "If that cluster is gone, run `ray stop` (it also forgets a cluster whose processes "
-        "were killed), unset RAY_ADDRESS to start a local Ray, or pass a live address."
-    )
     try:
         host, port = _host_port(address)
     except (ConnectionError, ValueError) as err:
@@ -365,13 +395,17 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
     return f"{host}:{port}"
 
 
+_DEFAULT_PORTS: dict[str, int] = {"http": 80, "https": 443}
+
+
 def _host_port(address: str) -> tuple[str, int]:
     """``address``'s host and port, as Ray would resolve it (``auto``, localhost)."""
     if "://" in address:
         parsed = urlsplit(address)
-        if parsed.hostname is None or parsed.port is None:
+        given = parsed.port or _DEFAULT_PORTS.get(parsed.scheme)
+        if parsed.hostname is None or given is None:
             raise ValueError("expected scheme://host:port")
-        return parsed.hostname, parsed.port
+        return parsed.hostname, given
     from ray._private.services import canonicalize_bootstrap_address
 
     resolved = canonicalize_bootstrap_address(address)
@@ -382,12 +416,13 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 def _worker_runtime_env() -> dict[str, Any]:
-    """TensorFlow's settings and the setup hook for this job's workers, less what the runtime
-    environment of a submitted job already sets (Ray refuses to merge the same keys)."""
+    """The TensorFlow settings this job was given (not the defaults :func:`prepare_tensorflow`
+    picked for the driver's node) and the setup hook for this job's workers, less what the
+    runtime environment of a submitted job already sets (Ray refuses to merge the same keys)."""
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
     taken = (job.get("runtime_env") or {}) if isinstance(job, dict) else {}
     env_vars = taken.get("env_vars") or {}
-    wanted = {name: os.environ[name] for name in TENSORFLOW_ENV if name in os.environ}
+    wanted = _given_tensorflow_env or {}
     runtime_env: dict[str, Any] = {
         "env_vars": {name: value for name, value in wanted.items() if name not in env_vars}
     }

@@ -74,16 +74,14 @@ def test_noise_filter_keeps_other_lines_and_drops_tensorflow_noise(capfd):
     assert capfd.readouterr().err == "something else\n"
 
 
-def test_workers_get_tensorflow_settings_except_what_a_submitted_job_sets(monkeypatch):
+def test_workers_get_the_tensorflow_settings_given_except_what_a_submitted_job_sets(monkeypatch):
+    import brats.runtime
     from brats.runtime import SETUP_HOOK, _worker_runtime_env
 
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
-    assert _worker_runtime_env() == {
-        "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "1"},
-        "worker_process_setup_hook": SETUP_HOOK,
-    }
+    given = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    monkeypatch.setattr(brats.runtime, "_given_tensorflow_env", given)
+    assert _worker_runtime_env() == {"env_vars": given, "worker_process_setup_hook": SETUP_HOOK}
     job = {"runtime_env": {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "0"}, "working_dir": "."}}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
     assert _worker_runtime_env() == {
@@ -92,12 +90,44 @@ def test_workers_get_tensorflow_settings_except_what_a_submitted_job_sets(monkey
     }
 
 
+def test_each_node_picks_its_own_tensorflow_level_and_gpu_nodes_keep_every_import_line(tmp_path):
+    """The driver's defaults (picked for its node) do not travel to workers, whose setup hook
+    picks their own; on a node with an NVIDIA device nothing of TensorFlow's import is
+    filtered."""
+    gpu = tmp_path / "gpu"
+    gpu.mkdir()
+    (gpu / "nvidia0").touch()
+    code = (
+        "import json, sys, brats.runtime as r; r.prepare_tensorflow(sys.argv[1]); "
+        "print(json.dumps([r._worker_runtime_env()['env_vars'], "
+        "any(type(f).__name__ == '_QuietImport' for f in sys.meta_path), "
+        "r.os.environ['TF_CPP_MIN_LOG_LEVEL']]))"
+    )
+    env = _env_without(*TENSORFLOW_ENV, "RAY_JOB_CONFIG_JSON_ENV_VAR")
+    for dev, filtered, level in ((tmp_path, True, "3"), (gpu, False, "2")):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(dev)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout) == [{}, filtered, level]
+
+
+def test_an_address_without_a_port_takes_its_schemes():
+    from brats.runtime import _host_port
+
+    assert _host_port("https://ray.example.com") == ("ray.example.com", 443)
+    assert _host_port("http://ray.example.com/") == ("ray.example.com", 80)
+    assert _host_port("http://127.0.0.1:8265") == ("127.0.0.1", 8265)
+
+
 def test_a_closed_port_is_unreachable_at_once_with_a_message_saying_what_to_do():
     port = free_port()
     with pytest.raises(ClusterUnreachable) as err:
         check_reachable(f"http://127.0.0.1:{port}", timeout=5)
     assert f"127.0.0.1:{port}" in str(err.value)
     assert "ray stop" in str(err.value) and "RAY_ADDRESS" in str(err.value)
+    with pytest.raises(ClusterUnreachable, match="is up"):
+        check_reachable(f"127.0.0.1:{port}", timeout=5, advice="Check that the cluster is up.")
 
 
 def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

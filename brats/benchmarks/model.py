@@ -240,8 +240,8 @@ def _figures(
     return {
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "cores": os.cpu_count(),
-        # brats turns oneDNN on (brats.runtime.use_onednn); TF_ENABLE_ONEDNN_OPTS=0 measures
-        # TensorFlow's own kernels in another run.
+        # The entry points turn oneDNN on (brats.runtime.prepare_tensorflow);
+        # TF_ENABLE_ONEDNN_OPTS=0 measures TensorFlow's own kernels in another run.
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "cpu_flags": _cpu_flags(),
         "preset": args.preset,

@@ -253,11 +253,13 @@ def summary_text(summary: dict[str, Any]) -> str:
         "",
     ]
     sites = summary["held_out_mean_dice"]
-    regions = list(next(iter(sites.values()), {}))
+    regions = list(dict.fromkeys(r for dice in sites.values() for r in dice))
     width = max(len("held-out mean Dice"), *(len(s) for s in sites))
     lines.append(f"{'held-out mean Dice':<{width}}" + "".join(f"  {r:>5}" for r in regions))
     for site, dice in sites.items():
-        lines.append(f"{site:<{width}}" + "".join(f"  {dice[r]:.3f}" for r in regions))
+        # A region no case of the site could be scored on has no mean: "-".
+        cells = (f"{dice[r]:.3f}" if r in dice else "-" for r in regions)
+        lines.append(f"{site:<{width}}" + "".join(f"  {c:>5}" for c in cells))
     lines += [
         "",
         f"masks:   {segmented['masks']}",

@@ -6,7 +6,7 @@
       -> driver: report.* over this run's records, then _SUCCESS
 
 The outputs are the segmentation job's (:mod:`brats.report.records`,
-:mod:`brats.report.tables`) without the masks: ``records/<case>.json``, ``report.parquet``,
+:mod:`brats.report.write`) without the masks: ``records/<case>.json``, ``report.parquet``,
 ``report.csv``, ``summary.json``, ``report.html`` and ``_SUCCESS`` last. A record's
 ``model_version`` is the name given to the predictions (``--name``).
 

@@ -17,6 +17,7 @@ task (an actor that died, say) rewrites exactly what was there.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import time
@@ -32,7 +33,7 @@ from brats.ingest.prepare import PreprocessConfig
 from brats.ingest.rows import Row, row_to_prepared
 from brats.io.cases import Case, Discovery, discover
 from brats.io.model_card import ArtifactError, ModelCard
-from brats.options import option
+from brats.options import build_parser, option
 from brats.progress import Progress
 from brats.report.batch import (
     CaseFiles,
@@ -54,7 +55,7 @@ from brats.report.records import (
     write_success,
 )
 from brats.report.status import DONE, FAILED, is_done
-from brats.runtime import Replicas, cpus_per_replica
+from brats.runtime import LocalRay, Replicas, cpus_per_replica
 from brats.segment.attempts import Attempts
 from brats.segment.predictor import PredictSettings
 from brats.segment.writer import CaseHook, record_rejected, write_case_outputs
@@ -102,6 +103,18 @@ class SegmentConfig(JobConfig):
         """What, besides the model, decides a mask's bytes: a change redoes every case."""
         convention = self.label_convention.value if self.label_convention else None
         return {"label_convention": convention, **self.predict.output_settings()}
+
+
+def segment_parser(prog: str) -> argparse.ArgumentParser:
+    """The segment job's arguments, built from :class:`SegmentConfig` (and the local Ray's
+    size): ``brats segment``, ``jobs/segment.py`` and the nightly submitter's check use it."""
+    return build_parser(
+        prog,
+        "Segment a cohort with a trained model on Ray Data: one mask per case in the case's "
+        "geometry, records, a Dice report; cases already done are skipped.",
+        SegmentConfig,
+        LocalRay,
+    )
 
 
 @dataclass(frozen=True)

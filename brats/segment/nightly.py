@@ -45,7 +45,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from brats.options import build_parser, option
+from brats.options import option
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -132,16 +132,14 @@ def segment_argv(cohort: str, model: str, out: str, extra: Sequence[str] = ()) -
     ``extra`` may add any other segment option (``--use-gpu``, ``--num-actors 8``...) but may
     not change the cohort, the model or the dated output folder.
     """
-    from brats.runtime import LocalRay
-    from brats.segment.job import SegmentConfig
+    from brats.segment.job import segment_parser
 
     for name, value in (("cohort", cohort), ("model", model), ("out", out)):
         if not value.strip():
             raise ValueError(f"--{name} is empty")
     argv = ["--cohort", cohort, "--model", model, "--out", out, *extra]
     try:
-        parser = build_parser(SEGMENT_SCRIPT, "", SegmentConfig, LocalRay)
-        parsed = parser.parse_args(argv)
+        parsed = segment_parser(SEGMENT_SCRIPT).parse_args(argv)
     except SystemExit as err:  # argparse has printed the reason
         raise ValueError(f"jobs/segment.py rejects these arguments: {shlex.join(argv)}") from err
     given = {"cohort": cohort, "model": model, "out": out}
@@ -296,7 +294,11 @@ def connect(address: str) -> JobSubmissionClient:
 
     from brats.runtime import check_reachable
 
-    check_reachable(address if "://" in address else f"http://{address}")
+    check_reachable(
+        address,
+        advice="Check --address (the dashboard's, e.g. http://HEAD:8265) and that the "
+        "cluster is up (`ray status` on its head).",
+    )
     return JobSubmissionClient(address)
 
 
