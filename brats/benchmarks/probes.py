@@ -90,9 +90,15 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    def read(self) -> float:
+        """``VmRSS`` now, counted in :attr:`peak` too (so the peak is never below a read)."""
+        rss = memory_mb()["rss"]
+        self.peak = max(self.peak, rss)
+        return rss
+
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, memory_mb()["rss"])
+            self.read()
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -101,4 +107,4 @@ class RssSampler:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, memory_mb()["rss"])
+        self.read()
