@@ -11,7 +11,6 @@ No Ray and no TensorFlow here: numpy and pyarrow (and matplotlib for the HTML's 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -24,8 +23,6 @@ import pyarrow.parquet as pq
 from brats.report.records import DONE, FAILED, CaseRecord
 from brats.volume.labels import REGIONS
 from brats.volume.metrics import METRIC_KEYS
-
-logger = logging.getLogger(__name__)
 
 STATISTICS: Final = ("mean", "median", "std", "min", "max")
 SUMMARY_METRICS: Final = ("dice", "hd95", "lesion_dice", "lesion_hd95", "nsd")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
+from brats.progress import duration
 from brats.volume.labels import REGIONS
 
 log = logging.getLogger("brats.train")
@@ -81,8 +82,8 @@ class EpochLines:
 
 def epoch_line(metrics: Mapping[str, Any], epochs: int, *, eta_s: float | None = None) -> str:
     """``epoch 3/80  loss 0.412  lr 0.0091  val Dice WT 0.91 TC 0.85 ET 0.88  12.3 samples/s
-    ETA 4m10s``: the validation Dice where the epoch has it, the ETA where epochs are left
-    (``eta_s`` given and above 0)."""
+    ETA 4 min``: the validation Dice where the epoch has it, the ETA where epochs are left
+    (``eta_s`` given and above 0, written as the jobs' progress lines write time left)."""
     parts = [
         f"epoch {metrics['epoch']}/{epochs}",
         f"loss {metrics['loss']:.4g}",
@@ -95,15 +96,3 @@ def epoch_line(metrics: Mapping[str, Any], epochs: int, *, eta_s: float | None =
     if eta_s is not None and eta_s > 0:
         parts.append(f"ETA {duration(eta_s)}")
     return "  ".join(parts)
-
-
-def duration(seconds: float) -> str:
-    """``42s``, ``4m10s``, ``2h05m``: whole seconds, rounded."""
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
