@@ -12,7 +12,10 @@
   segmentation job's own preparation, sliding window, TTA and postprocessing settings; the
   mask of a NIfTI upload is offered for download in the case's own geometry.
 * **Inspect**: slice slider, channel, axial/coronal/sagittal view, mask overlay with a
-  legend, and the region volumes (WT, TC, ET) in ml.
+  legend, and the region volumes in ml -- the classes, colours and regions of the model's
+  label scheme (``model.json``; WT, TC, ET for BraTS glioma, GTV for meningioma radiotherapy).
+  ``--label-scheme NAME`` states the scheme the uploads are in: the app refuses to start
+  when the model's labels mean something else.
 
 The model is the artifact named at startup, loaded once and hash-checked (weights only);
 nothing uploaded is ever loaded as a model or executed. Volumes are ``(C, D, H, W)`` inside,
@@ -22,6 +25,7 @@ coronal fixes y, sagittal fixes x.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import tempfile
@@ -46,7 +50,14 @@ from brats.io.uploads import (
 from brats.options import option
 from brats.segment.predictor import PredictSettings
 from brats.storage import S3_ENDPOINT_HELP
-from brats.volume.labels import CLASS_COLOURS, CLASS_LABELS
+from brats.volume.labels import (
+    DEFAULT,
+    SCHEMES,
+    LabelScheme,
+    SchemeLike,
+    interchangeable,
+    scheme_named,
+)
 from brats.volume.postprocess import region_volumes_ml
 
 if TYPE_CHECKING:
@@ -75,6 +86,17 @@ class AppConfig:
     )
     predict: PredictSettings = field(default_factory=PredictSettings)
     s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
+    label_scheme: str | None = option(
+        None,
+        metavar="SCHEME",
+        choices=tuple(SCHEMES),
+        help="the label scheme of the cases to upload (a built-in name): the app refuses to "
+        "start unless the model's labels mean the same (default: the model's, unchecked)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.label_scheme is not None:
+            scheme_named(self.label_scheme)  # SchemeError naming the built-in schemes
 
     @property
     def limits(self) -> UploadLimits:
@@ -87,7 +109,7 @@ class Segmentation:
 
     Attributes:
         display: ``(C, D, H, W) uint8`` grey levels of the displayed channels.
-        labels: ``(D, H, W) uint8`` internal classes 0..3.
+        labels: ``(D, H, W) uint8`` internal classes of ``scheme``.
         modalities: names of the ``display`` channels.
         spacing: voxel size in mm.
         volumes_ml: :func:`brats.volume.postprocess.region_volumes_ml` of ``labels``.
@@ -96,6 +118,7 @@ class Segmentation:
         mask: the mask as NIfTI bytes in the case's geometry and label convention, the bytes
             the segmentation job writes for it; ``None`` for an array upload (no geometry).
         seconds: time to read, predict and paste back.
+        scheme: the model's label scheme: what ``labels`` and ``volumes_ml`` mean.
     """
 
     display: npt.NDArray[np.uint8]
@@ -107,6 +130,7 @@ class Segmentation:
     used: tuple[str, ...]
     mask: bytes | None
     seconds: float
+    scheme: LabelScheme = DEFAULT
 
 
 def segment_upload(
@@ -124,6 +148,7 @@ def segment_upload(
     """
     began = time.perf_counter()
     used = predictor.info.modalities
+    scheme = predictor.info.scheme
     if upload_kind(paths) == "npy":
         upload = load_npy_upload(paths[0], limits)
         if not np.any(upload.image):
@@ -150,11 +175,12 @@ def segment_upload(
         labels=labels,
         modalities=modalities,
         spacing=spacing,
-        volumes_ml=region_volumes_ml(labels, spacing),
+        volumes_ml=region_volumes_ml(labels, spacing, scheme),
         source=source,
         used=used,
         mask=mask,
         seconds=time.perf_counter() - began,
+        scheme=scheme,
     )
 
 
@@ -188,6 +214,7 @@ def render_slice(
     show_mask: bool = True,
     *,
     alpha: float = 0.45,
+    scheme: SchemeLike | None = None,
 ) -> npt.NDArray[np.uint8]:
     """One slice as an RGB picture, with the tumor classes over it.
 
@@ -198,8 +225,9 @@ def render_slice(
         channel: which channel to show.
         axis: a :data:`VIEWS` name.
         index: the slice along that view's axis (clipped to the volume).
-        show_mask: blend :data:`CLASS_COLOURS` over classes 1..3.
+        show_mask: blend the scheme's colours (:meth:`LabelScheme.colours`) over its classes.
         alpha: the overlay's opacity.
+        scheme: the label scheme of ``labels`` (``None``: BraTS glioma).
 
     Returns:
         ``(rows, cols, 3) uint8``, the plane turned a quarter so that the second in-plane axis
@@ -217,22 +245,50 @@ def render_slice(
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     if show_mask and labels is not None:
         plane = np.rot90(np.take(labels, index, axis=fixed))
-        for cls, colour in CLASS_COLOURS.items():
+        for cls, colour in scheme_named(scheme).colours().items():
             hit = plane == cls
             rgb[hit] = (1.0 - alpha) * rgb[hit] + alpha * np.asarray(colour, np.float32)
     return np.ascontiguousarray(np.rint(rgb).astype(np.uint8))
 
 
-def legend_html() -> str:
-    """The overlay legend: a colour swatch and the name of each tumor class."""
+def legend_html(scheme: SchemeLike | None = None) -> str:
+    """The overlay legend: a colour swatch, the short name and the text of each class of
+    ``scheme`` (``None``: BraTS glioma), escaped (a model's scheme may come from its json)."""
     items = []
-    for cls, (r, g, b) in CLASS_COLOURS.items():
+    for c in scheme_named(scheme).classes:
+        r, g, b = c.colour
         swatch = (
             f"<span style='display:inline-block;width:1em;height:1em;"
             f"background:rgb({r},{g},{b});margin-right:0.4em;vertical-align:middle'></span>"
         )
-        items.append(f"<span style='margin-right:1.5em'>{swatch}{cls} {CLASS_LABELS[cls]}</span>")
+        text = html.escape(f"{c.name}: {c.text}")
+        items.append(f"<span style='margin-right:1.5em'>{swatch}{text}</span>")
     return "<div>" + "".join(items) + "</div>"
+
+
+def check_label_scheme(given: str | None, model: LabelScheme) -> LabelScheme:
+    """The scheme the app shows uploads in: the model's, once ``--label-scheme`` (``given``,
+    a built-in name, or ``None``: unchecked) is found to mean the same labels
+    (:func:`brats.volume.labels.interchangeable`).
+
+    Raises:
+        brats.io.model_card.ArtifactError: the model's labels mean something else (naming
+            both schemes).
+        brats.volume.labels.SchemeError: ``given`` is no built-in scheme.
+    """
+    if given is None:
+        return model
+    wanted = scheme_named(given)
+    if not interchangeable(wanted, model):
+        from brats.io.model_card import ArtifactError
+
+        raise ArtifactError(
+            f"--label-scheme {wanted.name}: the model predicts label scheme {model.name}, "
+            f"whose labels mean something else (regions {', '.join(model.regions)} against "
+            f"{', '.join(wanted.regions)}); serve a model trained in {wanted.name}, or leave "
+            "--label-scheme out to show the model's"
+        )
+    return model
 
 
 def slice_count(segmentation: Segmentation, axis: str) -> int:
@@ -246,7 +302,8 @@ def build_app(config: AppConfig) -> gr.Blocks:
     """Load the model once (hash-checked) and lay out the page around it.
 
     Raises:
-        brats.io.model_card.ArtifactError: the model is missing or not what its json says.
+        brats.io.model_card.ArtifactError: the model is missing or not what its json says,
+            or its label scheme is not ``config.label_scheme`` (:func:`check_label_scheme`).
     """
     import gradio as gr
 
@@ -255,6 +312,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
     predictor = Predictor.from_artifact(
         config.model, config.predict, s3_endpoint=config.s3_endpoint
     )
+    scheme = check_label_scheme(config.label_scheme, predictor.info.scheme)
     handlers = _Handlers(predictor, config.limits, tempfile.mkdtemp(prefix="brats-app-masks-"))
     with gr.Blocks(
         title="brats: tumor segmentation",
@@ -262,7 +320,7 @@ def build_app(config: AppConfig) -> gr.Blocks:
         delete_cache=(1800, SESSION_TTL_S),
     ) as app:
         gr.Markdown(_introduction(predictor))
-        _wire(handlers, _layout())
+        _wire(handlers, _layout(scheme))
     return app
 
 
@@ -295,7 +353,9 @@ class _Handlers:
         )
         return (
             result,
-            render_slice(result.display, result.labels, 0, axis, n // 2, True),
+            render_slice(
+                result.display, result.labels, 0, axis, n // 2, True, scheme=result.scheme
+            ),
             {k: round(v, 3) for k, v in result.volumes_ml.items()},
             status,
             gr.Slider(minimum=0, maximum=n - 1, value=n // 2, step=1),
@@ -311,7 +371,9 @@ class _Handlers:
         if state is None:
             return None
         c = state.modalities.index(channel) if channel in state.modalities else 0
-        return render_slice(state.display, state.labels, c, axis, int(index), bool(show))
+        return render_slice(
+            state.display, state.labels, c, axis, int(index), bool(show), scheme=state.scheme
+        )
 
     @staticmethod
     def change_axis(state: Segmentation | None, axis: str) -> Any:
@@ -327,19 +389,23 @@ class _Handlers:
 def _introduction(predictor: Predictor) -> str:
     """The page's heading: what the model takes and what to upload."""
     info = predictor.info
+    scheme = info.scheme
     return (
         "## Brain tumor segmentation\n"
         f"Model `{predictor.version[:12]}` takes {len(info.modalities)} channels: "
         f"**{', '.join(info.modalities)}** ({info.normalization} normalization, "
-        f"{info.patch_size} windows). Upload a `.npy` volume -- `(D, H, W, C)` or `(C, D, H, W)`, "
+        f"{info.patch_size} windows) and segments in label scheme `{scheme.name}` "
+        f"(regions {', '.join(scheme.regions)}). Upload a `.npy` volume -- `(D, H, W, C)` or "
+        "`(C, D, H, W)`, "
         "C = 3 (FLAIR, T1ce, T2) or 4 (FLAIR, T1, T1ce, T2) -- or one case's NIfTI files named "
         "like BraTS (`<case>_flair.nii.gz`, `_t1`, `_t1ce`, `_t2`, or `<case>-t2f.nii.gz`, "
         "`-t1n`, `-t1c`, `-t2w`)."
     )
 
 
-def _layout() -> dict[str, Any]:
-    """The page's components, by name, laid out in the current ``gr.Blocks``."""
+def _layout(scheme: LabelScheme = DEFAULT) -> dict[str, Any]:
+    """The page's components, by name, laid out in the current ``gr.Blocks``, for a model
+    of ``scheme``."""
     import gradio as gr
 
     w: dict[str, Any] = {"state": gr.State(None, time_to_live=SESSION_TTL_S)}
@@ -352,13 +418,13 @@ def _layout() -> dict[str, Any]:
             )
             w["run"] = gr.Button("Segment", variant="primary")
             w["status"] = gr.Textbox(label="Status", interactive=False, lines=2)
-            w["volumes"] = gr.JSON(label="Region volumes (ml): WT, TC, ET")
+            w["volumes"] = gr.JSON(label=f"Region volumes (ml): {', '.join(scheme.regions)}")
             w["mask"] = gr.File(
                 label="Mask (NIfTI uploads: in the case's geometry)", interactive=False
             )
         with gr.Column(scale=2):
             w["picture"] = gr.Image(label="Slice", type="numpy", format="png", interactive=False)
-            gr.HTML(legend_html())
+            gr.HTML(legend_html(scheme))
             w["index"] = gr.Slider(0, 1, value=0, step=1, label="Slice")
             with gr.Row():
                 w["channel"] = gr.Dropdown(choices=[], label="Channel", interactive=True)

@@ -5,6 +5,11 @@ The page stays the same size whatever the cohort's: its case table holds at most
 failed ones and the lowest Dice WT first) and links ``report.csv``, written beside it, for
 the rest. The box plots draw every case as a point, in a picture of fixed size.
 
+Everything per region follows the run's label scheme (:class:`brats.volume.labels.LabelScheme`,
+BraTS glioma when none is given), which the page names: its regions' statistics, plots and
+columns, its colours and legend in the thumbnails. Cases are ranked by the Dice of the
+scheme's first region (WT, or GTV for meningioma radiotherapy).
+
 Every text that comes from a cohort (case ids, file names, reasons) is escaped. Figures are
 drawn on an Agg canvas of their own, never through pyplot (which would switch the backend of
 a running pyplot, e.g. the app's or a notebook's, from inside a library call).
@@ -27,7 +32,15 @@ from matplotlib.figure import Figure
 from brats.report.status import FAILED
 from brats.report.tables import EMPTY_RULES, STATISTICS, STATISTICS_NOTE, column_values
 from brats.storage import redact
-from brats.volume.labels import CLASS_COLOURS, CLASS_LABELS, CLASS_NAMES, REGIONS, hex_colour
+from brats.volume.labels import (
+    DEFAULT,
+    SCHEMES,
+    LabelScheme,
+    SchemeLike,
+    hex_colour,
+    interchangeable,
+    scheme_named,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +51,19 @@ OverlayLoader = Callable[
 """``case_id -> (image, predicted labels, ground-truth labels or None)``.
 
 ``image`` is a ``(D, H, W)`` float volume (e.g. FLAIR); the labels are ``(D, H, W) uint8``
-internal classes in ``{0, 1, 2, 3}`` (see :mod:`brats.volume.labels`), in the image's geometry.
+internal classes of the report's scheme (``{0, 1, 2, 3}`` for BraTS glioma; see
+:mod:`brats.volume.labels`), in the image's geometry.
 """
 
-LABEL_COLOURS: Final[dict[int, str]] = {c: hex_colour(rgb) for c, rgb in CLASS_COLOURS.items()}
-"""Overlay colour per internal class (:data:`brats.volume.labels.CLASS_COLOURS`)."""
+
+def label_colours(scheme: SchemeLike | None = None) -> dict[int, str]:
+    """Overlay colour (``#rrggbb``) per internal class of ``scheme``
+    (:meth:`~brats.volume.labels.LabelScheme.colours`)."""
+    return {c: hex_colour(rgb) for c, rgb in scheme_named(scheme).colours().items()}
+
+
+LABEL_COLOURS: Final[dict[int, str]] = label_colours(DEFAULT)
+"""Overlay colour per internal class of the default (BraTS glioma) scheme."""
 TRUTH_OUTLINE_COLOUR: Final = "#00e5ff"
 OVERLAY_ALPHA: Final = 0.5
 _URI = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
@@ -90,11 +111,15 @@ def render_html(
     summary: Mapping[str, Any],
     overlay: OverlayLoader | None,
     n_thumbnails: int,
+    *,
+    scheme: SchemeLike | None = None,
 ) -> str:
     """The whole page, from report rows (:func:`brats.report.tables.report_row`) and their
-    summary; ``overlay`` (or ``None``: no pictures) draws the ``n_thumbnails`` worst and best
-    cases by Dice WT. The case table shows :func:`table_rows` and links ``report.csv`` (the
-    page is meant to lie beside it, as :func:`brats.report.write.write_report` writes it)."""
+    summary, both of ``scheme``; ``overlay`` (or ``None``: no pictures) draws the
+    ``n_thumbnails`` worst and best cases by Dice of the scheme's first region (WT). The case
+    table shows :func:`table_rows` and links ``report.csv`` (the page is meant to lie beside
+    it, as :func:`brats.report.write.write_report` writes it)."""
+    s = scheme_named(scheme)
     counts = summary["counts"]
     title = (
         f"BraTS segmentation report: {counts['cases']} cases, {counts['done']} done, "
@@ -107,14 +132,15 @@ def render_html(
         f"<h1>{_esc(title)}</h1>",
         _html_versions(summary["model_versions"]),
         _html_precisions(summary["precisions"]),
+        _html_scheme(s, rows),
         f"<p>{_esc(EMPTY_RULES)}</p>",
         _html_statistics(summary["regions"]),
-        _html_plots(rows),
+        _html_plots(rows, s),
         _html_detection(summary["detection"]),
-        _html_cases(rows),
+        _html_cases(rows, s),
     ]
     if overlay is not None and n_thumbnails > 0:
-        parts.append(_html_thumbnails(rows, overlay, n_thumbnails))
+        parts.append(_html_thumbnails(rows, overlay, n_thumbnails, s))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -144,6 +170,42 @@ def _html_precisions(precisions: list[str]) -> str:
     return f"<p>Network precision: {_esc(', '.join(precisions))}</p>"
 
 
+def _html_scheme(scheme: LabelScheme, rows: list[dict[str, Any]]) -> str:
+    """Which label scheme the figures are in, its regions, and a note on records that say
+    another scheme whose labels mean something else."""
+    regions = ", ".join(
+        region if members == (region,) else f"{region} = {' + '.join(members)}"
+        for region, members in scheme.regions.items()
+    )
+    text = f"<p>Label scheme: <code>{_esc(scheme.name)}</code>; regions {_esc(regions)}.</p>"
+    others = [
+        name
+        for name in sorted({row["label_scheme"] for row in rows} - {None, scheme.name})
+        if name not in SCHEMES or not interchangeable(SCHEMES[name], scheme)
+    ]
+    if others:
+        listed = ", ".join(f"<code>{_esc(n)}</code>" for n in others)
+        text += (
+            f'\n<p class="note">Records in label scheme {listed}: their figures are read here '
+            f"as {_esc(scheme.name)}'s regions.</p>"
+        )
+    return text
+
+
+def rank_region(scheme: SchemeLike | None = None) -> str:
+    """The region whose Dice ranks the cases (the table's order, the thumbnails): the
+    scheme's first (WT for BraTS glioma)."""
+    return next(iter(scheme_named(scheme).regions))
+
+
+_LESION_SETTINGS: Final = {
+    "glioma": "BraTS 2023",
+    "metastasis": "BraTS metastasis settings",
+    "paediatric": "BraTS paediatric settings",
+    "meningioma_rt": "BraTS meningioma radiotherapy settings",
+}
+
+
 def _html_statistics(regions: Mapping[str, Mapping[str, Any]]) -> str:
     header = "".join(f"<th>{name}</th>" for name in ("n", *STATISTICS))
     lines = [f'<table><tr><th class="text">metric</th>{header}</tr>']
@@ -161,13 +223,14 @@ def _html_statistics(regions: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _html_plots(rows: list[dict[str, Any]]) -> str:
+def _html_plots(rows: list[dict[str, Any]], scheme: LabelScheme) -> str:
     if not any(row["has_metrics"] for row in rows):
         return '<p class="note">No case has ground truth: no Dice or HD95 to plot.</p>'
     parts = ["<h2>Dice and HD95 per region</h2>"]
-    for prefix, heading in (("", "whole volume"), ("lesion_", "lesion-wise, BraTS 2023")):
-        dice = {r: column_values(rows, f"{prefix}dice_{r}") for r in REGIONS}
-        hd95 = {r: column_values(rows, f"{prefix}hd95_{r}") for r in REGIONS}
+    lesion_wise = f"lesion-wise, {_LESION_SETTINGS.get(scheme.lesion_task, scheme.lesion_task)}"
+    for prefix, heading in (("", "whole volume"), ("lesion_", lesion_wise)):
+        dice = {r: column_values(rows, f"{prefix}dice_{r}") for r in scheme.regions}
+        hd95 = {r: column_values(rows, f"{prefix}hd95_{r}") for r in scheme.regions}
         if not any(dice.values()):
             continue  # records from before lesion-wise metrics
         parts += [
@@ -203,51 +266,63 @@ FULL_TABLE: Final = "report.csv"
 """The full case table, written beside the page and linked from it."""
 
 
-def table_rows(rows: list[dict[str, Any]], bound: int = MAX_CASE_ROWS) -> list[dict[str, Any]]:
+def table_rows(
+    rows: list[dict[str, Any]],
+    bound: int = MAX_CASE_ROWS,
+    *,
+    scheme: SchemeLike | None = None,
+) -> list[dict[str, Any]]:
     """The rows the page's case table shows, at most ``bound`` of them.
 
     Every row, in case-id order, when there are no more than ``bound``. Otherwise the ones
     a reader has to look at first: the failed cases (by case id), then the cases with the
-    lowest Dice WT (ties by case id), then, if room is left, the others by case id.
+    lowest Dice of :func:`rank_region` (WT; ties by case id), then, if room is left, the
+    others by case id.
     """
     if len(rows) <= bound:
         return list(rows)
+    key = f"dice_{rank_region(scheme)}"
 
     def urgency(row: dict[str, Any]) -> tuple[int, float, str]:
         if row["status"] == FAILED:
             return (0, 0.0, row["case_id"])
-        if row["dice_WT"] is not None:
-            return (1, row["dice_WT"], row["case_id"])
+        if row[key] is not None:
+            return (1, row[key], row["case_id"])
         return (2, 0.0, row["case_id"])
 
     return sorted(rows, key=urgency)[:bound]
 
 
-def _html_cases(rows: list[dict[str, Any]]) -> str:
-    shown = table_rows(rows)
+def _html_cases(rows: list[dict[str, Any]], scheme: LabelScheme) -> str:
+    shown = table_rows(rows, scheme=scheme)
+    regions = list(scheme.regions)
     heads = ["case", "status"]
-    heads += [f"Dice {r}" for r in REGIONS] + [f"HD95 {r} (mm)" for r in REGIONS]
-    heads += [f"lesion Dice {r}" for r in REGIONS]
+    heads += [f"Dice {r}" for r in regions] + [f"HD95 {r} (mm)" for r in regions]
+    heads += [f"lesion Dice {r}" for r in regions]
     heads += ["error reason", "error message", "notes"]
     text_heads = {"case", "status", "error reason", "error message", "notes"}
     header = "".join(
         f'<th class="text">{h}</th>' if h in text_heads else f"<th>{h}</th>" for h in heads
     )
-    lines = ["<h2>Cases</h2>", _cases_note(rows, shown), f"<table><tr>{header}</tr>"]
-    lines += [_case_row(row) for row in shown]
+    lines = [
+        "<h2>Cases</h2>",
+        _cases_note(rows, shown, rank_region(scheme)),
+        f"<table><tr>{header}</tr>",
+    ]
+    lines += [_case_row(row, regions) for row in shown]
     lines.append("</table>")
     return "\n".join(lines)
 
 
-def _cases_note(rows: list[dict[str, Any]], shown: list[dict[str, Any]]) -> str:
+def _cases_note(rows: list[dict[str, Any]], shown: list[dict[str, Any]], rank: str) -> str:
     """What the table holds, and the link to the full table."""
     link = f'<a href="{FULL_TABLE}">{FULL_TABLE}</a>'
     if len(shown) == len(rows):
         return f"<p>All {len(rows)} cases, by case id; the same table as CSV: {link}.</p>"
     failed = sum(row["status"] == FAILED for row in rows)
     text = (
-        f"<p>{len(shown)} of {len(rows)} cases: the failed ones first, then the lowest Dice WT. "
-        f"Every case is in {link} (and report.parquet)."
+        f"<p>{len(shown)} of {len(rows)} cases: the failed ones first, then the lowest "
+        f"Dice {rank}. Every case is in {link} (and report.parquet)."
     )
     hidden = failed - sum(row["status"] == FAILED for row in shown)
     if hidden:
@@ -258,10 +333,10 @@ def _cases_note(rows: list[dict[str, Any]], shown: list[dict[str, Any]]) -> str:
     return text + "</p>"
 
 
-def _case_row(row: dict[str, Any]) -> str:
-    numbers = [_fmt(row[f"dice_{r}"], 3) for r in REGIONS]
-    numbers += [_fmt(row[f"hd95_{r}"], 1) for r in REGIONS]
-    numbers += [_fmt(row[f"lesion_dice_{r}"], 3) for r in REGIONS]
+def _case_row(row: dict[str, Any], regions: list[str]) -> str:
+    numbers = [_fmt(row[f"dice_{r}"], 3) for r in regions]
+    numbers += [_fmt(row[f"hd95_{r}"], 1) for r in regions]
+    numbers += [_fmt(row[f"lesion_dice_{r}"], 3) for r in regions]
     cells = [
         f'<td class="text">{_esc(row["case_id"])}</td>',
         f'<td class="text">{_esc(row["status"])}</td>',
@@ -278,10 +353,14 @@ def _fmt(value: float | None, digits: int) -> str:
     return "&ndash;" if value is None else f"{value:.{digits}f}"
 
 
-def _html_thumbnails(rows: list[dict[str, Any]], overlay: OverlayLoader, n: int) -> str:
+def _html_thumbnails(
+    rows: list[dict[str, Any]], overlay: OverlayLoader, n: int, scheme: LabelScheme
+) -> str:
+    rank = rank_region(scheme)
+    key = f"dice_{rank}"
     ranked = sorted(
-        (row for row in rows if row["dice_WT"] is not None),
-        key=lambda row: (row["dice_WT"], row["case_id"]),
+        (row for row in rows if row[key] is not None),
+        key=lambda row: (row[key], row["case_id"]),
     )
     if not ranked:
         return ""
@@ -289,23 +368,24 @@ def _html_thumbnails(rows: list[dict[str, Any]], overlay: OverlayLoader, n: int)
     # A case is pictured once: with few cases, "best" holds those that are not among "worst".
     shown = {id(row) for row in worst}
     best = [row for row in reversed(ranked) if id(row) not in shown][:n]
-    parts = ["<h2>Worst and best cases by Dice WT</h2>", _html_legend()]
+    parts = [f"<h2>Worst and best cases by Dice {_esc(rank)}</h2>", _html_legend(scheme)]
     for heading, chosen in (("Worst", worst), ("Best", best)):
         if chosen:
-            figures = "".join(_html_thumbnail(row, overlay) for row in chosen)
+            figures = "".join(_html_thumbnail(row, overlay, scheme) for row in chosen)
             parts.append(f'<h3>{heading}</h3><div class="thumbs">{figures}</div>')
     return "\n".join(parts)
 
 
-def _html_legend() -> str:
-    names = {c: f"{text} ({c})" for c, text in CLASS_LABELS.items()}
+def _html_legend(scheme: LabelScheme) -> str:
+    colours = label_colours(scheme)
+    names = {c: f"{text} ({c})" for c, text in scheme.legend().items()}
     items = [
-        f'<span class="swatch" style="background:{LABEL_COLOURS[c]}"></span>{_esc(names[c])}'
-        for c in CLASS_LABELS
+        f'<span class="swatch" style="background:{colours[c]}"></span>{_esc(names[c])}'
+        for c in names
     ]
     items.append(
         f'<span class="swatch" style="border:2px solid {TRUTH_OUTLINE_COLOUR}"></span>'
-        "ground-truth whole-tumor outline"
+        f"ground-truth {_esc(_outline_name(scheme))} outline"
     )
     return (
         "<p>Left: the image on the axial slice (last axis) with the most predicted tumor; "
@@ -313,12 +393,22 @@ def _html_legend() -> str:
     )
 
 
-def _html_thumbnail(row: dict[str, Any], overlay: OverlayLoader) -> str:
+def _outline_name(scheme: LabelScheme) -> str:
+    """What the ground-truth outline (every labelled voxel) shows: the region of every class."""
+    every = {c.name for c in scheme.classes}
+    for region, members in scheme.regions.items():
+        if set(members) == every:
+            return "whole-tumor" if region == "WT" else region
+    return "labelled (any class)"
+
+
+def _html_thumbnail(row: dict[str, Any], overlay: OverlayLoader, scheme: LabelScheme) -> str:
     case_id = row["case_id"]
-    caption = f"{_esc(case_id)}: Dice WT {_fmt(row['dice_WT'], 3)}"
+    rank = rank_region(scheme)
+    caption = f"{_esc(case_id)}: Dice {_esc(rank)} {_fmt(row[f'dice_{rank}'], 3)}"
     try:
         image, pred, truth = overlay(case_id)
-        png, index = _overlay_png(image, pred, truth)
+        png, index = _overlay_png(image, pred, truth, scheme)
     # The loader is the caller's code (storage, NIfTI, shapes): any failure costs this one
     # picture, never the report.
     except Exception as err:
@@ -386,20 +476,25 @@ def _box_plot_png(
 
 
 def _overlay_png(
-    image: npt.ArrayLike, pred: npt.ArrayLike, truth: npt.ArrayLike | None
+    image: npt.ArrayLike,
+    pred: npt.ArrayLike,
+    truth: npt.ArrayLike | None,
+    scheme: SchemeLike | None = None,
 ) -> tuple[bytes, int]:
-    """PNG of the ``(D, H, W)`` image on its most-tumour axial slice, bare and with labels.
+    """PNG of the ``(D, H, W)`` image on its most-tumour axial slice, bare and with labels
+    (internal classes of ``scheme``, in its colours).
 
     Returns the PNG and the slice index (last axis).
     """
+    n_classes = scheme_named(scheme).n_classes
     img = np.nan_to_num(np.asarray(image, dtype=np.float64))
     labels = np.asarray(pred)
     reference = None if truth is None else np.asarray(truth)
     for name, arr in (("prediction", labels), ("ground truth", reference)):
         if arr is not None and (img.ndim != 3 or arr.shape != img.shape):
             raise ValueError(f"image {img.shape} and {name} {arr.shape} must be one (D, H, W)")
-        if arr is not None and arr.size and (arr.min() < 0 or arr.max() >= len(CLASS_NAMES)):
-            raise ValueError(f"{name} holds labels outside 0..{len(CLASS_NAMES) - 1}")
+        if arr is not None and arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+            raise ValueError(f"{name} holds labels outside 0..{n_classes - 1}")
     index = axial_slice_with_most_tumor(labels, reference)
     # (D, H, W)[:, :, k] is (D, H); transposed with origin "lower", D runs left to right.
     grey = img[:, :, index].T
@@ -409,7 +504,9 @@ def _overlay_png(
     for ax in (bare, labelled):
         ax.imshow(grey, cmap="gray", vmin=low, vmax=high, origin="lower", interpolation="nearest")
         ax.set_axis_off()
-    labelled.imshow(_label_rgba(labels[:, :, index].T), origin="lower", interpolation="nearest")
+    labelled.imshow(
+        _label_rgba(labels[:, :, index].T, scheme), origin="lower", interpolation="nearest"
+    )
     if reference is not None:
         outline = (reference[:, :, index] != 0).T
         if outline.any() and not outline.all():
@@ -434,11 +531,15 @@ def _grey_window(grey: npt.NDArray[np.float64]) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
-def _label_rgba(labels: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-    """``(H, W)`` internal labels -> ``(H, W, 4)`` RGBA, transparent where background."""
+def _label_rgba(
+    labels: npt.NDArray[Any], scheme: SchemeLike | None = None
+) -> npt.NDArray[np.float64]:
+    """``(H, W)`` internal classes of ``scheme`` -> ``(H, W, 4)`` RGBA: class ``i`` in
+    ``scheme.colours()[i]``, transparent where background."""
     from matplotlib.colors import to_rgba
 
-    table = np.zeros((len(CLASS_NAMES), 4), dtype=np.float64)
-    for label, colour in LABEL_COLOURS.items():
+    s = scheme_named(scheme)
+    table = np.zeros((s.n_classes, 4), dtype=np.float64)
+    for label, colour in label_colours(s).items():
         table[label] = to_rgba(colour, alpha=OVERLAY_ALPHA)
     return table[labels.astype(np.intp)]

@@ -1,9 +1,11 @@
 """The cohort segmentation report: tables and a summary from the per-case records.
 
-:func:`report_row` turns a record into a row of :data:`TABLE_SCHEMA` and :func:`summarize`
-makes ``summary.json``'s document; :mod:`brats.report.write` writes them with the HTML. The
-same records in any order give byte-identical Parquet, CSV and JSON: nothing in them depends
-on the time of writing or on the order of the input.
+:func:`report_row` turns a record into a row of :func:`table_schema` and :func:`summarize`
+makes ``summary.json``'s document, both in the run's label scheme
+(:class:`brats.volume.labels.LabelScheme`: its regions name the metric, volume and statistics
+columns; BraTS glioma, WT, TC and ET, when none is given); :mod:`brats.report.write` writes
+them with the HTML. The same records in any order give byte-identical Parquet, CSV and
+JSON: nothing in them depends on the time of writing or on the order of the input.
 
 No Ray and no TensorFlow here: numpy and pyarrow (and matplotlib for the HTML's figures).
 """
@@ -21,8 +23,8 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 
 from brats.report.records import DONE, FAILED, CaseRecord
-from brats.volume.labels import REGIONS
-from brats.volume.metrics import METRIC_KEYS
+from brats.volume.labels import DEFAULT, SchemeLike, scheme_named
+from brats.volume.metrics import metric_keys
 
 STATISTICS: Final = ("mean", "median", "std", "min", "max")
 SUMMARY_METRICS: Final = ("dice", "hd95", "lesion_dice", "lesion_hd95", "nsd")
@@ -49,54 +51,70 @@ _TEXT_COLUMNS: Final = (
     "case_id",
     "status",
     "model_version",
-    "convention",
+    "label_scheme",
     "mask",
     "error_file",
     "error_reason",
     "error_message",
 )
-VOLUME_COLUMNS: Final = tuple(f"volume_{region}_ml" for region in REGIONS)
 TIMING_COLUMNS: Final = ("read_s", "predict_s", "write_s")
 
-TABLE_SCHEMA: Final = pa.schema(
-    [
-        *((name, pa.string()) for name in _TEXT_COLUMNS),
-        *((name, pa.float64()) for name in (*METRIC_KEYS, *VOLUME_COLUMNS, *TIMING_COLUMNS)),
-        ("created", pa.string()),
-        ("notes", pa.string()),
-        ("precision", pa.string()),
-    ]
-)
-"""Columns of :func:`report_table`, in order."""
+
+def volume_columns(scheme: SchemeLike | None = None) -> tuple[str, ...]:
+    """``volume_<REGION>_ml`` for each region of ``scheme``, in report order."""
+    return tuple(f"volume_{region}_ml" for region in scheme_named(scheme).regions)
 
 
-def report_table(records: Sequence[CaseRecord]) -> pa.Table:
-    """One row per record, sorted by case id, with the columns of :data:`TABLE_SCHEMA`.
+def table_schema(scheme: SchemeLike | None = None) -> pa.Schema:
+    """Columns of :func:`report_table` for ``scheme``, in order: text, the scheme's
+    :func:`~brats.volume.metrics.metric_keys`, its :func:`volume_columns`, timings, text."""
+    numbers = (*metric_keys(scheme), *volume_columns(scheme), *TIMING_COLUMNS)
+    return pa.schema(
+        [
+            *((name, pa.string()) for name in _TEXT_COLUMNS),
+            *((name, pa.float64()) for name in numbers),
+            ("created", pa.string()),
+            ("notes", pa.string()),
+            ("precision", pa.string()),
+        ]
+    )
+
+
+VOLUME_COLUMNS: Final = volume_columns(DEFAULT)
+""":func:`volume_columns` of the default (BraTS glioma) scheme."""
+TABLE_SCHEMA: Final = table_schema(DEFAULT)
+"""Columns of :func:`report_table` for the default (BraTS glioma) scheme, in order."""
+
+
+def report_table(records: Sequence[CaseRecord], *, scheme: SchemeLike | None = None) -> pa.Table:
+    """One row per record, sorted by case id, with the columns of :func:`table_schema`.
 
     Metrics are null for a case without metrics (failed, or no ground truth); a value that is
     missing, not a number or not finite is null too, so the table never holds NaN.
     """
     return pa.Table.from_pylist(
-        [report_row(r) for r in sorted_records(records)], schema=TABLE_SCHEMA
+        [report_row(r, scheme=scheme) for r in sorted_records(records)],
+        schema=table_schema(scheme),
     )
 
 
-def summarize(records: Sequence[CaseRecord]) -> dict[str, Any]:
+def summarize(records: Sequence[CaseRecord], *, scheme: SchemeLike | None = None) -> dict[str, Any]:
     """Cohort summary, JSON-ready and never NaN.
 
     Returns:
-        ``counts`` (``cases``, ``done``, ``failed``, ``with_ground_truth``); ``regions``:
-        for each of WT, TC, ET and each of :data:`SUMMARY_METRICS` the ``n``, mean, median,
-        std, min and max over the cases with metrics, or ``None`` when no case has that
-        metric; ``detection``: per region the lesion-wise ``tp``, ``fp`` and ``fn`` summed
-        over the cases (0 for records from before lesion-wise metrics); ``failed``:
-        ``[{case_id, file, reason}]`` sorted by case id; ``notes``: ``[{case_id, notes}]``
-        of the cases that have any; ``model_versions`` and ``precisions`` (what the
-        network ran in): sorted unique; ``empty_rules`` and
-        ``statistics`` (what the numbers mean).
+        ``counts`` (``cases``, ``done``, ``failed``, ``with_ground_truth``);
+        ``label_scheme``: the scheme the figures are in (:meth:`LabelScheme.to_dict`);
+        ``regions``: for each of the scheme's regions (WT, TC, ET for BraTS glioma) and each
+        of :data:`SUMMARY_METRICS` the ``n``, mean, median, std, min and max over the cases
+        with metrics, or ``None`` when no case has that metric; ``detection``: per region
+        the lesion-wise ``tp``, ``fp`` and ``fn`` summed over the cases (0 for records from
+        before lesion-wise metrics); ``failed``: ``[{case_id, file, reason}]`` sorted by
+        case id; ``notes``: ``[{case_id, notes}]`` of the cases that have any;
+        ``model_versions`` and ``precisions`` (what the network ran in): sorted unique;
+        ``empty_rules`` and ``statistics`` (what the numbers mean).
     """
-    rows = [report_row(r) for r in sorted_records(records)]
-    return summarize_rows(rows)
+    rows = [report_row(r, scheme=scheme) for r in sorted_records(records)]
+    return summarize_rows(rows, scheme=scheme)
 
 
 # --- records -> rows -------------------------------------------------------------------
@@ -109,27 +127,30 @@ def sorted_records(records: Sequence[CaseRecord]) -> list[CaseRecord]:
     )
 
 
-def report_row(record: CaseRecord) -> dict[str, Any]:
-    """A record as one report row: :data:`TABLE_SCHEMA`'s columns and ``has_metrics``.
+def report_row(record: CaseRecord, *, scheme: SchemeLike | None = None) -> dict[str, Any]:
+    """A record as one report row: :func:`table_schema`'s columns for ``scheme`` and
+    ``has_metrics``.
 
-    A metric, volume or timing that is missing, not a number or not finite is ``None``.
+    A metric, volume or timing that is missing, not a number or not finite is ``None`` (so is
+    a key of another scheme's region that the record does not have).
     """
+    s = scheme_named(scheme)
     error = record.error
     metrics = record.metrics
     row: dict[str, Any] = {
         "case_id": record.case_id,
         "status": record.status,
         "model_version": record.model_version,
-        "convention": record.convention,
+        "label_scheme": record.label_scheme,
         "mask": record.mask,
         "error_file": None if error is None else _text(error.file),
         "error_reason": None if error is None else error.reason,
         "error_message": None if error is None else error.message,
         "has_metrics": isinstance(metrics, Mapping),
     }
-    row.update({key: _number(_mapping(metrics).get(key)) for key in METRIC_KEYS})
+    row.update({key: _number(_mapping(metrics).get(key)) for key in metric_keys(s)})
     volumes = _mapping(record.region_volumes_ml)
-    row.update({f"volume_{r}_ml": _number(volumes.get(r)) for r in REGIONS})
+    row.update({f"volume_{r}_ml": _number(volumes.get(r)) for r in s.regions})
     timings = _mapping(record.timings)
     row.update({key: _number(timings.get(key)) for key in TIMING_COLUMNS})
     row["created"] = _text(record.created)
@@ -156,7 +177,11 @@ def _number(value: object) -> float | None:
 # --- summary ---------------------------------------------------------------------------
 
 
-def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize_rows(
+    rows: list[dict[str, Any]], *, scheme: SchemeLike | None = None
+) -> dict[str, Any]:
+    """:func:`summarize` of report rows (:func:`report_row` of the same ``scheme``)."""
+    s = scheme_named(scheme)
     with_metrics = [row for row in rows if row["has_metrics"]]
     return {
         "counts": {
@@ -165,19 +190,20 @@ def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "failed": sum(row["status"] == FAILED for row in rows),
             "with_ground_truth": len(with_metrics),
         },
+        "label_scheme": s.to_dict(),
         "regions": {
             region: {
                 metric: _statistics(column_values(with_metrics, f"{metric}_{region}"))
                 for metric in SUMMARY_METRICS
             }
-            for region in REGIONS
+            for region in s.regions
         },
         "detection": {
             region: {
                 count: int(sum(column_values(with_metrics, f"lesion_{count}_{region}")))
                 for count in DETECTION
             }
-            for region in REGIONS
+            for region in s.regions
         },
         "failed": [
             {"case_id": row["case_id"], "file": row["error_file"], "reason": row["error_reason"]}

@@ -1,7 +1,7 @@
 """Writing a cohort's report: ``report.parquet`` and ``report.csv`` (one row per case, sorted
-by case id, columns :data:`~brats.report.tables.TABLE_SCHEMA`), ``summary.json`` (counts,
-Dice/HD95 statistics per region, failed cases) and ``report.html``
-(:mod:`brats.report.html`), each written whole."""
+by case id, columns :func:`~brats.report.tables.table_schema` of the run's label scheme),
+``summary.json`` (the scheme, counts, Dice/HD95 statistics per region, failed cases) and
+``report.html`` (:mod:`brats.report.html`), each written whole."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ import pyarrow as pa
 from brats.report.html import OverlayLoader, render_html
 from brats.report.records import CaseRecord
 from brats.report.tables import (
-    TABLE_SCHEMA,
     csv_bytes,
     parquet_bytes,
     report_row,
     sorted_records,
     summarize_rows,
+    table_schema,
 )
 from brats.storage import Location, json_bytes, redact, write_bytes_atomic
+from brats.volume.labels import SchemeLike, scheme_named
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def write_report(
     *,
     overlay: OverlayLoader | None = None,
     n_thumbnails: int = 3,
+    scheme: SchemeLike | None = None,
 ) -> dict[str, str]:
     """Write ``report.parquet``, ``report.csv``, ``summary.json`` and ``report.html`` under ``out``.
 
@@ -45,21 +47,27 @@ def write_report(
         out: the run folder (local or ``s3://``).
         overlay: loads the image and label volumes of a case for the thumbnails; ``None``
             leaves the thumbnails out. A loader that raises gives a note instead of a picture.
-        n_thumbnails: how many worst and how many best cases by ``dice_WT`` to picture.
+        n_thumbnails: how many worst and how many best cases by ``dice_WT`` (the Dice of the
+            scheme's first region) to picture.
+        scheme: the label scheme the records were scored in (its regions name the columns,
+            statistics and plots; its colours paint the thumbnails); ``None``: BraTS glioma
+            (:data:`brats.volume.labels.DEFAULT`).
 
     Returns:
         ``{file name: URI}`` of the four objects written.
     """
     if n_thumbnails < 0:
         raise ValueError(f"n_thumbnails must be >= 0, got {n_thumbnails}")
-    rows = [report_row(r) for r in sorted_records(records)]
-    table = pa.Table.from_pylist(rows, schema=TABLE_SCHEMA)
-    summary = summarize_rows(rows)
+    s = scheme_named(scheme)
+    rows = [report_row(r, scheme=s) for r in sorted_records(records)]
+    table = pa.Table.from_pylist(rows, schema=table_schema(s))
+    summary = summarize_rows(rows, scheme=s)
+    page = render_html(rows, summary, overlay, n_thumbnails, scheme=s)
     documents = {
         "report.parquet": parquet_bytes(table),
         "report.csv": csv_bytes(table),
         "summary.json": json_bytes(summary),
-        "report.html": render_html(rows, summary, overlay, n_thumbnails).encode("utf-8"),
+        "report.html": page.encode("utf-8"),
     }
     fs = out.filesystem()
     written: dict[str, str] = {}

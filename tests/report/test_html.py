@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from brats.report.html import axial_slice_with_most_tumor
+from brats.report.html import _label_rgba, _overlay_png, axial_slice_with_most_tumor
 from brats.report.write import REPORT_FILES, write_report
 from brats.storage import resolve
+from brats.volume.labels import DEFAULT, GLI2024, MENRT2024, PED2024, hex_colour
 from tests.helpers import (
     VERSION_A,
     VERSION_B,
@@ -24,6 +25,7 @@ from tests.helpers import (
     report_metrics,
     tiny_volumes,
 )
+from tests.report.scheme_records import scheme_record
 
 
 def html_of(written: dict[str, str]) -> str:
@@ -200,3 +202,72 @@ def test_the_page_does_not_grow_with_the_cohort(tmp_path):
     pictures = re.compile(r'src="data:image/png;base64,[^"]+"')
     sizes = [len(pictures.sub("", html_of(w))) for w in (small, large)]
     assert sizes[1] < 1.05 * sizes[0], sizes
+
+
+# --- label schemes ---------------------------------------------------------------------
+
+
+def test_a_gli2024_page_shows_the_resection_cavity(tmp_path):
+    records = [scheme_record(f"g{i}", GLI2024, dice) for i, dice in enumerate((0.9, 0.4, 0.6))]
+
+    def overlay(case_id: str):
+        image, pred, _ = tiny_volumes(5)
+        pred[2:4, 2:6, 5] = 4  # resection cavity beside the tumour
+        return image, pred, None
+
+    page = html_of(write_report(records, resolve(str(tmp_path)), overlay=overlay, scheme=GLI2024))
+    assert "Label scheme: <code>gli2024</code>" in page
+    assert "WT = NETC + SNFH + ET, TC = NETC + ET, ET, NETC, SNFH, RC" in page
+    assert "Records in label scheme" not in page
+    for text in ("Dice RC</td>", "lesion-wise Dice RC</td>", "<th>lesion Dice RC</th>"):
+        assert text in page, text
+    detection = page.split("<h2>Lesion detection</h2>", 1)[1].split("</table>", 1)[0]
+    assert '<td class="text">RC</td><td>3</td><td>0</td><td>0</td>' in detection
+    rc = hex_colour(GLI2024.classes[3].colour)
+    assert f'background:{rc}"></span>resection cavity (4)' in page
+    assert "ground-truth labelled (any class) outline" in page  # RC is outside WT
+    assert page.count("axial slice 5</figcaption>") == 3
+    thumbnail = imread(io.BytesIO(embedded_pngs(page)[4]))[..., :3]
+    r, g, b = (thumbnail[..., i].astype(float) for i in range(3))
+    assert np.any((b - r > 0.2) & (b > g)), "no resection cavity in blue"
+
+
+def test_records_of_another_scheme_are_pointed_out(tmp_path):
+    # brats2020 records read as brats2023 (the same labels): nothing to say
+    page = html_of(write_report(report_cohort(), resolve(str(tmp_path / "a"))))
+    assert "Label scheme: <code>brats2023</code>; regions WT = NETC + SNFH + ET" in page
+    assert "Records in label scheme" not in page
+    page = html_of(write_report(report_cohort(), resolve(str(tmp_path / "b")), scheme=PED2024))
+    assert "Records in label scheme <code>brats2020</code>" in page
+
+
+def test_a_menrt2024_page_ranks_by_gtv(tmp_path):
+    records = [scheme_record(f"m{i}", MENRT2024, dice) for i, dice in enumerate((0.9, 0.4))]
+
+    def overlay(case_id: str):
+        image, pred, truth = tiny_volumes(3)
+        return image, np.minimum(pred, 1), truth.clip(0, 1)
+
+    page = html_of(write_report(records, resolve(str(tmp_path)), overlay=overlay, scheme=MENRT2024))
+    assert "Worst and best cases by Dice GTV" in page and "m1: Dice GTV 0.400" in page
+    assert "gross tumor volume (1)" in page and "ground-truth GTV outline" in page
+    assert "lesion-wise, BraTS meningioma radiotherapy settings" in page
+    assert "Dice WT" not in page
+
+
+def test_the_overlay_paints_every_class_of_the_scheme():
+    from matplotlib.colors import to_rgba
+
+    labels = np.array([[0, 3, 4]], dtype=np.uint8)
+    rgba = _label_rgba(labels, PED2024)
+    assert rgba[0, 0, 3] == 0.0  # background stays clear
+    cc = hex_colour(PED2024.colours()[PED2024.class_index("CC")])
+    assert tuple(rgba[0, 1]) == to_rgba(cc, alpha=0.5)  # class 3 of ped2024 is CC, purple
+    assert tuple(rgba[0, 2]) == to_rgba(hex_colour(PED2024.colours()[4]), alpha=0.5)
+    glioma_et = to_rgba(hex_colour(DEFAULT.colours()[3]), alpha=0.5)
+    assert tuple(_label_rgba(labels[:, :2])[0, 1]) == glioma_et != to_rgba(cc, alpha=0.5)
+    image, pred, truth = tiny_volumes(2)
+    pred[pred == 3] = 4
+    _overlay_png(image, pred, truth, PED2024)  # ped2024 has a class 4
+    with pytest.raises(ValueError, match=r"labels outside 0\.\.3"):
+        _overlay_png(image, pred, truth)

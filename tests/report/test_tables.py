@@ -13,12 +13,16 @@ from brats.report.tables import (
     EMPTY_RULES,
     SUMMARY_METRICS,
     TABLE_SCHEMA,
+    VOLUME_COLUMNS,
     report_table,
     summarize,
+    table_schema,
+    volume_columns,
 )
 from brats.report.write import REPORT_FILES, write_report
 from brats.storage import resolve
-from brats.volume.metrics import METRIC_KEYS, evaluate_case, volume_diagonal
+from brats.volume.labels import DEFAULT, GLI2024, PED2024, scheme_from_dict
+from brats.volume.metrics import METRIC_KEYS, evaluate_case, metric_keys, volume_diagonal
 from tests.helpers import (
     VERSION_A,
     VERSION_B,
@@ -27,6 +31,7 @@ from tests.helpers import (
     report_cohort,
     report_metrics,
 )
+from tests.report.scheme_records import scheme_record
 
 REGIONS = ("WT", "TC", "ET")
 
@@ -38,7 +43,7 @@ def test_table_columns_and_rows():
         "case_id",
         "status",
         "model_version",
-        "convention",
+        "label_scheme",
         "mask",
         "error_file",
         "error_reason",
@@ -66,7 +71,7 @@ def test_table_columns_and_rows():
 
     c = rows["case_c"]
     assert (c["dice_WT"], c["dice_ET"], c["hd95_TC"]) == (0.77, 1.0, 8.5)
-    assert (c["model_version"], c["convention"], c["mask"]) == (
+    assert (c["model_version"], c["label_scheme"], c["mask"]) == (
         VERSION_B,
         "brats2020",
         "masks/case_c.nii.gz",
@@ -189,3 +194,64 @@ def test_csv_cells_never_open_like_a_formula(tmp_path):
     table = pq.read_table(written["report.parquet"]).to_pylist()
     kept = {r["case_id"]: r["error_file"] for r in table}
     assert kept["case_a"] == hostile["case_a"][0] and kept["case_b"] == "@SUM(1+1)"
+
+
+# --- label schemes ---------------------------------------------------------------------
+
+
+def test_the_default_scheme_is_brats_glioma_and_the_summary_says_so():
+    records = report_cohort()
+    assert table_schema() == table_schema(DEFAULT) == TABLE_SCHEMA
+    assert VOLUME_COLUMNS == volume_columns("brats2023") == tuple(f"volume_{r}_ml" for r in REGIONS)
+    assert report_table(records).equals(report_table(records, scheme=DEFAULT))
+    summary = summarize(records)
+    assert summary == summarize(records, scheme="brats2023")
+    assert list(summary["regions"]) == list(summary["detection"]) == list(REGIONS)
+    assert summary["label_scheme"]["name"] == "brats2023"
+    assert summary["label_scheme"]["regions"] == {"WT": ["NETC", "SNFH", "ET"],
+                                                  "TC": ["NETC", "ET"], "ET": ["ET"]}  # fmt: skip
+
+
+def test_a_gli2024_report_has_resection_cavity_columns_and_statistics(tmp_path):
+    records = [
+        scheme_record("g1", GLI2024, 0.9),
+        scheme_record("g2", GLI2024, 0.5),
+        scheme_record("g3", GLI2024, None),
+        failed_record("g4", None, "no FLAIR"),
+    ]
+    table = report_table(records, scheme=GLI2024)
+    assert table.schema == table_schema(GLI2024) != TABLE_SCHEMA
+    for column in ("dice_RC", "hd95_RC", "lesion_dice_RC", "dice_class4", "volume_RC_ml"):
+        assert column in table.column_names and column not in TABLE_SCHEMA.names, column
+    assert set(metric_keys(GLI2024)) <= set(table.column_names)
+    assert table.column("dice_RC").to_pylist() == [0.9, 0.5, None, None]
+    assert table.column("volume_RC_ml").to_pylist() == [6.0, 6.0, 6.0, None]
+    assert table.column("label_scheme").to_pylist() == ["gli2024"] * 3 + [None]
+
+    summary = summarize(records, scheme=GLI2024)
+    assert list(summary["regions"]) == ["WT", "TC", "ET", "NETC", "SNFH", "RC"]
+    rc = summary["regions"]["RC"]["dice"]
+    assert (rc["n"], rc["mean"], rc["min"], rc["max"]) == (2, pytest.approx(0.7), 0.5, 0.9)
+    assert summary["detection"]["RC"] == {"tp": 2, "fp": 0, "fn": 0}
+    assert summary["label_scheme"]["name"] == "gli2024"
+    assert scheme_from_dict(summary["label_scheme"]) == GLI2024
+
+    written = write_report(records, resolve(str(tmp_path)), scheme=GLI2024)
+    with open(written["summary.json"]) as fh:
+        assert json.load(fh)["label_scheme"]["regions"]["RC"] == ["RC"]
+    assert pq.read_table(written["report.parquet"]).equals(table)
+    with open(written["report.csv"]) as fh:
+        assert '"dice_RC"' in fh.readline()
+
+
+def test_a_ped2024_summary_is_in_its_six_regions():
+    records = [scheme_record("p1", PED2024, 0.8), scheme_record("p2", PED2024, 0.6)]
+    summary = summarize(records, scheme=PED2024)
+    regions = ["WT", "TC", "ET", "NETC", "CC", "ED"]
+    assert list(summary["regions"]) == list(summary["detection"]) == regions
+    assert summary["regions"]["CC"]["dice"]["mean"] == pytest.approx(0.7)
+    assert summary["label_scheme"]["name"] == "ped2024"
+    assert summary["label_scheme"]["regions"]["TC"] == ["ET", "NETC", "CC"]
+    assert report_table(records, scheme=PED2024).column("volume_ED_ml").to_pylist() == [6.0, 6.0]
+    # The same records read as BraTS glioma have no figures for CC or ED to show.
+    assert "CC" not in summarize(records)["regions"]
