@@ -181,13 +181,15 @@ def _run_report_job(
 
 
 def synth_parser() -> argparse.ArgumentParser:
-    from brats.devtools.synth import SynthCommand
+    from brats.devtools.synth import SynthCommand, add_convention_flag
 
-    return build_parser(
+    parser = build_parser(
         "brats synth",
         "Write a seeded BraTS-like cohort built on the MNI152 template.",
         SynthCommand,
     )
+    add_convention_flag(parser)
+    return parser
 
 
 def run_synth(argv: Sequence[str] | None = None) -> int:
@@ -201,7 +203,7 @@ def run_synth(argv: Sequence[str] | None = None) -> int:
         command.out, command.cases, config, unlabeled=command.unlabeled, start=command.start
     )
     print(
-        f"wrote {len(ids)} cases ({command.unlabeled} unlabeled, {config.label_convention.value}"
+        f"wrote {len(ids)} cases ({command.unlabeled} unlabeled, {config.convention}"
         f", {'x'.join(map(str, config.shape))}) to {resolve(command.out).uri} in "
         f"{time.perf_counter() - began:.1f} s"
     )

@@ -2,9 +2,10 @@
 
 Stages, each writing under ``--out`` (default ``demo-out/``):
 
-1. ``cohort/``: a seeded BraTS-2020-style training cohort built on the MNI152 template, plus
-   two broken cases (a truncated gzip, a missing modality): bad input is reported and the
-   others go on;
+1. ``cohort/``: a seeded training cohort built on the MNI152 template, in the label scheme
+   ``--label-scheme`` (BraTS 2020 by default: its names, labels and kinds of lesion, see
+   :mod:`brats.devtools.synth`), plus two broken cases (a truncated gzip, a missing
+   modality): bad input is reported and the others go on;
 2. ``normalized/``: the Ray Data ingest job's Parquet shards and ``manifest.json``;
 3. ``runs/demo/``: Ray Train with 2 workers on the CPU, checkpoints, the exported model;
 4. ``incoming/``: held-out cases the model never saw (and one broken one), segmented by the
@@ -32,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from brats.options import build_parser, option, parse_config, parse_or_exit
 from brats.runtime import init_ray
+from brats.volume.labels import SCHEMES
 
 if TYPE_CHECKING:
     from brats.train.config import TrainConfig
+    from brats.volume.labels import LabelScheme
 
 log = logging.getLogger("brats.demo")
 
@@ -61,6 +64,9 @@ class DemoConfig:
     num_cpus: int | None = None
     site: str = "a"
     other_site: str = "b"
+    label_scheme: str = "brats2020"
+    """The generated cohorts' label scheme (a built-in name): what ``brats synth
+    --label-scheme`` writes."""
 
     def training(self, data: str, storage: str, name: str, **overrides: Any) -> TrainConfig:
         """The demo's training run on the cohort ``data``; ``overrides`` are
@@ -117,7 +123,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     timings: dict[str, float] = {}
 
     began = time.perf_counter()
-    synth = SynthConfig(shape=config.shape, seed=config.seed, site=config.site)
+    synth = SynthConfig(
+        shape=config.shape, seed=config.seed, site=config.site, convention=config.label_scheme
+    )
     ids = generate_cohort(paths["cohort"], config.cases, synth)
     write_faulty_case(paths["cohort"], "Broken_truncated", "truncated_gzip", synth)
     write_faulty_case(paths["cohort"], "Broken_missing", "missing_modality", synth)
@@ -169,22 +177,21 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             "failed": [f["error"] for f in segmented.failed],
         },
         "held_out_mean_dice": {
-            f"site {config.site} (training)": _mean_dice(paths["segmented"]),
-            f"site {config.other_site}": _mean_dice(paths[f"segmented-{other}"]),
+            f"site {config.site} (training)": _mean_dice(paths["segmented"], synth.scheme),
+            f"site {config.other_site}": _mean_dice(paths[f"segmented-{other}"], synth.scheme),
         },
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
 
 
-def _mean_dice(segmented: str) -> dict[str, float]:
-    """Mean Dice per region (WT, TC, ET) of a segmentation job's ``summary.json``."""
-    from brats.volume.labels import REGIONS
-
+def _mean_dice(segmented: str, scheme: LabelScheme) -> dict[str, float]:
+    """Mean Dice per region of the scheme (WT, TC, ET for glioma) of a segmentation job's
+    ``summary.json``."""
     with open(os.path.join(segmented, "summary.json")) as fh:
         regions = json.load(fh)["regions"]
     return {
         region: round(regions[region]["dice"]["mean"], 3)
-        for region in REGIONS
+        for region in scheme.regions
         if (regions.get(region) or {}).get("dice")
     }
 
@@ -197,10 +204,16 @@ class DemoCommand:
     small: bool = option(False, help="a reduced size: the pipeline's path in about a minute (CI)")
     epochs: int | None = option(None, help="epochs to train (default: the size's own)")
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all)")
+    label_scheme: str = option(
+        "brats2020",
+        choices=tuple(SCHEMES),
+        help="label scheme of the generated cohorts (brats synth --label-scheme)",
+    )
 
     def demo(self) -> DemoConfig:
         """The demo's sizes and settings."""
         config = DemoConfig.small(self.out) if self.small else DemoConfig(out=self.out)
+        config = replace(config, label_scheme=self.label_scheme)
         if self.epochs:
             config = replace(config, epochs=self.epochs)
         if self.num_cpus:

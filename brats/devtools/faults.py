@@ -35,7 +35,7 @@ from brats.devtools.synth import (
     write_files,
 )
 from brats.io.cases import validate_case_id
-from brats.volume.labels import LabelConvention, to_disk
+from brats.volume.labels import to_disk
 
 FAULTS: Final = (
     "truncated_gzip",
@@ -61,10 +61,25 @@ _FAULT_TARGET: Final = {fault: "t1" for fault in FAULTS} | {
 }
 
 
+def _target(fault: str, config: SynthConfig) -> str:
+    """The image (or ``"seg"``) ``fault`` damages: T1, or the scheme's first image when it
+    has no T1 (``menrt2024``: T1ce)."""
+    target = _FAULT_TARGET[fault]
+    images = config.scheme.images
+    return target if target == "seg" or target in images else images[0]
+
+
 def fault_file_name(case_id: str, fault: str, config: SynthConfig) -> str:
     """The file that :func:`write_faulty_case` damages (or leaves out) for ``fault``."""
     _check_fault(fault)
-    return file_name(case_id, _FAULT_TARGET[fault], config)
+    return file_name(case_id, _target(fault, config), config)
+
+
+def stray_value(config: SynthConfig) -> int:
+    """The label ``stray_label`` writes: one its scheme lacks (3 for BraTS 2020, which lacks
+    it, else the first of 5, 6, ... that the scheme lacks)."""
+    values = config.scheme.disk_values
+    return next(v for v in (3, *range(5, 256)) if v not in values)
 
 
 def _check_fault(fault: str) -> None:
@@ -91,7 +106,8 @@ def write_faulty_case(
 ) -> str:
     """Write a case whose file :func:`fault_file_name` names carries ``fault``; return its folder.
 
-    Faults (every other file of the case is valid):
+    Faults (every other file of the case is valid; where the scheme has no T1, as
+    ``menrt2024``, the damaged image is its first, T1ce):
 
     * ``truncated_gzip``: the T1 file cut in half (a cut gzip stream, or a cut ``.nii``);
     * ``not_nifti``: the T1 file is 4 KiB of random bytes (gzipped when ``compress``);
@@ -102,8 +118,9 @@ def write_faulty_case(
     * ``nan`` / ``inf``: T1 is float32 with some brain voxels NaN / +-Inf;
     * ``all_zero``: T1 is all zeros;
     * ``huge_header``: T1 is a tiny file whose header declares 4096^3 float32 (256 GiB);
-    * ``stray_label``: the segmentation holds a label its convention lacks (3 in BraTS 2020,
-      5 in BraTS 2023); written even when ``config.labeled`` is False.
+    * ``stray_label``: the segmentation holds a label its scheme lacks (:func:`stray_value`:
+      3 in BraTS 2020, 5 in BraTS 2023 and the 2024 schemes but MEN-RT, 3 there); written
+      even when ``config.labeled`` is False.
 
     The content derives from ``(config.seed, case_id)``, so the same call writes the same bytes.
     """
@@ -114,7 +131,7 @@ def write_faulty_case(
     rng = np.random.default_rng([config.seed, index, 1])
     files = case_files(case, config, seg=config.labeled or fault == "stray_label")
     target = fault_file_name(case_id, fault, config)
-    t1 = case.images["t1"]
+    t1 = case.images[_target("truncated_gzip", config)]
     brain = np.argwhere(t1 > 0)
     some = tuple(brain[rng.choice(len(brain), size=min(20, len(brain)), replace=False)].T)
 
@@ -147,9 +164,8 @@ def write_faulty_case(
     elif fault == "huge_header":
         files[target] = huge_header_nifti(case.affine, compress=config.compress)
     elif fault == "stray_label":
-        stray = 3 if config.label_convention is LabelConvention.BRATS2020 else 5
-        seg = to_disk(case.label, config.label_convention)
-        seg[some] = stray
+        seg = to_disk(case.label, config.scheme)
+        seg[some] = stray_value(config)
         files[target] = encode(seg)
     return write_files(root, case_id, files)
 

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from brats.devtools.template import F32, F64
-from brats.devtools.tumor import Tumor
+from brats.devtools.tumor import CAVITY, CYST, Tumor
 from brats.io.cases import MODALITIES
 
 # Mean intensity per tissue class, in BraTS-like scanner units. Columns: CSF, GM, WM, edema,
@@ -28,6 +28,15 @@ CONTRAST: Final[dict[str, tuple[float, ...]]] = {
     "t1": (210.0, 470.0, 650.0, 390.0, 470.0, 220.0, 380.0),
     "t1ce": (230.0, 500.0, 670.0, 410.0, 1300.0, 200.0, 420.0),
     "t2": (1550.0, 820.0, 560.0, 1180.0, 900.0, 1400.0, 1050.0),
+}
+# Fluid tissues, rendered over the rest: a resection cavity is CSF-like (dark on T1 and T1ce,
+# bright on T2, dark on FLAIR though less suppressed than CSF); a tumor cyst holds
+# proteinaceous fluid (a little brighter than CSF on T1 and FLAIR, brighter still on T2).
+# Neither enhances. A meningioma renders as an enhancing core (the ET column). A site scales
+# a fluid as it scales CSF.
+FLUID: Final[dict[int, dict[str, float]]] = {
+    CAVITY: {"flair": 170.0, "t1": 240.0, "t1ce": 250.0, "t2": 1500.0},
+    CYST: {"flair": 330.0, "t1": 290.0, "t1ce": 300.0, "t2": 1650.0},
 }
 
 
@@ -118,13 +127,16 @@ def render(
     site: SiteProfile,
     slice_spacing_mm: float,
     enhancing: bool,
+    modalities: tuple[str, ...] = MODALITIES,
 ) -> dict[str, npt.NDArray[np.int16]]:
-    """Intensities ``(N,) int16`` per modality for the brain voxels (``points`` of the grid),
-    as ``site`` renders them on a grid of ``slice_spacing_mm`` along axis 2.
+    """Intensities ``(N,) int16`` per modality of ``modalities`` for the brain voxels
+    (``points`` of the grid), as ``site`` renders them on a grid of ``slice_spacing_mm``
+    along axis 2.
 
-    Per modality: tissue contrast, the tumor, the site's gamma, its slice thickness, the bias
-    field, the intensity scale, Rician noise. Every site makes the same random draws, so the
-    site changes only how a draw is used.
+    Per modality: tissue contrast, the tumor (then its fluid, if it has any), the site's
+    gamma, its slice thickness, the bias field, the intensity scale, Rician noise. Every site
+    makes the same random draws, so the site changes only how a draw is used; a tumor without
+    fluid makes no draw for it, so adding fluid to the model changed no earlier case.
     """
     blur = slice_blur_sigma(site.slice_thickness_mm, slice_spacing_mm)
     # Low-order polynomial in world mm: a smooth field across the head, like coil shading.
@@ -144,7 +156,7 @@ def render(
         axis=1,
     )
     values: dict[str, npt.NDArray[np.int16]] = {}
-    for modality in MODALITIES:
+    for modality in modalities:
         reference = CONTRAST[modality]
         factors = site.contrast.get(modality, (1.0,) * len(reference))
         csf, gm, wm, ed, et, nec, net = (
@@ -156,6 +168,9 @@ def render(
         image += tumor.edema * (ed * heterogeneity - image)
         image += tumor.core * (core_value - image)
         image += tumor.necrosis * (nec * heterogeneity - image)
+        if tumor.fluid is not None:
+            fluid = FLUID[tumor.fluid_tissue][modality] * factors[0] * rng.uniform(0.92, 1.08)
+            image += tumor.fluid * (np.float32(fluid) - image)
         gamma = site.gamma.get(modality, 1.0)
         if gamma != 1.0:
             top = np.float32(max(reference))

@@ -18,6 +18,19 @@ nibabel from the installed package; nothing is fetched. Each case:
   are exact, not drawn per case (:func:`~brats.devtools.tumor.has_kind`): any run of ``n``
   consecutive cases holds ``floor(n p)`` or ``ceil(n p)`` of each kind, so an 8-case
   held-out set has its 2 non-enhancing tumours as the training cohort has its quarter;
+* follows a *label scheme* (``convention``, ``brats synth --label-scheme``): its file names,
+  its labels on disk and the kinds of lesion it has. ``brats2020`` and ``brats2023`` are the
+  glioma above; ``gli2024`` and ``met2024`` are post-treatment: a share ``p_cavity`` of cases
+  has had its tumor core resected (a fluid-filled cavity, RC), and a share ``p_cavity_only``
+  of those has no residual tumor core at all (cavity and edema only); ``met2024`` grows
+  smaller metastasis-like lesions; ``ped2024`` relabels the glioma as paediatric (ET, NETC,
+  ED) and gives a share ``p_cyst`` of tumors a cyst (CC) inside the core; ``menrt2024`` is a
+  meningioma against the brain's surface, rendered on T1ce alone, its one label the GTV.
+  Names per scheme (:func:`case_id_for`, :func:`file_name`): ``BraTS20_Training_001/
+  BraTS20_Training_001_flair.nii.gz``; ``BraTS-GLI-00001-000/BraTS-GLI-00001-000-t2f.nii.gz``
+  (2023; ``-100``, a post-treatment time point, for gli2024; ``BraTS-MET-``, ``BraTS-PED-``);
+  ``BraTS-MEN-RT-0001-1/BraTS-MEN-RT-0001-1_t1c.nii.gz`` and ``..._gtv.nii.gz``, as the
+  BraTS 2024 MEN-RT release names them;
 * renders the images as the acquisition *site* (a :class:`SiteProfile` in :data:`SITES`)
   would: its tissue contrasts and gamma, its slice thickness, a smooth multiplicative bias
   field, Rician noise and a small intensity scale per modality, then rounds to ``int16``.
@@ -25,16 +38,19 @@ nibabel from the installed package; nothing is fetched. Each case:
 
 Everything is seeded: case ``i`` draws from ``SeedSequence([seed, i])`` only (its kinds from
 ``(seed, i)`` too), so generating it alone gives the same bytes as generating it inside a
-cohort, and files are gzipped with mtime 0. Its four child streams are the placement, the
-(first) tumor, the intensities, and the variety draws (small, multifocal and the second
-lesion); the site draws nothing of its own, so the same index renders the same anatomy at
-every site. The template lives in :mod:`brats.devtools.template`, the tumor model in
-:mod:`brats.devtools.tumor`, the sites in :mod:`brats.devtools.sites`, and the corrupt inputs
-the reliability tests need in :func:`brats.devtools.faults.write_faulty_case`.
+cohort, and files are gzipped with mtime 0. Its five child streams are the placement, the
+(first) tumor (or the meningioma), the intensities, the variety draws (small, multifocal and
+the second lesion) and the treatment (the cavity's wall, the cyst); the site draws nothing of
+its own, so the same index renders the same anatomy at every site. A BraTS 2020 or 2023
+cohort never uses the fifth stream, so it is what it was before schemes came. The template
+lives in :mod:`brats.devtools.template`, the tumor model in :mod:`brats.devtools.tumor`, the
+sites in :mod:`brats.devtools.sites`, and the corrupt inputs the reliability tests need in
+:func:`brats.devtools.faults.write_faulty_case`.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import posixpath
@@ -50,23 +66,85 @@ from scipy.spatial.transform import Rotation
 from brats.devtools.sites import SITES, SiteProfile, render
 from brats.devtools.template import F64, Template, template_for
 from brats.devtools.tumor import (
+    CAVITY,
+    CYST,
+    MENINGIOMA,
+    METASTASIS,
     SATELLITE,
     SMALL,
     TYPICAL,
+    add_cyst,
+    brain_depth,
+    grow_meningioma,
     grow_tumor,
     has_kind,
+    keep_connected_to_anchor,
     keep_connected_to_core,
     keep_one_core_per_focus,
+    kind_ordinal,
     kind_phases,
     merge_tumors,
+    resect,
 )
-from brats.io.cases import MODALITIES, validate_case_id
+from brats.io.cases import validate_case_id
 from brats.options import option
 from brats.storage import resolve, write_bytes_atomic
-from brats.volume.labels import LabelConvention, to_disk
+from brats.volume.labels import (
+    ED,
+    ET,
+    NCR,
+    SCHEMES,
+    LabelScheme,
+    SchemeError,
+    scheme_named,
+    to_disk,
+)
 
 # BraTS 2023 file-name tokens for the canonical modalities (the same table brats.io.cases reads).
-_TOKENS_2023: Final = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w", "seg": "seg"}
+_TOKENS_2023: Final = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
+
+
+@dataclass(frozen=True)
+class _Naming:
+    """How a scheme's release names its cases and files: ``case_id`` formats the index,
+    ``sep`` joins the id and a file's token, ``tokens`` maps canonical image names to the
+    release's (``None``: the canonical names)."""
+
+    case_id: str
+    sep: str
+    tokens: dict[str, str] | None
+
+
+_NAMING: Final[dict[str, _Naming]] = {
+    "brats2020": _Naming("BraTS20_Training_{:03d}", "_", None),
+    "brats2023": _Naming("BraTS-GLI-{:05d}-000", "-", _TOKENS_2023),
+    # BraTS 2024 post-treatment glioma: time points -100, -101, ...
+    "gli2024": _Naming("BraTS-GLI-{:05d}-100", "-", _TOKENS_2023),
+    "met2024": _Naming("BraTS-MET-{:05d}-000", "-", _TOKENS_2023),
+    "ped2024": _Naming("BraTS-PED-{:05d}-000", "-", _TOKENS_2023),
+    # BraTS 2024 MEN-RT: BraTS-MEN-RT-0292-1/BraTS-MEN-RT-0292-1_t1c.nii.gz, ..._gtv.nii.gz
+    "menrt2024": _Naming("BraTS-MEN-RT-{:04d}-1", "_", _TOKENS_2023),
+}
+
+# The tumor model's tissues (brats.devtools.tumor) -> the class each scheme labels them with.
+_TISSUE_CLASSES: Final[dict[str, dict[int, str]]] = {
+    "brats2020": {NCR: "NCR", ED: "ED", ET: "ET"},
+    "brats2023": {NCR: "NETC", ED: "SNFH", ET: "ET"},
+    "gli2024": {NCR: "NETC", ED: "SNFH", ET: "ET", CAVITY: "RC"},
+    "met2024": {NCR: "NETC", ED: "SNFH", ET: "ET", CAVITY: "RC"},
+    "ped2024": {NCR: "NETC", ED: "ED", ET: "ET", CYST: "CC"},
+    "menrt2024": {MENINGIOMA: "GTV"},
+}
+
+
+_SHARES: Final = (
+    "p_no_enhancing",
+    "p_multifocal",
+    "p_small",
+    "p_cavity",
+    "p_cavity_only",
+    "p_cyst",
+)
 
 
 @dataclass(frozen=True)
@@ -78,8 +156,11 @@ class SynthConfig:
             anterior-to-posterior, axis 2 inferior-to-superior, as in BraTS).
         field_of_view_mm: physical size of the grid; spacing is ``field_of_view_mm / shape``,
             so a small grid holds the same whole brain at a coarser spacing.
-        convention: on-disk naming and labels: ``"brats2020"`` (``<id>_flair.nii.gz``, ET = 4)
-            or ``"brats2023"`` (``<id>-t2f.nii.gz``, ET = 3).
+        convention: the label scheme (``--label-scheme``), the name of a built-in one
+            (:data:`~brats.volume.labels.SCHEMES`; a :class:`LabelScheme` is taken by its
+            name): the file names, the labels on disk, the images written and the kinds of
+            lesion (see the module docstring). ``"brats2020"`` (``<id>_flair.nii.gz``, ET = 4)
+            or ``"brats2023"`` (``<id>-t2f.nii.gz``, ET = 3) are the glioma of before.
         compress: write ``.nii.gz`` (True) or ``.nii``.
         seed: cohort seed; case ``i`` depends only on ``(seed, i)``.
         p_no_enhancing: share of tumors with no enhancing part (the core is all necrosis,
@@ -90,8 +171,17 @@ class SynthConfig:
             edema radius and far enough that the two cores never touch (edema may merge). Both
             follow the same label rules and share ``enhancing``.
         p_small: share of cases whose tumor is small (necrosis radius 2-5 mm instead of
-            3-12 mm, a thinner rim, less edema); on a coarse grid the radii are still floored
-            at the voxel size, so every class keeps voxels.
+            3-12 mm, a thinner rim, less edema; a meningioma of radius 4-9 mm instead of
+            8-22 mm); on a coarse grid the radii are still floored at the voxel size, so
+            every class keeps voxels.
+        p_cavity: share of post-treatment cases (schemes with a resection cavity, RC:
+            ``gli2024``, ``met2024``) whose tumor core was resected: a fluid-filled cavity
+            where the core was, dark on T1 and FLAIR, bright on T2, not enhancing.
+        p_cavity_only: share of those resected cases with no tumor core left (cavity and
+            edema only, no enhancement); the others keep a thin rim of residual tumor
+            (enhancing or not) around the cavity. Exact over consecutive resected cases.
+        p_cyst: share of ``ped2024`` tumors with a cyst (CC) inside the tumor core: fluid,
+            bright on T2, dark on T1, not enhancing, walled in by the core.
         site: the acquisition site, a key of :data:`SITES`: how the images look (contrast,
             gamma, slice thickness, bias, noise). It never changes the anatomy or the labels:
             case ``i`` has the same label volume and brain mask at every site.
@@ -112,14 +202,22 @@ class SynthConfig:
         help="output grid; the field of view stays 240 x 240 x 155 mm",
     )
     field_of_view_mm: tuple[float, float, float] = (240.0, 240.0, 155.0)
-    convention: LabelConvention = option(
-        LabelConvention.BRATS2020, help="file names and label values on disk"
+    convention: str = option(
+        "brats2020",
+        flag="--label-scheme",
+        choices=tuple(SCHEMES),
+        help="label scheme: file names, label values on disk, images and kinds of lesion",
     )
     compress: bool = option(True, flag="--nii", help="write .nii instead of .nii.gz")
     seed: int = option(0, help="cohort seed; case i depends only on (seed, i)")
     p_no_enhancing: float = option(0.25, help="share of tumors with no enhancing part")
     p_multifocal: float = option(0.15, help="share of cases with two separate tumors")
     p_small: float = option(0.15, help="share of cases whose tumor is small")
+    p_cavity: float = option(0.5, help="share of cases with a resection cavity (gli2024, met2024)")
+    p_cavity_only: float = option(
+        0.25, help="share of resected cases with no tumor core left (gli2024, met2024)"
+    )
+    p_cyst: float = option(0.5, help="share of tumors with a cyst (ped2024)")
     site: str = option(
         "a",
         choices=tuple(SITES),
@@ -134,7 +232,7 @@ class SynthConfig:
     max_shift_mm: float = 4.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "convention", LabelConvention(self.convention))
+        object.__setattr__(self, "convention", _naming_key(self.convention))
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "field_of_view_mm", tuple(float(f) for f in self.field_of_view_mm))
         if len(self.shape) != 3 or min(self.shape) < 8:
@@ -145,7 +243,7 @@ class SynthConfig:
             )
         if self.seed < 0:
             raise ValueError("seed must be non-negative")
-        for name in ("p_no_enhancing", "p_multifocal", "p_small"):
+        for name in _SHARES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a share in [0, 1], got {getattr(self, name)}")
         if self.site not in SITES:
@@ -164,8 +262,9 @@ class SynthConfig:
         return (fov[0] / shape[0], fov[1] / shape[1], fov[2] / shape[2])
 
     @property
-    def label_convention(self) -> LabelConvention:
-        return LabelConvention(self.convention)
+    def scheme(self) -> LabelScheme:
+        """The label scheme (:attr:`convention`) as a :class:`LabelScheme`."""
+        return SCHEMES[self.convention]
 
     @property
     def profile(self) -> SiteProfile:
@@ -187,17 +286,23 @@ class SynthCase:
     """One generated case, in memory.
 
     Attributes:
-        case_id: e.g. ``BraTS20_Training_001`` or ``BraTS-GLI-00001-000``.
+        case_id: e.g. ``BraTS20_Training_001``, ``BraTS-GLI-00001-000``,
+            ``BraTS-MEN-RT-0001-1``.
         index: the case index its randomness derives from.
-        images: canonical modality (``flair``, ``t1``, ``t1ce``, ``t2``) -> ``(D, H, W) int16``,
-            non-negative, zero outside the brain.
-        label: ``(D, H, W) uint8`` internal classes ``{0, 1, 2, 3}`` (ground truth even when the
-            case is written unlabeled).
+        images: canonical image name -> ``(D, H, W) int16``, non-negative, zero outside the
+            brain: the scheme's images (``flair``, ``t1``, ``t1ce``, ``t2``; ``menrt2024``:
+            ``t1ce`` alone).
+        label: ``(D, H, W) uint8`` internal classes of the scheme (``0..len(classes)``;
+            ground truth even when the case is written unlabeled).
         affine: ``(4, 4) float64`` voxel -> RAS mm, ``diag(-s0, -s1, s2)`` centred on the grid.
         enhancing: whether the tumor has an enhancing part.
         foci: how many separate tumors the case has (1, or 2 when multifocal).
         small: whether the tumor was drawn small.
         site: the acquisition site the images were rendered for.
+        scheme: the label scheme's name.
+        cavity: whether the tumor core was resected (a resection cavity).
+        residual: whether tumor core is left (always, unless resected without residue).
+        cyst: whether the tumor holds a cyst.
     """
 
     case_id: str
@@ -209,29 +314,65 @@ class SynthCase:
     foci: int = 1
     small: bool = False
     site: str = "a"
+    scheme: str = "brats2020"
+    cavity: bool = False
+    residual: bool = True
+    cyst: bool = False
 
 
 # --------------------------------------------------------------------------------------------
 # Names
 
 
-def case_id_for(index: int, convention: LabelConvention | str) -> str:
-    """The BraTS-style id of case ``index`` (``BraTS20_Training_001``, ``BraTS-GLI-00001-000``)."""
+def case_id_for(index: int, convention: LabelScheme | str) -> str:
+    """The BraTS-style id of case ``index`` in a label scheme (``BraTS20_Training_001``,
+    ``BraTS-GLI-00001-000``, ``BraTS-GLI-00001-100``, ``BraTS-MET-00001-000``,
+    ``BraTS-PED-00001-000``, ``BraTS-MEN-RT-0001-1``)."""
     if index < 0:
         raise ValueError(f"case index must be non-negative, got {index}")
-    if LabelConvention(convention) is LabelConvention.BRATS2023:
-        return f"BraTS-GLI-{index:05d}-000"
-    return f"BraTS20_Training_{index:03d}"
+    return _naming(convention).case_id.format(index)
 
 
 def file_name(case_id: str, kind: str, config: SynthConfig) -> str:
-    """File name of a modality (canonical name) or ``"seg"`` for a case under ``config``."""
-    if kind not in (*MODALITIES, "seg"):
-        raise ValueError(f"unknown file kind {kind!r}")
+    """File name of one of the scheme's images (canonical name) or of its segmentation
+    (``"seg"``, or the scheme's own truth suffix, ``"gtv"``) for a case under ``config``."""
+    scheme = config.scheme
+    if kind == scheme.truth:
+        kind = "seg"
+    if kind not in (*scheme.images, "seg"):
+        raise ValueError(
+            f"unknown file kind {kind!r} for scheme {scheme.name}: its files are "
+            f"{[*scheme.images, scheme.truth]}"
+        )
+    naming = _naming(scheme)
+    token = scheme.truth if kind == "seg" else (naming.tokens or {}).get(kind, kind)
     ext = ".nii.gz" if config.compress else ".nii"
-    if config.label_convention is LabelConvention.BRATS2023:
-        return f"{case_id}-{_TOKENS_2023[kind]}{ext}"
-    return f"{case_id}_{kind}{ext}"
+    return f"{case_id}{naming.sep}{token}{ext}"
+
+
+def _naming_key(scheme: LabelScheme | str) -> str:
+    """The built-in scheme's name; :class:`SchemeError` for any other."""
+    name = scheme.name if isinstance(scheme, LabelScheme) else str(scheme)
+    if name not in _NAMING:
+        raise SchemeError(
+            f"unknown label scheme {name!r}: brats synth writes the built-in schemes only "
+            f"({', '.join(SCHEMES)})"
+        )
+    return name
+
+
+def _naming(scheme: LabelScheme | str) -> _Naming:
+    return _NAMING[_naming_key(scheme)]
+
+
+def tissue_table(scheme: LabelScheme | str) -> npt.NDArray[np.uint8]:
+    """A 256-entry table from the tumor model's tissues to the scheme's internal classes
+    (the identity on NCR, ED and ET for BraTS 2020 and 2023)."""
+    s = scheme_named(scheme)
+    table = np.zeros(256, dtype=np.uint8)
+    for tissue, name in _TISSUE_CLASSES[s.name].items():
+        table[tissue] = s.class_index(name)
+    return table
 
 
 # Template
@@ -256,12 +397,18 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
     """Generate case ``index`` of the cohort ``config`` describes (deterministic).
 
     Returns:
-        a :class:`SynthCase` with four ``(D, H, W) int16`` images, a ``(D, H, W) uint8``
-        internal label volume and a ``(4, 4) float64`` affine, ``(D, H, W) = config.shape``.
+        a :class:`SynthCase` with the scheme's ``(D, H, W) int16`` images, a
+        ``(D, H, W) uint8`` internal label volume and a ``(4, 4) float64`` affine,
+        ``(D, H, W) = config.shape``.
     """
-    # The first three streams are what they were before the fourth (variety) was added.
-    streams = np.random.SeedSequence([config.seed, index]).spawn(4)
-    geo_rng, tumor_rng, intensity_rng, variety_rng = (np.random.default_rng(s) for s in streams)
+    # The first three streams are what they were before the fourth (variety) was added, and
+    # the first four what they were before the fifth (treatment).
+    streams = np.random.SeedSequence([config.seed, index]).spawn(5)
+    geo_rng, tumor_rng, intensity_rng, variety_rng, treatment_rng = (
+        np.random.default_rng(s) for s in streams
+    )
+    scheme = config.scheme
+    classes = {c.name for c in scheme.classes}
     spacing = np.asarray(config.spacing)
     affine = output_affine(config)
     template = template_for(config.spacing)
@@ -283,40 +430,80 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
     # (the tumor's shape, the second lesion) is what it was.
     tumor_rng.random()
     variety_rng.random(2)
-    phases = kind_phases(config.seed)
+    phases = kind_phases(config.seed, 6)
     enhancing = not has_kind(index, config.p_no_enhancing, phases[0])
     multifocal = has_kind(index, config.p_multifocal, phases[1])
     small = has_kind(index, config.p_small, phases[2])
-    size = SMALL if small else TYPICAL
-    tumor = grow_tumor(tumor_rng, world, mni, tissue, spacing, enhancing, size=size)
-    if multifocal:
-        second = grow_tumor(
-            variety_rng,
-            world,
-            mni,
-            tissue,
-            spacing,
-            enhancing,
-            size=SMALL if small else SATELLITE,
-            away_from=tumor.foci,
+    cavity = "RC" in classes and has_kind(index, config.p_cavity, phases[3])
+    residual = not (
+        cavity
+        and has_kind(
+            kind_ordinal(index, config.p_cavity, phases[3]), config.p_cavity_only, phases[4]
         )
-        tumor = merge_tumors(tumor, second)
-    keep_one_core_per_focus(tumor, points, config.shape)
-    keep_connected_to_core(tumor, points, config.shape)
+    )
+    cyst = "CC" in classes and has_kind(index, config.p_cyst, phases[5])
+    if "GTV" in classes:
+        depth = brain_depth(brain, config.spacing)
+        tumor = grow_meningioma(tumor_rng, world, mni, depth, spacing, small=small)
+        keep_connected_to_anchor(tumor, points, config.shape)
+        enhancing, multifocal = True, False
+    else:
+        typical = METASTASIS if scheme.lesion_task == "metastasis" else TYPICAL
+        size = SMALL if small else typical
+        tumor = grow_tumor(tumor_rng, world, mni, tissue, spacing, enhancing, size=size)
+        if multifocal:
+            second = grow_tumor(
+                variety_rng,
+                world,
+                mni,
+                tissue,
+                spacing,
+                enhancing,
+                size=SMALL if small else (typical if typical is METASTASIS else SATELLITE),
+                away_from=tumor.foci,
+            )
+            tumor = merge_tumors(tumor, second)
+        keep_one_core_per_focus(tumor, points, config.shape)
+        keep_connected_to_core(tumor, points, config.shape)
+        if cavity:
+            tumor = resect(treatment_rng, tumor, points, config.shape, spacing, residual=residual)
+            enhancing = enhancing and residual
+        if cyst:
+            tumor = add_cyst(treatment_rng, tumor, points, config.shape, world, spacing)
     values = render(
-        intensity_rng, tissue, tumor, world, points, config.profile, config.spacing[2], enhancing
+        intensity_rng,
+        tissue,
+        tumor,
+        world,
+        points,
+        config.profile,
+        config.spacing[2],
+        enhancing,
+        scheme.images,
     )
 
     images: dict[str, npt.NDArray[np.int16]] = {}
-    for modality in MODALITIES:
+    for modality in scheme.images:
         vol = np.zeros(config.shape, dtype=np.int16)
         vol[points] = values[modality]
         images[modality] = vol
     label = np.zeros(config.shape, dtype=np.uint8)
-    label[points] = tumor.label
-    case_id = case_id_for(index, config.convention)
+    label[points] = tissue_table(scheme)[tumor.label]
+    case_id = case_id_for(index, scheme)
     return SynthCase(
-        case_id, index, images, label, affine, enhancing, len(tumor.foci), small, config.site
+        case_id,
+        index,
+        images,
+        label,
+        affine,
+        enhancing,
+        len(tumor.foci),
+        small,
+        config.site,
+        scheme.name,
+        cavity,
+        residual,
+        cyst,
     )
 
 
@@ -396,16 +583,16 @@ def encode_nifti(data: npt.NDArray[np.generic], affine: F64, *, compress: bool) 
 
 
 def case_files(case: SynthCase, config: SynthConfig, *, seg: bool) -> dict[str, bytes]:
-    """Every file of ``case`` as ``{file name: NIfTI bytes}``; the segmentation (in the
-    config's label convention) only when ``seg``."""
+    """Every file of ``case`` as ``{file name: NIfTI bytes}``: the scheme's images, and the
+    segmentation (in the scheme's labels on disk) only when ``seg``."""
     files = {
         file_name(case.case_id, m, config): encode_nifti(
             case.images[m], case.affine, compress=config.compress
         )
-        for m in MODALITIES
+        for m in config.scheme.images
     }
     if seg:
-        disk = to_disk(case.label, config.label_convention)
+        disk = to_disk(case.label, config.scheme)
         files[file_name(case.case_id, "seg", config)] = encode_nifti(
             disk, case.affine, compress=config.compress
         )
@@ -424,10 +611,11 @@ def write_files(root: str | os.PathLike[str], case_id: str, files: dict[str, byt
 def write_case(
     root: str | os.PathLike[str], case: SynthCase, config: SynthConfig = SynthConfig()
 ) -> str:
-    """Write ``root/<id>/<id>_<modality>.nii.gz`` (or the 2023 names) and return the folder.
+    """Write ``root/<id>/<id>_<modality>.nii.gz`` (or the scheme's names) and return the
+    folder.
 
     ``root`` is a local folder or an ``s3://`` URI. The segmentation is written in the
-    config's label convention, and only when ``config.labeled``.
+    scheme's labels on disk, and only when ``config.labeled``.
     """
     return write_files(root, case.case_id, case_files(case, config, seg=config.labeled))
 
@@ -455,6 +643,19 @@ def generate_cohort(
 
 # --------------------------------------------------------------------------------------------
 # Faults
+
+
+def add_convention_flag(parser: argparse.ArgumentParser, dest: str = "synth.convention") -> None:
+    """Add ``--convention``, the flag ``--label-scheme`` had before label schemes, to a parser
+    built from :class:`SynthCommand`: it takes the two glioma schemes it always took and sets
+    the same field."""
+    parser.add_argument(
+        "--convention",
+        dest=dest,
+        choices=["brats2020", "brats2023"],
+        default="brats2020",
+        help="older name of --label-scheme, brats2020 or brats2023 only (default: brats2020)",
+    )
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,20 @@
-"""The generated cohort's tumor: glioma-like lesions grown among a case's brain voxels.
+"""The generated cohort's tumor: lesions grown among a case's brain voxels.
 
-A lesion (a *focus*) is an ellipsoid deformed by smooth seeded noise, with a necrotic core
-(label 1), an enhancing rim (ET) and a larger edema (label 2) that spreads along white matter;
-a tumor without enhancement has an all-necrotic core. How big a focus grows is a
+A glioma-like lesion (a *focus*) is an ellipsoid deformed by smooth seeded noise, with a
+necrotic core (label 1), an enhancing rim (ET) and a larger edema (label 2) that spreads along
+white matter; a tumor without enhancement has an all-necrotic core. How big a focus grows is a
 :class:`TumorSize`. A multifocal tumor is two foci grown apart (:func:`grow_tumor` with
-``away_from``) and merged with :func:`merge_tumors`. Everything is computed per brain voxel,
-``(N,)``. Which cases of a cohort get which kind of tumor (no enhancement, multifocal, small)
-is :func:`has_kind`'s exact share.
+``away_from``) and merged with :func:`merge_tumors`. After treatment its cores can be
+resected (:func:`resect`: a fluid-filled cavity, label :data:`CAVITY`, with or without a rim
+of residual tumor); a paediatric tumor can hold a cyst (:func:`add_cyst`, :data:`CYST`); a
+meningioma (:func:`grow_meningioma`, :data:`MENINGIOMA`) is a different lesion altogether, an
+enhancing mass against the brain's surface.
+
+The labels here are the tumor model's *tissues*: 1-3 are the BraTS 2020/2023 internal classes
+and 4-6 the tissues later schemes add; :mod:`brats.devtools.synth` maps them to a label
+scheme's classes. Everything is computed per brain voxel, ``(N,)``. Which cases of a cohort
+get which kind of tumor (no enhancement, multifocal, small, resected, cystic) is
+:func:`has_kind`'s exact share.
 """
 
 from __future__ import annotations
@@ -22,6 +30,14 @@ from scipy.spatial.transform import Rotation
 
 from brats.devtools.template import F32, F64
 from brats.volume.labels import ED, ET, NCR
+
+# The tissues beyond the 2020/2023 glioma classes (NCR 1, ED 2, ET 3).
+CAVITY: Final = 4
+"""A resection cavity: fluid where a tumor core was removed."""
+CYST: Final = 5
+"""A cyst inside a tumor core: fluid-filled, non-enhancing."""
+MENINGIOMA: Final = 6
+"""An extra-axial, enhancing meningioma."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,8 @@ TYPICAL: Final = TumorSize(necrosis_mm=(3.0, 12.0), rim_mm=(2.5, 7.0), edema_rat
 SMALL: Final = TumorSize(necrosis_mm=(2.0, 5.0), rim_mm=(1.5, 3.5), edema_ratio=(1.4, 2.0))
 # The second lesion of a multifocal tumor: smaller than a typical one.
 SATELLITE: Final = TumorSize(necrosis_mm=(2.0, 7.0), rim_mm=(2.0, 5.0), edema_ratio=(1.4, 2.1))
+# A brain metastasis: a small ring-enhancing lesion with much edema for its size.
+METASTASIS: Final = TumorSize(necrosis_mm=(1.5, 6.0), rim_mm=(1.5, 4.0), edema_ratio=(1.8, 3.0))
 
 
 # Entropy words after the seed for the kinds' phases: a three-word key, which no case's
@@ -50,11 +68,21 @@ SATELLITE: Final = TumorSize(necrosis_mm=(2.0, 7.0), rim_mm=(2.0, 5.0), edema_ra
 _KIND_KEY: Final = (0x6B696E64, 0)
 
 
-def kind_phases(seed: int) -> tuple[float, float, float]:
-    """Where in ``[0, 1)`` the cohort ``seed`` starts the patterns of its three kinds (no
-    enhancement, multifocal, small): seeded and independent, so the kinds do not line up."""
-    phases = np.random.default_rng([seed, *_KIND_KEY]).random(3)
-    return (float(phases[0]), float(phases[1]), float(phases[2]))
+def kind_phases(seed: int, n: int = 3) -> tuple[float, ...]:
+    """Where in ``[0, 1)`` the cohort ``seed`` starts the patterns of its ``n`` kinds (no
+    enhancement, multifocal, small, then resected, resected without residual tumor and
+    cystic): seeded and independent, so the kinds do not line up. The first three are the
+    same whatever ``n``."""
+    phases = np.random.default_rng([seed, *_KIND_KEY]).random(n)
+    return tuple(float(p) for p in phases)
+
+
+def kind_ordinal(index: int, share: float, phase: float) -> int:
+    """How many cases of the kind (:func:`has_kind` with ``share`` and ``phase``) come before
+    case ``index``, counted from index 0: consecutive cases of the kind have consecutive
+    ordinals, so a kind *within* a kind (``has_kind(ordinal, ...)``) has its exact share
+    of them too."""
+    return int(np.floor(index * share + phase))
 
 
 def has_kind(index: int, share: float, phase: float) -> bool:
@@ -88,6 +116,10 @@ class Tumor:
     necrosis: F32
     texture: F32
     foci: tuple[Focus, ...] = ()
+    fluid: F32 | None = None
+    """Membership of fluid, rendered over everything else; ``None``: no fluid."""
+    fluid_tissue: int = CAVITY
+    """Which fluid it is: :data:`CAVITY` or :data:`CYST` (they look alike, not the same)."""
 
 
 def _smooth_noise(
@@ -290,3 +322,176 @@ def _tumor_box(
     inside = np.flatnonzero(within)
     local = tuple(p[inside] - a for p, a in zip(points, lo, strict=True))
     return inside, local, tuple(b - a for a, b in zip(lo, hi, strict=True))
+
+
+# --------------------------------------------------------------------------------------------
+# After treatment, cysts, meningiomas
+
+
+def resect(
+    rng: np.random.Generator,
+    tumor: Tumor,
+    points: tuple[npt.NDArray[np.intp], ...],
+    shape: tuple[int, int, int],
+    spacing: F64,
+    *,
+    residual: bool,
+) -> Tumor:
+    """The tumor after surgery: each tumor core becomes a resection cavity (:data:`CAVITY`),
+    fluid where the core was, inside the edema (which stays, as the non-enhancing FLAIR
+    hyperintensity around a cavity does).
+
+    With ``residual`` a rim of the core survives around the cavity: the core's outer
+    ``1.5..3.5`` mm (at least a voxel), keeping its labels (enhancing rim, non-enhancing core).
+    Without it the whole core is gone: the case is cavity and edema alone (no tumor core, no
+    enhancement), and nothing renders as tumor core any more. Run it after
+    :func:`keep_one_core_per_focus` and :func:`keep_connected_to_core`, which find lesions by
+    their cores.
+    """
+    inside, local, box = _tumor_box(tumor, points, shape)
+    core = np.isin(tumor.label, (NCR, ET))
+    depth = _depth(core, inside, local, box, spacing)
+    wall = max(float(rng.uniform(1.5, 3.5)), float(spacing.max())) if residual else 0.0
+    cavity = depth > wall
+    if not cavity.any() and depth.max() > 0.0:  # a core too thin for a rim: its middle
+        cavity = depth >= depth.max()
+    fluid = cavity.astype(np.float32)
+    label = tumor.label.copy()
+    label[cavity] = CAVITY
+    necrosis = np.where(cavity, np.float32(0.0), tumor.necrosis)
+    core_membership = tumor.core if residual else np.zeros_like(tumor.core)
+    if not residual:
+        necrosis = np.zeros_like(tumor.necrosis)
+    return Tumor(
+        label, tumor.edema, core_membership, necrosis, tumor.texture, tumor.foci, fluid, CAVITY
+    )
+
+
+def add_cyst(
+    rng: np.random.Generator,
+    tumor: Tumor,
+    points: tuple[npt.NDArray[np.intp], ...],
+    shape: tuple[int, int, int],
+    world: F64,
+    spacing: F64,
+) -> Tumor:
+    """A cyst (:data:`CYST`) inside the first focus's core: a ball of fluid around a seeded
+    point of the core, with a wall of core (at least a voxel thick) between it and anything
+    that is not core, so the cyst is enclosed by the tumor core. Run it after
+    :func:`keep_one_core_per_focus` and :func:`keep_connected_to_core`."""
+    inside, local, box = _tumor_box(tumor, points, shape)
+    core = np.isin(tumor.label, (NCR, ET))
+    depth = _depth(core, inside, local, box, spacing)
+    wall = max(float(rng.uniform(1.0, 2.5)), float(spacing.max()))
+    main = tumor.foci[0] if tumor.foci else None
+    near = np.ones(depth.size, dtype=bool)
+    if main is not None:
+        near = np.sum((world - main.centre) ** 2, axis=1) <= main.core_reach**2
+    interior = (depth > wall) & near
+    if not interior.any():  # a core too thin for a walled cyst: its deepest voxels
+        interior = (depth >= depth[near & core].max()) & near & core
+    seed = int(rng.choice(np.flatnonzero(interior)))
+    radius = float(rng.uniform(0.5, 1.0)) * max(float(depth.max()), float(spacing.max()))
+    cyst = (np.sum((world - world[seed]) ** 2, axis=1) <= radius**2) & interior
+    cyst[seed] = True
+    fluid = np.zeros(depth.size, dtype=np.float32)
+    fluid[cyst] = 1.0
+    label = tumor.label.copy()
+    label[cyst] = CYST
+    return Tumor(
+        label, tumor.edema, tumor.core, tumor.necrosis, tumor.texture, tumor.foci, fluid, CYST
+    )
+
+
+def grow_meningioma(
+    rng: np.random.Generator,
+    world: F64,
+    mni: F64,
+    depth: F32,
+    spacing: F64,
+    *,
+    small: bool = False,
+) -> Tumor:
+    """A meningioma (:data:`MENINGIOMA`): a round, slightly lobulated enhancing mass based on
+    the dura, so it sits against the brain's surface and pushes into it.
+
+    ``depth`` is each brain voxel's distance (mm) to the outside of the brain. The mass is a
+    deformed ball whose centre lies just outside the surface, above a seeded surface voxel
+    over the convexity; its part inside the brain (the skull-stripped image holds nothing
+    else) is the lesion, one connected piece. Radius ``8..22`` mm (``small``: ``4..9``),
+    floored at two voxels.
+    """
+    coarse = float(spacing.max())
+    radius = max(float(rng.uniform(*((4.0, 9.0) if small else (8.0, 22.0)))), 2.0 * coarse)
+    surface = depth <= 1.5 * coarse
+    candidates = np.flatnonzero(surface & (mni[:, 2] > 5.0) & (mni[:, 2] < 70.0))
+    if candidates.size == 0:
+        candidates = np.flatnonzero(surface) if surface.any() else np.arange(depth.size)
+    anchor = int(rng.choice(candidates))
+    outward = world[anchor] - world.mean(axis=0)
+    outward /= max(float(np.linalg.norm(outward)), 1e-6)
+    centre = world[anchor] + outward * radius * float(rng.uniform(0.2, 0.5))
+    aspect = np.exp(rng.normal(0.0, 0.1, 3))
+    aspect /= np.prod(aspect) ** (1.0 / 3.0)
+    axes = Rotation.random(random_state=rng).as_matrix()
+    amp = 0.12
+    reach = radius * float(aspect.max()) * float(np.exp(2.5 * amp)) + coarse
+    near = np.flatnonzero(np.sum((world - centre) ** 2, axis=1) < reach**2)
+    xyz = world[near] - centre
+    field = np.clip(_smooth_noise(rng, xyz, (0.8 * radius, 2.5 * radius)), -2.5, 2.5)
+    rho = np.linalg.norm((xyz @ axes) / aspect, axis=1) * np.exp(-amp * field)
+    z = np.clip((rho - radius) / (0.3 * float(spacing.min())), -60.0, 60.0)
+    membership = (1.0 / (1.0 + np.exp(z))).astype(np.float32)
+
+    n = world.shape[0]
+    label = np.zeros(n, dtype=np.uint8)
+    label[near[membership > 0.5]] = MENINGIOMA
+    label[anchor] = MENINGIOMA  # the anchor lies inside the ball; on any grid it is tumor
+    mass = np.zeros(n, dtype=np.float32)
+    mass[near] = membership
+    mass[anchor] = max(float(mass[anchor]), 1.0)
+    texture = np.zeros(n, dtype=np.float32)
+    texture[near] = 0.5 * field  # enhances homogeneously
+    focus = Focus(np.asarray(centre, dtype=np.float64), anchor, radius, reach)
+    none = np.zeros(n, dtype=np.float32)
+    return Tumor(label, none, mass, none.copy(), texture, (focus,))
+
+
+def keep_connected_to_anchor(
+    tumor: Tumor, points: tuple[npt.NDArray[np.intp], ...], shape: tuple[int, int, int]
+) -> None:
+    """Keep only the lesion voxels connected to the first focus's centre voxel (in place):
+    where the brain's surface folds, a ball against it can cut into it twice."""
+    inside, local, box = _tumor_box(tumor, points, shape)
+    grid = np.zeros(box, dtype=bool)
+    grid[local] = tumor.label[inside] > 0
+    components, _ = ndimage.label(grid)
+    component = np.zeros(tumor.label.size, dtype=np.int32)
+    component[inside] = components[local]
+    keep = int(component[tumor.foci[0].centre_index])
+    dropped = (tumor.label > 0) & (component != keep)
+    tumor.label[dropped] = 0
+    tumor.core[dropped] = 0.0
+
+
+def brain_depth(brain: npt.NDArray[np.bool_], spacing: tuple[float, float, float]) -> F32:
+    """Distance (mm) of every brain voxel of the ``(D, H, W)`` mask to the outside of the
+    brain, ``(N,)`` in the order of ``np.nonzero(brain)``."""
+    return ndimage.distance_transform_edt(brain, sampling=spacing)[brain].astype(np.float32)
+
+
+def _depth(
+    mask: npt.NDArray[np.bool_],
+    inside: npt.NDArray[np.intp],
+    local: tuple[npt.NDArray[np.intp], ...],
+    box: tuple[int, ...],
+    spacing: F64,
+) -> F32:
+    """Per brain voxel, the distance (mm) of a ``mask`` voxel to the nearest voxel outside the
+    mask (0 outside it), computed in the tumor's box (``_tumor_box``), which holds the mask."""
+    grid = np.zeros(box, dtype=bool)
+    grid[local] = mask[inside]
+    depth = np.zeros(mask.size, dtype=np.float32)
+    if grid.any():
+        depth[inside] = ndimage.distance_transform_edt(grid, sampling=tuple(spacing))[local]
+    return depth

@@ -35,7 +35,7 @@ from brats.devtools.tumor import (
 )
 from brats.io.cases import MODALITIES, discover
 from brats.storage import resolve
-from brats.volume.labels import ED, ET, NCR, LabelConvention, to_internal
+from brats.volume.labels import ED, ET, NCR, to_internal
 from tests.helpers import folder_files, nifti_data
 
 # One typical, enhancing, unifocal tumor per case: the nesting test below is about that lesion.
@@ -122,7 +122,6 @@ def test_labels_and_names_follow_convention(
     found = discover(resolve(str(tmp_path)))
     assert [c.case_id for c in found.cases] == ids and not found.rejected
     for c in found.cases:
-        assert c.convention is LabelConvention(convention)
         assert set(c.images) == set(MODALITIES) and c.seg is not None
 
 
