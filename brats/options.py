@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 _CLI_KEY = "brats.options"
+_NOT_AN_OPTION = "brats.options.internal"
 T = TypeVar("T")
 
 
@@ -64,6 +65,12 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def internal(default: Any = None) -> Any:
+    """A dataclass field that is never a command-line option (a value the job sets itself,
+    such as a resolved label scheme), even when its type is a dataclass."""
+    return dataclasses.field(default=default, metadata={_NOT_AN_OPTION: True})
+
+
 @dataclasses.dataclass(frozen=True)
 class _Option:
     """One field of a (possibly nested) config, as a parser option."""
@@ -88,6 +95,8 @@ def _options(cls: type, path: tuple[str, ...] = ()) -> list[_Option]:
     hints = typing.get_type_hints(cls)
     found: list[_Option] = []
     for f in dataclasses.fields(cls):
+        if _NOT_AN_OPTION in f.metadata:
+            continue
         kind = _without_none(hints[f.name])
         if _CLI_KEY in f.metadata:
             found.append(_Option((*path, f.name), kind, _default(f), f.metadata[_CLI_KEY]))
@@ -235,6 +244,8 @@ def _build(
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # cls is a dataclass
         if not path and f.name in given:
             values[f.name] = given[f.name]
+            continue
+        if _NOT_AN_OPTION in f.metadata:
             continue
         kind = _without_none(hints[f.name])
         dest = ".".join((*path, f.name))

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from brats.report.records import CaseRecord
+from brats.volume.labels import BRATS2020
 from brats.volume.metrics import METRIC_KEYS
 
 FAKE_SECRETS = ("AKIAFAKEBRATSTESTKEY", "fake/brats+test+secret+do+not+log")
@@ -150,7 +151,7 @@ def train_tiny_model(cohort_root: Path, where: str, *, seed: int, steps: int = 2
     batches = patch_batches(iter(rows * 10), config, steps, (seed, 0, 0))
     for i, (x, y) in enumerate(batches):
         step(tf.constant(x), tf.constant(y), tf.constant(step_progress(0, i, steps, 1)))
-    save_artifact(model, config.model_info("zscore", label_convention="brats2020"), where)
+    save_artifact(model, config.model_info("zscore", label_scheme=BRATS2020), where)
     return where
 
 
@@ -196,7 +197,7 @@ def done_record(case_id: str, case_metrics: dict | None, version: str = VERSION_
             "status": "done",
             "model_version": version,
             "mask": f"masks/{case_id}.nii.gz",
-            "convention": "brats2020",
+            "label_scheme": "brats2020",
             "input_checksums": {f"{case_id}_flair.nii.gz": "0" * 64},
             "shape": [16, 16, 8],
             "spacing": [1.0, 1.0, 1.0],
@@ -220,7 +221,7 @@ def failed_record(case_id: str, file: str | None, reason: str) -> CaseRecord:
             "status": "failed",
             "model_version": VERSION_A,
             "mask": None,
-            "convention": None,
+            "label_scheme": None,
             "input_checksums": {},
             "shape": None,
             "spacing": None,

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from brats.cli import PARSERS, main, run_synth
-from brats.io.cases import discover
+from brats.io.cases import Naming, discover
 from brats.options import build_parser, option, parse_config
 from brats.storage import resolve
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import BRATS2023
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((ROOT / "tests" / "data" / "cli_flags.json").read_text())
@@ -77,7 +77,7 @@ def test_switches_mean_what_they_meant():
     argv = [*base, "--model", "m", "--tta", "--use-gpu", "--min-et-voxels", "7"]
     segment = parse_config(SegmentConfig, PARSERS["segment"]().parse_args(argv))
     assert segment.predict.flip_tta and segment.use_gpu and segment.predict.min_et_voxels == 7
-    assert segment.output_settings() == {
+    assert segment.output_settings(BRATS2023) == {
         "label_convention": None,
         "min_et_voxels": 7,
         "overlap": 0.5,
@@ -86,7 +86,7 @@ def test_switches_mean_what_they_meant():
     off = parse_config(
         SegmentConfig, PARSERS["segment"]().parse_args([*base, "--model", "m", "--no-tta"])
     )
-    assert off.predict.tta == "off" and off.output_settings()["tta"] == "off"
+    assert off.predict.tta == "off" and off.output_settings(BRATS2023)["tta"] == "off"
 
 
 def test_lists_tuples_enums_and_nested_configs_parse_into_the_config():
@@ -102,11 +102,11 @@ def test_lists_tuples_enums_and_nested_configs_parse_into_the_config():
     from brats.ingest.job import IngestConfig
 
     argv = ["--cohort", "c", "--out", "o", "--normalization", "minmax", "--max-bytes", "99"]
-    argv += ["--label-convention", "brats2023"]
+    argv += ["--label-scheme", "gli2024"]
     ingest = parse_config(IngestConfig, PARSERS["ingest"]().parse_args(argv))
     assert ingest.preprocess.normalization is Normalization.MINMAX
     assert ingest.preprocess.limits.max_bytes == 99
-    assert ingest.preprocess.convention is LabelConvention.BRATS2023
+    assert ingest.preprocess.label_scheme == "gli2024"
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def test_synth_writes_the_cohort_it_is_asked_for(tmp_path, capsys):
     assert str(out) in printed and "3 cases" in printed
     found = discover(resolve(str(out)))
     assert len(found.cases) == 3
-    assert {c.convention for c in found.cases} == {LabelConvention.BRATS2023}
+    assert {c.naming for c in found.cases} == {Naming.BRATS2023}
     assert all(p.endswith(".nii") for c in found.cases for p in c.images.values())
 
 

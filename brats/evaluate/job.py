@@ -12,17 +12,23 @@ The outputs are the segmentation job's (:mod:`brats.report.records`,
 
 A truth case without a prediction is scored as an empty mask and says so in its record's
 ``notes``. A prediction without a truth case, or a file that cannot be used (unreadable, other
-geometry than its truth, labels outside the convention), becomes a failed record naming the
+geometry than its truth, labels outside the scheme), becomes a failed record naming the
 file and the reason; every other case goes on.
+
+Both sides are read in one label scheme, decided once before any case is scored
+(:mod:`brats.io.schemes`): ``--label-scheme``, else the truth's names and labels. Predictions
+written by ``brats segment`` name their scheme in their ``summary.json``; one that does not
+read like the truth's stops the run, naming both.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import posixpath
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -30,9 +36,10 @@ import numpy.typing as npt
 
 from brats.errors import CaseError, InvalidCaseIdError
 from brats.evaluate.pairing import LabelFiles, Pair, find_label_files, pair_files
-from brats.io.cases import discover, validate_case_id
+from brats.io.cases import Case, Naming, discover, validate_case_id
 from brats.io.nifti import Volume, check_same_geometry
-from brats.options import option
+from brats.io.schemes import load_scheme, resolve_cohort_scheme
+from brats.options import internal, option
 from brats.progress import Progress
 from brats.report.batch import (
     CaseFiles,
@@ -53,9 +60,15 @@ from brats.report.records import (
     write_success,
 )
 from brats.report.status import DONE
-from brats.storage import Location, StorageError, redact, resolve
-from brats.volume.labels import LabelConvention
-from brats.volume.lesions import LesionSettings
+from brats.storage import Location, StorageError, read_bytes, redact, resolve
+from brats.volume.labels import (
+    LabelScheme,
+    SchemeError,
+    interchangeable,
+    scheme_from_dict,
+    scheme_named,
+)
+from brats.volume.lesions import LESION_METRICS, LesionSettings
 from brats.volume.metrics import evaluate_case
 from brats.volume.postprocess import region_volumes_ml
 
@@ -78,24 +91,41 @@ class EvaluateConfig(JobConfig):
     name: str = option(
         "predictions", help="what the report calls the predictions (the records' model_version)"
     )
-    labels: LabelConvention | None = option(
+    label_scheme: str | None = option(
         None,
-        help="label convention of both sides (default: per file, brats2020 if it holds a 4, "
-        "else brats2023)",
+        metavar="SCHEME",
+        help="label scheme of both sides: a built-in name or a JSON file (default: from the "
+        "truth's names and labels, decided once for the whole set)",
+    )
+    lesion_metric: str = option(
+        "brats2023",
+        choices=LESION_METRICS,
+        help="whose lesion-wise rules score the regions: the BraTS 2023 or 2024 evaluation "
+        "code's (settings per task and region; the --dilation, --min-lesion-mm3 and "
+        "--penalty-mm flags, when changed, apply to every region instead)",
     )
     lesions: LesionSettings = field(default_factory=LesionSettings)
+    scheme: LabelScheme | None = internal()
+    """The scheme both sides are read in, set by :func:`evaluate` once it is resolved."""
 
     def __post_init__(self) -> None:
-        if self.labels is not None:
-            object.__setattr__(self, "labels", LabelConvention(self.labels))
         if not self.name or len(self.name) > 200:
             raise ValueError("name must be 1..200 characters")
+        if self.lesion_metric not in LESION_METRICS:
+            raise ValueError(f"lesion_metric must be one of {LESION_METRICS}")
+
+    @property
+    def lesion_settings(self) -> LesionSettings | None:
+        """The lesion-wise settings for every region when the flags changed them, else
+        ``None`` (each region's own, by the scheme's task and :attr:`lesion_metric`)."""
+        return None if self.lesions == LesionSettings() else self.lesions
 
     def settings(self) -> dict[str, Any]:
         """What decides a record's figures besides the two files."""
         return {
             "evaluate": True,
-            "labels": self.labels.value if self.labels else None,
+            "label_scheme": self.scheme.name if self.scheme else self.label_scheme,
+            "lesion_metric": self.lesion_metric,
             **self.lesions.to_dict(),
         }
 
@@ -138,6 +168,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     if not truths.files:
         raise EvaluateError(f"truth {redact(truth_root.uri)}: no label volumes found")
     pairs, orphans = pair_files(preds, truths)
+    config = replace(config, scheme=evaluation_scheme(config, truth_root, truths, pred_root))
     log.info(
         "evaluate: %d truth cases, %d predictions (%d without truth)",
         len(pairs),
@@ -216,7 +247,7 @@ def score_pair(row: dict[str, Any], *, out: Location, config: EvaluateConfig) ->
         checksums = {f"truth/{posixpath.basename(row['truth'])}": truth_sum}
         notes: list[str] = []
         if pred_path is None:
-            pred, convention = np.zeros_like(truth), None
+            pred = np.zeros_like(truth)
             notes.append(MISSING_PREDICTION)
         else:
             pred_volume, pred, pred_sum = _read_labels(config.pred, pred_path, case_id, config)
@@ -225,22 +256,29 @@ def score_pair(row: dict[str, Any], *, out: Location, config: EvaluateConfig) ->
                 pred_volume, truth_volume, case_id, posixpath.basename(pred_path), "the truth",
                 config.limits,
             )  # fmt: skip
-            convention = _written_in(pred_volume.data, config)
         read_s = time.perf_counter() - began
         spacing = truth_volume.spacing
-        metrics = evaluate_case(pred, truth, spacing, config.lesions)
+        scheme = config.scheme or scheme_named(None)
+        metrics = evaluate_case(
+            pred,
+            truth,
+            spacing,
+            config.lesion_settings,
+            scheme=scheme,
+            lesion_metric=config.lesion_metric,
+        )
         record = CaseRecord(
             case_id=case_id,
             status=DONE,
             model_version=config.name,
             settings=config.settings(),
             input_checksums=checksums,
-            convention=convention,
+            label_scheme=scheme.name,
             created=now(),
             shape=list(truth.shape),
             spacing=list(spacing),
             timings={"read_s": read_s, "evaluate_s": time.perf_counter() - began - read_s},
-            region_volumes_ml=region_volumes_ml(pred, spacing),
+            region_volumes_ml=region_volumes_ml(pred, spacing, scheme),
             metrics=metrics,
             notes=notes,
         )
@@ -276,20 +314,60 @@ def _valid(name: str) -> bool:
 def _read_labels(
     root_uri: str, path: str, case_id: str, config: EvaluateConfig
 ) -> tuple[Volume, npt.NDArray[np.uint8], str]:
-    """A label file's volume, internal classes (in the forced convention, else the one its
-    labels show) and sha256. Raises CaseError naming it."""
+    """A label file's volume, internal classes (in the run's scheme) and sha256. Raises
+    CaseError naming it."""
     root = resolve(root_uri, s3_endpoint=config.s3_endpoint)
-    return read_labels(VolumeFile(root, path, config.labels), case_id, config.limits)
+    scheme = config.scheme or scheme_named(None)
+    return read_labels(VolumeFile(root, path, scheme), case_id, config.limits)
 
 
-def _written_in(data: npt.NDArray[Any], config: EvaluateConfig) -> str | None:
-    """The convention a prediction is known to be written in: the forced one, else that of
-    its ET label (4 or 3); ``None`` for one without ET, which reads the same in both."""
-    if config.labels is not None:
-        return config.labels.value
-    if bool(np.any(data == 4)):
-        return LabelConvention.BRATS2020.value
-    return LabelConvention.BRATS2023.value if bool(np.any(data == 3)) else None
+def evaluation_scheme(
+    config: EvaluateConfig, truth_root: Location, truths: LabelFiles, pred_root: Location
+) -> LabelScheme:
+    """The one scheme both sides are read in (see the module docstring).
+
+    Raises:
+        EvaluateError: the truth's names and labels leave it open, or the predictions say
+            they are in a scheme that does not read like it (naming both).
+    """
+    try:
+        given = load_scheme(config.label_scheme, s3_endpoint=config.s3_endpoint)
+        cases = [_truth_case(case_id, path) for case_id, path in sorted(truths.files.items())]
+        scheme = resolve_cohort_scheme(cases, truth_root, given, config.limits).scheme
+    except SchemeError as err:
+        raise EvaluateError(f"truth {redact(truth_root.uri)}: {err}") from None
+    predicted = predictions_scheme(pred_root)
+    if predicted is not None and not interchangeable(predicted, scheme):
+        raise EvaluateError(
+            f"the predictions are in label scheme {predicted.name} (their summary.json) and "
+            f"the truth in {scheme.name}: their labels mean different things, so nothing "
+            f"would be scored right (pass --label-scheme {predicted.name} if the truth is "
+            f"in fact in the predictions' scheme)"
+        )
+    log.info("label scheme %s", scheme.name)
+    return scheme
+
+
+def _truth_case(case_id: str, path: str) -> Case:
+    """A truth file as a case for :func:`~brats.io.schemes.resolve_scheme`: BraTS 2020 naming
+    for ``<id>_seg``, else 2023-style."""
+    stem = posixpath.basename(path).split(".")[0].lower()
+    naming = Naming.BRATS2020 if stem.endswith("_seg") else Naming.BRATS2023
+    return Case(case_id, {}, path, naming)
+
+
+def predictions_scheme(pred_root: Location) -> LabelScheme | None:
+    """The scheme a ``brats segment`` output says its masks are in (its ``summary.json``),
+    or ``None`` when it says none."""
+    try:
+        raw = read_bytes(pred_root.filesystem(), pred_root.join("summary.json"), max_bytes=1 << 24)
+        data = json.loads(raw).get("label_scheme")
+        if isinstance(data, dict) and "classes" in data:
+            return scheme_from_dict(data)
+        name = data.get("name") if isinstance(data, dict) else data
+        return scheme_named(name) if isinstance(name, str) else None
+    except (OSError, StorageError, ValueError, AttributeError):
+        return None
 
 
 def _write_report(
@@ -313,9 +391,10 @@ def _write_report(
             pred_root=pred_root,
             cohort=cohort,
             pairs={p.case_id: p for p in pairs},
-            labels=config.labels,
+            scheme=config.scheme or scheme_named(None),
         )
-    return write_job_report(records, out, find=find, limits=config.limits)
+    scheme = config.scheme or scheme_named(None)
+    return write_job_report(records, out, find=find, limits=config.limits, scheme=scheme)
 
 
 def _case_files(
@@ -325,10 +404,10 @@ def _case_files(
     pred_root: Location,
     cohort: dict[str, Any],
     pairs: dict[str, Pair],
-    labels: LabelConvention | None,
+    scheme: LabelScheme,
 ) -> CaseFiles:
     """The case's FLAIR in the truth cohort, its truth and its prediction (``None`` when
-    there is none), both read in ``labels`` (``None``: the convention their labels show).
+    there is none), both read in ``scheme``.
 
     Raises:
         CaseError: the truth cohort has no FLAIR of the case, or the case no truth.
@@ -336,9 +415,9 @@ def _case_files(
     case, pair = cohort.get(case_id), pairs.get(case_id)
     if case is None or pair is None:
         raise CaseError(case_id, None, "no FLAIR in the truth folder to draw")
-    pred = None if pair.pred is None else VolumeFile(pred_root, pair.pred, labels)
+    pred = None if pair.pred is None else VolumeFile(pred_root, pair.pred, scheme)
     return CaseFiles(
         flair=VolumeFile(truth_root, case.images["flair"]),
         pred=pred,
-        truth=VolumeFile(truth_root, pair.truth, labels),
+        truth=VolumeFile(truth_root, pair.truth, scheme),
     )

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from brats.ingest.prepare import PreprocessConfig
+from brats.ingest.prepare import PreprocessConfig, scheme_config
 from brats.ingest.rows import read_cohort
 from brats.ingest.shards import build_manifest, write_case_shard, write_manifest
+from brats.io.cases import discover
 from brats.options import option
 from brats.progress import Progress
 from brats.report.status import is_done
@@ -79,9 +80,12 @@ def ingest(
     cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
     readers = config.readers or default_readers()
+    found = discover(cohort)
+    preprocess = scheme_config(config.preprocess, found, cohort, s3_endpoint=config.s3_endpoint)
     results, found = read_cohort(
         cohort,
-        config.preprocess,
+        preprocess,
+        discovery=found,
         readers=readers,
         finish=functools.partial(write_case_shard, out=out, hook=shard_hook),
     )
@@ -100,7 +104,7 @@ def ingest(
     for row in _iter_rows(results):
         entries.append(row)
         progress.update(row["case_id"], None if is_done(row["status"]) else row["error"])
-    manifest = build_manifest(entries, found, cohort, config.preprocess)
+    manifest = build_manifest(entries, found, cohort, preprocess)
     uri = write_manifest(out, manifest)
     return IngestResult(uri, manifest, time.perf_counter() - started)
 

@@ -7,21 +7,26 @@ prediction back in the case's own geometry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from brats.io.cases import MODALITIES
+from brats.io.cases import MODALITIES, Discovery
 from brats.io.model_card import ModelInfo
 from brats.io.nifti import CaseVolumes, Limits
-from brats.options import option
+from brats.io.schemes import check_images, load_scheme, resolve_cohort_scheme
+from brats.options import internal, option
+from brats.storage import Location
 from brats.volume.geometry import CropBox
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import LabelScheme
 from brats.volume.normalize import Normalization, prepare_volume
 
 DTYPES = ("float16", "float32")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,17 @@ class PreprocessConfig:
     dtype: str = option(
         "float16", choices=DTYPES, help="stored image type (float16 halves the cohort's size)"
     )
-    convention: LabelConvention | None = option(
+    label_scheme: str | None = option(
         None,
-        flag="--label-convention",
-        help="force the on-disk label convention (default: from the file names)",
+        metavar="SCHEME",
+        help="the cohort's label scheme: brats2020, brats2023, gli2024, met2024, ped2024, "
+        "menrt2024, or a JSON file of your own (default: from the names and labels of the "
+        "whole cohort)",
     )
     limits: Limits = field(default_factory=Limits)
+    scheme: LabelScheme | None = internal()
+    """The scheme the cohort was resolved to (:mod:`brats.io.schemes`), set by the job before
+    any case is read; ``None`` reads labels as BraTS 2023 glioma."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modalities if m not in MODALITIES]
@@ -54,8 +64,6 @@ class PreprocessConfig:
             raise ValueError(f"dtype must be one of {DTYPES}")
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "normalization", Normalization(self.normalization))
-        if self.convention is not None:
-            object.__setattr__(self, "convention", LabelConvention(self.convention))
 
     @classmethod
     def for_model(cls, info: ModelInfo, *, limits: Limits | None = None) -> PreprocessConfig:
@@ -74,8 +82,12 @@ class PreprocessConfig:
             "crop_to_brain": self.crop_to_brain,
             "crop_margin": self.crop_margin,
             "dtype": self.dtype,
-            "convention": self.convention.value if self.convention else None,
+            "label_scheme": self.scheme.name if self.scheme else self.label_scheme,
         }
+
+    def with_scheme(self, scheme: LabelScheme) -> PreprocessConfig:
+        """This config with the cohort's resolved scheme."""
+        return replace(self, scheme=scheme)
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ class PreparedCase:
         crop: where ``image`` sits in the source grid.
         affine: ``(4, 4)`` voxel to world (mm) of the source grid.
         spacing: voxel size in mm per axis.
-        convention: the label convention the case's files use.
+        label_scheme: the name of the label scheme ``label`` was read in.
         checksums: file name -> sha256 of the bytes as stored.
         header: the source NIfTI header (``binaryblock``), empty when there is none; a
             mask written back copies its geometry.
@@ -102,9 +114,31 @@ class PreparedCase:
     crop: CropBox
     affine: npt.NDArray[np.float64]
     spacing: tuple[float, float, float]
-    convention: LabelConvention
+    label_scheme: str
     checksums: dict[str, str] = field(default_factory=dict)
     header: bytes = b""
+
+
+def scheme_config(
+    config: PreprocessConfig, found: Discovery, cohort: Location, *, s3_endpoint: str | None
+) -> PreprocessConfig:
+    """``config`` with the cohort's label scheme resolved once, before any case is read
+    (:func:`brats.io.schemes.resolve_scheme`), and the scheme's images as the channels when
+    the default four were asked for (meningioma radiotherapy has T1c alone).
+
+    Raises:
+        brats.io.schemes.SchemeUnresolved: the names and labels leave the scheme open.
+        brats.volume.labels.SchemeError: a bad ``--label-scheme``, or channels the scheme
+            lacks.
+    """
+    given = load_scheme(config.label_scheme, s3_endpoint=s3_endpoint)
+    resolved = resolve_cohort_scheme(found.cases, cohort, given, config.limits)
+    log.info("label scheme %s (from the %s)", resolved.scheme.name, resolved.reason)
+    config = config.with_scheme(resolved.scheme)
+    if config.modalities == MODALITIES and resolved.scheme.images != MODALITIES:
+        config = replace(config, modalities=resolved.scheme.images)
+    check_images(resolved.scheme, config.modalities)
+    return config
 
 
 def prepare_case(volumes: CaseVolumes, config: PreprocessConfig) -> PreparedCase:
@@ -125,7 +159,7 @@ def prepare_case(volumes: CaseVolumes, config: PreprocessConfig) -> PreparedCase
         crop=box,
         affine=volumes.affine,
         spacing=volumes.spacing,
-        convention=volumes.convention,
+        label_scheme=volumes.scheme.name,
         checksums=volumes.checksums,
         header=bytes(volumes.header.binaryblock) if volumes.header is not None else b"",
     )

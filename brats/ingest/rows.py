@@ -29,12 +29,12 @@ import numpy as np
 
 from brats.errors import CaseError
 from brats.ingest.prepare import PreparedCase, PreprocessConfig, prepare_case
-from brats.io.cases import Case, Discovery, discover
+from brats.io.cases import Case, Discovery, Naming, discover
 from brats.io.nifti import read_case
 from brats.report.status import DONE, FAILED
 from brats.storage import Location, redact
 from brats.volume.geometry import CropBox
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import DEFAULT
 
 if TYPE_CHECKING:
     import ray.data
@@ -57,7 +57,7 @@ PREPARED_COLUMNS: Final = (
     "source_shape",
     "affine",
     "spacing",
-    "convention",
+    "label_scheme",
     "checksums",
     "header",
 )
@@ -69,7 +69,7 @@ def case_to_row(case: Case) -> Row:
     spec = {
         "images": case.images,
         "seg": case.seg,
-        "convention": case.convention.value,
+        "naming": case.naming.value,
         "extra": list(case.extra),
     }
     return {"case_id": case.case_id, "case": json.dumps(spec)}
@@ -82,7 +82,7 @@ def row_to_case(row: Mapping[str, Any]) -> Case:
         case_id=str(row["case_id"]),
         images=dict(spec["images"]),
         seg=spec["seg"],
-        convention=LabelConvention(spec["convention"]),
+        naming=Naming(spec["naming"]),
         extra=tuple(spec["extra"]),
     )
 
@@ -103,7 +103,7 @@ def prepared_to_row(prepared: PreparedCase) -> Row:
         "source_shape": np.asarray(prepared.crop.shape, np.int32),
         "affine": np.asarray(prepared.affine, np.float64),
         "spacing": np.asarray(prepared.spacing, np.float64),
-        "convention": prepared.convention.value,
+        "label_scheme": prepared.label_scheme,
         "checksums": json.dumps(prepared.checksums, sort_keys=True),
         "header": prepared.header,
     }
@@ -111,13 +111,12 @@ def prepared_to_row(prepared: PreparedCase) -> Row:
 
 def failure_row(case_id: str, err: CaseError, n_channels: int, dtype: str) -> Row:
     """A failed case as a row of :data:`PREPARED_COLUMNS`: status ``failed``, the error, empty
-    tensors and no convention."""
+    tensors and no scheme."""
     nowhere = CropBox((0, 0, 0), (0, 0, 0), (0, 0, 0))
     image = np.zeros((n_channels, 0, 0, 0), dtype)
-    convention = LabelConvention.BRATS2020  # never read: the row says "" below
-    empty = PreparedCase(case_id, image, None, nowhere, np.eye(4), (1.0, 1.0, 1.0), convention)
+    empty = PreparedCase(case_id, image, None, nowhere, np.eye(4), (1.0, 1.0, 1.0), "")
     row = prepared_to_row(empty)
-    row.update(status=FAILED, error=str(err), error_file=err.file or "", convention="")
+    row.update(status=FAILED, error=str(err), error_file=err.file or "")
     return row
 
 
@@ -131,7 +130,7 @@ def row_to_prepared(row: Mapping[str, Any]) -> PreparedCase:
         crop=CropBox(_ints(row["crop_start"]), _ints(row["crop_stop"]), _ints(row["source_shape"])),
         affine=np.asarray(row["affine"], dtype=np.float64),
         spacing=_floats(row["spacing"]),
-        convention=LabelConvention(str(row["convention"])),
+        label_scheme=str(row.get("label_scheme", row.get("convention", ""))),
         checksums=dict(json.loads(str(row["checksums"]))),
         header=bytes(row.get("header") or b""),
     )
@@ -160,7 +159,7 @@ def load_and_prepare(row: Row, *, cohort: Location, config: PreprocessConfig) ->
             case,
             cohort,
             modalities=config.modalities,
-            convention=config.convention,
+            scheme=config.scheme or DEFAULT,
             limits=config.limits,
         )
         out = prepared_to_row(prepare_case(volumes, config))
@@ -227,7 +226,7 @@ def read_cohort(
     """
     import ray.data
 
-    found = discovery if discovery is not None else discover(cohort, convention=config.convention)
+    found = discovery if discovery is not None else discover(cohort)
     rows = [case_to_row(c) for c in found.cases]
     if not rows:
         raise FileNotFoundError(f"no cases found under {redact(cohort.uri)}")

@@ -26,6 +26,7 @@ from brats.ingest.rows import PREPARED_COLUMNS, Row
 from brats.io.cases import Discovery
 from brats.report.status import DONE, OLD_DONE, is_done, read_status
 from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
+from brats.volume.labels import DEFAULT, LabelScheme, scheme_from_dict, scheme_named
 
 if TYPE_CHECKING:
     import ray.data
@@ -143,7 +144,7 @@ def write_case_shard(row: Row, *, out: Location, hook: Callable[[str], None] | N
         "crop": json.dumps(crop),
         "spacing": json.dumps(row["spacing"].tolist()),
         "labeled": bool(row["labeled"]),
-        "convention": str(row["convention"]),
+        "label_scheme": str(row["label_scheme"]),
         "checksums": str(row["checksums"]),
     }
 
@@ -172,7 +173,7 @@ def build_manifest(
                     "crop": json.loads(e["crop"]),
                     "spacing": json.loads(e["spacing"]),
                     "labeled": bool(e["labeled"]),
-                    "convention": e["convention"],
+                    "label_scheme": e["label_scheme"],
                     "checksums": json.loads(e["checksums"]),
                 }
             )
@@ -182,6 +183,7 @@ def build_manifest(
             )
     content = {
         "preprocess": preprocess.to_dict(),
+        "label_scheme": (preprocess.scheme or DEFAULT).to_dict(),
         "cases": [[c["case_id"], c["checksums"]] for c in cases],
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
@@ -190,6 +192,7 @@ def build_manifest(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": redact(cohort.uri),
         "preprocess": preprocess.to_dict(),
+        "label_scheme": (preprocess.scheme or DEFAULT).to_dict(),
         "hash": digest,
         "counts": {
             "found": len(found.cases) + len(found.rejected),
@@ -225,6 +228,17 @@ def load_manifest(out: Location) -> dict[str, Any]:
     if isinstance(counts, dict) and OLD_DONE in counts and DONE not in counts:
         manifest["counts"] = {(DONE if k == OLD_DONE else k): v for k, v in counts.items()}
     return manifest
+
+
+def manifest_scheme(manifest: Mapping[str, Any]) -> LabelScheme:
+    """The label scheme a manifest's labels are in. A manifest written before schemes names a
+    convention per case; it reads as that built-in scheme (BraTS 2023 when they differ: the
+    two glioma schemes share their internal classes)."""
+    data = manifest.get("label_scheme")
+    if data:
+        return scheme_from_dict(data)
+    older = {c.get("convention") for c in manifest.get("cases", [])} - {None, ""}
+    return scheme_named(older.pop()) if len(older) == 1 else DEFAULT
 
 
 def read_prepared(

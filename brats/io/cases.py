@@ -6,11 +6,14 @@ Layouts understood (``.nii`` and ``.nii.gz`` alike):
   ``BraTS20_Training_001/BraTS20_Training_001_{flair,t1,t1ce,t2,seg}.nii.gz``; labels ET = 4.
   The real 2020 training case 355 names its segmentation ``W39_1998.09.19_Segm.nii``: a
   single leftover file with "seg" in its name is taken as the segmentation.
-* BraTS 2023 (also 2021 challenge releases on Synapse):
-  ``BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t2f,t1n,t1c,t2w,seg}.nii.gz``; labels ET = 3.
+* BraTS 2023 and 2024 (also 2021 challenge releases on Synapse):
+  ``BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t2f,t1n,t1c,t2w,seg}.nii.gz``; the meningioma
+  radiotherapy release: ``BraTS-MEN-RT-0000-1/BraTS-MEN-RT-0000-1_{t1c,gtv}.nii.gz``.
 * Unlabeled cases (no segmentation), and a flat folder holding the files of many cases.
 
-A case folder whose files do not give every modality is still returned: reading it fails with
+What the labels mean is not a file's business: the cohort's label scheme is resolved once
+(:mod:`brats.io.schemes`). A case folder whose files do not give every modality is still
+returned: reading it fails with
 a message naming the missing file, so it is reported rather than silently dropped.
 """
 
@@ -21,11 +24,11 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Final
 
 from brats.errors import InvalidCaseIdError
 from brats.storage import Location
-from brats.volume.labels import LabelConvention
 
 MODALITIES: Final = ("flair", "t1", "t1ce", "t2")
 """Canonical modality names, in the default channel order."""
@@ -33,18 +36,29 @@ MODALITIES: Final = ("flair", "t1", "t1ce", "t2")
 SEED_MODALITIES: Final = ("flair", "t1ce", "t2")
 """The ``seed`` preset's three channels, in its order."""
 
-_SUFFIXES: Final[dict[str, tuple[str, LabelConvention | None]]] = {
-    # file-name token -> (canonical modality or "seg", naming convention it implies); both
-    # releases name the segmentation "seg", so it implies none.
-    "flair": ("flair", LabelConvention.BRATS2020),
-    "t1": ("t1", LabelConvention.BRATS2020),
-    "t1ce": ("t1ce", LabelConvention.BRATS2020),
-    "t2": ("t2", LabelConvention.BRATS2020),
+
+class Naming(StrEnum):
+    """How a cohort names its files: BraTS 2020's ``<id>_t1ce.nii.gz`` or BraTS 2023's
+    ``<id>-t1c.nii.gz`` (which the 2024 releases keep). Naming says nothing certain about
+    labels: :func:`brats.io.schemes.resolve_scheme` decides those once per cohort."""
+
+    BRATS2020 = "brats2020"
+    BRATS2023 = "brats2023"
+
+
+_SUFFIXES: Final[dict[str, tuple[str, Naming | None]]] = {
+    # file-name token -> (canonical modality or "seg", naming it implies); every release
+    # names the segmentation "seg" (meningioma radiotherapy: "gtv"), so it implies none.
+    "flair": ("flair", Naming.BRATS2020),
+    "t1": ("t1", Naming.BRATS2020),
+    "t1ce": ("t1ce", Naming.BRATS2020),
+    "t2": ("t2", Naming.BRATS2020),
     "seg": ("seg", None),
-    "t2f": ("flair", LabelConvention.BRATS2023),
-    "t1n": ("t1", LabelConvention.BRATS2023),
-    "t1c": ("t1ce", LabelConvention.BRATS2023),
-    "t2w": ("t2", LabelConvention.BRATS2023),
+    "gtv": ("seg", None),
+    "t2f": ("flair", Naming.BRATS2023),
+    "t1n": ("t1", Naming.BRATS2023),
+    "t1c": ("t1ce", Naming.BRATS2023),
+    "t2w": ("t2", Naming.BRATS2023),
 }
 _NAMES_2023: Final = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w", "seg": "seg"}
 
@@ -73,19 +87,19 @@ class Case:
         case_id: validated id (the case folder's name).
         images: canonical modality -> filesystem path, for the modalities found.
         seg: path of the segmentation, or ``None`` for an unlabeled case.
-        convention: the label convention its file names imply.
+        naming: how its files are named.
         extra: NIfTI files in the folder that matched nothing (reported, never read).
     """
 
     case_id: str
     images: dict[str, str]
     seg: str | None
-    convention: LabelConvention
+    naming: Naming
     extra: tuple[str, ...] = ()
 
     def expected_name(self, modality: str) -> str:
         """The file name a missing modality would have, for error messages."""
-        if self.convention is LabelConvention.BRATS2023:
+        if self.naming is Naming.BRATS2023:
             return f"{self.case_id}-{_NAMES_2023[modality]}.nii.gz"
         return f"{self.case_id}_{modality}.nii.gz"
 
@@ -110,7 +124,7 @@ def nifti_stem(filename: str) -> str | None:
     return filename[: match.start()] if match else None
 
 
-def parse_name(stem: str) -> tuple[str, str, LabelConvention | None] | None:
+def parse_name(stem: str) -> tuple[str, str, Naming | None] | None:
     """``"BraTS20_Training_001_t1ce" -> ("BraTS20_Training_001", "t1ce", BRATS2020)``."""
     match = _TOKEN_RE.match(stem)
     if not match:
@@ -121,13 +135,8 @@ def parse_name(stem: str) -> tuple[str, str, LabelConvention | None] | None:
     return match["prefix"], known[0], known[1]
 
 
-def discover(root: Location, *, convention: LabelConvention | str | None = None) -> Discovery:
-    """Find every case under ``root`` (recursively), sorted by case id.
-
-    Args:
-        root: cohort root.
-        convention: force a label convention; by default it follows the file names.
-    """
+def discover(root: Location) -> Discovery:
+    """Find every case under ``root`` (recursively), sorted by case id."""
     fs = root.filesystem()
     if not fs.exists(root.path):
         raise FileNotFoundError(f"cohort root not found: {root.uri}")
@@ -137,7 +146,7 @@ def discover(root: Location, *, convention: LabelConvention | str | None = None)
         for p in fs.find(root.path)
         if nifti_stem(posixpath.basename(p)) and not is_hidden(p[len(base) :])
     ]
-    return group_cases(files, base, convention=convention)
+    return group_cases(files, base)
 
 
 def is_hidden(relative: str) -> bool:
@@ -145,9 +154,7 @@ def is_hidden(relative: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in relative.split("/"))
 
 
-def group_cases(
-    paths: Iterable[str], root: str, *, convention: LabelConvention | str | None = None
-) -> Discovery:
+def group_cases(paths: Iterable[str], root: str) -> Discovery:
     """Group NIfTI paths into cases: one case per folder, or per name prefix in ``root`` itself."""
     by_folder: dict[str, list[str]] = defaultdict(list)
     for path in paths:
@@ -165,7 +172,7 @@ def group_cases(
             except InvalidCaseIdError as err:
                 found.rejected.append(Rejected(name, str(err)))
                 continue
-            case = _make_case(case_id, group, convention)
+            case = _make_case(case_id, group)
             if isinstance(case, Rejected):
                 found.rejected.append(case)
             else:
@@ -192,12 +199,10 @@ def _group_flat(files: list[str], rejected: list[Rejected]) -> dict[str, list[st
     return groups
 
 
-def _make_case(
-    case_id: str, files: list[str], convention: LabelConvention | str | None
-) -> Case | Rejected:
+def _make_case(case_id: str, files: list[str]) -> Case | Rejected:
     images: dict[str, str] = {}
     seg: str | None = None
-    namings: set[LabelConvention] = set()
+    namings: set[Naming] = set()
     leftovers: list[str] = []
     for path in sorted(files):
         base = posixpath.basename(path)
@@ -223,12 +228,7 @@ def _make_case(
         leftovers.remove(seg)
     if not images and seg is None:
         return Rejected(case_id, "no file names a modality")
-    if convention is not None:
-        chosen = LabelConvention(convention)
-    elif len(namings) == 1:
-        chosen = namings.pop()
-    elif not namings:
-        chosen = LabelConvention.BRATS2020
-    else:
-        return Rejected(case_id, "file names mix BraTS 2020 and 2023 conventions")
+    if len(namings) > 1:
+        return Rejected(case_id, "file names mix BraTS 2020 and 2023 naming")
+    chosen = namings.pop() if namings else Naming.BRATS2020
     return Case(case_id, images, seg, chosen, tuple(leftovers))

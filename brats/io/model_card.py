@@ -8,13 +8,15 @@
      "unet": {... UNetConfig.to_dict(): the architecture ...},
      "modalities": ["flair", "t1", "t1ce", "t2"], "normalization": "zscore",
      "patch_size": [128, 128, 128],
-     "label_convention": "brats2020" | "brats2023" | null,
+     "label_scheme": {... LabelScheme.to_dict() ...} | null,
      "manifest_hash": "<hash of the training cohort's manifest>" | null,
      "metrics": {"dice_WT": ..., ...},
      "postprocessing": {"WT": "largest", "ET": 30, ...},
      "training": {... the training config, or the imported file ...}}
 
-Reading it needs no TensorFlow: the architecture is plain data until a network is built.
+Reading it needs no TensorFlow: the architecture is plain data until a network is built. A
+``model.json`` written before label schemes says ``"label_convention": "brats2020"`` (or
+``"brats2023"``, or null) instead; it reads as that built-in scheme (null: BraTS glioma).
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from typing import Any, Final
 from brats.errors import BratsError
 from brats.io.cases import MODALITIES, SEED_MODALITIES
 from brats.network.unet import SEED_CONFIG, UNetConfig, check_spatial_shape
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import (
+    BRATS2020,
+    DEFAULT,
+    LabelScheme,
+    SchemeError,
+    scheme_from_dict,
+    scheme_named,
+)
 from brats.volume.normalize import Normalization
 from brats.volume.postprocess import Postprocessing
 
@@ -59,8 +68,10 @@ class ModelInfo:
         normalization: the intensity normalization the inputs had in training
             (:class:`brats.volume.normalize.Normalization`).
         patch_size: training patch ``(D, H, W)``; inference windows default to it.
-        label_convention: the on-disk label convention of the training cohort, or ``None``
-            when unknown or mixed (the network itself always predicts internal classes 0..3).
+        label_scheme: the label scheme of the training cohort: what the network's outputs
+            mean and how masks are written; ``None`` for a model that does not say (BraTS
+            glioma, :data:`brats.volume.labels.DEFAULT`, written in the cohort's own values).
+            Its classes and regions must match ``unet.n_classes`` and ``unet.n_regions``.
         manifest_hash: the ``hash`` of the cohort manifest the model was trained on (64 hex
             digits), or ``None`` (an imported model).
         metrics: final validation figures, finite numbers (e.g. ``dice_WT``).
@@ -77,7 +88,7 @@ class ModelInfo:
     modalities: tuple[str, ...] = MODALITIES
     normalization: Normalization | str = Normalization.ZSCORE
     patch_size: tuple[int, int, int] = (128, 128, 128)
-    label_convention: LabelConvention | str | None = None
+    label_scheme: LabelScheme | None = None
     manifest_hash: str | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
@@ -98,8 +109,13 @@ class ModelInfo:
             )
         object.__setattr__(self, "modalities", modalities)
         object.__setattr__(self, "normalization", Normalization(self.normalization))
-        if self.label_convention is not None:
-            object.__setattr__(self, "label_convention", LabelConvention(self.label_convention))
+        scheme = self.scheme
+        if (scheme.n_classes, len(scheme.decode)) != (self.unet.n_classes, self.unet.n_regions):
+            raise ValueError(
+                f"label scheme {scheme.name} has {scheme.n_classes} classes and "
+                f"{len(scheme.decode)} region outputs; the network has {self.unet.n_classes} "
+                f"and {self.unet.n_regions}"
+            )
         if len(self.patch_size) != 3:
             raise ValueError(f"patch_size must be (D, H, W), got {self.patch_size!r}")
         patch = check_spatial_shape(self.patch_size, self.unet.depth)
@@ -121,18 +137,23 @@ class ModelInfo:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"training notes must be JSON-ready: {exc}") from None
         object.__setattr__(self, "training", training)
-        rules = Postprocessing.from_dict(self.postprocessing)  # validates
+        rules = Postprocessing.from_dict(self.postprocessing, self.scheme)  # validates
         object.__setattr__(self, "postprocessing", rules.to_dict())
+
+    @property
+    def scheme(self) -> LabelScheme:
+        """The label scheme of the network's outputs (the default glioma one when unknown)."""
+        return self.label_scheme or DEFAULT
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; :meth:`from_dict` inverts it."""
-        convention = self.label_convention
+        scheme = self.label_scheme
         return {
             "unet": self.unet.to_dict(),
             "modalities": list(self.modalities),
             "normalization": Normalization(self.normalization).value,
             "patch_size": list(self.patch_size),
-            "label_convention": None if convention is None else LabelConvention(convention).value,
+            "label_scheme": None if scheme is None else scheme.to_dict(),
             "manifest_hash": self.manifest_hash,
             "metrics": dict(self.metrics),
             "training": dict(self.training),
@@ -144,7 +165,7 @@ class ModelInfo:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
         """Build from :meth:`to_dict` output; raises ``ValueError``, ``KeyError`` or
         ``TypeError`` on bad data, and ``ValueError`` on unknown keys (a newer format)."""
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        unknown = sorted(set(data) - {f.name for f in fields(cls)} - {"label_convention"})
         if unknown:
             raise ValueError(f"unknown fields {unknown}")
         patch = tuple(int(s) for s in data["patch_size"])
@@ -153,13 +174,25 @@ class ModelInfo:
             modalities=tuple(data["modalities"]),
             normalization=data["normalization"],
             patch_size=patch,  # type: ignore[arg-type]  # length checked in __post_init__
-            label_convention=data.get("label_convention"),
+            label_scheme=_scheme(data),
             manifest_hash=data.get("manifest_hash"),
             metrics=dict(data.get("metrics") or {}),
             training=dict(data.get("training") or {}),
             postprocessing=dict(data.get("postprocessing") or {}),
             tta=_flag(data.get("tta", False)),
         )
+
+
+def _scheme(data: Mapping[str, Any]) -> LabelScheme | None:
+    """The ``label_scheme`` of a ``model.json``, or the built-in one an older file's
+    ``label_convention`` names."""
+    given = data.get("label_scheme", data.get("label_convention"))
+    if given is None:
+        return None
+    try:
+        return scheme_named(given) if isinstance(given, str) else scheme_from_dict(given)
+    except SchemeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _flag(value: Any) -> bool:
@@ -173,7 +206,7 @@ SEED_INFO: Final = ModelInfo(
     modalities=SEED_MODALITIES,
     normalization=Normalization.MINMAX,
     patch_size=(128, 128, 128),
-    label_convention=LabelConvention.BRATS2020,
+    label_scheme=BRATS2020,
     training={
         "source": "brats_3d.hdf5, the seed preset's published weights",
         "note": "BraTS 2020, 128^3 crops, min-max scaling (first trained scaled per slice), "

@@ -25,10 +25,10 @@ import numpy.typing as npt
 from zlib_ng import gzip_ng, zlib_ng
 
 from brats.errors import CaseError
-from brats.io.cases import Case
+from brats.io.cases import Case, Naming
 from brats.options import option
 from brats.storage import Location, StorageError, read_bytes
-from brats.volume.labels import LabelConvention, LabelError, to_internal
+from brats.volume.labels import BRATS2020, DEFAULT, LabelError, LabelScheme, to_internal
 
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_ERRORS: tuple[type[BaseException], ...] = (
@@ -100,10 +100,10 @@ class CaseVolumes:
     case_id: str
     images: dict[str, npt.NDArray[np.float32]]
     label: npt.NDArray[np.uint8] | None
-    """Internal classes {0..3}, or None for an unlabeled case."""
+    """Internal classes of ``scheme``, or None for an unlabeled case."""
     affine: npt.NDArray[np.float64]
     spacing: tuple[float, float, float]
-    convention: LabelConvention
+    scheme: LabelScheme
     header: nib.Nifti1Header
     checksums: dict[str, str] = field(default_factory=dict)
     """File name -> sha256 of the bytes as stored."""
@@ -172,7 +172,7 @@ def read_case(
     location: Location,
     *,
     modalities: tuple[str, ...],
-    convention: LabelConvention | None = None,
+    scheme: LabelScheme | None = None,
     limits: Limits = Limits(),
     require_label: bool = False,
 ) -> CaseVolumes:
@@ -180,11 +180,14 @@ def read_case(
 
     Checks: every requested modality is present; each file is a sane NIfTI; all files share
     one shape and (within ``limits.affine_atol``) one affine; image values are finite and no
-    modality is all zero; labels belong to the case's convention.
+    modality is all zero; labels belong to the cohort's ``scheme`` (the jobs resolve it once
+    per cohort, :mod:`brats.io.schemes`; ``None``, for a lone case: BraTS 2020 for BraTS 2020
+    file names, else BraTS 2023).
     """
+    if scheme is None:
+        scheme = BRATS2020 if case.naming is Naming.BRATS2020 else DEFAULT
     fs = location.filesystem()
     cid = case.case_id
-    conv = convention or case.convention
     for modality in modalities:
         if modality not in case.images:
             raise _fail(cid, case.expected_name(modality), f"missing modality {modality}")
@@ -224,7 +227,7 @@ def read_case(
         seg = load(case.seg)
         check_same_geometry(seg, ref, cid, name, ref_name, limits)
         try:
-            label = to_internal(seg.data, conv)
+            label = to_internal(seg.data, scheme)
         except LabelError as err:
             raise _fail(cid, name, str(err)) from None
 
@@ -234,7 +237,7 @@ def read_case(
         label=label,
         affine=ref.affine,
         spacing=ref.spacing,
-        convention=conv,
+        scheme=scheme,
         header=ref.header,
         checksums=checksums,
     )

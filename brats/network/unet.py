@@ -31,8 +31,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
-from brats.volume.labels import REGIONS
-
 if TYPE_CHECKING:
     import keras
     from keras import KerasTensor
@@ -41,7 +39,8 @@ NORMALIZATIONS: Final = (None, "batch", "group", "instance")
 ACTIVATIONS: Final = ("relu", "leaky_relu")
 OUTPUTS: Final = ("softmax", "regions")
 """``softmax``: one probability per class, summing to 1. ``regions``: one independent sigmoid
-per BraTS region (WT, TC, ET, in :data:`brats.volume.labels.REGIONS` order)."""
+per region output of the label scheme (:attr:`brats.volume.labels.LabelScheme.output_regions`;
+WT, TC, ET for BraTS glioma)."""
 LEAKY_SLOPE: Final = 0.01
 """LeakyReLU's negative slope (nnU-Net's)."""
 SEED_LEVEL_DROPOUT: Final = (0.1, 0.1, 0.2, 0.2, 0.3)
@@ -59,7 +58,9 @@ class UNetConfig:
         base_filters: filters of the top level; level ``i`` has ``base_filters * 2**i``.
         depth: number of encoder levels (poolings); the bottleneck is level ``depth``.
         in_channels: input modalities (4 by default; 3 for FLAIR, T1ce, T2).
-        n_classes: output classes (softmax channels).
+        n_classes: internal classes of the label scheme, background included (softmax
+            channels).
+        n_regions: region outputs of the label scheme (sigmoid channels of ``regions``).
         dropout: whether to apply dropout at all.
         dropout_rates: dropout per level, top to bottleneck (``depth + 1`` values); ``None``
             means the ``seed`` preset's schedule (:data:`SEED_LEVEL_DROPOUT` for depth 4; for
@@ -87,6 +88,7 @@ class UNetConfig:
     depth: int = 4
     in_channels: int = 4
     n_classes: int = 4
+    n_regions: int = 3
     dropout: bool = True
     dropout_rates: tuple[float, ...] | None = None
     normalization: str | None = None
@@ -96,7 +98,7 @@ class UNetConfig:
     deep_supervision: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("base_filters", "depth", "in_channels", "n_classes"):
+        for name in ("base_filters", "depth", "in_channels", "n_classes", "n_regions"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"UNetConfig.{name} must be a positive integer, got {value!r}")
@@ -139,7 +141,7 @@ class UNetConfig:
     @property
     def n_outputs(self) -> int:
         """Output channels: ``n_classes`` for a softmax, one per region for ``regions``."""
-        return self.n_classes if self.output == "softmax" else len(REGIONS)
+        return self.n_classes if self.output == "softmax" else self.n_regions
 
     @property
     def filters(self) -> tuple[int, ...]:

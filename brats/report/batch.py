@@ -27,7 +27,7 @@ from brats.io.nifti import Limits, Volume, read_file
 from brats.options import option
 from brats.report.records import CaseRecord
 from brats.storage import S3_ENDPOINT_HELP, Location
-from brats.volume.labels import LabelConvention, LabelError, to_internal
+from brats.volume.labels import DEFAULT, LabelError, LabelScheme, to_internal
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,13 +97,13 @@ class VolumeFile:
     Attributes:
         root: the folder it lies under (its filesystem reads ``path``).
         path: the file's path on that filesystem.
-        convention: for a label volume, the convention its labels are in; ``None`` means
-            :func:`convention_of` its data.
+        scheme: for a label volume, the label scheme its values are in (resolved once for
+            the dataset, never guessed per file).
     """
 
     root: Location
     path: str
-    convention: LabelConvention | None = None
+    scheme: LabelScheme = DEFAULT
 
 
 @dataclass(frozen=True)
@@ -128,12 +128,6 @@ draw (the report shows the reason in place of the picture)."""
 Overlay = tuple[npt.NDArray[np.floating], npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]
 
 
-def convention_of(data: npt.NDArray[Any]) -> LabelConvention:
-    """The convention a label volume is read in when none is given: brats2020 when it holds
-    a 4, else brats2023."""
-    return LabelConvention.BRATS2020 if bool(np.any(data == 4)) else LabelConvention.BRATS2023
-
-
 def read_labels(
     file: VolumeFile, case_id: str, limits: Limits
 ) -> tuple[Volume, npt.NDArray[np.uint8], str]:
@@ -141,11 +135,11 @@ def read_labels(
 
     Raises:
         CaseError: naming the file, when it cannot be read, breaks ``limits`` or holds labels
-            outside its convention.
+            outside its scheme.
     """
     volume, digest = read_file(file.root.filesystem(), file.path, case_id=case_id, limits=limits)
     try:
-        labels = to_internal(volume.data, file.convention or convention_of(volume.data))
+        labels = to_internal(volume.data, file.scheme)
     except LabelError as err:
         raise CaseError(case_id, posixpath.basename(file.path), str(err)) from None
     return volume, labels, digest
@@ -174,6 +168,7 @@ def write_job_report(
     *,
     find: CaseFinder | None,
     limits: Limits,
+    scheme: LabelScheme = DEFAULT,
 ) -> dict[str, str]:
     """Write the report of ``records`` under ``out`` (:func:`brats.report.write.write_report`).
 
@@ -183,6 +178,7 @@ def write_job_report(
         find: where each pictured case's files are; ``None`` leaves the thumbnails out. A
             case it (or reading its files) fails for gets a note in place of its picture.
         limits: what each file read for a thumbnail may declare.
+        scheme: the label scheme of the records' figures and the drawn labels.
 
     Returns:
         ``{file name: URI}`` of the report files written.
@@ -190,4 +186,4 @@ def write_job_report(
     from brats.report.write import write_report
 
     overlay = None if find is None else functools.partial(load_case, find=find, limits=limits)
-    return write_report(records, out, overlay=overlay)
+    return write_report(records, out, overlay=overlay, scheme=scheme)

@@ -73,13 +73,16 @@ class CaseRecord:
         settings: the output settings that decided the mask's bytes; a run with other
             settings redoes the case.
         input_checksums: file name -> sha256 of the case's files as read.
-        convention: the label convention the mask is written in (``None`` when failed).
+        label_scheme: the name of the label scheme the mask is written (and the case scored)
+            in, ``None`` when failed. Records written before schemes say ``convention``,
+            read as this.
         created: ISO 8601 UTC time the record was made.
         mask: the mask's key under OUT, ``None`` when failed.
         shape: the source grid ``(D, H, W)``, ``None`` when failed.
         spacing: voxel size in mm, ``None`` when failed.
         timings: seconds spent reading, predicting and writing (what is known).
-        region_volumes_ml: predicted volume of WT, TC, ET in ml, ``None`` when failed.
+        region_volumes_ml: predicted volume of each region of the scheme in ml, ``None`` when
+            failed.
         metrics: every key of :data:`brats.volume.metrics.METRIC_KEYS` against the case's
             ground truth, ``None`` without ground truth or when failed.
         error: why it failed, ``None`` when done.
@@ -97,7 +100,7 @@ class CaseRecord:
     model_version: str
     settings: dict[str, Any]
     input_checksums: dict[str, str] = field(default_factory=dict)
-    convention: str | None = None
+    label_scheme: str | None = None
     created: str = ""
     mask: str | None = None
     shape: list[int] | None = None
@@ -159,6 +162,8 @@ class CaseRecord:
                 continue
             if f.name in _STORED_WHEN_SET and not getattr(self, f.name):
                 continue
+            if f.name == "label_scheme" and "convention" in self.extra:
+                continue  # a record from before schemes keeps its one word for it
             document[f.name] = getattr(self, f.name)
         document["error"] = None if self.error is None else self.error.to_dict()
         if self.schema >= 2:
@@ -183,6 +188,9 @@ class CaseRecord:
             raise RecordError(f"record schema {schema!r}: this brats reads 1..{RECORD_SCHEMA}")
         known = {f.name for f in fields(cls)} - {"extra", "schema"}
         values = {k: document[k] for k in known if k in document}
+        if "convention" in document and "label_scheme" not in document:
+            # Written before schemes: read as label_scheme, stored back as it was (extra).
+            values["label_scheme"] = document["convention"]
         missing = sorted({"case_id", "status", "model_version", "settings"} - set(values))
         if missing:
             raise RecordError(f"record {document.get('case_id')!r} has no {', '.join(missing)}")

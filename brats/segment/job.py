@@ -33,6 +33,7 @@ from brats.ingest.prepare import PreprocessConfig
 from brats.ingest.rows import Row, row_to_prepared
 from brats.io.cases import Case, Discovery, discover
 from brats.io.model_card import ArtifactError, ModelCard
+from brats.io.schemes import load_scheme, names_scheme, resolve_cohort_scheme
 from brats.options import build_parser, option
 from brats.progress import Progress
 from brats.report.batch import (
@@ -60,7 +61,7 @@ from brats.segment.attempts import Attempts
 from brats.segment.predictor import PredictSettings
 from brats.segment.writer import CaseHook, record_rejected, write_case_outputs
 from brats.storage import Location, StorageError, redact, remove_partial_writes, resolve
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import BRATS2020, BRATS2023, LabelScheme, SchemeError, interchangeable
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,12 @@ class SegmentConfig(JobConfig):
         "for reading)",
     )  # fmt: skip
     predict: PredictSettings = field(default_factory=PredictSettings)
-    label_convention: LabelConvention | None = option(
-        None, help="write masks in this convention (default: each case's own)"
+    label_scheme: str | None = option(
+        None,
+        metavar="SCHEME",
+        help="the cohort's label scheme (a built-in name or a JSON file): its truth is read "
+        "and masks are written in it; it must read like the model's (default: from the "
+        "cohort's names and labels, else the model's)",
     )
 
     def __post_init__(self) -> None:
@@ -96,13 +101,15 @@ class SegmentConfig(JobConfig):
             object.__setattr__(self, "num_actors", Replicas.parse(self.num_actors))
         except ValueError as exc:
             raise ValueError(f"num_actors: {exc}") from None
-        if self.label_convention is not None:
-            object.__setattr__(self, "label_convention", LabelConvention(self.label_convention))
 
-    def output_settings(self) -> dict[str, Any]:
-        """What, besides the model, decides a mask's bytes: a change redoes every case."""
-        convention = self.label_convention.value if self.label_convention else None
-        return {"label_convention": convention, **self.predict.output_settings()}
+    def output_settings(self, scheme: LabelScheme) -> dict[str, Any]:
+        """What, besides the model, decides a mask's bytes (the scheme it is written in and
+        the prediction settings): a change redoes every case. A BraTS 2020 or 2023 cohort
+        nobody named a scheme for is written in its own values, as before schemes, and says
+        so in the words of then (``label_convention: null``), so that work stays done."""
+        if self.label_scheme is None and scheme in (BRATS2020, BRATS2023):
+            return {"label_convention": None, **self.predict.output_settings()}
+        return {"label_scheme": scheme.name, **self.predict.output_settings()}
 
 
 def segment_parser(prog: str) -> argparse.ArgumentParser:
@@ -250,11 +257,12 @@ def segment(
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
     card = verified_card(resolve(config.model, s3_endpoint=config.s3_endpoint))
     version = card.version
-    settings = config.output_settings()
     try:
         found = discover(cohort)
+        scheme = run_scheme(found.cases, cohort, card.info.scheme, config)
     except (OSError, StorageError) as err:
         raise SegmentError(f"cohort {redact(cohort.uri)}: {err}") from err
+    settings = config.output_settings(scheme)
     rejected = record_rejected(found.rejected, out, model_version=version, settings=settings)
     existing = read_records(out)
     masks = list_outputs(out, MASKS, ".nii.gz")
@@ -281,12 +289,12 @@ def segment(
         remove_partial_writes(out.filesystem(), out.join(folder))
     rows_out: list[dict[str, Any]] = []
     if todo:
-        preprocess = PreprocessConfig.for_model(card.info, limits=config.limits)
+        preprocess = PreprocessConfig.for_model(card.info, limits=config.limits).with_scheme(scheme)
         rows_out = list(
             _run_pipeline(todo, cohort, out, config, preprocess, predict_hook, write_hook)
         )
     records = read_records(out)
-    report = _write_report(list(records.values()), out, cohort, found.cases, config)
+    report = _write_report(list(records.values()), out, cohort, found.cases, config, scheme)
     failed = [
         {"case_id": r["case_id"], "error": r["error"]} for r in rows_out if r["status"] == FAILED
     ]
@@ -327,6 +335,8 @@ def _run_pipeline(
 
     from brats.ingest.rows import read_cohort
 
+    scheme = preprocess.scheme
+    assert scheme is not None  # segment() resolved it
     ds, _ = read_cohort(cohort, preprocess, discovery=Discovery(cases=todo))
     ds = ds.map_batches(
         CaseSegmenter,
@@ -356,8 +366,8 @@ def _run_pipeline(
         functools.partial(
             write_case_outputs,
             out=out,
-            settings=config.output_settings(),
-            convention=config.label_convention,
+            settings=config.output_settings(scheme),
+            scheme=scheme,
             write_hook=write_hook,
         ),
         num_cpus=0.5,
@@ -374,11 +384,11 @@ def _write_report(
     cohort: Location,
     cases: list[Case],
     config: SegmentConfig,
+    scheme: LabelScheme,
 ) -> dict[str, str]:
     by_id = {c.case_id: c for c in cases}
-    by_record = {r.case_id: r for r in records}
-    find = functools.partial(_case_files, out=out, cohort=cohort, cases=by_id, records=by_record)
-    return write_job_report(records, out, find=find, limits=config.limits)
+    find = functools.partial(_case_files, out=out, cohort=cohort, cases=by_id, scheme=scheme)
+    return write_job_report(records, out, find=find, limits=config.limits, scheme=scheme)
 
 
 def _case_files(
@@ -387,22 +397,49 @@ def _case_files(
     out: Location,
     cohort: Location,
     cases: dict[str, Case],
-    records: dict[str, CaseRecord],
+    scheme: LabelScheme,
 ) -> CaseFiles:
-    """The case's FLAIR and truth in the cohort, and its mask in OUT, read in the convention
-    its record says it was written in (else the case's own).
+    """The case's FLAIR (else its first image) and truth in the cohort, and its mask in OUT,
+    read in the run's ``scheme``.
 
     Raises:
         CaseError: the cohort has no FLAIR of the case.
     """
     case = cases.get(case_id)
-    if case is None or "flair" not in case.images:
-        raise CaseError(case_id, None, "no FLAIR in the cohort to draw")
-    record = records.get(case_id)
-    convention = LabelConvention((record.convention if record else None) or case.convention)
-    truth = None if case.seg is None else VolumeFile(cohort, case.seg, case.convention)
+    if case is None or not case.images:
+        raise CaseError(case_id, None, "no image in the cohort to draw")
+    background = case.images.get("flair") or next(iter(sorted(case.images.values())))
+    truth = None if case.seg is None else VolumeFile(cohort, case.seg, scheme)
     return CaseFiles(
-        flair=VolumeFile(cohort, case.images["flair"]),
-        pred=VolumeFile(out, out.join(mask_key(case_id)), convention),
+        flair=VolumeFile(cohort, background),
+        pred=VolumeFile(out, out.join(mask_key(case_id)), scheme),
         truth=truth,
     )
+
+
+def run_scheme(
+    cases: list[Case], cohort: Location, model: LabelScheme, config: SegmentConfig
+) -> LabelScheme:
+    """The scheme a run reads truth and writes masks in: ``--label-scheme``, else the
+    cohort's (resolved once from its names and labels), else, for a cohort without truth,
+    the model's (BraTS 2020 values for BraTS 2020 names, when the model reads like it).
+
+    Raises:
+        SegmentError: the cohort's scheme does not read like the model's (naming both), or
+            the cohort's names and labels leave it open.
+    """
+    given = load_scheme(config.label_scheme, s3_endpoint=config.s3_endpoint)
+    if given is None and not any(c.seg for c in cases):
+        return names_scheme(cases, model)
+    try:
+        cohort_scheme = resolve_cohort_scheme(cases, cohort, given, config.limits).scheme
+    except SchemeError as err:
+        raise SegmentError(f"cohort {redact(cohort.uri)}: {err}") from None
+    if not interchangeable(cohort_scheme, model):
+        raise SegmentError(
+            f"the cohort's truth is in label scheme {cohort_scheme.name} and the model predicts "
+            f"{model.name}: their labels mean different things, so masks cannot be written "
+            f"or scored in the cohort's scheme (pass --label-scheme {model.name} if the truth "
+            f"is in fact in the model's scheme)"
+        )
+    return cohort_scheme

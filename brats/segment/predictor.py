@@ -13,7 +13,7 @@ A :class:`Predictor` holds one network and what it was trained on (its
   (pasted back from the brain crop), postprocessed (:mod:`brats.volume.postprocess`);
   :meth:`Predictor.segment_volume` does the same for raw channels that come without files;
 * **files**: :meth:`Predictor.segment_files` reads a case's NIfTI files and gives its labels
-  and its mask: NIfTI bytes in the case's own geometry and label convention
+  and its mask: NIfTI bytes in the case's own geometry and the run's label scheme
   (:func:`export_mask`).
 
 The segmentation job's model actors, the app and training validation all predict through
@@ -33,12 +33,13 @@ from brats.ingest.prepare import PreparedCase, PreprocessConfig, prepare_case
 from brats.io.cases import Case
 from brats.io.model_card import ModelInfo
 from brats.io.nifti import CaseVolumes, Limits, encode_mask, header_from_bytes, read_case
+from brats.io.schemes import names_scheme
 from brats.network.precision import PRECISIONS, at_precision, resolve_precision
 from brats.options import option
 from brats.segment.sliding_window import Predict, sliding_window_predict
 from brats.storage import Location, resolve
 from brats.volume.geometry import CropBox, paste_back
-from brats.volume.labels import LabelConvention, regions_to_labels, to_disk
+from brats.volume.labels import LabelScheme, regions_to_labels, to_disk
 from brats.volume.normalize import prepare_volume
 from brats.volume.postprocess import Postprocessing, small_et_to_necrosis
 
@@ -209,7 +210,7 @@ class Predictor:
     @property
     def postprocessing(self) -> Postprocessing:
         """The component rules stored with the model (chosen on its validation cases)."""
-        return Postprocessing.from_dict(self.info.postprocessing)
+        return Postprocessing.from_dict(self.info.postprocessing, self.info.scheme)
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -233,10 +234,10 @@ class Predictor:
 
     def decode(self, probabilities: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
         """``(K, D, H, W)`` outputs -> ``(D, H, W) uint8`` internal classes: the most probable
-        class of a softmax, or nnU-Net's decoding of region sigmoids
+        class of a softmax, or nnU-Net's decoding of region sigmoids in the model's scheme
         (:func:`brats.volume.labels.regions_to_labels`)."""
         if self.info.unet.output == "regions":
-            return regions_to_labels(probabilities)
+            return regions_to_labels(probabilities, scheme=self.info.scheme)
         return np.argmax(probabilities, axis=0).astype(np.uint8)
 
     def labels(self, image: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
@@ -255,7 +256,7 @@ class Predictor:
         labels = paste_back(self.labels(image), crop)
         if self.settings.postprocess == "model":
             labels = self.postprocessing.apply(labels)
-        return small_et_to_necrosis(labels, self.settings.min_et_voxels)
+        return small_et_to_necrosis(labels, self.settings.min_et_voxels, self.info.scheme)
 
     def segment(self, prepared: PreparedCase) -> npt.NDArray[np.uint8]:
         """A prepared case's ``(D, H, W) uint8`` internal classes in its source grid."""
@@ -289,31 +290,36 @@ class Predictor:
         cohort: Location,
         *,
         limits: Limits | None = None,
-        convention: LabelConvention | str | None = None,
+        scheme: LabelScheme | None = None,
     ) -> SegmentedCase:
-        """Read, validate and segment a case's files; its mask in ``convention`` (default:
-        the case's own).
+        """Read, validate and segment a case's files; its truth (if any) is read, and its
+        mask written, in ``scheme`` (it must be :func:`~brats.volume.labels.interchangeable`
+        with the model's; default: :func:`brats.io.schemes.names_scheme`, as the segment job
+        writes a cohort without truth).
 
         Raises:
             brats.errors.CaseError: a file that cannot be used (naming the case, the file
                 and the reason).
         """
         config = self.preprocess
+        written = scheme or names_scheme([case], self.info.scheme)
         volumes = read_case(
-            case, cohort, modalities=config.modalities, limits=limits or config.limits
+            case,
+            cohort,
+            modalities=config.modalities,
+            scheme=written,
+            limits=limits or config.limits,
         )
         prepared = prepare_case(volumes, config)
         labels = self.segment(prepared)
-        return SegmentedCase(volumes, prepared, labels, export_mask(labels, prepared, convention))
+        return SegmentedCase(volumes, prepared, labels, export_mask(labels, prepared, written))
 
 
 def export_mask(
-    labels: npt.NDArray[np.uint8],
-    prepared: PreparedCase,
-    convention: LabelConvention | str | None = None,
+    labels: npt.NDArray[np.uint8], prepared: PreparedCase, scheme: LabelScheme
 ) -> bytes:
     """Gzipped NIfTI bytes of ``(D, H, W)`` internal labels in the case's geometry (its
-    header's qform, sform and voxel sizes), written in ``convention`` (default: the case's
-    own). The same labels always give the same bytes."""
-    disk = to_disk(labels, convention or prepared.convention)
+    header's qform, sform and voxel sizes), written in ``scheme``'s values on disk. The same
+    labels always give the same bytes."""
+    disk = to_disk(labels, scheme)
     return encode_mask(disk, header_from_bytes(prepared.header))

@@ -30,7 +30,7 @@ from brats.report.status import DONE, FAILED, is_done
 from brats.segment.predictor import export_mask
 from brats.storage import Location, write_bytes_atomic
 from brats.volume.geometry import paste_back
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import LabelScheme
 from brats.volume.metrics import evaluate_case
 from brats.volume.postprocess import region_volumes_ml
 
@@ -46,14 +46,15 @@ def write_case_outputs(
     *,
     out: Location,
     settings: Mapping[str, Any],
-    convention: LabelConvention | None = None,
+    scheme: LabelScheme,
     write_hook: CaseHook | None = None,
 ) -> dict[str, Any]:
     """Ray Data ``map``: write a predicted row's mask then its record; return a small row
     ``{case_id, status, written, error}``.
 
     ``row`` is a prepared row (:mod:`brats.ingest.rows`) with ``pred`` (``(D, H, W) uint8``
-    labels in the source grid), ``predict_s`` and ``model_version``. A row that failed
+    labels in the source grid), ``predict_s`` and ``model_version``. The mask is written in
+    ``scheme``'s values and the case scored in its regions. A row that failed
     upstream gets a ``failed`` record. An exception while writing leaves no record (and,
     writes being whole-object, no mask at the key either): the case is reported failed now
     and redone next run.
@@ -76,12 +77,11 @@ def write_case_outputs(
             return _summary(record)
         prepared = row_to_prepared(row)
         labels = np.asarray(row["pred"], dtype=np.uint8)
-        written_as = LabelConvention(convention or prepared.convention)
-        mask = export_mask(labels, prepared, written_as)
+        mask = export_mask(labels, prepared, scheme)
         metrics = None
         if prepared.label is not None:
             truth = paste_back(prepared.label, prepared.crop)
-            metrics = evaluate_case(labels, truth, prepared.spacing)
+            metrics = evaluate_case(labels, truth, prepared.spacing, scheme=scheme)
         if write_hook is not None:
             write_hook(case_id)
         write_bytes_atomic(out.filesystem(), out.join(mask_key(case_id)), mask)
@@ -91,7 +91,7 @@ def write_case_outputs(
             model_version=version,
             settings=dict(settings),
             input_checksums=prepared.checksums,
-            convention=written_as.value,
+            label_scheme=scheme.name,
             created=now(),
             mask=mask_key(case_id),
             shape=list(prepared.crop.shape),
@@ -101,7 +101,7 @@ def write_case_outputs(
                 "predict_s": float(row["predict_s"]),
                 "write_s": time.perf_counter() - began,
             },
-            region_volumes_ml=region_volumes_ml(labels, prepared.spacing),
+            region_volumes_ml=region_volumes_ml(labels, prepared.spacing, scheme),
             metrics=metrics,
             precision=str(row.get("precision") or "float32"),
         )

@@ -135,8 +135,10 @@ def patch_batches(
     config: TrainConfig,
     steps: int,
     key: tuple[int, int, int],
+    n_classes: int = N_CLASSES,
 ) -> Iterator[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
-    """Exactly ``steps`` batches ``(x (B, d, h, w, C) float32, y (B, d, h, w, K) one-hot)``.
+    """Exactly ``steps`` batches ``(x (B, d, h, w, C) float32, y (B, d, h, w, K) one-hot)``,
+    ``K`` being ``n_classes``, the label scheme's internal classes.
 
     Reads every row of ``rows`` (a worker's shard must be consumed whole each epoch), cuts
     ``patches_per_case`` patches per case (:func:`sample_patches`) into a small shuffle pool,
@@ -162,7 +164,7 @@ def patch_batches(
             for i in reversed(picks):
                 pool.pop(i)
             x = to_channels_last(np.stack([b[0] for b in batch]))
-            y = one_hot(np.stack([b[1] for b in batch]), N_CLASSES)
+            y = one_hot(np.stack([b[1] for b in batch]), n_classes)
             emitted += 1
             yield x, y
 

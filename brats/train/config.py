@@ -15,7 +15,7 @@ from brats.runtime import Replicas
 from brats.storage import S3_ENDPOINT_HELP, Location, resolve
 from brats.volume.augment import Augmentation
 from brats.volume.geometry import Shape3
-from brats.volume.labels import N_CLASSES
+from brats.volume.labels import DEFAULT, LabelScheme
 
 LOSS_NAMES: Final = ("cce", "dice", "dice_ce", "dice_focal", "dice_bce")
 """The losses of :mod:`brats.train.losses`, by name; ``dice_bce`` is for region outputs, the
@@ -151,6 +151,12 @@ class TrainConfig:
     modalities: tuple[str, ...] = option(
         MODALITIES, help="channels in order (FLAIR, T1ce, T2 alone: flair,t1ce,t2)"
     )
+    label_scheme: str | None = option(
+        None,
+        metavar="SCHEME",
+        help="label scheme of a raw --data cohort (built-in name or JSON file; default: from "
+        "its names and labels); an ingested cohort's manifest names its own",
+    )
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes kept in model.json (e.g. what the run was for)."""
 
@@ -213,14 +219,16 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def unet(self, precision: str = "float32") -> UNetConfig:
-        """The architecture this run trains, computing in ``precision`` (a resolved one, not
-        ``auto``). Exported models store the float32 form: inference picks its own."""
+    def unet(self, precision: str = "float32", scheme: LabelScheme = DEFAULT) -> UNetConfig:
+        """The architecture this run trains for the cohort's label ``scheme`` (its classes,
+        its region outputs), computing in ``precision`` (a resolved one, not ``auto``).
+        Exported models store the float32 form: inference picks its own."""
         values: dict[str, Any] = {
             "base_filters": self.base_filters,
             "depth": self.depth,
             "in_channels": len(self.modalities),
-            "n_classes": N_CLASSES,
+            "n_classes": scheme.n_classes,
+            "n_regions": len(scheme.decode),
             "normalization": self.normalization,
             "mixed_precision": POLICIES[precision],
         }
@@ -252,7 +260,7 @@ class TrainConfig:
         self,
         normalization: str,
         *,
-        label_convention: str | None = None,
+        label_scheme: LabelScheme | None = None,
         manifest_hash: str | None = None,
         metrics: Mapping[str, float] | None = None,
         checkpoint: str | None = None,
@@ -266,11 +274,11 @@ class TrainConfig:
         if checkpoint is not None:
             notes["checkpoint"] = checkpoint
         return ModelInfo(
-            unet=self.unet(),
+            unet=self.unet(scheme=label_scheme or DEFAULT),
             modalities=self.modalities,
             normalization=normalization,
             patch_size=self.patch_size,
-            label_convention=label_convention,
+            label_scheme=label_scheme,
             manifest_hash=manifest_hash,
             metrics=dict(metrics or {}),
             training=notes,

@@ -40,6 +40,7 @@ from brats.train.checkpoints import (
 )
 from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult
 from brats.train.worker import SCORE, train_loop_per_worker
+from brats.volume.labels import scheme_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ def prepare_cohort(config: TrainConfig) -> Location:
             cohort=config.data,
             out=cohort.uri,
             s3_endpoint=config.s3_endpoint,
-            preprocess=PreprocessConfig(modalities=config.modalities),
+            preprocess=PreprocessConfig(
+                modalities=config.modalities, label_scheme=config.label_scheme
+            ),
         )
     )
     return cohort
@@ -131,6 +134,8 @@ def loop_config(
     Every size the group may take needs a case per worker (else :class:`TrainingError`);
     the largest share (at the smallest size) decides whether shares are kept in memory.
     """
+    from brats.ingest.shards import manifest_scheme
+
     workers = config.num_workers
     largest = assign_cases(split["train"], workers.min, config.seed)
     assign_cases(split["train"], workers.max, config.seed)
@@ -144,6 +149,7 @@ def loop_config(
         "cache_rows": shard_bytes(manifest, largest) <= budget,
         "cache_val": shard_bytes(manifest, [split["val"]]) <= budget,
         "cohort": cohort.uri,
+        "label_scheme": manifest_scheme(manifest).to_dict(),
     }
 
 
@@ -201,6 +207,8 @@ def data_summary(
     config: TrainConfig, cohort: Location, manifest: dict[str, Any], split: dict[str, list[str]]
 ) -> dict[str, Any]:
     """The run's data, for the logs, the job's JSON and the exported model's card."""
+    from brats.ingest.shards import manifest_scheme
+
     return {
         "cohort": redact(cohort.uri),
         "manifest_hash": manifest["hash"],
@@ -209,7 +217,7 @@ def data_summary(
         # At the largest group size.
         "steps_per_epoch": steps_per_epoch(config, len(split["train"]), config.num_workers.max),
         "normalization": manifest["preprocess"]["normalization"],
-        "conventions": sorted({c["convention"] for c in manifest["cases"]}),
+        "label_scheme": manifest_scheme(manifest).to_dict(),
     }
 
 
@@ -367,12 +375,12 @@ def export_model(
     from brats.io.artifact import save_artifact
     from brats.network.unet import build_unet
 
-    model = build_unet(config.unet(), deep_supervision=True)
+    scheme = scheme_from_dict(summary["label_scheme"])
+    model = build_unet(config.unet(scheme=scheme), deep_supervision=True)
     model.load_weights(os.path.join(checkpoint_dir, WEIGHTS_FILE))
-    conventions = summary["conventions"]
     info = config.model_info(
         summary["normalization"],
-        label_convention=conventions[0] if len(conventions) == 1 else None,
+        label_scheme=scheme,
         manifest_hash=summary["manifest_hash"],
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
         checkpoint=source,

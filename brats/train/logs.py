@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from brats.progress import duration
-from brats.volume.labels import REGIONS
 
 log = logging.getLogger("brats.train")
 """The worker's logger: rank 0's run and epoch lines."""
@@ -89,7 +88,11 @@ def epoch_line(metrics: Mapping[str, Any], epochs: int, *, eta_s: float | None =
         f"loss {metrics['loss']:.4g}",
         f"lr {metrics['lr']:.3g}",
     ]
-    dices = [f"{r} {metrics[f'val_dice_{r}']:.2f}" for r in REGIONS if f"val_dice_{r}" in metrics]
+    dices = [
+        f"{key.removeprefix('val_dice_')} {value:.2f}"
+        for key, value in metrics.items()
+        if key.startswith("val_dice_")
+    ]
     if dices:
         parts.append("val Dice " + " ".join(dices))
     parts.append(f"{metrics['samples_per_s']:.1f} samples/s")

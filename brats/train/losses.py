@@ -107,12 +107,15 @@ def categorical_focal_loss(
     return ops.mean(-y_true * alpha * ops.power(1.0 - y_pred, gamma) * ops.log(y_pred))
 
 
-def to_regions(y_true: Any) -> Any:
-    """One-hot classes ``(..., K)`` -> region memberships ``(..., 3)`` (WT, TC, ET): the sum
-    of each region's class channels, so soft (pooled) one-hot targets give soft regions."""
+def to_regions(y_true: Any, regions: Sequence[Sequence[int]] | None = None) -> Any:
+    """One-hot classes ``(..., K)`` -> region memberships ``(..., R)``: the sum of each
+    region's class channels, so soft (pooled) one-hot targets give soft regions. ``regions``
+    are the internal classes of each region output
+    (:meth:`brats.volume.labels.LabelScheme.output_classes`; default WT, TC, ET)."""
     y_true = _float32(y_true)
+    chosen = regions if regions is not None else tuple(REGIONS.values())
     return ops.stack(
-        [ops.sum(ops.take(y_true, list(c), axis=-1), axis=-1) for c in REGIONS.values()],
+        [ops.sum(ops.take(y_true, list(c), axis=-1), axis=-1) for c in chosen],
         axis=-1,
     )
 
@@ -275,12 +278,14 @@ class DiceFocalLoss(SoftDiceLoss):
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class RegionDiceBCELoss(keras.losses.Loss):
     """The ``nnunet`` preset's loss on region sigmoids: ``dice_weight * (1 - mean soft Dice of
-    WT, TC, ET) + bce_weight * binary cross-entropy``, Dice pooled over the batch as
-    nnU-Net's batch Dice. ``y_true`` is one-hot classes (converted by :func:`to_regions`)."""
+    the region outputs) + bce_weight * binary cross-entropy``, Dice pooled over the batch as
+    nnU-Net's batch Dice. ``y_true`` is one-hot classes (converted by :func:`to_regions` with
+    ``regions``, the internal classes of each output; default WT, TC, ET)."""
 
     def __init__(
         self,
         smooth: float = SMOOTH,
+        regions: Sequence[Sequence[int]] | None = None,
         dice_weight: float = 1.0,
         bce_weight: float = 1.0,
         epsilon: float = EPSILON,
@@ -289,12 +294,13 @@ class RegionDiceBCELoss(keras.losses.Loss):
     ) -> None:
         super().__init__(name=name, **kwargs)
         self.smooth = smooth
+        self.regions = None if regions is None else tuple(tuple(int(c) for c in r) for r in regions)
         self.dice_weight = dice_weight
         self.bce_weight = bce_weight
         self.epsilon = epsilon
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        regions = to_regions(y_true)
+        regions = to_regions(y_true, self.regions)
         dice = 1.0 - ops.mean(soft_dice(regions, y_pred, smooth=self.smooth))
         bce = binary_crossentropy(regions, y_pred, epsilon=self.epsilon)
         return self.dice_weight * dice + self.bce_weight * bce
@@ -303,6 +309,7 @@ class RegionDiceBCELoss(keras.losses.Loss):
         return {
             **super().get_config(),
             "smooth": self.smooth,
+            "regions": None if self.regions is None else [list(r) for r in self.regions],
             "dice_weight": self.dice_weight,
             "bce_weight": self.bce_weight,
             "epsilon": self.epsilon,

@@ -118,9 +118,14 @@ def _case_patches(
 
 
 def stream_batches(
-    ds: ray.data.Dataset, config: TrainConfig, steps: int, key: tuple[int, int, int]
+    ds: ray.data.Dataset,
+    config: TrainConfig,
+    steps: int,
+    key: tuple[int, int, int],
+    n_classes: int = N_CLASSES,
 ) -> Iterator[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
-    """Exactly ``steps`` batches ``(x (B, d, h, w, C) float32, y (B, d, h, w, K) one-hot)``
+    """Exactly ``steps`` batches ``(x (B, d, h, w, C) float32, y (B, d, h, w, K) one-hot,
+    K = n_classes)``
     from :func:`patch_dataset`, shuffled in a seeded local buffer; the rest of the epoch's
     patches are left unread (the dataset stops when the iterator is dropped).
 
@@ -138,7 +143,7 @@ def stream_batches(
     emitted = 0
     # zip takes from range first: the batch after the last step is never requested.
     for step, batch in zip(range(1, steps + 1), batches, strict=False):
-        yield to_channels_last(np.asarray(batch["image"])), one_hot(batch["label"], N_CLASSES)
+        yield to_channels_last(np.asarray(batch["image"])), one_hot(batch["label"], n_classes)
         emitted = step
     if emitted < steps:  # the other workers would wait for this one's next step forever
         raise TrainingError(f"the patch stream ended after {emitted} of {steps} batches")

@@ -40,7 +40,7 @@ from brats.train.logs import EpochLines, log, quiet_worker_logs
 from brats.train.schedule import learning_rate_at, step_progress
 from brats.train.stream import patch_dataset, stream_batches
 from brats.train.tensorboard import TensorBoardLog
-from brats.volume.labels import REGIONS, region_mask
+from brats.volume.labels import DEFAULT, LabelScheme, region_mask, scheme_from_dict
 from brats.volume.metrics import dice
 from brats.volume.postprocess import choose_postprocessing
 
@@ -49,7 +49,7 @@ SCORE = "val_dice_mean"
 
 
 def build_step(
-    config: TrainConfig, strategy: Any, precision: str = "float32"
+    config: TrainConfig, strategy: Any, precision: str = "float32", scheme: LabelScheme = DEFAULT
 ) -> tuple[Any, Any, Any]:
     """``(model, optimizer, train_step)`` under ``strategy``, computing in ``precision``
     (resolved: not ``auto``).
@@ -74,12 +74,12 @@ def build_step(
     # Outside the strategy's scope: a plain variable each worker sets alike, step by step.
     progress = tf.Variable(0.0, trainable=False, dtype="float32", name="run_progress")
     with strategy.scope():
-        model = build_unet(config.unet(precision), deep_supervision=True)
+        model = build_unet(config.unet(precision, scheme), deep_supervision=True)
         optimizer: Any = keras.optimizers.Adam(lambda: learning_rate_at(config, progress))
         if precision == "float16":  # bfloat16 has float32's range: no loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
-    loss_fn = get_loss(str(config.loss))
+    loss_fn = get_loss(str(config.loss), **loss_options(str(config.loss), scheme))
 
     @tf.function
     def train_step(x: Any, y: Any, at: Any) -> Any:
@@ -100,25 +100,37 @@ def build_step(
     return model, optimizer, train_step
 
 
+def loss_options(name: str, scheme: LabelScheme) -> dict[str, Any]:
+    """What the loss needs of the label scheme: the classes of each region output
+    (``dice_bce``), or an equal weight per class (the ``seed`` preset's ``dice_focal``: 0.25
+    each for the four glioma classes)."""
+    if name == "dice_bce":
+        return {"regions": scheme.output_classes()}
+    if name == "dice_focal":
+        return {"class_weights": (1.0 / scheme.n_classes,) * scheme.n_classes}
+    return {}
+
+
 def validate(predictor: Predictor, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Scores of the predictor's labels on whole prepared cases; empty when there is none.
 
-    ``val_dice_WT`` ... are the mean Dice per region before postprocessing, :data:`SCORE` the
-    mean of the three. ``postprocessing`` is the JSON of the component rules that raise them
-    (:func:`brats.volume.postprocess.choose_postprocessing`), and ``val_post_dice_WT`` ...
-    the mean Dice with those rules applied.
+    ``val_dice_WT`` ... are the mean Dice per region of the model's label scheme before
+    postprocessing, :data:`SCORE` their mean. ``postprocessing`` is the JSON of the
+    component rules that raise them (:func:`brats.volume.postprocess.choose_postprocessing`),
+    and ``val_post_dice_WT`` ... the mean Dice with those rules applied.
     """
+    scheme = predictor.info.scheme
     cases = [(predictor.labels(row["image"]), np.asarray(row["label"])) for row in rows]
     if not cases:
         return {}
     out: dict[str, Any] = {
         f"val_dice_{r}": float(
-            np.mean([dice(region_mask(p, r), region_mask(t, r)) for p, t in cases])
+            np.mean([dice(region_mask(p, r, scheme), region_mask(t, r, scheme)) for p, t in cases])
         )
-        for r in REGIONS
+        for r in scheme.regions
     }
     out[SCORE] = float(np.mean(list(out.values())))
-    rules, post = choose_postprocessing(cases)
+    rules, post = choose_postprocessing(cases, scheme=scheme)
     out |= {f"val_post_dice_{r}": v for r, v in post.items()}
     out["postprocessing"] = json.dumps(rules.to_dict(), sort_keys=True)
     return out
@@ -170,7 +182,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     config = worker.config
     hook: EpochHook | None = loop_config.get("epoch_hook")
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    model, optimizer, train_step = build_step(config, strategy, worker.precision)
+    model, optimizer, train_step = build_step(config, strategy, worker.precision, worker.scheme)
     predictor = validation_predictor(model, worker, loop_config["normalization"])
     start, history = resume(config, model, optimizer)
     worker.announce(start)
@@ -196,7 +208,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 class Worker:
     """This worker's part in the run: its rank in a group of ``workers``, its ``share`` of
     the training cases, the ``steps`` per epoch, the training step's ``precision``, and the
-    ``threads`` and ``niceness`` it computes with (both go into every epoch's metrics)."""
+    ``threads`` and ``niceness`` it computes with (both go into every epoch's metrics), and the
+    cohort's label ``scheme``."""
 
     config: TrainConfig
     rank: int
@@ -206,6 +219,7 @@ class Worker:
     precision: str
     threads: int
     niceness: int
+    scheme: LabelScheme = DEFAULT
 
     @classmethod
     def here(cls, loop_config: dict[str, Any]) -> Worker:
@@ -228,6 +242,9 @@ class Worker:
             precision=resolve_precision(config.precision),
             threads=threads,
             niceness=niceness,
+            scheme=scheme_from_dict(loop_config["label_scheme"])
+            if loop_config.get("label_scheme")
+            else DEFAULT,
         )
 
     def announce(self, start: int) -> None:
@@ -302,8 +319,8 @@ class WorkerData:
         key = (config.seed, epoch, self.worker.rank)
         if self.rows is None:
             patches = patch_dataset(self.cohort, self.worker.share, config, steps, key)
-            return stream_batches(patches, config, steps, key)
-        return patch_batches(iter(self.rows), config, steps, key)
+            return stream_batches(patches, config, steps, key, self.worker.scheme.n_classes)
+        return patch_batches(iter(self.rows), config, steps, key, self.worker.scheme.n_classes)
 
 
 class Lead:
@@ -338,7 +355,10 @@ def validation_predictor(model: Any, worker: Worker, normalization: str) -> Pred
     """The predictor rank 0 validates with: the training network as it is, in its precision,
     without flips (8x the cost every epoch): it ranks epochs and chooses the postprocessing."""
     config = worker.config
-    info = replace(config.model_info(normalization), unet=config.unet(worker.precision))
+    info = replace(
+        config.model_info(normalization, label_scheme=worker.scheme),
+        unet=config.unet(worker.precision, worker.scheme),
+    )
     settings = PredictSettings(
         overlap=config.val_overlap,
         batch_size=config.batch_size,

@@ -1,40 +1,345 @@
-"""Label conventions, classes and BraTS regions: the one home for what a label means.
+"""Label schemes: the one home for what a label means.
 
-Inside the library a segmentation is a ``(D, H, W) uint8`` array of *internal* classes:
+A :class:`LabelScheme` is pure data, in the spirit of nnU-Net's label manager: its classes
+(name, value on disk, colour), its regions (named sets of classes, scored in their order), the
+order in which the network's region outputs are painted back into classes, the images it
+needs, and which challenge's lesion-wise settings it is scored with.
 
-    0 background, 1 necrotic / non-enhancing core (NCR), 2 edema (ED), 3 enhancing tumor (ET)
+Inside the library a segmentation is a ``(D, H, W) uint8`` array of *internal* classes: 0 is
+background and class ``i`` (1-based) is ``scheme.classes[i - 1]``. :func:`to_internal` and
+:func:`to_disk` convert between that and the values a dataset writes on disk.
 
-On disk BraTS 2020 (and 2018/2019) writes ET as 4, BraTS 2021/2023 writes it as 3. Reports
-use the overlapping regions WT = {1, 2, 3}, TC = {1, 3}, ET = {3}.
+Built in (:data:`SCHEMES`), as the BraTS challenges' evaluation code defines them:
+
+============  =========================================  ======================================
+scheme        on disk                                    regions
+============  =========================================  ======================================
+brats2020     1 NCR, 2 ED, 4 ET                          WT {NCR,ED,ET}, TC {NCR,ET}, ET
+brats2023     1 NETC, 2 SNFH, 3 ET                       WT, TC {NETC,ET}, ET
+gli2024       1 NETC, 2 SNFH, 3 ET, 4 RC                 WT {NETC,SNFH,ET}, TC, ET, NETC, SNFH, RC
+met2024       1 NETC, 2 SNFH, 3 ET, 4 RC                 WT, TC, ET, RC
+ped2024       1 ET, 2 NETC, 3 CC, 4 ED                   WT {all}, TC {ET,NETC,CC}, ET, NETC, CC, ED
+menrt2024     1 GTV (T1c only, truth ``*_gtv``)          GTV
+============  =========================================  ======================================
+
+The module-level names :data:`NCR`, :data:`ED`, :data:`ET`, :data:`REGIONS`, :data:`N_CLASSES`
+describe the 2020/2023 glioma schemes (which share their internal classes), the default of
+every function that takes a scheme.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Final
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+IMAGES: Final = ("flair", "t1", "t1ce", "t2")
+"""Canonical image names (BraTS 2020 spelling), the default images a scheme needs."""
+LESION_TASKS: Final = ("glioma", "metastasis", "paediatric", "meningioma_rt")
+"""Which challenge's lesion-wise settings a scheme is scored with (:mod:`brats.volume.lesions`)."""
+MAX_CLASSES: Final = 32
+_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}", re.ASCII)
+
+
+class LabelError(ValueError):
+    """A segmentation holds a label that its scheme does not define."""
+
+
+class SchemeError(ValueError):
+    """A label scheme that cannot be used: malformed, inconsistent or unknown."""
+
+
+@dataclass(frozen=True)
+class LabelClass:
+    """One class of a scheme.
+
+    Attributes:
+        name: short name, used in record keys when the class is a region (``"NETC"``).
+        value: the value a dataset writes on disk for it (1..255).
+        colour: overlay colour, RGB.
+        text: what a person reads in a legend.
+    """
+
+    name: str
+    value: int
+    colour: tuple[int, int, int]
+    text: str
+
+
+@dataclass(frozen=True)
+class LabelScheme:
+    """What every label of a dataset means (see the module docstring).
+
+    Attributes:
+        name: the scheme's name (``--label-scheme``; stored in manifests and ``model.json``).
+        classes: the foreground classes; internal class ``i`` is ``classes[i - 1]``.
+        regions: region name -> class names, in report order (record keys
+            ``dice_<REGION>``, ...).
+        decode: ``(region, class)`` pairs: the network's region outputs, in channel order,
+            and the class each paints where its probability passes the threshold; later
+            pairs paint over earlier ones (nnU-Net's ``regions_class_order``).
+        images: the images a case must have (canonical names from :data:`IMAGES`).
+        truth: the segmentation file's suffix (``seg``; ``gtv`` for meningioma radiotherapy).
+        lesion_task: whose lesion-wise settings score it (:data:`LESION_TASKS`).
+        source: where the definition comes from (shown in ``brats schemes``).
+    """
+
+    name: str
+    classes: tuple[LabelClass, ...]
+    regions: Mapping[str, tuple[str, ...]]
+    decode: tuple[tuple[str, str], ...]
+    images: tuple[str, ...] = IMAGES
+    truth: str = "seg"
+    lesion_task: str = "glioma"
+    source: str = ""
+    _table_in: npt.NDArray[np.int16] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_scheme(self)
+        object.__setattr__(self, "regions", {k: tuple(v) for k, v in self.regions.items()})
+        table = np.full(256, -1, dtype=np.int16)
+        table[0] = 0
+        for i, c in enumerate(self.classes, start=1):
+            table[c.value] = i
+        object.__setattr__(self, "_table_in", table)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @property
+    def n_classes(self) -> int:
+        """Internal classes, background included."""
+        return len(self.classes) + 1
+
+    @property
+    def disk_values(self) -> tuple[int, ...]:
+        """On-disk value of every internal class, background (0) first."""
+        return (0, *(c.value for c in self.classes))
+
+    @property
+    def output_regions(self) -> tuple[str, ...]:
+        """The network's region outputs, in channel order."""
+        return tuple(region for region, _ in self.decode)
+
+    def class_index(self, name: str) -> int:
+        """Internal class of the class called ``name``."""
+        for i, c in enumerate(self.classes, start=1):
+            if c.name == name:
+                return i
+        raise SchemeError(f"scheme {self.name} has no class {name!r}")
+
+    def region_classes(self, region: str) -> tuple[int, ...]:
+        """Internal classes of ``region``."""
+        try:
+            names = self.regions[region]
+        except KeyError:
+            raise ValueError(
+                f"unknown region {region!r} in scheme {self.name}; expected one of "
+                f"{list(self.regions)}"
+            ) from None
+        return tuple(self.class_index(n) for n in names)
+
+    def output_classes(self) -> tuple[tuple[int, ...], ...]:
+        """Internal classes of each region output, in channel order (the losses' targets)."""
+        return tuple(self.region_classes(r) for r in self.output_regions)
+
+    def colours(self) -> dict[int, tuple[int, int, int]]:
+        """Internal class -> overlay colour."""
+        return {i: c.colour for i, c in enumerate(self.classes, start=1)}
+
+    def legend(self) -> dict[int, str]:
+        """Internal class -> legend text."""
+        return {i: c.text for i, c in enumerate(self.classes, start=1)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; :func:`scheme_from_dict` inverts it."""
+        return {
+            "name": self.name,
+            "classes": [
+                {"name": c.name, "value": c.value, "colour": list(c.colour), "text": c.text}
+                for c in self.classes
+            ],
+            "regions": {k: list(v) for k, v in self.regions.items()},
+            "decode": [list(pair) for pair in self.decode],
+            "images": list(self.images),
+            "truth": self.truth,
+            "lesion_task": self.lesion_task,
+            "source": self.source,
+        }
+
+
+def _check_scheme(s: LabelScheme) -> None:
+    """Every way a scheme can contradict itself, as a :class:`SchemeError` naming the entry."""
+    where = f"label scheme {s.name!r}"
+    if not isinstance(s.name, str) or not _NAME_RE.fullmatch(s.name):
+        raise SchemeError(f"{where}: a name is a letter then letters, digits or _")
+    if not s.classes or len(s.classes) > MAX_CLASSES:
+        raise SchemeError(f"{where}: needs 1..{MAX_CLASSES} classes")
+    names = [c.name for c in s.classes]
+    values = [c.value for c in s.classes]
+    for c in s.classes:
+        if not isinstance(c.name, str) or not _NAME_RE.fullmatch(c.name):
+            raise SchemeError(f"{where}: class name {c.name!r} is not a short name")
+        if isinstance(c.value, bool) or not isinstance(c.value, int) or not 1 <= c.value <= 255:
+            raise SchemeError(f"{where}: class {c.name} has value {c.value!r}; use 1..255")
+        if len(c.colour) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c.colour):
+            raise SchemeError(f"{where}: class {c.name} colour must be three integers 0..255")
+    for label, seen in (("class name", names), ("value", [str(v) for v in values])):
+        twice = sorted({x for x in seen if seen.count(x) > 1})
+        if twice:
+            raise SchemeError(f"{where}: {label}s {twice} are used by more than one class")
+    if not s.regions:
+        raise SchemeError(f"{where}: needs at least one region")
+    for region, members in s.regions.items():
+        if not isinstance(region, str) or not _NAME_RE.fullmatch(region):
+            raise SchemeError(f"{where}: region name {region!r} is not a short name")
+        unknown = [m for m in members if m not in names]
+        if not members or unknown:
+            raise SchemeError(
+                f"{where}: region {region} names unknown classes {unknown or '(none)'}; "
+                f"classes are {names}"
+            )
+    if not s.decode:
+        raise SchemeError(f"{where}: decode needs at least one (region, class) pair")
+    painted: set[str] = set()
+    for pair in s.decode:
+        if len(pair) != 2:
+            raise SchemeError(f"{where}: decode entry {pair!r} is not a (region, class) pair")
+        region, cls = pair
+        if region not in s.regions:
+            raise SchemeError(f"{where}: decode names unknown region {region!r}")
+        if cls not in s.regions[region]:
+            raise SchemeError(f"{where}: decode paints {cls!r}, which is not in region {region}")
+        painted.add(cls)
+    missing = [n for n in names if n not in painted]
+    if missing:
+        raise SchemeError(f"{where}: decode never paints classes {missing}")
+    regions_out = [r for r, _ in s.decode]
+    if len(set(regions_out)) != len(regions_out):
+        raise SchemeError(f"{where}: decode names a region twice")
+    bad = [m for m in s.images if m not in IMAGES]
+    if not s.images or bad or len(set(s.images)) != len(s.images):
+        raise SchemeError(f"{where}: images must be distinct names from {IMAGES}, got {s.images}")
+    if not isinstance(s.truth, str) or not re.fullmatch(r"[a-z][a-z0-9]{0,15}", s.truth):
+        raise SchemeError(f"{where}: truth suffix {s.truth!r} must be a short lower-case word")
+    if s.lesion_task not in LESION_TASKS:
+        raise SchemeError(f"{where}: lesion_task must be one of {LESION_TASKS}")
+
+
+# Colours: the old glioma palette (necrotic core red, edema green, enhancing tumour yellow),
+# with a cavity blue, a cyst purple and a radiotherapy target orange.
+_RED, _GREEN, _YELLOW = (228, 26, 28), (44, 160, 44), (255, 215, 0)
+_BLUE, _PURPLE, _ORANGE = (31, 119, 180), (148, 103, 189), (255, 127, 14)
+_SOURCE_2023 = "BraTS 2023 metrics (rachitsaluja/BraTS-2023-Metrics)"
+_SOURCE_2024 = "BraTS 2024 metrics (rachitsaluja/BraTS-2024-Metrics), metrics_{}.py"
+_GLIOMA_DECODE: Final = (("WT", "SNFH"), ("TC", "NETC"), ("ET", "ET"))
+
+
+def _glioma_2023(name: str, et_value: int, netc: str, snfh: str, source: str) -> LabelScheme:
+    return LabelScheme(
+        name=name,
+        classes=(
+            LabelClass(netc, 1, _RED, "necrotic / non-enhancing core"),
+            LabelClass(snfh, 2, _GREEN, "edema (non-enhancing FLAIR hyperintensity)"),
+            LabelClass("ET", et_value, _YELLOW, "enhancing tumor"),
+        ),
+        regions={"WT": (netc, snfh, "ET"), "TC": (netc, "ET"), "ET": ("ET",)},
+        decode=(("WT", snfh), ("TC", netc), ("ET", "ET")),
+        source=source,
+    )
+
+
+def _post_treatment(name: str, regions: tuple[str, ...], task: str, source: str) -> LabelScheme:
+    all_regions = {
+        "WT": ("NETC", "SNFH", "ET"),
+        "TC": ("NETC", "ET"),
+        "ET": ("ET",),
+        "NETC": ("NETC",),
+        "SNFH": ("SNFH",),
+        "RC": ("RC",),
+    }
+    return LabelScheme(
+        name=name,
+        classes=(
+            LabelClass("NETC", 1, _RED, "non-enhancing tumor core"),
+            LabelClass("SNFH", 2, _GREEN, "non-enhancing FLAIR hyperintensity"),
+            LabelClass("ET", 3, _YELLOW, "enhancing tissue"),
+            LabelClass("RC", 4, _BLUE, "resection cavity"),
+        ),
+        regions={r: all_regions[r] for r in regions},
+        decode=(*_GLIOMA_DECODE, ("RC", "RC")),
+        lesion_task=task,
+        source=source,
+    )
+
+
+BRATS2020: Final = _glioma_2023(
+    "brats2020", 4, "NCR", "ED", "BraTS 2020 (labels 1 NCR, 2 ED, 4 ET); regions as BraTS 2023"
+)
+BRATS2023: Final = _glioma_2023("brats2023", 3, "NETC", "SNFH", _SOURCE_2023)
+GLI2024: Final = _post_treatment(
+    "gli2024", ("WT", "TC", "ET", "NETC", "SNFH", "RC"), "glioma", _SOURCE_2024.format("GLI")
+)
+MET2024: Final = _post_treatment(
+    "met2024", ("WT", "TC", "ET", "RC"), "metastasis", _SOURCE_2024.format("MET")
+)
+PED2024: Final = LabelScheme(
+    name="ped2024",
+    classes=(
+        LabelClass("ET", 1, _YELLOW, "enhancing tumor"),
+        LabelClass("NETC", 2, _RED, "non-enhancing tumor core"),
+        LabelClass("CC", 3, _PURPLE, "cystic component"),
+        LabelClass("ED", 4, _GREEN, "edema"),
+    ),
+    regions={
+        "WT": ("ET", "NETC", "CC", "ED"),
+        "TC": ("ET", "NETC", "CC"),
+        "ET": ("ET",),
+        "NETC": ("NETC",),
+        "CC": ("CC",),
+        "ED": ("ED",),
+    },
+    decode=(("WT", "ED"), ("TC", "NETC"), ("CC", "CC"), ("ET", "ET")),
+    lesion_task="paediatric",
+    source=_SOURCE_2024.format("PED"),
+)
+MENRT2024: Final = LabelScheme(
+    name="menrt2024",
+    classes=(LabelClass("GTV", 1, _ORANGE, "gross tumor volume"),),
+    regions={"GTV": ("GTV",)},
+    decode=(("GTV", "GTV"),),
+    images=("t1ce",),
+    truth="gtv",
+    lesion_task="meningioma_rt",
+    source=_SOURCE_2024.format("MEN_RT"),
+)
+
+SCHEMES: Final[dict[str, LabelScheme]] = {
+    s.name: s for s in (BRATS2020, BRATS2023, GLI2024, MET2024, PED2024, MENRT2024)
+}
+"""The built-in schemes by name."""
+DEFAULT: Final = BRATS2023
+"""What a function that takes a scheme assumes when given none (2020 has the same classes)."""
+
+# The 2020/2023 glioma classes, for code that predates schemes.
 NCR: Final = 1
 ED: Final = 2
 ET: Final = 3
-N_CLASSES: Final = 4
+N_CLASSES: Final = DEFAULT.n_classes
 CLASS_NAMES: Final = ("background", "necrotic_core", "edema", "enhancing_tumor")
+CLASS_LABELS: Final[dict[int, str]] = BRATS2020.legend()
+"""Legend text of the glioma classes (:meth:`LabelScheme.legend` of ``brats2020``)."""
+CLASS_COLOURS: Final[dict[int, tuple[int, int, int]]] = DEFAULT.colours()
+"""The glioma overlay palette (RGB): necrotic core red, edema green, enhancing tumour yellow."""
+REGIONS: Final[dict[str, tuple[int, ...]]] = {r: DEFAULT.region_classes(r) for r in DEFAULT.regions}
+"""The glioma regions as sets of internal classes: WT, TC, ET."""
 
-CLASS_LABELS: Final[dict[int, str]] = {
-    NCR: "necrotic / non-enhancing core",
-    ED: "edema",
-    ET: "enhancing tumor",
-}
-"""What a person reads for each internal tumour class (the report's and the app's legend)."""
-CLASS_COLOURS: Final[dict[int, tuple[int, int, int]]] = {
-    NCR: (228, 26, 28),
-    ED: (44, 160, 44),
-    ET: (255, 215, 0),
-}
-"""The one overlay palette (RGB) of the tumour classes: necrotic core red, edema green,
-enhancing tumour yellow. The report's thumbnails and the app's overlay both draw with it."""
+SchemeLike = LabelScheme | str
 
 
 def hex_colour(rgb: tuple[int, int, int]) -> str:
@@ -42,78 +347,132 @@ def hex_colour(rgb: tuple[int, int, int]) -> str:
     return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
-REGIONS: Final[dict[str, tuple[int, ...]]] = {
-    "WT": (NCR, ED, ET),
-    "TC": (NCR, ET),
-    "ET": (ET,),
-}
-"""BraTS evaluation regions as sets of internal classes."""
-
-
-class LabelConvention(StrEnum):
-    """How a cohort writes its labels on disk."""
-
-    BRATS2020 = "brats2020"
-    BRATS2023 = "brats2023"
-
-
-DISK_LABELS: Final[dict[LabelConvention, tuple[int, int, int, int]]] = {
-    # index = internal class, value = label on disk
-    LabelConvention.BRATS2020: (0, 1, 2, 4),
-    LabelConvention.BRATS2023: (0, 1, 2, 3),
-}
-
-
-class LabelError(ValueError):
-    """A segmentation holds a label that its convention does not define."""
-
-
-def _lookup(source: tuple[int, ...], target: tuple[int, ...]) -> npt.NDArray[np.int16]:
-    """A 256-entry table mapping ``source[i] -> target[i]``; every other value maps to -1."""
-    table = np.full(256, -1, dtype=np.int16)
-    table[list(source)] = target
-    return table
-
-
-def to_internal(seg: npt.ArrayLike, convention: LabelConvention | str) -> npt.NDArray[np.uint8]:
-    """Convert a segmentation from its on-disk convention to internal classes.
-
-    Args:
-        seg: integer-valued label volume of any shape (float arrays from nibabel are accepted
-            when every value is a whole number).
-        convention: the cohort's on-disk convention.
-
-    Returns:
-        ``uint8`` array of the same shape with values in ``{0, 1, 2, 3}``.
+def scheme_named(name: SchemeLike | None) -> LabelScheme:
+    """The built-in scheme called ``name`` (a scheme passes through; ``None`` is the default).
 
     Raises:
-        LabelError: a value that the convention does not define (a "stray" label), or a
-            non-integer value.
+        SchemeError: no built-in scheme has that name.
     """
-    convention = LabelConvention(convention)
-    arr = np.asarray(seg)
+    if name is None:
+        return DEFAULT
+    if isinstance(name, LabelScheme):
+        return name
+    try:
+        return SCHEMES[str(name)]
+    except KeyError:
+        raise SchemeError(
+            f"unknown label scheme {name!r}; built in: {', '.join(SCHEMES)} (or a JSON file)"
+        ) from None
+
+
+def scheme_from_dict(data: Mapping[str, Any]) -> LabelScheme:
+    """A scheme from its JSON form (:meth:`LabelScheme.to_dict`; ``images``, ``truth``,
+    ``lesion_task`` and ``source`` optional).
+
+    Raises:
+        SchemeError: a missing or unknown key, or an entry the scheme cannot hold, named.
+    """
+    if not isinstance(data, Mapping):
+        raise SchemeError("a label scheme is a JSON object")
+    known = {"name", "classes", "regions", "decode", "images", "truth", "lesion_task", "source"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SchemeError(f"label scheme: unknown keys {unknown}; known: {sorted(known)}")
+    missing = sorted({"name", "classes", "regions", "decode"} - set(data))
+    if missing:
+        raise SchemeError(f"label scheme: missing keys {missing}")
+    try:
+        classes = tuple(
+            LabelClass(
+                name=c["name"],
+                value=c["value"],
+                colour=_colour(c.get("colour", _default_colour(i))),
+                text=str(c.get("text", c["name"])),
+            )
+            for i, c in enumerate(data["classes"])
+        )
+        regions = {str(k): tuple(v) for k, v in dict(data["regions"]).items()}
+        decode = tuple((str(p[0]), str(p[1])) for p in data["decode"])
+        extra = {k: data[k] for k in ("truth", "lesion_task", "source") if k in data}
+        if "images" in data:
+            extra["images"] = tuple(data["images"])
+        return LabelScheme(
+            name=data["name"], classes=classes, regions=regions, decode=decode, **extra
+        )
+    except SchemeError:
+        raise
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise SchemeError(f"label scheme {data.get('name')!r}: malformed entry ({exc})") from None
+
+
+def _colour(value: Any) -> tuple[int, int, int]:
+    r, g, b = value
+    return (r, g, b)
+
+
+def _default_colour(i: int) -> tuple[int, int, int]:
+    palette = (_RED, _GREEN, _YELLOW, _BLUE, _PURPLE, _ORANGE)
+    return palette[i % len(palette)]
+
+
+def scheme_from_json(text: str | bytes, what: str = "label scheme") -> LabelScheme:
+    """A scheme from JSON text; :class:`SchemeError` names ``what`` on bad JSON."""
+    if len(text) > 64 * 1024:
+        raise SchemeError(f"{what}: over 64 KiB; a label scheme is a small JSON file")
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SchemeError(f"{what}: not JSON ({exc})") from None
+    try:
+        return scheme_from_dict(data)
+    except SchemeError as exc:
+        raise SchemeError(f"{what}: {exc}") from None
+
+
+def _values(arr: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))):
         raise LabelError("segmentation has non-integer or non-finite values")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise LabelError(f"label values outside 0..255: min {arr.min()}, max {arr.max()}")
-    disk = DISK_LABELS[convention]
-    table = _lookup(disk, tuple(range(N_CLASSES)))
-    out = table[arr.astype(np.uint8, copy=False)]
+    return arr.astype(np.uint8, copy=False)
+
+
+def to_internal(seg: npt.ArrayLike, scheme: SchemeLike | None = None) -> npt.NDArray[np.uint8]:
+    """Convert a segmentation from a scheme's on-disk values to internal classes.
+
+    Args:
+        seg: integer-valued label volume of any shape (float arrays from nibabel are accepted
+            when every value is a whole number).
+        scheme: the dataset's scheme (or its built-in name).
+
+    Returns:
+        ``uint8`` array of the same shape with values in ``0..len(scheme.classes)``.
+
+    Raises:
+        LabelError: a value that the scheme does not define (a "stray" label, named with the
+            scheme's values), or a non-integer value.
+    """
+    s = scheme_named(scheme)
+    arr = np.asarray(seg)
+    out = s._table_in[_values(arr)]
     if np.any(out < 0):
-        stray = sorted(set(np.unique(arr).astype(int).tolist()) - set(disk))
-        raise LabelError(
-            f"labels {stray} are not in the {convention.value} convention {sorted(disk)}"
-        )
+        stray = sorted(set(np.unique(arr).astype(int).tolist()) - set(s.disk_values))
+        raise LabelError(f"labels {stray} are not in the {s.name} scheme {sorted(s.disk_values)}")
     return out.astype(np.uint8)
 
 
-def to_disk(labels: npt.ArrayLike, convention: LabelConvention | str) -> npt.NDArray[np.uint8]:
-    """Convert internal classes ``{0..3}`` to a cohort's on-disk convention (uint8)."""
-    convention = LabelConvention(convention)
+def to_disk(labels: npt.ArrayLike, scheme: SchemeLike | None = None) -> npt.NDArray[np.uint8]:
+    """Convert internal classes to a scheme's on-disk values (uint8)."""
+    s = scheme_named(scheme)
     arr = np.asarray(labels)
-    if arr.size and (arr.min() < 0 or arr.max() >= N_CLASSES):
-        raise LabelError(f"internal labels must be in 0..{N_CLASSES - 1}")
-    return np.asarray(DISK_LABELS[convention], dtype=np.uint8)[arr.astype(np.intp, copy=False)]
+    if arr.size and (arr.min() < 0 or arr.max() >= s.n_classes):
+        raise LabelError(f"internal labels of {s.name} must be in 0..{s.n_classes - 1}")
+    return np.asarray(s.disk_values, dtype=np.uint8)[arr.astype(np.intp, copy=False)]
+
+
+def labels_present(seg: npt.ArrayLike) -> frozenset[int]:
+    """The distinct values of a label volume (raising :class:`LabelError` on non-labels)."""
+    return frozenset(int(v) for v in np.unique(_values(np.asarray(seg))))
 
 
 def one_hot(labels: npt.ArrayLike, n_classes: int = N_CLASSES) -> npt.NDArray[np.float32]:
@@ -122,24 +481,52 @@ def one_hot(labels: npt.ArrayLike, n_classes: int = N_CLASSES) -> npt.NDArray[np
     return np.eye(n_classes, dtype=np.float32)[arr.astype(np.intp, copy=False)]
 
 
-def regions_to_labels(regions: npt.ArrayLike, threshold: float = 0.5) -> npt.NDArray[np.uint8]:
-    """Region probabilities ``(3, D, H, W)`` (WT, TC, ET, :data:`REGIONS` order) -> ``(D, H,
-    W) uint8`` internal classes, as nnU-Net decodes BraTS regions: ET where ET > threshold;
-    else NCR where TC > threshold; else edema where WT > threshold; else background.
+def regions_to_labels(
+    regions: npt.ArrayLike, threshold: float = 0.5, scheme: SchemeLike | None = None
+) -> npt.NDArray[np.uint8]:
+    """Region probabilities ``(R, D, H, W)``, in :attr:`LabelScheme.output_regions` order ->
+    ``(D, H, W) uint8`` internal classes, as nnU-Net decodes regions: each output paints its
+    class where it passes ``threshold``, in :attr:`LabelScheme.decode` order (for BraTS
+    glioma: edema where WT, then core where TC, then ET where ET).
     """
+    s = scheme_named(scheme)
     probs = np.asarray(regions)
-    if probs.ndim < 1 or probs.shape[0] != len(REGIONS):
-        raise ValueError(f"expected {len(REGIONS)} region channels first, got {probs.shape}")
+    if probs.ndim < 1 or probs.shape[0] != len(s.decode):
+        raise ValueError(
+            f"expected {len(s.decode)} region channels first for {s.name}, got {probs.shape}"
+        )
     out = np.zeros(probs.shape[1:], dtype=np.uint8)
-    for channel, label in zip(range(len(REGIONS)), (ED, NCR, ET), strict=True):
-        out[probs[channel] > threshold] = label
+    for channel, (_, cls) in enumerate(s.decode):
+        out[probs[channel] > threshold] = s.class_index(cls)
     return out
 
 
-def region_mask(labels: npt.ArrayLike, region: str) -> npt.NDArray[np.bool_]:
-    """Boolean mask of a BraTS region (``"WT"``, ``"TC"`` or ``"ET"``) from internal classes."""
-    try:
-        classes = REGIONS[region]
-    except KeyError:
-        raise ValueError(f"unknown region {region!r}; expected one of {list(REGIONS)}") from None
-    return np.isin(np.asarray(labels), classes)
+def region_mask(
+    labels: npt.ArrayLike, region: str, scheme: SchemeLike | None = None
+) -> npt.NDArray[np.bool_]:
+    """Boolean mask of one of a scheme's regions, from internal classes."""
+    return np.isin(np.asarray(labels), scheme_named(scheme).region_classes(region))
+
+
+def region_table(scheme: SchemeLike | None = None) -> dict[str, tuple[int, ...]]:
+    """Region name -> internal classes, in report order."""
+    s = scheme_named(scheme)
+    return {r: s.region_classes(r) for r in s.regions}
+
+
+def interchangeable(a: LabelScheme, b: LabelScheme) -> bool:
+    """Whether two schemes give the same internal classes the same meaning (the same regions
+    and decoding, class by class), so one's masks can be written in the other's values:
+    ``brats2020`` and ``brats2023``; ``gli2024`` and ``met2024`` are not (different regions)."""
+    return (
+        a.n_classes == b.n_classes
+        and region_table(a) == region_table(b)
+        and tuple((a.region_classes(r), a.class_index(c)) for r, c in a.decode)
+        == tuple((b.region_classes(r), b.class_index(c)) for r, c in b.decode)
+    )
+
+
+def schemes_with_values(values: Sequence[int] | frozenset[int]) -> list[str]:
+    """Built-in schemes whose on-disk values include every value in ``values``."""
+    want = set(values)
+    return [n for n, s in SCHEMES.items() if want <= set(s.disk_values)]

@@ -2,8 +2,10 @@
 
 Pure numpy/scipy (no TensorFlow, no Ray): a metric is exact and per case, a loss
 (:mod:`brats.train.losses`) is differentiable and batched. Inputs are *internal* label volumes
-``(D, H, W)`` of integers in ``{0, 1, 2, 3}`` (see :mod:`brats.volume.labels`) and the voxel spacing
-in millimetres, one value per axis in the same axis order.
+``(D, H, W)`` of a label scheme's classes (see :mod:`brats.volume.labels`; BraTS glioma by
+default) and the voxel spacing in millimetres, one value per axis in the same axis order.
+Region figures are keyed by the scheme's region names (``dice_WT``, ``lesion_dice_RC``, ...),
+class figures by internal class (``dice_class1``, ...).
 
 Empty rules (a metric is never NaN):
 
@@ -40,11 +42,11 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.volume.geometry import bounding_box
-from brats.volume.labels import N_CLASSES, REGIONS
+from brats.volume.labels import N_CLASSES, REGIONS, SchemeLike, scheme_named
 from brats.volume.lesions import (
-    GLIOMA,
     LesionSettings,
     lesion_scores,
+    region_settings,
     specificity_of,
 )
 from brats.volume.surfaces import (
@@ -66,6 +68,7 @@ __all__ = [
     "hausdorff",
     "hd95",
     "iou",
+    "metric_keys",
     "precision",
     "recall",
     "surface",
@@ -96,8 +99,21 @@ METRIC_KEYS: Final[tuple[str, ...]] = (
     "accuracy",
     *(f"{m}_{r}" for r in REGIONS for m in LESION_METRICS),
 )
-"""The keys of :func:`evaluate_case`, in report-column order. Kept stable (reports use
-them): new keys are only ever appended."""
+"""The keys of :func:`evaluate_case` for BraTS glioma, in report-column order. Kept stable
+(reports use them): new keys are only ever appended."""
+
+
+def metric_keys(scheme: SchemeLike | None = None) -> tuple[str, ...]:
+    """The keys of :func:`evaluate_case` for ``scheme``, in report-column order
+    (:data:`METRIC_KEYS` for BraTS glioma)."""
+    s = scheme_named(scheme)
+    regions = tuple(s.regions)
+    return (
+        *(f"{m}_{r}" for r in regions for m in REGION_METRICS),
+        *(f"{m}_class{c}" for c in range(1, s.n_classes) for m in CLASS_METRICS),
+        "accuracy",
+        *(f"{m}_{r}" for r in regions for m in LESION_METRICS),
+    )
 
 
 def dice(pred: npt.ArrayLike, truth: npt.ArrayLike) -> float:
@@ -132,27 +148,36 @@ def evaluate_case(
     pred: npt.ArrayLike,
     truth: npt.ArrayLike,
     spacing: Spacing = (1.0, 1.0, 1.0),
-    lesions: LesionSettings = GLIOMA,
+    lesions: LesionSettings | None = None,
+    *,
+    scheme: SchemeLike | None = None,
+    lesion_metric: str = "brats2023",
 ) -> dict[str, float]:
-    """All metrics of one case, as a flat dict with the keys of :data:`METRIC_KEYS`.
+    """All metrics of one case, as a flat dict with the keys of :func:`metric_keys`.
 
     Args:
-        pred: predicted internal labels, ``(D, H, W)`` integers in ``{0, 1, 2, 3}``.
+        pred: predicted internal labels of ``scheme``, ``(D, H, W)`` integers.
         truth: reference internal labels, same shape.
         spacing: voxel size in mm per axis, in the arrays' axis order.
-        lesions: the parameters of the lesion-wise figures and NSD.
+        lesions: the parameters of the lesion-wise figures and NSD for every region;
+            ``None``: each region's settings for the scheme's challenge under
+            ``lesion_metric`` (:func:`brats.volume.lesions.region_settings`).
+        scheme: the labels' scheme (default BraTS glioma).
+        lesion_metric: ``brats2023`` or ``brats2024``: which challenge year's lesion-wise
+            rules score the case when ``lesions`` is ``None``.
 
     Returns:
-        ``dice_WT``, ``hd95_WT``, ... for the regions of :data:`brats.volume.labels.REGIONS`;
-        ``dice_class1``, ``iou_class1``, ``precision_class1``, ``recall_class1``, ... for
-        classes 1..3; ``accuracy`` (fraction of voxels whose class is right, background
+        ``dice_WT``, ``hd95_WT``, ... for the scheme's regions; ``dice_class1``,
+        ``iou_class1``, ``precision_class1``, ``recall_class1``, ... for its classes;
+        ``accuracy`` (fraction of voxels whose class is right, background
         included); per region ``lesion_dice_WT``, ``lesion_hd95_WT``, ``lesion_tp_WT``,
         ``lesion_fp_WT``, ``lesion_fn_WT``, ``nsd_WT``, ``sensitivity_WT`` and
         ``specificity_WT`` (:mod:`brats.volume.lesions`). Every value is a finite Python
         float (the lesion counts are whole numbers).
     """
-    p = _labels(pred, "pred")
-    t = _labels(truth, "truth")
+    s = scheme_named(scheme)
+    p = _labels(pred, "pred", s.n_classes)
+    t = _labels(truth, "truth", s.n_classes)
     if p.shape != t.shape:
         raise ValueError(f"pred shape {p.shape} differs from truth shape {t.shape}")
     sampling = as_spacing(spacing, p.ndim)
@@ -161,21 +186,26 @@ def evaluate_case(
     # Outside the bounding box of everything labelled, both volumes are background: no
     # count below changes, and a brain volume shrinks to its tumour. The margin leaves room
     # for the lesion-wise dilation.
+    settings = {
+        region: lesions or region_settings(s.lesion_task, lesion_metric, region)
+        for region in s.regions
+    }
     labelled = (p != 0) | (t != 0)
     if labelled.any():
-        box = bounding_box(labelled, margin=lesions.dilation + 1).slices
+        margin = max(x.dilation for x in settings.values()) + 1
+        box = bounding_box(labelled, margin=margin).slices
         p, t = p[box], t[box]
     out: dict[str, float] = {}
-    for region, classes in REGIONS.items():
-        in_region = np.zeros(N_CLASSES, dtype=bool)
-        in_region[list(classes)] = True
+    for region in s.regions:
+        in_region = np.zeros(s.n_classes, dtype=bool)
+        in_region[list(s.region_classes(region))] = True
         p_mask, t_mask = in_region[p], in_region[t]
         n_p, n_t, n_pt = _counts(p_mask, t_mask)
         out[f"dice_{region}"] = _dice_of(n_p, n_t, n_pt)
         out[f"hd95_{region}"], out[f"nsd_{region}"] = surface_figures(
-            p_mask, t_mask, sampling, diagonal, lesions.nsd_tolerance_mm
+            p_mask, t_mask, sampling, diagonal, settings[region].nsd_tolerance_mm
         )
-        scores = lesion_scores(p_mask, t_mask, sampling, lesions)
+        scores = lesion_scores(p_mask, t_mask, sampling, settings[region], diagonal_mm=diagonal)
         out[f"lesion_dice_{region}"] = scores.dice
         out[f"lesion_hd95_{region}"] = scores.hd95
         out[f"lesion_tp_{region}"] = float(scores.tp)
@@ -183,14 +213,14 @@ def evaluate_case(
         out[f"lesion_fn_{region}"] = float(scores.fn)
         out[f"sensitivity_{region}"] = _ratio(n_pt, n_t, other=n_p)
         out[f"specificity_{region}"] = specificity_of(n_p, n_t, n_pt, size)
-    for c in FOREGROUND_CLASSES:
+    for c in range(1, s.n_classes):
         n_p, n_t, n_pt = _counts(p == c, t == c)
         out[f"dice_class{c}"] = _dice_of(n_p, n_t, n_pt)
         out[f"iou_class{c}"] = _iou_of(n_p, n_t, n_pt)
         out[f"precision_class{c}"] = _ratio(n_pt, n_p, other=n_t)
         out[f"recall_class{c}"] = _ratio(n_pt, n_t, other=n_p)
     out["accuracy"] = 1.0 - int(np.count_nonzero(p != t)) / size if size else 1.0
-    return {key: out[key] for key in METRIC_KEYS}
+    return {key: out[key] for key in metric_keys(s)}
 
 
 def _counts(p: npt.NDArray[np.bool_], t: npt.NDArray[np.bool_]) -> tuple[int, int, int]:
@@ -214,15 +244,15 @@ def _ratio(numerator: int, denominator: int, *, other: int) -> float:
     return 1.0 if other == 0 else 0.0
 
 
-def _labels(labels: npt.ArrayLike, what: str) -> npt.NDArray[np.uint8]:
+def _labels(labels: npt.ArrayLike, what: str, n_classes: int = N_CLASSES) -> npt.NDArray[np.uint8]:
     arr = np.asarray(labels)
     if arr.ndim != 3:
         raise ValueError(f"{what} must be a (D, H, W) label volume, got shape {arr.shape}")
     if arr.dtype.kind not in "biu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
         raise ValueError(f"{what} must hold integer labels, got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() >= N_CLASSES):
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
         raise ValueError(
-            f"{what} holds labels outside the internal classes 0..{N_CLASSES - 1} "
+            f"{what} holds labels outside the internal classes 0..{n_classes - 1} "
             f"(min {arr.min()}, max {arr.max()}); convert with brats.volume.labels.to_internal"
         )
     return arr.astype(np.uint8, copy=False)

@@ -3,11 +3,12 @@ rules chosen on validation cases, and region volumes.
 
 Labels are ``(D, H, W) uint8`` internal classes (see :mod:`brats.volume.labels`).
 
-A :class:`Postprocessing` holds one rule per region (WT, TC, ET): ``"largest"`` keeps only
-the largest connected component, an integer ``N`` drops components under ``N`` voxels, and a
-missing region is left alone. Voxels a rule removes from a region fall back to the region it
-sits in (ET -> necrotic core, TC -> edema, WT -> background), so the labels stay a valid
-nesting WT >= TC >= ET. :func:`choose_postprocessing` picks the rules as nnU-Net does: for
+A :class:`Postprocessing` holds one rule per region output of the label scheme (WT, TC, ET
+for BraTS glioma): ``"largest"`` keeps only the largest connected component, an integer ``N``
+drops components under ``N`` voxels, and a missing region is left alone. Voxels a rule
+removes from a region fall back to the class the region around it paints
+(:func:`fallback`: ET -> necrotic core, TC -> edema, WT -> background), so the labels stay a
+valid nesting WT >= TC >= ET. :func:`choose_postprocessing` picks the rules as nnU-Net does: for
 each region in turn, the candidate that raises the mean validation Dice of that region,
 if any does.
 """
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from brats.volume.labels import ED, ET, NCR, REGIONS
+from brats.volume.labels import LabelScheme, SchemeLike, scheme_named
 
 Rule = str | int
 """``"largest"``, or a minimum component size in voxels."""
@@ -32,56 +33,83 @@ rule that removes least to the one that removes most, so that among rules with t
 validation Dice the one that removes least wins. Removing a false-positive speck scores the
 same under every rule that removes it, but "largest" also removes the second focus of any
 multifocal tumor the few validation cases happen to lack."""
-FALLBACK: Final = {"WT": 0, "TC": ED, "ET": NCR}
-"""The label a voxel removed from a region gets: that of the region around it."""
+
+
+def fallback(region: str, scheme: SchemeLike | None = None) -> int:
+    """The internal class a voxel removed from ``region`` gets: the class painted by the
+    nearest earlier region output that holds ``region`` (:attr:`LabelScheme.decode`), else
+    background. Glioma: ET -> necrotic core, TC -> edema, WT -> background."""
+    s = scheme_named(scheme)
+    inner = set(s.regions[region])
+    order = [r for r, _ in s.decode]
+    for outer, cls in reversed(s.decode[: order.index(region)]):
+        if inner <= set(s.regions[outer]):
+            return s.class_index(cls)
+    return 0
+
+
+def _output_regions(scheme: LabelScheme) -> dict[str, tuple[int, ...]]:
+    return {r: scheme.region_classes(r) for r in scheme.output_regions}
+
+
 MIN_GAIN: Final = 1e-3
 """A rule is adopted only if it raises the region's mean validation Dice by more than this."""
 
 
-def small_et_to_necrosis(labels: npt.NDArray[np.uint8], min_voxels: int) -> npt.NDArray[np.uint8]:
-    """Relabel enhancing-tumor components smaller than ``min_voxels`` as necrotic core.
+def small_et_to_necrosis(
+    labels: npt.NDArray[np.uint8], min_voxels: int, scheme: SchemeLike | None = None
+) -> npt.NDArray[np.uint8]:
+    """Relabel enhancing-tumor components smaller than ``min_voxels`` as the class around
+    them (:func:`fallback`; the necrotic core for BraTS glioma).
 
     Tiny ET specks are the commonest false positive on cases without enhancement, and ET Dice
     punishes them hardest (an empty truth scores 0 against any ET). Components are
-    face-connected (6-connectivity). ``min_voxels <= 0`` returns ``labels`` itself; otherwise
-    the result is a new array.
+    face-connected (6-connectivity). ``min_voxels <= 0``, or a scheme without an ``ET``
+    region output, returns ``labels`` itself; otherwise the result is a new array.
     """
-    if min_voxels <= 0 or not np.any(labels == ET):
+    s = scheme_named(scheme)
+    if min_voxels <= 0 or "ET" not in s.output_regions:
         return labels
-    components, n = ndimage.label(labels == ET)
+    et = s.class_index("ET")
+    if not np.any(labels == et):
+        return labels
+    components, n = ndimage.label(labels == et)
     sizes = np.bincount(components.ravel(), minlength=n + 1)
     small = np.flatnonzero(sizes < min_voxels)
     small = small[small > 0]
     out = labels.copy()
-    out[np.isin(components, small)] = NCR
+    out[np.isin(components, small)] = fallback("ET", s)
     return out
 
 
 @dataclass(frozen=True)
 class Postprocessing:
-    """One component rule per region, applied WT, then TC, then ET (see the module)."""
+    """One component rule per region output, applied in the scheme's decode order (WT, then
+    TC, then ET; see the module)."""
 
     rules: Mapping[str, Rule] = field(default_factory=dict)
+    scheme: LabelScheme = field(default_factory=lambda: scheme_named(None), compare=False)
 
     def __post_init__(self) -> None:
         rules = dict(self.rules)
+        regions = self.scheme.output_regions
         for region, rule in rules.items():
-            if region not in REGIONS:
-                raise ValueError(f"unknown region {region!r}; expected one of {list(REGIONS)}")
+            if region not in regions:
+                raise ValueError(f"unknown region {region!r}; expected one of {list(regions)}")
             if rule != "largest" and (
                 isinstance(rule, bool) or not isinstance(rule, int) or rule < 1
             ):
                 raise ValueError(
                     f"rule for {region} must be 'largest' or a positive voxel count, got {rule!r}"
                 )
-        object.__setattr__(self, "rules", {r: rules[r] for r in REGIONS if r in rules})
+        object.__setattr__(self, "rules", {r: rules[r] for r in regions if r in rules})
 
     def apply(self, labels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         """The postprocessed labels: ``labels`` itself when there is no rule, else a new
         array."""
         out = labels
         for region, rule in self.rules.items():
-            out = apply_rule(out, region, rule)
+            out = apply_rule(out, region, rule, self.scheme)
         return out
 
     def to_dict(self) -> dict[str, Rule]:
@@ -89,8 +117,10 @@ class Postprocessing:
         return dict(self.rules)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Rule] | None) -> Postprocessing:
-        return cls(dict(data or {}))
+    def from_dict(
+        cls, data: Mapping[str, Rule] | None, scheme: SchemeLike | None = None
+    ) -> Postprocessing:
+        return cls(dict(data or {}), scheme_named(scheme))
 
 
 def _components(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
@@ -110,37 +140,43 @@ def _kept(sizes: npt.NDArray[np.int64], rule: Rule) -> npt.NDArray[np.bool_]:
     return keep
 
 
-def apply_rule(labels: npt.NDArray[np.uint8], region: str, rule: Rule) -> npt.NDArray[np.uint8]:
-    """Remove the components of ``region`` that ``rule`` does not keep; they take the label
-    :data:`FALLBACK` names. Returns a new array."""
-    mask = np.isin(labels, REGIONS[region])
+def apply_rule(
+    labels: npt.NDArray[np.uint8], region: str, rule: Rule, scheme: SchemeLike | None = None
+) -> npt.NDArray[np.uint8]:
+    """Remove the components of ``region`` that ``rule`` does not keep; they take the class
+    :func:`fallback` names. Returns a new array."""
+    s = scheme_named(scheme)
+    mask = np.isin(labels, s.region_classes(region))
     components, sizes = _components(mask)
     removed = mask & ~_kept(sizes, rule)[components]
     out = labels.copy()
-    out[removed] = FALLBACK[region]
+    out[removed] = fallback(region, s)
     return out
 
 
 def choose_postprocessing(
     cases: Iterable[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]],
     candidates: Sequence[Rule] = CANDIDATE_RULES,
+    scheme: SchemeLike | None = None,
 ) -> tuple[Postprocessing, dict[str, float]]:
-    """The rules that raise mean validation Dice, chosen region by region (WT, TC, ET): for
-    each, the first of ``candidates`` with the highest mean, if it beats doing nothing by more
-    than :data:`MIN_GAIN`.
+    """The rules that raise mean validation Dice, chosen region by region in the scheme's
+    decode order (WT, TC, ET): for each, the first of ``candidates`` with the highest mean, if
+    it beats doing nothing by more than :data:`MIN_GAIN`.
 
     Args:
         cases: ``(predicted, true)`` label volumes of the validation cases.
         candidates: rules to try for each region.
+        scheme: the labels' scheme (default BraTS glioma).
 
     Returns:
         The chosen :class:`Postprocessing` and the mean Dice per region after it
         (``{"WT": ..., "TC": ..., "ET": ...}``; Dice of two empty masks is 1).
     """
+    s = scheme_named(scheme)
     pairs = [(np.asarray(p), np.asarray(t)) for p, t in cases]
     chosen: dict[str, Rule] = {}
     scores: dict[str, float] = {}
-    for region, classes in REGIONS.items():
+    for region, classes in _output_regions(s).items():
         tables = []
         for pred, truth in pairs:
             mask = np.isin(pred, classes)
@@ -153,11 +189,11 @@ def choose_postprocessing(
         best = int(np.argmax(means))
         if best and means[best] > means[0] + MIN_GAIN:
             chosen[region] = candidates[best - 1]
-            pairs = [(apply_rule(p, region, candidates[best - 1]), t) for p, t in pairs]
+            pairs = [(apply_rule(p, region, candidates[best - 1], s), t) for p, t in pairs]
             scores[region] = means[best]
         else:
             scores[region] = means[0]
-    return Postprocessing(chosen), scores
+    return Postprocessing(chosen, s), scores
 
 
 def _dice_of(
@@ -174,11 +210,13 @@ def _dice_of(
 
 
 def region_volumes_ml(
-    labels: npt.NDArray[np.integer], spacing: Sequence[float]
+    labels: npt.NDArray[np.integer], spacing: Sequence[float], scheme: SchemeLike | None = None
 ) -> dict[str, float]:
-    """``{"WT": ml, "TC": ml, "ET": ml}`` of a label volume with voxels of ``spacing`` mm."""
-    voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
+    """Volume in ml of each of the scheme's regions (``{"WT": ml, "TC": ml, "ET": ml}`` for
+    BraTS glioma) in a label volume with voxels of ``spacing`` mm."""
+    s = scheme_named(scheme)
+    voxel_ml = float(np.prod([float(x) for x in spacing])) / 1000.0
     return {
-        region: float(np.isin(labels, classes).sum()) * voxel_ml
-        for region, classes in REGIONS.items()
+        region: float(np.isin(labels, s.region_classes(region)).sum()) * voxel_ml
+        for region in s.regions
     }

@@ -7,7 +7,7 @@ from brats.ingest.prepare import PreprocessConfig, prepare_case
 from brats.io.model_card import SEED_INFO
 from brats.io.nifti import CaseVolumes, Limits
 from brats.volume.geometry import CropBox
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import BRATS2020
 from brats.volume.normalize import Normalization
 
 
@@ -20,9 +20,7 @@ def test_prepare_case_crops_normalizes_and_orders_channels():
         images[m] = v
     label = np.zeros(shape, np.uint8)
     label[4, 4, 4] = 3
-    vols = CaseVolumes(
-        "c", images, label, np.eye(4), (1.0, 1.0, 1.0), LabelConvention.BRATS2020, header=None
-    )
+    vols = CaseVolumes("c", images, label, np.eye(4), (1.0, 1.0, 1.0), BRATS2020, header=None)
     prep = prepare_case(vols, PreprocessConfig(modalities=("t2", "flair", "t1ce")))
     assert prep.image.shape == (3, 6, 4, 8) and prep.image.dtype == np.float16
     assert prep.crop == CropBox((2, 3, 1), (8, 7, 9), shape)

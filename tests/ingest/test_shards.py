@@ -21,10 +21,9 @@ from brats.ingest.shards import (
     write_case_shard,
     write_manifest,
 )
-from brats.io.cases import Case, Discovery
+from brats.io.cases import Case, Discovery, Naming
 from brats.storage import resolve
 from brats.volume.geometry import CropBox
-from brats.volume.labels import LabelConvention
 
 
 def prepared(case_id: str) -> PreparedCase:
@@ -33,7 +32,7 @@ def prepared(case_id: str) -> PreparedCase:
     label[1:3, 1:3, 1] = 2
     crop = CropBox((1, 1, 1), (5, 5, 4), (6, 6, 5))
     return PreparedCase(
-        case_id, image, label, crop, np.eye(4), (1.0, 1.0, 2.0), LabelConvention.BRATS2020,
+        case_id, image, label, crop, np.eye(4), (1.0, 1.0, 2.0), "brats2020",
         {f"{case_id}_flair.nii.gz": "0" * 64},
     )  # fmt: skip
 
@@ -46,9 +45,7 @@ def entries(out, first_status: str) -> list[dict]:
 
 
 def manifest_of(out, first_status: str) -> dict:
-    found = Discovery(
-        cases=[Case(i, {}, None, LabelConvention.BRATS2020) for i in ("Good_1", "Bad_1")]
-    )
+    found = Discovery(cases=[Case(i, {}, None, Naming.BRATS2020) for i in ("Good_1", "Bad_1")])
     cohort = resolve("cohort-not-read")
     return build_manifest(entries(out, first_status), found, cohort, PreprocessConfig())
 

@@ -26,7 +26,7 @@ from brats.io.model_card import (
     ModelInfo,
 )
 from brats.network.unet import SEED_CONFIG, UNetConfig, build_unet, nnunet_config
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import BRATS2020, GLI2024
 from brats.volume.normalize import Normalization
 
 TINY = UNetConfig(base_filters=4, depth=2)
@@ -47,7 +47,7 @@ def _info(**overrides: object) -> ModelInfo:
     values: dict[str, object] = {
         "unet": TINY,
         "patch_size": (16, 16, 16),
-        "label_convention": "brats2020",
+        "label_scheme": BRATS2020,
         "manifest_hash": MANIFEST_HASH,
         "metrics": {"dice_WT": 0.91, "hd95_WT": 4.5, "epochs": 3},
         "training": {"run": "test", "learning_rate": 1e-3, "patch_size": [16, 16, 16]},
@@ -87,7 +87,13 @@ def test_round_trip_same_predictions_and_json(exported: tuple[Path, keras.Model]
     assert meta["unet"] == TINY.to_dict()
     assert meta["modalities"] == ["flair", "t1", "t1ce", "t2"]
     assert meta["normalization"] == "zscore"
-    assert meta["label_convention"] == "brats2020"
+    assert meta["label_scheme"]["name"] == "brats2020"
+    assert meta["label_scheme"]["classes"][2] == {
+        "name": "ET",
+        "value": 4,
+        "colour": [255, 215, 0],
+        "text": "enhancing tumor",
+    }
     assert meta["patch_size"] == [16, 16, 16]
     assert meta["manifest_hash"] == MANIFEST_HASH
     assert meta["metrics"] == {"dice_WT": 0.91, "hd95_WT": 4.5, "epochs": 3.0}
@@ -174,7 +180,7 @@ def test_save_refuses_a_model_that_is_not_the_described_architecture(tmp_path: P
         ({"metrics": {"dice_WT": float("nan")}}, "finite"),
         ({"metrics": {"dice_WT": "0.9"}}, "number"),
         ({"normalization": "robust"}, "robust"),
-        ({"label_convention": "brats2019"}, "brats2019"),
+        ({"label_scheme": GLI2024}, "gli2024 has 5 classes and 4 region outputs"),
         ({"training": {"when": object()}}, "JSON-ready"),
     ],
 )
@@ -184,10 +190,12 @@ def test_model_info_rejects_bad_values(overrides: dict[str, object], message: st
 
 
 def test_model_info_round_trips_through_json() -> None:
-    info = _info(normalization=Normalization.MINMAX, label_convention=None)
+    info = _info(normalization=Normalization.MINMAX, label_scheme=None)
     assert ModelInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
     assert SEED_INFO.modalities == ("flair", "t1ce", "t2")
-    assert SEED_INFO.label_convention is LabelConvention.BRATS2020
+    assert SEED_INFO.label_scheme is BRATS2020
+    gli = _info(unet=replace(TINY, n_classes=5, n_regions=4), label_scheme=GLI2024)
+    assert ModelInfo.from_dict(json.loads(json.dumps(gli.to_dict()))) == gli
     with pytest.raises(ValueError, match="unknown fields"):
         ModelInfo.from_dict({**info.to_dict(), "loss": "dice"})
     flipped = replace(info, tta=True)
@@ -196,6 +204,15 @@ def test_model_info_round_trips_through_json() -> None:
     assert ModelInfo.from_dict(older).tta is False  # a model.json from before it was stored
     with pytest.raises(ValueError, match="tta must be true or false"):
         ModelInfo.from_dict({**info.to_dict(), "tta": "yes"})
+
+
+def test_a_model_json_from_before_label_schemes_reads_as_its_convention() -> None:
+    before = {k: v for k, v in _info().to_dict().items() if k != "label_scheme"}
+    unet = {k: v for k, v in before["unet"].items() if k != "n_regions"}  # no n_regions then
+    for convention, scheme in (("brats2020", BRATS2020), (None, None)):
+        info = ModelInfo.from_dict({**before, "unet": unet, "label_convention": convention})
+        assert info.label_scheme is scheme and info.unet.n_regions == 3
+        assert info.scheme.name == (convention or "brats2023")
 
 
 # --- tampering ---------------------------------------------------------------------------------
@@ -392,7 +409,7 @@ def test_seed_hdf5_imports_with_the_same_predictions(tmp_path: Path, layout: str
     assert card.info.unet == SEED_CONFIG
     assert card.info.modalities == ("flair", "t1ce", "t2")
     assert card.info.normalization is Normalization.MINMAX
-    assert card.info.label_convention is LabelConvention.BRATS2020
+    assert card.info.label_scheme is BRATS2020
     assert card.info.training["imported_from"] == "brats_3d.hdf5"
     assert card.info.training["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     x = _input(3)

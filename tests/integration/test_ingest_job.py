@@ -54,8 +54,10 @@ def check_manifest(manifest, ids):
         assert reason in failure["reason"], failure
         assert failure["reason"].startswith(f"case {case_id}: ")
         assert failure["file"] and failure["file"].startswith(case_id)
+    assert manifest["label_scheme"]["name"] == "brats2020"  # from the 2020 file names
+    assert manifest["preprocess"]["label_scheme"] == "brats2020"
     for case in manifest["cases"]:
-        assert case["labeled"] and case["convention"] == "brats2020"
+        assert case["labeled"] and case["label_scheme"] == "brats2020"
         assert len(case["checksums"]) == 5
         assert case["shape"][0] == 4 and case["crop"]["shape"] == [48, 48, 48]
 

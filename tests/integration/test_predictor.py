@@ -21,7 +21,7 @@ from brats.segment.job import SegmentConfig, segment
 from brats.segment.predictor import Predictor, PredictSettings, export_mask
 from brats.storage import resolve
 from brats.train.worker import validate
-from brats.volume.labels import ET, NCR, regions_to_labels
+from brats.volume.labels import BRATS2020, ET, NCR, regions_to_labels
 from brats.volume.postprocess import Postprocessing
 
 SHAPE = (32, 32, 24)
@@ -71,7 +71,8 @@ def test_the_levels_build_on_each_other(cohort, ragged_model):
     labels = predictor.segment(prepared)
     assert labels.shape == SHAPE and labels.dtype == np.uint8
     np.testing.assert_array_equal(done.labels, labels)
-    assert done.mask == export_mask(labels, prepared)
+    # A case without a word on its scheme gets its names' (BraTS 2020: ET written as 4).
+    assert done.mask == export_mask(labels, prepared, BRATS2020)
     # Postprocessing is the only step between the crop's labels and the case's.
     assert (crop_labels == ET).sum() > (labels == ET).sum() > 0
     assert (labels[prepared.crop.slices] == NCR).sum() > (crop_labels == NCR).sum()

@@ -18,7 +18,7 @@ from brats.io.cases import discover
 from brats.segment.attempts import ATTEMPTS, MAX_ATTEMPTS
 from brats.segment.job import SegmentConfig, SegmentError, segment
 from brats.storage import json_bytes, resolve
-from brats.volume.labels import LabelConvention, to_internal
+from brats.volume.labels import to_internal
 from brats.volume.metrics import evaluate_case
 from tests.helpers import FAKE_SECRETS, nifti_data, s3fs_client, train_tiny_model
 
@@ -97,8 +97,8 @@ def test_masks_records_and_report_on_local_storage(cohort, done_once):
             os.path.basename(p) for p in [*case.images.values(), case.seg]
         }
         # The record's metrics are brats.metrics on the files themselves.
-        truth = to_internal(np.asarray(nib.load(case.seg).dataobj), LabelConvention.BRATS2020)
-        pred = to_internal(disk, LabelConvention.BRATS2020)
+        truth = to_internal(np.asarray(nib.load(case.seg).dataobj), "brats2020")
+        pred = to_internal(disk, "brats2020")
         expected = evaluate_case(pred, truth, source.header.get_zooms())
         assert record["metrics"] == pytest.approx(expected)
 
@@ -138,7 +138,9 @@ def test_records_written_before_the_schema_version_are_still_skipped(
     template = json.loads((V1_RECORDS / "done.json").read_text())
     for path in (out / "records").iterdir():
         current = json.loads(path.read_text())
-        assert set(current) - set(template) == {"schema", "precision"}  # what this adds
+        assert set(current) - set(template) == {"schema", "precision", "label_scheme"}
+        assert set(template) - set(current) == {"convention"}  # what label_scheme was
+        current["convention"] = current.pop("label_scheme")
         path.write_bytes(json_bytes({key: current[key] for key in template}))
     old = {p.name: p.read_bytes() for p in (out / "records").iterdir()}
     masks = files_and_mtimes(out / "masks")
@@ -299,16 +301,13 @@ def test_s3_cohort_model_and_outputs_with_no_credentials_anywhere(
 
 
 @pytest.mark.integration
-def test_new_output_settings_redo_cases_in_the_asked_convention(cohort, model, tmp_path, done_once):
-    out = copy_of(done_once, tmp_path)
-    again = run(cohort, model, out, label_convention=LabelConvention.BRATS2023)
-    assert (again.done, again.skipped) == (N_CASES, 0)
-    for case in discover(resolve(str(cohort))).cases:
-        disk = np.asarray(nib.load(out / "masks" / f"{case.case_id}.nii.gz").dataobj)
-        assert 4 not in np.unique(disk)  # ET is 3 in the 2023 convention
-        record = json.loads((out / "records" / f"{case.case_id}.json").read_text())
-        assert record["convention"] == "brats2023"
-        assert record["settings"]["label_convention"] == "brats2023"
+def test_truth_in_another_scheme_than_the_models_stops_the_run_naming_both(cohort, model, tmp_path):
+    out = tmp_path / "other-scheme"
+    with pytest.raises(SegmentError) as caught:
+        run(cohort, model, out, label_scheme="gli2024")
+    message = str(caught.value)
+    assert "gli2024" in message and "brats2020" in message and "--label-scheme" in message
+    assert not (out / "masks").exists()  # nothing written, nothing scored wrongly
 
 
 @pytest.mark.integration

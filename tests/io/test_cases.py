@@ -1,9 +1,8 @@
 import pytest
 
 from brats.errors import InvalidCaseIdError
-from brats.io.cases import discover, group_cases, validate_case_id
+from brats.io.cases import Naming, discover, group_cases, validate_case_id
 from brats.storage import resolve
-from brats.volume.labels import LabelConvention
 
 ROOT = "/data"
 
@@ -51,7 +50,7 @@ def test_brats2020_layout():
     assert set(case.images) == {"flair", "t1", "t1ce", "t2"}
     assert case.images["t1ce"].endswith("_t1ce.nii.gz")
     assert case.seg.endswith("_seg.nii.gz")
-    assert case.convention is LabelConvention.BRATS2020
+    assert case.naming is Naming.BRATS2020
 
 
 def test_brats2023_layout_and_nii():
@@ -66,7 +65,7 @@ def test_brats2023_layout_and_nii():
         "t1ce": f"{ROOT}/{cid}/{cid}-t1c.nii",
         "t2": f"{ROOT}/{cid}/{cid}-t2w.nii",
     }
-    assert case.convention is LabelConvention.BRATS2023
+    assert case.naming is Naming.BRATS2023
 
 
 def test_case_355_segmentation_name():
@@ -108,10 +107,12 @@ def test_bad_folders_are_rejected_with_reasons():
     assert "mix" in reasons["mixed"]
 
 
-def test_forced_convention():
-    cid = "C"
-    (case,) = group_cases(files(cid, ["C_flair.nii.gz"]), ROOT, convention="brats2023").cases
-    assert case.convention is LabelConvention.BRATS2023
+def test_meningioma_radiotherapy_names_read_as_t1c_and_its_gtv_truth():
+    cid = "BraTS-MEN-RT-0001-1"
+    (case,) = group_cases(files(cid, [f"{cid}_t1c.nii.gz", f"{cid}_gtv.nii.gz"]), ROOT).cases
+    assert case.case_id == cid and set(case.images) == {"t1ce"}
+    assert case.seg is not None and case.seg.endswith("_gtv.nii.gz")
+    assert case.naming is Naming.BRATS2023
 
 
 def test_discover_on_local_folder(tmp_path):

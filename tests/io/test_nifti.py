@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from brats.errors import CaseError
-from brats.io.cases import Case
+from brats.io.cases import Case, Naming
 from brats.io.nifti import Limits, encode_mask, parse_header, read_case, read_volume
 from brats.storage import resolve
-from brats.volume.labels import LabelConvention
 
 AFFINE = np.array([[-1.0, 0, 0, 90], [0, -1, 0, 126], [0, 0, 1, -72], [0, 0, 0, 1]])
 
@@ -140,7 +139,7 @@ def write_case(root, cid, arrays, affines=None):
             seg = str(path)
         else:
             images[name] = str(path)
-    return Case(cid, images, seg, LabelConvention.BRATS2020)
+    return Case(cid, images, seg, Naming.BRATS2020)
 
 
 def good_arrays(shape=(8, 8, 8)):

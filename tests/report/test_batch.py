@@ -24,14 +24,13 @@ from brats.report.batch import (
     JobError,
     JobResult,
     VolumeFile,
-    convention_of,
     load_case,
     write_job_report,
 )
 from brats.report.write import REPORT_FILES
 from brats.segment.job import SegmentConfig, SegmentError, SegmentResult
 from brats.storage import resolve
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import BRATS2020, BRATS2023
 from tests.helpers import done_record, report_metrics, tiny_volumes
 
 
@@ -143,8 +142,8 @@ def case_files(tmp_path):
     root = resolve(str(tmp_path))
     return CaseFiles(
         flair=VolumeFile(root, save(tmp_path / "flair.nii.gz", image)),
-        pred=VolumeFile(root, save(tmp_path / "pred.nii.gz", on_disk_2020(pred))),
-        truth=VolumeFile(root, save(tmp_path / "truth.nii.gz", truth), LabelConvention.BRATS2020),
+        pred=VolumeFile(root, save(tmp_path / "pred.nii.gz", on_disk_2020(pred)), BRATS2020),
+        truth=VolumeFile(root, save(tmp_path / "truth.nii.gz", truth), BRATS2020),
     )
 
 
@@ -159,8 +158,8 @@ def test_a_case_loads_in_internal_classes(case_files):
     assert empty.shape == image.shape and not empty.any() and no_truth is None
 
 
-def test_a_label_file_outside_its_convention_is_a_case_error_naming_it(case_files):
-    stray = VolumeFile(case_files.pred.root, case_files.pred.path, LabelConvention.BRATS2023)
+def test_a_label_file_outside_its_scheme_is_a_case_error_naming_it(case_files):
+    stray = VolumeFile(case_files.pred.root, case_files.pred.path, BRATS2023)
     files = CaseFiles(case_files.flair, stray, None)
     with pytest.raises(CaseError, match=r"case case_a: pred\.nii\.gz: "):
         load_case("case_a", find=lambda _: files, limits=Limits())
@@ -168,9 +167,14 @@ def test_a_label_file_outside_its_convention_is_a_case_error_naming_it(case_file
         load_case("case_a", find=lambda _: case_files, limits=Limits(max_bytes=16))
 
 
-def test_convention_of_reads_a_4_as_brats2020():
-    assert convention_of(np.array([0, 1, 4])) is LabelConvention.BRATS2020
-    assert convention_of(np.array([0, 1, 3])) is LabelConvention.BRATS2023
+def test_a_label_file_is_read_in_the_scheme_it_is_given_never_guessed(case_files):
+    """A 4 is not taken for a 2020 ET because it is there: the file is in BraTS 2023's
+    scheme (the default) unless the dataset's scheme says otherwise."""
+    unnamed = VolumeFile(case_files.pred.root, case_files.pred.path)
+    with pytest.raises(CaseError, match=r"labels \[4\] are not in the brats2023 scheme"):
+        load_case(
+            "case_a", find=lambda _: CaseFiles(case_files.flair, unnamed, None), limits=Limits()
+        )
 
 
 def test_the_report_draws_thumbnails_from_the_files_a_job_names(tmp_path, case_files):

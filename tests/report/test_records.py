@@ -75,7 +75,9 @@ def test_keys_from_a_newer_job_are_kept():
     _, document = v1("done")
     newer = {**document, "lesion_counts": {"WT": 2}}
     record = CaseRecord.from_dict(newer)
-    assert record.extra == {"lesion_counts": {"WT": 2}}
+    # A record from before label schemes keeps its "convention" as it was, read as the scheme.
+    assert record.extra == {"lesion_counts": {"WT": 2}, "convention": "brats2020"}
+    assert record.label_scheme == "brats2020"
     assert record.to_dict() == newer
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from brats.segment.job import SegmentConfig, SegmentResult
 from brats.segment.predictor import PredictSettings
-from brats.volume.labels import LabelConvention
+from brats.volume.labels import BRATS2023, GLI2024
 
 
 def test_exit_code_rules():
@@ -21,24 +21,26 @@ def test_exit_code_rules():
 
 def test_output_settings_are_what_decides_a_masks_bytes():
     config = SegmentConfig(cohort="c", model="m", out="o")
-    assert config.output_settings() == {
-        "label_convention": None,
+    assert config.output_settings(BRATS2023) == {
+        "label_convention": None,  # a cohort's own glioma values, in the words of before
         "min_et_voxels": 0,
         "overlap": 0.5,
         "tta": "model",
     }
     faster = SegmentConfig(cohort="c", model="m", out="o", predict=PredictSettings(batch_size=8))
-    assert faster.output_settings() == config.output_settings()  # speed is not an output
+    assert faster.output_settings(BRATS2023) == config.output_settings(
+        BRATS2023
+    )  # speed is not an output
     other = SegmentConfig(
         cohort="c",
         model="m",
         out="o",
-        label_convention="brats2023",  # type: ignore[arg-type]
+        label_scheme="gli2024",
         predict=PredictSettings(flip_tta=True, min_et_voxels=5, overlap=0.25),
     )
-    assert other.label_convention is LabelConvention.BRATS2023
-    assert other.output_settings() == {
-        "label_convention": "brats2023",
+    assert other.label_scheme == "gli2024"
+    assert other.output_settings(GLI2024) == {
+        "label_scheme": "gli2024",
         "min_et_voxels": 5,
         "overlap": 0.25,
         "tta": "on",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from brats.train.config import TrainConfig
+from brats.volume.labels import BRATS2023, GLI2024
 
 
 def test_config_refuses_patches_the_network_cannot_take():
@@ -25,8 +26,11 @@ def test_the_config_round_trips_and_describes_its_model():
         data="d", storage="s3://b/runs", name="r1", s3_endpoint="http://x", depth=3
     )
     assert TrainConfig.from_dict({**config.to_dict(), "from_a_newer_job": 1}) == config
-    info = config.model_info("zscore", label_convention="brats2023", checkpoint="checkpoint_7")
+    info = config.model_info("zscore", label_scheme=BRATS2023, checkpoint="checkpoint_7")
     assert info.unet == config.unet() and info.unet.in_channels == 4
+    gli = config.model_info("zscore", label_scheme=GLI2024)
+    assert (gli.unet.n_classes, gli.unet.n_regions, gli.unet.n_outputs) == (5, 4, 4)
+    assert gli.scheme is GLI2024
     assert info.patch_size == config.patch_size and info.modalities == config.modalities
     assert info.training["checkpoint"] == "checkpoint_7"
     assert "s3_endpoint" not in info.training and info.training["name"] == "r1"

@@ -6,11 +6,14 @@ from brats.volume.labels import (
     ET,
     NCR,
     REGIONS,
-    LabelConvention,
+    SCHEMES,
     LabelError,
+    interchangeable,
     one_hot,
     region_mask,
     regions_to_labels,
+    scheme_from_dict,
+    scheme_named,
     to_disk,
     to_internal,
 )
@@ -21,12 +24,12 @@ def test_2020_and_2023_map_to_the_same_internal_classes():
     disk2023 = np.array([0, 1, 2, 3, 3, 0], dtype=np.uint8)
     expected = np.array([0, 1, 2, 3, 3, 0], dtype=np.uint8)
     np.testing.assert_array_equal(to_internal(disk2020, "brats2020"), expected)
-    np.testing.assert_array_equal(to_internal(disk2023, LabelConvention.BRATS2023), expected)
+    np.testing.assert_array_equal(to_internal(disk2023, "brats2023"), expected)
 
 
 def test_round_trip_to_disk():
     internal = np.arange(4, dtype=np.uint8).repeat(3).reshape(3, 4)
-    for conv in LabelConvention:
+    for conv in ("brats2020", "brats2023"):
         np.testing.assert_array_equal(to_internal(to_disk(internal, conv), conv), internal)
     assert set(np.unique(to_disk(internal, "brats2020"))) == {0, 1, 2, 4}
 
@@ -36,7 +39,7 @@ def test_round_trip_to_disk():
     [([0, 3], "brats2020"), ([0, 4], "brats2023"), ([0, 5], "brats2020"), ([0, 7], "brats2023")],
 )
 def test_stray_label_is_an_error(seg, conv):
-    with pytest.raises(LabelError, match=r"not in the brats20\d\d convention"):
+    with pytest.raises(LabelError, match=r"not in the brats20\d\d scheme"):
         to_internal(np.array(seg, dtype=np.int16), conv)
 
 
@@ -81,3 +84,74 @@ def test_regions_decode_the_way_nnunet_decodes_brats():
     np.testing.assert_array_equal(regions_to_labels(regions), truth)
     with pytest.raises(ValueError, match="3 region channels"):
         regions_to_labels(np.zeros((4, 2, 2, 2)))
+
+
+# --- label schemes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_disk_to_internal_to_disk_is_the_identity_for_every_scheme(name):
+    scheme = SCHEMES[name]
+    rng = np.random.default_rng(len(name))
+    disk = rng.choice(np.asarray(scheme.disk_values, np.uint8), size=(6, 7, 8))
+    internal = to_internal(disk, scheme)
+    assert internal.max() < scheme.n_classes
+    np.testing.assert_array_equal(to_disk(internal, scheme), disk)
+    assert scheme_from_dict(scheme.to_dict()) == scheme
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_decoding_a_schemes_own_region_outputs_gives_its_labels_back(name):
+    scheme = SCHEMES[name]
+    truth = np.random.default_rng(1).integers(0, scheme.n_classes, (5, 6, 7)).astype(np.uint8)
+    outputs = np.stack([region_mask(truth, r, scheme) for r in scheme.output_regions])
+    np.testing.assert_array_equal(
+        regions_to_labels(outputs.astype(np.float32), scheme=scheme), truth
+    )
+
+
+def test_the_2024_schemes_read_the_challenge_values():
+    """Regions as the BraTS 2024 evaluation code (rachitsaluja/BraTS-2024-Metrics) builds them
+    from the labels on disk: get_TissueWiseSeg of metrics_GLI.py and metrics_PED.py."""
+    disk = np.array([0, 1, 2, 3, 4], np.uint8)
+    gli = scheme_named("gli2024")
+    reference_gli = {
+        "WT": (disk >= 1) & (disk <= 3),
+        "TC": (disk == 1) | (disk == 3),
+        "NETC": disk == 1,
+        "SNFH": disk == 2,
+        "ET": disk == 3,
+        "RC": disk == 4,
+    }
+    for region, expected in reference_gli.items():
+        np.testing.assert_array_equal(region_mask(to_internal(disk, gli), region, gli), expected)
+    ped = scheme_named("ped2024")
+    reference_ped = {
+        "WT": (disk >= 1) & (disk <= 4),
+        "TC": (disk >= 1) & (disk <= 3),
+        "ET": disk == 1,
+        "NETC": disk == 2,
+        "CC": disk == 3,
+        "ED": disk == 4,
+    }
+    for region, expected in reference_ped.items():
+        np.testing.assert_array_equal(region_mask(to_internal(disk, ped), region, ped), expected)
+    assert list(ped.regions) == list(reference_ped)
+    menrt = scheme_named("menrt2024")
+    assert menrt.images == ("t1ce",) and menrt.truth == "gtv" and list(menrt.regions) == ["GTV"]
+
+
+def test_a_cavity_under_gli2024_is_never_enhancing_tumour():
+    # The post-treatment case the issue found scored as a perfect ET: cavity and edema only.
+    disk = np.array([0, 2, 4, 4], np.uint8)
+    labels = to_internal(disk, "gli2024")
+    assert not region_mask(labels, "ET", "gli2024").any()
+    np.testing.assert_array_equal(region_mask(labels, "RC", "gli2024"), [0, 0, 1, 1])
+    with pytest.raises(LabelError, match="brats2023"):
+        to_internal(disk, "brats2023")
+
+
+def test_only_schemes_whose_classes_mean_the_same_are_interchangeable():
+    assert interchangeable(SCHEMES["brats2020"], SCHEMES["brats2023"])
+    assert not interchangeable(SCHEMES["brats2023"], SCHEMES["gli2024"])
+    assert not interchangeable(SCHEMES["gli2024"], SCHEMES["ped2024"])

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from brats.volume.labels import LabelConvention, to_disk, to_internal
+from brats.volume.labels import to_disk, to_internal
 from brats.volume.metrics import (
     METRIC_KEYS,
     dice,
@@ -189,14 +189,14 @@ def test_both_disk_conventions_give_the_same_metrics() -> None:
     truth = rng.integers(0, 4, size=(12, 12, 12)).astype(np.uint8)
     pred = rng.integers(0, 4, size=(12, 12, 12)).astype(np.uint8)
     results = []
-    for convention in (LabelConvention.BRATS2020, LabelConvention.BRATS2023):
+    for convention in ("brats2020", "brats2023"):
         disk_truth, disk_pred = to_disk(truth, convention), to_disk(pred, convention)
         results.append(
             evaluate_case(
                 to_internal(disk_pred, convention), to_internal(disk_truth, convention), (1, 1, 1)
             )
         )
-    assert 4 in to_disk(truth, LabelConvention.BRATS2020)
+    assert 4 in to_disk(truth, "brats2020")
     assert results[0] == results[1]
 
 
@@ -254,7 +254,7 @@ def test_case_without_et_predicted_with_et_scores_zero_and_the_diagonal() -> Non
     disk_truth = np.zeros((10, 12, 8), dtype=np.uint8)
     disk_truth[2:8, 2:8, 2:6] = 2
     disk_truth[4:6, 4:6, 3:5] = 1
-    truth = to_internal(disk_truth, LabelConvention.BRATS2020)
+    truth = to_internal(disk_truth, "brats2020")
     pred = truth.copy()
     pred[4, 4, 3] = 3  # one false enhancing voxel inside the core
     out = evaluate_case(pred, truth, (1.0, 1.0, 2.5))
