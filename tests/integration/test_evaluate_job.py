@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from brats.cli import run_evaluate
-from brats.evaluate.job import MISSING_PREDICTION, EvaluateConfig, evaluate
+from brats.evaluate.job import MISSING_PREDICTION, EvaluateConfig, EvaluateError, evaluate
 from brats.report.write import REPORT_FILES
 from brats.volume.labels import to_internal
 from brats.volume.metrics import evaluate_case
@@ -44,8 +44,8 @@ def _save(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """Truth: a BraTS 2020 cohort (folders with _seg and a FLAIR). Predictions: flat, BraTS 2023
-    labels, one shifted by a voxel, with every kind of trouble beside the good ones."""
+    """Truth: a BraTS 2020 cohort (folders with _seg and a FLAIR). Predictions: flat, in the
+    same values, one shifted by a voxel, with every kind of trouble beside the good ones."""
     root = tmp_path_factory.mktemp("evaluate")
     truth, pred = root / "truth", root / "pred"
     arrays = {}
@@ -57,7 +57,6 @@ def folders(tmp_path_factory):
         guess = seg.copy()
         if i == 2:  # one voxel off
             guess[1:], guess[0] = seg[:-1], 0
-        guess[guess == 4] = 3
         if i == 1:
             guess[0:2, 0:2, 0:2] = 2  # a false-positive blob
         arrays[case] = (guess, seg)
@@ -72,7 +71,7 @@ def folders(tmp_path_factory):
             (pred / f"{case}.nii.gz").write_bytes(good[: len(good) // 2])
         else:
             _save(pred / f"{case}.nii.gz", guess)
-    _save(pred / "BraTS20_Training_099.nii.gz", _labels(7, et=3))  # no truth
+    _save(pred / "BraTS20_Training_099.nii.gz", _labels(7, et=4))  # no truth
     return truth, pred, arrays
 
 
@@ -93,11 +92,12 @@ def test_scores_every_pair_and_records_each_bad_file(folders, ray_session, tmp_p
     for case in ("BraTS20_Training_001", "BraTS20_Training_002"):
         guess, seg = arrays[case]
         want = evaluate_case(
-            to_internal(guess, "brats2023"), to_internal(seg, "brats2020"), SPACING
+            to_internal(guess, "brats2020"), to_internal(seg, "brats2020"), SPACING
         )
         assert records[case]["metrics"] == pytest.approx(want)
         assert (
-            records[case]["model_version"] == "mine" and records[case]["convention"] == "brats2023"
+            records[case]["model_version"] == "mine"
+            and records[case]["label_scheme"] == "brats2020"  # from the truth's 2020 names
         )
         assert records[case]["spacing"] == list(SPACING)
     first = records["BraTS20_Training_001"]["metrics"]
@@ -139,14 +139,16 @@ def test_scores_every_pair_and_records_each_bad_file(folders, ray_session, tmp_p
 
 
 @pytest.mark.integration
-def test_forced_conventions_and_lesion_settings(folders, ray_session, tmp_path):
+def test_a_forced_scheme_and_lesion_settings(folders, ray_session, tmp_path):
     truth, pred, _ = folders
     out = tmp_path / "forced"
-    evaluate(EvaluateConfig(pred=str(pred), truth=str(truth), out=str(out), labels="brats2020"))
+    evaluate(
+        EvaluateConfig(pred=str(pred), truth=str(truth), out=str(out), label_scheme="brats2023")
+    )
     records = _records(out)
-    # The predictions write ET as 3, which BraTS 2020 does not have.
-    assert "labels [3]" in records["BraTS20_Training_001"]["error"]["reason"]
-    assert "[0, 1, 2, 4]" in records["BraTS20_Training_001"]["error"]["reason"]
+    # The truth writes ET as 4, which BraTS 2023 does not have: never read as ET.
+    assert "labels [4]" in records["BraTS20_Training_001"]["error"]["reason"]
+    assert "brats2023 scheme [0, 1, 2, 3]" in records["BraTS20_Training_001"]["error"]["reason"]
     # Metastasis-style settings keep the satellite's core-free edema and every speck.
     loose = tmp_path / "loose"
     code = run_evaluate(
@@ -183,3 +185,79 @@ def test_predictions_and_truth_on_s3(folders, ray_session, s3_bucket, s3_endpoin
     assert remote["regions"] == local["regions"] and remote["detection"] == local["detection"]
     record = json.loads(fs.cat_file(f"{bucket}/eval/records/BraTS20_Training_002.json"))
     assert record["metrics"] == _records(tmp_path / "local")["BraTS20_Training_002"]["metrics"]
+
+
+# --- label schemes -------------------------------------------------------------------------
+
+
+def _post_treatment(root: Path, case: str, truth_seg: np.ndarray, pred_seg: np.ndarray):
+    _save(root / "truth" / case / f"{case}-seg.nii.gz", truth_seg)
+    _save(root / "truth" / case / f"{case}-t2f.nii.gz", (truth_seg * 100 + 50).astype(np.int16))
+    _save(root / "pred" / f"{case}.nii.gz", pred_seg)
+
+
+@pytest.mark.integration
+def test_a_cavity_without_enhancing_tumour_scores_rc_not_et(ray_session, tmp_path):
+    """The post-treatment case ({0, 2, 4}) the per-file guess scored as a perfect ET."""
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[4:16, 4:16, 2:12] = 2  # edema
+    seg[7:13, 7:13, 4:10] = 4  # the resection cavity inside it
+    pred = seg.copy()
+    pred[7:13, 7:10, 4:10] = 2  # half the cavity predicted as edema
+    _post_treatment(tmp_path, "BraTS-GLI-00001-100", seg, pred)
+    out = tmp_path / "eval"
+    evaluate(
+        EvaluateConfig(pred=str(tmp_path / "pred"), truth=str(tmp_path / "truth"), out=str(out))
+    )
+    record = _records(out)["BraTS-GLI-00001-100"]
+    assert record["label_scheme"] == "gli2024"  # a 4 under BraTS-GLI names
+    metrics = record["metrics"]
+    cavity, found = int((seg == 4).sum()), int(((seg == 4) & (pred == 4)).sum())
+    assert metrics["dice_RC"] == pytest.approx(2 * found / (cavity + found))  # by hand: 2/3
+    assert metrics["dice_ET"] == 1.0 and metrics["hd95_ET"] == 0.0  # no ET on either side
+    assert metrics["dice_TC"] == 1.0  # no core either: the cavity is no tumour core
+    edema = (seg == 2) | (seg == 4)
+    wt_truth, wt_pred = seg == 2, pred == 2
+    assert metrics["dice_WT"] == pytest.approx(
+        2 * (wt_truth & wt_pred).sum() / (wt_truth.sum() + wt_pred.sum())
+    )
+    assert edema.sum() > wt_truth.sum()  # WT leaves the cavity out
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["regions"]) == {"WT", "TC", "ET", "NETC", "SNFH", "RC"}
+    assert summary["label_scheme"]["name"] == "gli2024"
+
+
+@pytest.mark.integration
+def test_a_cohort_the_names_and_labels_leave_open_is_refused_before_scoring(ray_session, tmp_path):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[4:8, 4:8, 2:6] = 4
+    _post_treatment(tmp_path, "BraTS-XYZ-00001-000", seg, seg)
+    out = tmp_path / "eval"
+    config = EvaluateConfig(
+        pred=str(tmp_path / "pred"), truth=str(tmp_path / "truth"), out=str(out)
+    )
+    with pytest.raises(EvaluateError) as caught:
+        evaluate(config)
+    assert "--label-scheme" in str(caught.value) and "gli2024" in str(caught.value)
+    assert not (out / "records").exists()  # nothing scored wrongly
+
+
+@pytest.mark.integration
+def test_predictions_in_another_scheme_than_the_truth_stop_the_run_naming_both(
+    ray_session, tmp_path
+):
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[4:8, 4:8, 2:6] = 1
+    _post_treatment(tmp_path, "BraTS-PED-00001-000", seg, seg)
+    (tmp_path / "pred" / "summary.json").write_text(
+        json.dumps({"label_scheme": {"name": "gli2024"}})
+    )
+    config = EvaluateConfig(
+        pred=str(tmp_path / "pred"),
+        truth=str(tmp_path / "truth"),
+        out=str(tmp_path / "eval"),
+        label_scheme="ped2024",
+    )
+    with pytest.raises(EvaluateError) as caught:
+        evaluate(config)
+    assert "gli2024" in str(caught.value) and "ped2024" in str(caught.value)

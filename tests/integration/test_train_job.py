@@ -30,6 +30,7 @@ from brats.train.checkpoints import (
 )
 from brats.train.config import TrainConfig, TrainingError
 from brats.train.job import train
+from brats.volume.labels import BRATS2020
 from tests.helpers import TINY_TRAINING as TINY
 from tests.helpers import s3fs_client
 
@@ -154,7 +155,7 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoin
     )
     card = loaded.card
     assert card.info.manifest_hash == manifest["hash"]
-    assert card.info.patch_size == (16, 16, 16) and card.info.label_convention == "brats2020"
+    assert card.info.patch_size == (16, 16, 16) and card.info.label_scheme == BRATS2020
     assert card.info.metrics["val_dice_mean"] == pytest.approx(result.best["val_dice_mean"])
     # The nnunet preset's network: three region sigmoids, no deep-supervision heads.
     assert card.info.unet.output == "regions" and len(loaded.model.outputs) == 1
@@ -295,7 +296,7 @@ def test_a_worker_that_raises_fails_the_run_with_its_traceback_in_a_log_of_one_l
     assert "ValueError: injected failure at epoch 2 on rank 1" in out
     epochs = [line for line in out.splitlines() if re.search(r"\bepoch \d+/3  loss ", line)]
     assert [re.search(r"epoch (\d)/3", line)[1] for line in epochs] == ["1", "2"], out
-    assert all("val Dice WT " in line and " samples/s" in line for line in epochs)
+    assert all("val Dice WT " in line and " samples/s" in line for line in epochs), epochs
     assert "ETA " in epochs[0]
     for noise in ("Reporting training result", "Checkpoint successfully", "INFO:tensorflow"):
         assert noise not in out
