@@ -64,8 +64,13 @@ def ingest_parser() -> argparse.ArgumentParser:
 
 def run_ingest(argv: Sequence[str] | None = None) -> int:
     from brats.ingest.job import IngestConfig, ingest
+    from brats.volume.labels import SchemeError
 
-    result = ingest(_config_on_ray(ingest_parser(), IngestConfig, argv))
+    try:
+        result = ingest(_config_on_ray(ingest_parser(), IngestConfig, argv))
+    except SchemeError as err:  # the cohort's scheme is open, or --label-scheme is bad
+        log.error("%s", err)
+        return 2
     counts = result.manifest["counts"]
     _print_json(
         {
@@ -96,11 +101,12 @@ def train_parser() -> argparse.ArgumentParser:
 def run_train(argv: Sequence[str] | None = None) -> int:
     from brats.train.config import TrainConfig, TrainingError
     from brats.train.job import train
+    from brats.volume.labels import SchemeError
 
     config = _config_on_ray(train_parser(), TrainConfig, argv)
     try:
         result = train(config)
-    except TrainingError as err:
+    except (TrainingError, SchemeError) as err:
         log.error("%s", err)
         _print_json({"status": "failed", "error": str(err)})
         return 1

@@ -75,13 +75,16 @@ def ingest(
 
     Raises:
         FileNotFoundError: the cohort root is missing or holds no case.
+        brats.volume.labels.SchemeError: the cohort's label scheme is left open by its names
+            and labels (:class:`brats.io.schemes.SchemeUnresolved`: nothing is read or
+            written), or ``--label-scheme`` names none.
     """
     started = time.perf_counter()
     cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
-    readers = config.readers or default_readers()
     found = discover(cohort)
     preprocess = scheme_config(config.preprocess, found, cohort, s3_endpoint=config.s3_endpoint)
+    readers = config.readers or default_readers()
     results, found = read_cohort(
         cohort,
         preprocess,

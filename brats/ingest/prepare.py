@@ -53,8 +53,9 @@ class PreprocessConfig:
     )
     limits: Limits = field(default_factory=Limits)
     scheme: LabelScheme | None = internal()
-    """The scheme the cohort was resolved to (:mod:`brats.io.schemes`), set by the job before
-    any case is read; ``None`` reads labels as BraTS 2023 glioma."""
+    """The scheme the cohort was resolved to (:mod:`brats.io.schemes`), set by the jobs before
+    any case is read; ``None`` (library use) reads each case as :func:`brats.io.nifti.read_case`
+    does without one."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modalities if m not in MODALITIES]

@@ -34,7 +34,6 @@ from brats.io.nifti import read_case
 from brats.report.status import DONE, FAILED
 from brats.storage import Location, redact
 from brats.volume.geometry import CropBox
-from brats.volume.labels import DEFAULT
 
 if TYPE_CHECKING:
     import ray.data
@@ -159,7 +158,7 @@ def load_and_prepare(row: Row, *, cohort: Location, config: PreprocessConfig) ->
             case,
             cohort,
             modalities=config.modalities,
-            scheme=config.scheme or DEFAULT,
+            scheme=config.scheme,
             limits=config.limits,
         )
         out = prepared_to_row(prepare_case(volumes, config))

@@ -428,10 +428,10 @@ def run_scheme(
         SegmentError: the cohort's scheme does not read like the model's (naming both), or
             the cohort's names and labels leave it open.
     """
-    given = load_scheme(config.label_scheme, s3_endpoint=config.s3_endpoint)
-    if given is None and not any(c.seg for c in cases):
-        return names_scheme(cases, model)
     try:
+        given = load_scheme(config.label_scheme, s3_endpoint=config.s3_endpoint)
+        if given is None and not any(c.seg for c in cases):
+            return names_scheme(cases, model)
         cohort_scheme = resolve_cohort_scheme(cases, cohort, given, config.limits).scheme
     except SchemeError as err:
         raise SegmentError(f"cohort {redact(cohort.uri)}: {err}") from None

@@ -42,12 +42,15 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.volume.geometry import bounding_box
-from brats.volume.labels import N_CLASSES, REGIONS, SchemeLike, scheme_named
+from brats.volume.labels import N_CLASSES, REGIONS, LabelScheme, SchemeLike, scheme_named
 from brats.volume.lesions import (
+    CROSS_TISSUE,
+    LesionScores,
     LesionSettings,
     lesion_scores,
     region_settings,
     specificity_of,
+    tissue_lesion_scores,
 )
 from brats.volume.surfaces import (
     Spacing,
@@ -190,11 +193,16 @@ def evaluate_case(
         region: lesions or region_settings(s.lesion_task, lesion_metric, region)
         for region in s.regions
     }
+    # The reference's penalty "diagonal" (meningioma radiotherapy) is the image's, in voxels.
+    voxel_diagonal = float(np.sqrt(np.sum(np.square(p.shape))))
     labelled = (p != 0) | (t != 0)
     if labelled.any():
         margin = max(x.dilation for x in settings.values()) + 1
         box = bounding_box(labelled, margin=margin).slices
         p, t = p[box], t[box]
+    regrouped = (
+        _regrouped(p, t, s, sampling) if lesions is None and lesion_metric == "brats2024" else {}
+    )
     out: dict[str, float] = {}
     for region in s.regions:
         in_region = np.zeros(s.n_classes, dtype=bool)
@@ -205,7 +213,9 @@ def evaluate_case(
         out[f"hd95_{region}"], out[f"nsd_{region}"] = surface_figures(
             p_mask, t_mask, sampling, diagonal, settings[region].nsd_tolerance_mm
         )
-        scores = lesion_scores(p_mask, t_mask, sampling, settings[region], diagonal_mm=diagonal)
+        scores = regrouped.get(region) or lesion_scores(
+            p_mask, t_mask, sampling, settings[region], diagonal_mm=voxel_diagonal
+        )
         out[f"lesion_dice_{region}"] = scores.dice
         out[f"lesion_hd95_{region}"] = scores.hd95
         out[f"lesion_tp_{region}"] = float(scores.tp)
@@ -221,6 +231,27 @@ def evaluate_case(
         out[f"recall_class{c}"] = _ratio(n_pt, n_t, other=n_p)
     out["accuracy"] = 1.0 - int(np.count_nonzero(p != t)) / size if size else 1.0
     return {key: out[key] for key in metric_keys(s)}
+
+
+_REGROUP_MARGIN: Final = 6
+
+
+def _regrouped(
+    p: npt.NDArray[np.uint8], t: npt.NDArray[np.uint8], s: LabelScheme, spacing: Spacing
+) -> dict[str, LesionScores]:
+    """BraTS 2024's lesion-wise figures of the regions whose lesions are regrouped across
+    tissues (:func:`brats.volume.lesions.tissue_lesion_scores`), for those of the scheme's
+    regions that are one such tissue; a tissue the scheme lacks is an empty mask."""
+    rules = CROSS_TISSUE.get(s.lesion_task)
+    if not rules or not any(r in s.regions and s.regions[r] == (r,) for r in rules):
+        return {}
+    names = {n for region, partners in rules.items() for n in (region, *partners)}
+    classes = {c.name: i for i, c in enumerate(s.classes, start=1)}
+    empty = np.zeros(p.shape, dtype=bool)
+    pred = {n: (p == classes[n]) if n in classes else empty for n in names}
+    truth = {n: (t == classes[n]) if n in classes else empty for n in names}
+    scores = tissue_lesion_scores(pred, truth, spacing, s.lesion_task)
+    return {r: v for r, v in scores.items() if r in s.regions and s.regions[r] == (r,)}
 
 
 def _counts(p: npt.NDArray[np.bool_], t: npt.NDArray[np.bool_]) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ from brats.io.uploads import UploadError
 from brats.network.unet import UNetConfig, build_unet
 from brats.segment.predictor import Predictor
 from brats.storage import resolve
-from brats.volume.labels import LabelConvention, to_internal
+from brats.volume.labels import to_internal
 from brats.volume.postprocess import region_volumes_ml
 from tests.helpers import PickledPayload, brain_volume, free_port, nifti_data
 
@@ -72,7 +72,7 @@ def test_a_nifti_upload_gives_its_mask_in_the_case_geometry(tmp_path, model3, ca
     assert result.mask is not None
     (tmp_path / "mask.nii.gz").write_bytes(result.mask)
     disk = nifti_data(tmp_path / "mask.nii.gz")
-    np.testing.assert_array_equal(to_internal(disk, LabelConvention.BRATS2020), result.labels)
+    np.testing.assert_array_equal(to_internal(disk, "brats2020"), result.labels)
     bad = dict(case_files)
     bad["t2"] = tmp_path / "BraTS20_Training_001_t2.nii.gz"
     bad["t2"].write_bytes(case_files["t2"].read_bytes()[:500])

@@ -211,3 +211,40 @@ def _fingerprint_row(row):
         "total": total,
         "pid": os.getpid(),
     }
+
+
+# --- label schemes ---------------------------------------------------------------------------
+
+
+def test_a_post_treatment_cohort_is_ingested_in_gli2024_and_says_so(tmp_path, ray_session):
+    root = tmp_path / "gli"
+    generate_cohort(root, 4, SynthConfig(shape=(48, 48, 48), seed=3, convention="gli2024"))
+    out = tmp_path / "out"
+    result = ingest(IngestConfig(cohort=str(root), out=str(out)))
+    manifest = result.manifest
+    assert manifest["label_scheme"]["name"] == "gli2024"  # a 4 under BraTS-GLI names
+    assert {c["label_scheme"] for c in manifest["cases"]} == {"gli2024"}
+    assert manifest["counts"]["done"] == 4
+    ds, _ = read_prepared(resolve(str(out)))
+    labels = set()
+    for row in ds.iter_rows():
+        labels |= set(np.unique(row["label"]).tolist())
+    assert 4 in labels  # the cavity, internal class 4 (RC), never 3 (ET)
+
+
+def test_a_4_under_2023_names_without_a_scheme_is_refused_before_reading(tmp_path, caplog):
+    """RELIABILITY row 17: nothing read, nothing written, the message names the way out."""
+    root = tmp_path / "unknown"
+    generate_cohort(root, 2, SynthConfig(shape=(32, 32, 32), seed=3, convention="gli2024"))
+    for folder in sorted(root.iterdir()):  # the same files under a prefix no rule knows
+        new_id = folder.name.replace("BraTS-GLI", "Site-XYZ")
+        for f in folder.iterdir():
+            f.rename(folder / f.name.replace("BraTS-GLI", "Site-XYZ"))
+        folder.rename(root / new_id)
+    out = tmp_path / "out"
+    code = run_ingest(["--cohort", str(root), "--out", str(out), "--readers", "1"])
+    assert code == 2
+    message = " ".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert "--label-scheme" in message
+    assert all(name in message for name in ("gli2024", "met2024", "ped2024"))
+    assert not out.exists()

@@ -289,3 +289,33 @@ def test_surface_distances_are_those_of_a_distance_transform() -> None:
         to_a = ndimage.distance_transform_edt(~surface(a), sampling=spacing)[surface(b)]
         np.testing.assert_allclose(forward, to_b, atol=1e-9)
         np.testing.assert_allclose(backward, to_a, atol=1e-9)
+
+
+def test_the_2024_lesion_metric_regroups_tissues_and_drops_specks_per_scheme() -> None:
+    """evaluate_case under brats2024 gives each single-tissue glioma region the cross-tissue
+    figures of brats.volume.lesions, and a 3-voxel predicted speck is a false positive under
+    the 2023 rules but dropped under 2024's (glioma: predictions of 20 voxels or fewer)."""
+    from brats.volume.lesions import tissue_lesion_scores
+
+    truth = np.zeros((32, 32, 24), np.uint8)
+    truth[6:18, 6:18, 4:16] = 2  # SNFH
+    truth[9:15, 9:15, 7:13] = 3  # ET
+    truth[11:13, 11:13, 9:11] = 1  # NETC
+    truth[20:26, 20:26, 14:20] = 4  # a cavity
+    pred = truth.copy()
+    pred[29:31, 0:1, 21:23] = 4  # a 4-voxel speck of cavity, far from every lesion
+    new = evaluate_case(pred, truth, (1, 1, 1), scheme="gli2024", lesion_metric="brats2024")
+    old = evaluate_case(pred, truth, (1, 1, 1), scheme="gli2024", lesion_metric="brats2023")
+    assert old["lesion_fp_RC"] == 1.0 and old["lesion_dice_RC"] == pytest.approx(0.5)
+    assert new["lesion_fp_RC"] == 0.0 and new["lesion_dice_RC"] == 1.0
+    names = {"NETC": 1, "SNFH": 2, "ET": 3, "RC": 4}
+    direct = tissue_lesion_scores(
+        {n: pred == v for n, v in names.items()},
+        {n: truth == v for n, v in names.items()},
+        (1, 1, 1),
+        "glioma",
+    )
+    for region, scores in direct.items():
+        assert new[f"lesion_dice_{region}"] == scores.dice
+        assert new[f"lesion_hd95_{region}"] == scores.hd95
+        assert new[f"lesion_tp_{region}"] == scores.tp
