@@ -56,32 +56,41 @@ class RecipeBenchmark:
     other_sites: tuple[str, ...] = option(("b", "c"), help="held-out sites the model never saw")
     held_out: int | None = option(None, help="held-out cases per site (default: the demo's)")
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
+    label_scheme: str | None = option(
+        None,
+        metavar="SCHEME",
+        help="generate every cohort in this built-in label scheme (gli2024: resection "
+        "cavities; ped2024: cysts; default: the demo's, brats2020) and score its regions",
+    )
 
 
 def held_out_dice(model: str, cohort: str, tta: str = "model") -> dict[str, list[float]]:
-    """Dice per region of every case of a labeled raw cohort, segmented by ``model`` with
-    flip TTA as ``tta`` says (:class:`~brats.segment.predictor.PredictSettings`), and under
-    ``"TC_no_ET"`` the TC Dice of the cases whose truth has no enhancing tumor (the cores a
-    model finds hardest; the key is absent when every case enhances)."""
+    """Dice per region of the model's label scheme for every case of a labeled raw cohort,
+    segmented by ``model`` with flip TTA as ``tta`` says
+    (:class:`~brats.segment.predictor.PredictSettings`), and under ``"TC_no_ET"`` the TC Dice
+    of the cases whose truth has no enhancing tumor (the cores a model finds hardest; the key
+    is absent when every case enhances). A region neither side has scores 1, as BraTS
+    scores it."""
     from brats.io.cases import discover
     from brats.segment.predictor import Predictor, PredictSettings
     from brats.storage import resolve
-    from brats.volume.labels import REGIONS, region_mask
+    from brats.volume.labels import region_mask
     from brats.volume.metrics import dice
 
     predictor = Predictor.from_artifact(model, PredictSettings.with_tta(tta))
+    scheme = predictor.info.scheme
     root = resolve(cohort)
-    scores: dict[str, list[float]] = {r: [] for r in REGIONS}
+    scores: dict[str, list[float]] = {r: [] for r in scheme.regions}
     no_et: list[float] = []
     for case in discover(root).cases:
         done = predictor.segment_files(case, root)
         truth = done.volumes.label
         assert truth is not None, f"{case.case_id} has no seg"
-        for region in REGIONS:
+        for region in scheme.regions:
             scores[region].append(
-                dice(region_mask(done.labels, region), region_mask(truth, region))
+                dice(region_mask(done.labels, region, scheme), region_mask(truth, region, scheme))
             )
-        if not region_mask(truth, "ET").any():
+        if {"ET", "TC"} <= set(scheme.regions) and not region_mask(truth, "ET", scheme).any():
             no_et.append(scores["TC"][-1])
     return scores | ({"TC_no_ET": no_et} if no_et else {})
 
@@ -100,6 +109,8 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="brats-bench-recipe-") as tmp:
         synth = SynthConfig(shape=demo.shape, seed=demo.seed, site=demo.site)
+        if args.label_scheme:
+            synth = replace(synth, convention=args.label_scheme)
         generate_cohort(f"{tmp}/raw", demo.cases, synth)
         sites: dict[str, str] = {}
         for i, site in enumerate(dict.fromkeys((demo.site, *args.other_sites))):

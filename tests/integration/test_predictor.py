@@ -175,3 +175,26 @@ def test_flip_tta_runs_when_the_model_says_so_unless_the_settings_say_otherwise(
     np.testing.assert_array_equal(probabilities(ragged_model, "model"), without)
     np.testing.assert_array_equal(probabilities(str(tmp_path / "tta"), "model"), with_flips)
     np.testing.assert_array_equal(probabilities(str(tmp_path / "tta"), "off"), without)
+
+
+def test_a_model_saved_before_label_schemes_still_loads_and_segments_alike(
+    cohort, ragged_model, tmp_path
+):
+    """A model.json of before (``label_convention``, no ``n_regions``) reads as that scheme and
+    segments byte for byte as the same model with today's model.json."""
+    import json
+    import shutil
+
+    old = tmp_path / "old-model"
+    shutil.copytree(ragged_model, old)
+    meta = json.loads((old / "model.json").read_text())
+    meta.pop("label_scheme")
+    meta["label_convention"] = "brats2020"
+    meta["unet"].pop("n_regions")
+    (old / "model.json").write_text(json.dumps(meta))
+    before, now = Predictor.from_artifact(str(old)), Predictor.from_artifact(ragged_model)
+    assert before.info.label_scheme == BRATS2020 and before.info.unet.n_regions == 3
+    case = discover(cohort).cases[0]
+    done_before, done_now = before.segment_files(case, cohort), now.segment_files(case, cohort)
+    np.testing.assert_array_equal(done_before.labels, done_now.labels)
+    assert done_before.mask == done_now.mask  # BraTS 2020 names: ET written as 4 by both

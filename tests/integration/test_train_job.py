@@ -443,3 +443,40 @@ def _leave_broken_uploads(run: Path, done: int) -> None:
     headless = run / "checkpoint_9999-01-01_00-00-00.000002"
     headless.mkdir()
     (headless / WEIGHTS_FILE).write_bytes(weights)
+
+
+@pytest.mark.integration
+def test_a_short_training_on_a_post_treatment_cohort_predicts_the_cavity(ray_session, tmp_path):
+    """The scheme travels from the cohort to the network: a gli2024 cohort trains four region
+    sigmoids (WT, TC, ET, RC), model.json carries gli2024, and the model finds cavities."""
+    from brats.io.artifact import load_artifact
+    from brats.io.cases import discover
+    from brats.segment.predictor import Predictor, PredictSettings
+    from brats.storage import resolve
+    from brats.volume.labels import GLI2024
+
+    root = tmp_path / "gli"
+    generate_cohort(root, 8, SynthConfig(shape=(32, 32, 32), seed=5, convention="gli2024"))
+    config = TrainConfig(
+        data=str(root),
+        storage=str(tmp_path / "runs"),
+        name="gli",
+        epochs=12,
+        **{**TINY, "num_workers": 1, "patches_per_case": 4, "base_filters": 8},
+    )
+    result = train(config)
+    assert result.model is not None and "val_dice_RC" in result.best
+    card = load_artifact(result.model).card
+    assert card.info.label_scheme == GLI2024
+    assert (card.info.unet.n_classes, card.info.unet.n_outputs) == (5, 4)
+    predictor = Predictor.from_artifact(result.model, PredictSettings(tta="off"))
+    cohort = resolve(str(root))
+    found = 0
+    for case in discover(cohort).cases:
+        done = predictor.segment_files(case, cohort)
+        assert done.volumes.label is not None
+        cavity = done.volumes.label == 4
+        if cavity.any():
+            hit = (done.labels == 4) & cavity
+            found += int(hit.sum() > 0.3 * cavity.sum())
+    assert found >= 2  # of the cohort's 4 cavities, most are found

@@ -110,33 +110,40 @@ def test_decoding_a_schemes_own_region_outputs_gives_its_labels_back(name):
     )
 
 
-def test_the_2024_schemes_read_the_challenge_values():
+_DISK = np.array([0, 1, 2, 3, 4], np.uint8)
+_REFERENCE_2024 = {
+    # get_TissueWiseSeg of metrics_GLI.py and metrics_PED.py, region by region, on disk values.
+    "gli2024": {
+        "WT": (_DISK >= 1) & (_DISK <= 3),
+        "TC": (_DISK == 1) | (_DISK == 3),
+        "ET": _DISK == 3,
+        "NETC": _DISK == 1,
+        "SNFH": _DISK == 2,
+        "RC": _DISK == 4,
+    },
+    "ped2024": {
+        "WT": (_DISK >= 1) & (_DISK <= 4),
+        "TC": (_DISK >= 1) & (_DISK <= 3),
+        "ET": _DISK == 1,
+        "NETC": _DISK == 2,
+        "CC": _DISK == 3,
+        "ED": _DISK == 4,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(_REFERENCE_2024))
+def test_the_2024_schemes_read_the_challenge_values(name):
     """Regions as the BraTS 2024 evaluation code (rachitsaluja/BraTS-2024-Metrics) builds them
-    from the labels on disk: get_TissueWiseSeg of metrics_GLI.py and metrics_PED.py."""
-    disk = np.array([0, 1, 2, 3, 4], np.uint8)
-    gli = scheme_named("gli2024")
-    reference_gli = {
-        "WT": (disk >= 1) & (disk <= 3),
-        "TC": (disk == 1) | (disk == 3),
-        "NETC": disk == 1,
-        "SNFH": disk == 2,
-        "ET": disk == 3,
-        "RC": disk == 4,
-    }
-    for region, expected in reference_gli.items():
-        np.testing.assert_array_equal(region_mask(to_internal(disk, gli), region, gli), expected)
-    ped = scheme_named("ped2024")
-    reference_ped = {
-        "WT": (disk >= 1) & (disk <= 4),
-        "TC": (disk >= 1) & (disk <= 3),
-        "ET": disk == 1,
-        "NETC": disk == 2,
-        "CC": disk == 3,
-        "ED": disk == 4,
-    }
-    for region, expected in reference_ped.items():
-        np.testing.assert_array_equal(region_mask(to_internal(disk, ped), region, ped), expected)
-    assert list(ped.regions) == list(reference_ped)
+    from the labels on disk, in the order the issue lists them."""
+    scheme, reference = scheme_named(name), _REFERENCE_2024[name]
+    assert list(scheme.regions) == list(reference)
+    for region, expected in reference.items():
+        got = region_mask(to_internal(_DISK, scheme), region, scheme)
+        np.testing.assert_array_equal(got, expected, err_msg=region)
+
+
+def test_meningioma_radiotherapy_has_one_target_on_t1c_alone():
     menrt = scheme_named("menrt2024")
     assert menrt.images == ("t1ce",) and menrt.truth == "gtv" and list(menrt.regions) == ["GTV"]
 
