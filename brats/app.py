@@ -115,7 +115,7 @@ class Segmentation:
         volumes_ml: :func:`brats.volume.postprocess.region_volumes_ml` of ``labels``.
         source: what was uploaded (the file name, or the case id of NIfTI files).
         used: the channels the model was fed.
-        mask: the mask as NIfTI bytes in the case's geometry and label convention, the bytes
+        mask: the mask as NIfTI bytes in the case's geometry and label scheme, the bytes
             the segmentation job writes for it; ``None`` for an array upload (no geometry).
         seconds: time to read, predict and paste back.
         scheme: the model's label scheme: what ``labels`` and ``volumes_ml`` mean.

@@ -382,6 +382,40 @@ def run_benchmark(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def schemes_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brats schemes",
+        description="List the built-in label schemes (what --label-scheme takes), or show one "
+        "scheme (a built-in name or a JSON file) as JSON.",
+    )
+    parser.add_argument("scheme", nargs="?", help="a built-in name or a JSON file to show")
+    return parser
+
+
+def run_schemes(argv: Sequence[str] | None = None) -> int:
+    """One line per built-in scheme (values on disk, regions, images, source), or one scheme
+    as JSON: a user scheme file is checked as the jobs would read it."""
+    from brats.io.schemes import load_scheme
+    from brats.volume.labels import SCHEMES, SchemeError
+
+    args = schemes_parser().parse_args(argv)
+    if args.scheme:
+        try:
+            scheme = load_scheme(args.scheme)
+        except SchemeError as err:
+            log.error("%s", err)
+            return 2
+        assert scheme is not None
+        _print_json(scheme.to_dict())
+        return 0
+    for scheme in SCHEMES.values():
+        values = ", ".join(f"{c.value} {c.name}" for c in scheme.classes)
+        regions = ", ".join(scheme.regions)
+        print(f"{scheme.name:10} {values:30} regions {regions:28} images {','.join(scheme.images)}")
+        print(f"{'':10} {scheme.source}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "synth": run_synth,
     "ingest": run_ingest,
@@ -390,6 +424,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "evaluate": run_evaluate,
     "nightly": run_nightly,
     "app": run_app,
+    "schemes": run_schemes,
 }
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "synth": synth_parser,
@@ -399,6 +434,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "evaluate": evaluate_parser,
     "nightly": nightly_parser,
     "app": app_parser,
+    "schemes": schemes_parser,
 }
 """The parser of each ``brats`` command (and of its ``jobs/*.py`` twin)."""
 

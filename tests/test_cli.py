@@ -215,3 +215,18 @@ def test_train_prints_the_best_epochs_validation_figures_not_its_whole_row():
         "val_post_dice_ET": 0.046,
         "postprocessing": "{}",
     }
+
+
+def test_brats_schemes_lists_the_built_ins_and_checks_a_users_file(tmp_path, capsys, caplog):
+    assert main(["schemes"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("brats2020", "brats2023", "gli2024", "met2024", "ped2024", "menrt2024"):
+        assert name in listed
+    assert "4 RC" in listed and "metrics_PED.py" in listed
+    assert main(["schemes", "ped2024"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"][2]["name"] == "CC"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "classes": [{"name": "A", "value": 1}],
+                               "regions": {"R": ["B"]}, "decode": [["R", "A"]]}))  # fmt: skip
+    assert main(["schemes", str(bad)]) == 2
+    assert "unknown classes ['B']" in caplog.text

@@ -456,20 +456,21 @@ def test_a_short_training_on_a_post_treatment_cohort_predicts_the_cavity(ray_ses
     from brats.volume.labels import GLI2024
 
     root = tmp_path / "gli"
-    generate_cohort(root, 8, SynthConfig(shape=(32, 32, 32), seed=5, convention="gli2024"))
+    generate_cohort(root, 8, SynthConfig(shape=(48, 48, 48), seed=5, convention="gli2024"))
     config = TrainConfig(
         data=str(root),
         storage=str(tmp_path / "runs"),
         name="gli",
-        epochs=12,
+        epochs=20,
         **{**TINY, "num_workers": 1, "patches_per_case": 4, "base_filters": 8},
     )
     result = train(config)
     assert result.model is not None and "val_dice_RC" in result.best
+    print("RC", [round(r["val_dice_RC"], 3) for r in result.history])
     card = load_artifact(result.model).card
     assert card.info.label_scheme == GLI2024
     assert (card.info.unet.n_classes, card.info.unet.n_outputs) == (5, 4)
-    predictor = Predictor.from_artifact(result.model, PredictSettings(tta="off"))
+    predictor = Predictor.from_artifact(result.model, PredictSettings.with_tta("off"))
     cohort = resolve(str(root))
     found = 0
     for case in discover(cohort).cases:
@@ -479,4 +480,5 @@ def test_a_short_training_on_a_post_treatment_cohort_predicts_the_cavity(ray_ses
         if cavity.any():
             hit = (done.labels == 4) & cavity
             found += int(hit.sum() > 0.3 * cavity.sum())
+            print("cavity", case.case_id, int(cavity.sum()), int(hit.sum()), int((done.labels == 4).sum()))
     assert found >= 2  # of the cohort's 4 cavities, most are found
