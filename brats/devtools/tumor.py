@@ -375,32 +375,50 @@ def add_cyst(
     world: F64,
     spacing: F64,
 ) -> Tumor:
-    """A cyst (:data:`CYST`) inside the first focus's core: a ball of fluid around a seeded
-    point of the core, with a wall of core (at least a voxel thick) between it and anything
-    that is not core, so the cyst is enclosed by the tumor core. Run it after
+    """A cyst (:data:`CYST`) in the first focus: a ball of fluid about as wide as the focus's
+    core or wider (a paediatric tumour's cyst is often larger than its solid part), kept a
+    wall's width (at least a voxel) inside the tumor. Edema in that wall becomes necrotic,
+    non-enhancing core, so the cyst is enclosed by tumor core. Run it after
     :func:`keep_one_core_per_focus` and :func:`keep_connected_to_core`."""
     inside, local, box = _tumor_box(tumor, points, shape)
-    core = np.isin(tumor.label, (NCR, ET))
-    depth = _depth(core, inside, local, box, spacing)
+    in_tumor = tumor.label > 0
+    depth = _depth(in_tumor, inside, local, box, spacing)
     wall = max(float(rng.uniform(1.0, 2.5)), float(spacing.max()))
     main = tumor.foci[0] if tumor.foci else None
-    near = np.ones(depth.size, dtype=bool)
-    if main is not None:
-        near = np.sum((world - main.centre) ** 2, axis=1) <= main.core_reach**2
-    interior = (depth > wall) & near
-    if not interior.any():  # a core too thin for a walled cyst: its deepest voxels
-        interior = (depth >= depth[near & core].max()) & near & core
-    seed = int(rng.choice(np.flatnonzero(interior)))
-    radius = float(rng.uniform(0.5, 1.0)) * max(float(depth.max()), float(spacing.max()))
-    cyst = (np.sum((world - world[seed]) ** 2, axis=1) <= radius**2) & interior
-    cyst[seed] = True
+    core = np.isin(tumor.label, (NCR, ET))
+    centre = main.centre if main is not None else world[core | in_tumor].mean(axis=0)
+    reach = main.core_reach if main is not None else float(depth.max())
+    radius = float(rng.uniform(0.9, 1.4)) * max(reach, float(spacing.max()))
+    distance2 = np.sum((world - centre) ** 2, axis=1)
+    cyst = (distance2 <= radius**2) & (depth > wall)
+    if not cyst.any():  # a tumor too thin for a walled cyst: its deepest voxel
+        cyst = depth >= depth.max()
+    enclosing = ndimage.distance_transform_edt(
+        ~_grid(cyst, inside, local, box), sampling=tuple(spacing)
+    )
+    ring = np.zeros(cyst.size, dtype=bool)
+    ring[inside] = enclosing[local] <= wall
+    ring &= in_tumor & ~cyst & (tumor.label == ED)
+    necrosis = tumor.necrosis.copy()
+    necrosis[ring] = 1.0
     fluid = np.zeros(depth.size, dtype=np.float32)
     fluid[cyst] = 1.0
     label = tumor.label.copy()
+    label[ring] = NCR
     label[cyst] = CYST
-    return Tumor(
-        label, tumor.edema, tumor.core, tumor.necrosis, tumor.texture, tumor.foci, fluid, CYST
-    )
+    return Tumor(label, tumor.edema, tumor.core, necrosis, tumor.texture, tumor.foci, fluid, CYST)
+
+
+def _grid(
+    mask: npt.NDArray[np.bool_],
+    inside: npt.NDArray[np.intp],
+    local: tuple[npt.NDArray[np.intp], ...],
+    box: tuple[int, ...],
+) -> npt.NDArray[np.bool_]:
+    """A per-brain-voxel ``mask`` on the tumor's box grid (``_tumor_box``)."""
+    grid = np.zeros(box, dtype=bool)
+    grid[local] = mask[inside]
+    return grid
 
 
 def grow_meningioma(
@@ -489,8 +507,7 @@ def _depth(
 ) -> F32:
     """Per brain voxel, the distance (mm) of a ``mask`` voxel to the nearest voxel outside the
     mask (0 outside it), computed in the tumor's box (``_tumor_box``), which holds the mask."""
-    grid = np.zeros(box, dtype=bool)
-    grid[local] = mask[inside]
+    grid = _grid(mask, inside, local, box)
     depth = np.zeros(mask.size, dtype=np.float32)
     if grid.any():
         depth[inside] = ndimage.distance_transform_edt(grid, sampling=tuple(spacing))[local]
