@@ -12,6 +12,9 @@ SCHEMES`) or a small JSON file (local or ``s3://``) holding a user scheme.
    the cohort could be BraTS 2023 or 2024 paediatric, which read 1 and 3 differently: stop.
 5. Other 2023-style names with no 4 anywhere mean ``brats2023``; with a 4, ``BraTS-GLI``
    means ``gli2024`` and ``BraTS-MET`` means ``met2024``.
+
+The prefix is that of the cases named ``BraTS-...`` (``BraTS-GLI-02000-101`` ->
+``BraTS-GLI``); a case named otherwise in the same cohort takes the cohort's scheme.
 6. Anything else with a 4 stops before any case is read, naming ``--label-scheme`` and the
    candidate schemes.
 
@@ -129,7 +132,11 @@ def resolve_scheme(
         return Resolved(BRATS2023, "no cases")
     namings = {c.naming for c in cases}
     truth_suffixes = {_suffix(c.seg) for c in cases if c.seg is not None}
-    prefixes = {_prefix(c.case_id) for c in cases}
+    # The challenge's prefixes decide; a case named otherwise (a renamed or broken folder)
+    # rides along with the dataset it sits in. No BraTS prefix at all: the ids themselves.
+    prefixes = {_prefix(c.case_id) for c in cases if c.case_id.startswith("BraTS-")} or {
+        _prefix(c.case_id) for c in cases
+    }
     if namings == {Naming.BRATS2020}:
         return Resolved(BRATS2020, "file names")
     if len(namings) > 1:

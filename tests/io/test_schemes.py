@@ -50,6 +50,11 @@ def test_the_names_and_the_cohorts_labels_decide(cases, values, expected):
     assert resolve_scheme(cases, None, labels).scheme.name == expected
 
 
+def test_folders_named_otherwise_ride_along_with_the_challenges_prefix():
+    cases = [_case("BraTS-GLI-00001-100"), _case("Broken_missing"), _case("old-copy")]
+    assert resolve_scheme(cases, None, _values(0, 2, 4)).scheme is GLI2024
+
+
 def test_the_flag_wins_and_nothing_is_read():
     cases = [_case("BraTS-GLI-00001-000")]
     assert resolve_scheme(cases, GLI2024, _never).scheme is GLI2024
