@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -524,9 +524,3 @@ def interchangeable(a: LabelScheme, b: LabelScheme) -> bool:
         and tuple((a.region_classes(r), a.class_index(c)) for r, c in a.decode)
         == tuple((b.region_classes(r), b.class_index(c)) for r, c in b.decode)
     )
-
-
-def schemes_with_values(values: Sequence[int] | frozenset[int]) -> list[str]:
-    """Built-in schemes whose on-disk values include every value in ``values``."""
-    want = set(values)
-    return [n for n, s in SCHEMES.items() if want <= set(s.disk_values)]

@@ -85,6 +85,7 @@ from scipy import ndimage
 
 from brats.options import option
 from brats.volume.geometry import bounding_box
+from brats.volume.labels import LESION_TASKS
 from brats.volume.surfaces import as_masks, as_spacing, hd95, surface_figures
 
 _DILATION_ELEMENT: Final = ndimage.generate_binary_structure(3, 2)  # 18-connected
@@ -94,8 +95,6 @@ _CELL: Final = 8
 
 LESION_METRICS: Final = ("brats2023", "brats2024")
 """Whose lesion-wise rules :func:`region_settings` gives: the BraTS 2023 or 2024 code's."""
-LESION_TASKS: Final = ("glioma", "metastasis", "paediatric", "meningioma_rt")
-"""The challenges :func:`region_settings` has settings for."""
 
 Box = tuple[slice, slice, slice]
 Mask = npt.NDArray[np.bool_]
