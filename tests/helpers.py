@@ -301,3 +301,15 @@ def peak_bytes(fn) -> int:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     return peak
+
+
+def cube(mask: np.ndarray, corner: tuple[int, int, int], side: int) -> np.ndarray:
+    """``mask`` with a ``side``-voxel cube set from ``corner`` (lesion-wise tests)."""
+    z, y, x = corner
+    mask[z : z + side, y : y + side, x : x + side] = True
+    return mask
+
+
+def empty_mask(shape: tuple[int, int, int] = (40, 40, 40)) -> np.ndarray:
+    """An all-false boolean volume."""
+    return np.zeros(shape, dtype=bool)

@@ -32,27 +32,16 @@ from tests.helpers import nifti_data
 TINY = (32, 32, 32)
 
 # Scheme -> (the id of case 1, its files, without the id).
+_FILES_2023 = ["-seg.nii.gz", "-t1c.nii.gz", "-t1n.nii.gz", "-t2f.nii.gz", "-t2w.nii.gz"]
 NAMES = {
     "brats2020": (
         "BraTS20_Training_001",
         ["_flair.nii.gz", "_seg.nii.gz", "_t1.nii.gz", "_t1ce.nii.gz", "_t2.nii.gz"],
     ),
-    "brats2023": (
-        "BraTS-GLI-00001-000",
-        ["-seg.nii.gz", "-t1c.nii.gz", "-t1n.nii.gz", "-t2f.nii.gz", "-t2w.nii.gz"],
-    ),
-    "gli2024": (
-        "BraTS-GLI-00001-100",
-        ["-seg.nii.gz", "-t1c.nii.gz", "-t1n.nii.gz", "-t2f.nii.gz", "-t2w.nii.gz"],
-    ),
-    "met2024": (
-        "BraTS-MET-00001-000",
-        ["-seg.nii.gz", "-t1c.nii.gz", "-t1n.nii.gz", "-t2f.nii.gz", "-t2w.nii.gz"],
-    ),
-    "ped2024": (
-        "BraTS-PED-00001-000",
-        ["-seg.nii.gz", "-t1c.nii.gz", "-t1n.nii.gz", "-t2f.nii.gz", "-t2w.nii.gz"],
-    ),
+    "brats2023": ("BraTS-GLI-00001-000", _FILES_2023),
+    "gli2024": ("BraTS-GLI-00001-100", _FILES_2023),
+    "met2024": ("BraTS-MET-00001-000", _FILES_2023),
+    "ped2024": ("BraTS-PED-00001-000", _FILES_2023),
     "menrt2024": ("BraTS-MEN-RT-0001-1", ["_gtv.nii.gz", "_t1c.nii.gz"]),
 }
 

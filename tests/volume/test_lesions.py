@@ -16,22 +16,13 @@ from brats.volume.lesions import (
     specificity,
 )
 from brats.volume.metrics import METRIC_KEYS, evaluate_case, hd95
+from tests.helpers import cube, empty_mask
 
 ONE_MM = (1.0, 1.0, 1.0)
 
 
-def _cube(mask: np.ndarray, corner: tuple[int, int, int], side: int) -> np.ndarray:
-    z, y, x = corner
-    mask[z : z + side, y : y + side, x : x + side] = True
-    return mask
-
-
-def _empty(shape=(40, 40, 40)) -> np.ndarray:
-    return np.zeros(shape, dtype=bool)
-
-
 def test_two_lesions_whose_dilations_touch_are_one_lesion():
-    truth = _cube(_cube(_empty(), (5, 5, 5), 5), (5, 5, 14), 5)  # 4 voxels apart
+    truth = cube(cube(empty_mask(), (5, 5, 5), 5), (5, 5, 14), 5)  # 4 voxels apart
     pred = truth.copy()
     merged = lesion_scores(pred, truth, ONE_MM, GLIOMA)  # 3 + 3 >= 4: one lesion
     assert (merged.tp, merged.fp, merged.fn) == (1, 0, 0)
@@ -39,7 +30,7 @@ def test_two_lesions_whose_dilations_touch_are_one_lesion():
     apart = lesion_scores(pred, truth, ONE_MM, LesionSettings(dilation=1, min_volume_mm3=2))
     assert (apart.tp, apart.fp, apart.fn) == (2, 0, 0)
     # One predicted lesion only: merged, it is half the lesion; apart, the other is missed.
-    half = _cube(_empty(), (5, 5, 5), 5)
+    half = cube(empty_mask(), (5, 5, 5), 5)
     assert lesion_scores(half, truth, ONE_MM, GLIOMA).dice == pytest.approx(2 * 125 / 375)
     missed = lesion_scores(half, truth, ONE_MM, LesionSettings(dilation=1, min_volume_mm3=2))
     assert (missed.tp, missed.fn) == (1, 1) and missed.dice == pytest.approx(0.5)
@@ -47,7 +38,7 @@ def test_two_lesions_whose_dilations_touch_are_one_lesion():
 
 
 def test_a_false_positive_blob_costs_a_whole_lesion_whatever_its_size():
-    truth = _cube(_empty(), (5, 5, 5), 6)
+    truth = cube(empty_mask(), (5, 5, 5), 6)
     pred = truth.copy()
     pred[30, 30, 30] = True  # one voxel, far away
     scores = lesion_scores(pred, truth, ONE_MM, GLIOMA)
@@ -62,8 +53,8 @@ def test_a_false_positive_blob_costs_a_whole_lesion_whatever_its_size():
 
 
 def test_a_missed_lesion_scores_zero_and_the_penalty():
-    truth = _cube(_cube(_empty(), (2, 2, 2), 6), (28, 28, 28), 6)
-    pred = _cube(_empty(), (2, 2, 2), 6)
+    truth = cube(cube(empty_mask(), (2, 2, 2), 6), (28, 28, 28), 6)
+    pred = cube(empty_mask(), (2, 2, 2), 6)
     scores = lesion_scores(pred, truth, ONE_MM, GLIOMA)
     assert (scores.tp, scores.fp, scores.fn) == (1, 0, 1)
     assert scores.dice == pytest.approx(0.5) and scores.hd95 == pytest.approx(187.0)
@@ -72,8 +63,8 @@ def test_a_missed_lesion_scores_zero_and_the_penalty():
 
 
 def test_a_tiny_truth_lesion_is_dropped_and_so_is_its_match():
-    truth = _cube(_cube(_empty(), (2, 2, 2), 8), (30, 30, 30), 3)  # 27 mm^3 <= 50
-    pred = _cube(_empty(), (2, 2, 2), 8)
+    truth = cube(cube(empty_mask(), (2, 2, 2), 8), (30, 30, 30), 3)  # 27 mm^3 <= 50
+    pred = cube(empty_mask(), (2, 2, 2), 8)
     scores = lesion_scores(pred, truth, ONE_MM, GLIOMA)
     assert (scores.tp, scores.fp, scores.fn, scores.dice) == (1, 0, 0, 1.0)
     # A prediction on the tiny lesion is neither scored nor a false positive.
@@ -86,7 +77,7 @@ def test_a_tiny_truth_lesion_is_dropped_and_so_is_its_match():
 
 
 def test_volumes_and_distances_use_the_spacing():
-    truth = _cube(_empty(), (10, 10, 10), 3)  # 27 voxels
+    truth = cube(empty_mask(), (10, 10, 10), 3)  # 27 voxels
     pred = np.roll(truth, 1, axis=2)
     at_1mm = lesion_scores(pred, truth, ONE_MM, GLIOMA)
     assert (at_1mm.tp, at_1mm.fp, at_1mm.fn) == (0, 0, 0) and at_1mm.dice == 1.0
@@ -109,9 +100,9 @@ def test_volumes_and_distances_use_the_spacing():
     ],
 )
 def test_empty_masks(has_pred, has_truth, expected):
-    blob = _cube(_empty(), (10, 10, 10), 6)
-    pred = blob if has_pred else _empty()
-    truth = blob if has_truth else _empty()
+    blob = cube(empty_mask(), (10, 10, 10), 6)
+    pred = blob if has_pred else empty_mask()
+    truth = blob if has_truth else empty_mask()
     s = lesion_scores(pred, truth, ONE_MM, GLIOMA)
     assert (s.dice, s.hd95, s.tp, s.fp, s.fn) == expected
     nsd = normalized_surface_dice(pred, truth, ONE_MM)
@@ -119,7 +110,7 @@ def test_empty_masks(has_pred, has_truth, expected):
 
 
 def test_one_prediction_can_match_two_lesions():
-    truth = _cube(_cube(_empty(), (5, 5, 5), 4), (5, 5, 20), 4)
+    truth = cube(cube(empty_mask(), (5, 5, 5), 4), (5, 5, 20), 4)
     pred = np.zeros_like(truth)
     pred[5:9, 5:9, 5:24] = True  # a bar across both
     s = lesion_scores(pred, truth, ONE_MM, LesionSettings(dilation=1, min_volume_mm3=2))
@@ -129,7 +120,7 @@ def test_one_prediction_can_match_two_lesions():
 
 
 def test_nsd_counts_surface_within_the_tolerance():
-    truth = _cube(_empty(), (10, 10, 10), 10)
+    truth = cube(empty_mask(), (10, 10, 10), 10)
     shifted = np.roll(truth, 2, axis=0)
     assert normalized_surface_dice(truth, truth, ONE_MM) == 1.0
     assert normalized_surface_dice(shifted, truth, ONE_MM, 1.0) < 1.0
@@ -137,7 +128,7 @@ def test_nsd_counts_surface_within_the_tolerance():
 
 
 def test_specificity_counts_the_whole_volume():
-    truth = _cube(_empty((10, 10, 10)), (0, 0, 0), 5)  # 125 voxels
+    truth = cube(empty_mask((10, 10, 10)), (0, 0, 0), 5)  # 125 voxels
     pred = truth.copy()
     pred[9, 9, 9] = True  # one FP among 875 negatives
     assert specificity(pred, truth, 1000) == pytest.approx(874 / 875)

@@ -28,20 +28,11 @@ from brats.volume.lesions import (
     tissue_lesion_scores,
 )
 from brats.volume.surfaces import hd95
+from tests.helpers import cube, empty_mask
 
 ONE_MM = (1.0, 1.0, 1.0)
 GLI_WT = region_settings("glioma", "brats2024", "WT")
 MEN_RT = region_settings("meningioma_rt", "brats2024", "GTV")
-
-
-def _cube(mask: np.ndarray, corner: tuple[int, int, int], side: int) -> np.ndarray:
-    z, y, x = corner
-    mask[z : z + side, y : y + side, x : x + side] = True
-    return mask
-
-
-def _empty(shape=(40, 40, 40)) -> np.ndarray:
-    return np.zeros(shape, dtype=bool)
 
 
 def _counts(s: LesionScores) -> tuple[int, int, int]:
@@ -52,7 +43,7 @@ def _counts(s: LesionScores) -> tuple[int, int, int]:
 
 
 def test_a_small_predicted_speck_is_dropped_in_2024_but_a_false_positive_in_2023():
-    truth = _cube(_empty(), (5, 5, 5), 6)
+    truth = cube(empty_mask(), (5, 5, 5), 6)
     pred = truth.copy()
     pred[30, 30, 30] = True  # one voxel far away
     old = lesion_scores(pred, truth, ONE_MM, GLIOMA)
@@ -74,7 +65,7 @@ def test_a_small_predicted_speck_is_dropped_in_2024_but_a_false_positive_in_2023
 
 
 def test_nearby_predicted_components_are_one_predicted_lesion_in_2024():
-    truth = _cube(_empty(), (5, 5, 5), 6)  # x 5..10
+    truth = cube(empty_mask(), (5, 5, 5), 6)  # x 5..10
     pred = truth.copy()
     pred[5:8, 5:8, 15:18] = True  # 27 voxels, 4 empty voxels beyond the lesion's face
     old = lesion_scores(pred, truth, ONE_MM, GLIOMA)  # out of the lesion's reach (3)
@@ -93,22 +84,24 @@ def test_nearby_predicted_components_are_one_predicted_lesion_in_2024():
 
 
 def test_meningioma_rt_ignores_false_positives_and_charges_the_diagonal():
-    truth = _cube(_empty(), (5, 5, 5), 6)
+    truth = cube(empty_mask(), (5, 5, 5), 6)
     pred = truth.copy()
-    _cube(pred, (30, 30, 30), 4)  # 64 mm^3 > 50: kept, unmatched
+    cube(pred, (30, 30, 30), 4)  # 64 mm^3 > 50: kept, unmatched
     diagonal = math.sqrt(3 * 40**2)
     s = lesion_scores(pred, truth, ONE_MM, MEN_RT, diagonal_mm=diagonal)
     assert _counts(s) == (1, 1, 0) and (s.dice, s.hd95) == (1.0, 0.0)
     assert lesion_scores(pred, truth, ONE_MM, GLIOMA).dice == pytest.approx(0.5)
     # A missed lesion costs the diagonal; the false positive still costs nothing.
-    missed = lesion_scores(_cube(_empty(), (30, 30, 30), 4), truth, ONE_MM, MEN_RT, diagonal_mm=9.0)
+    missed = lesion_scores(
+        cube(empty_mask(), (30, 30, 30), 4), truth, ONE_MM, MEN_RT, diagonal_mm=9.0
+    )
     assert _counts(missed) == (0, 1, 1) and (missed.dice, missed.hd95) == (0.0, 9.0)
     # Nothing kept to score: Dice 1 and HD95 0 whatever was predicted.
-    alone = lesion_scores(pred & ~truth, _empty(), ONE_MM, MEN_RT, diagonal_mm=9.0)
+    alone = lesion_scores(pred & ~truth, empty_mask(), ONE_MM, MEN_RT, diagonal_mm=9.0)
     assert _counts(alone) == (0, 1, 0) and (alone.dice, alone.hd95) == (1.0, 0.0)
     # The size rule is a volume: 4 x 4 x 3 voxels of 1 x 1 x 1.1 mm are 52.8 mm^3 (kept), of
     # 1 x 1 x 1 mm 48 (dropped), so only the first case has an unmatched lesion.
-    block = _cube(_empty(), (30, 30, 30), 4)
+    block = cube(empty_mask(), (30, 30, 30), 4)
     block[30:34, 30:34, 33] = False
     wide = lesion_scores(block, truth, (1.0, 1.0, 1.1), MEN_RT, diagonal_mm=9.0)
     narrow = lesion_scores(block, truth, ONE_MM, MEN_RT, diagonal_mm=9.0)
@@ -119,10 +112,10 @@ def test_meningioma_rt_ignores_false_positives_and_charges_the_diagonal():
 
 def test_lesions_touching_one_partner_lesion_are_one_lesion():
     # Two ET lesions 12 voxels apart (dilation 3: two lesions), both touching one NETC bar.
-    et = _cube(_cube(_empty(), (10, 10, 5), 4), (10, 10, 21), 4)
-    netc = _empty()
+    et = cube(cube(empty_mask(), (10, 10, 5), 4), (10, 10, 21), 4)
+    netc = empty_mask()
     netc[10:14, 14:16, 5:25] = True  # beside both
-    masks = {"NETC": netc, "SNFH": _empty(), "ET": et, "RC": _empty()}
+    masks = {"NETC": netc, "SNFH": empty_mask(), "ET": et, "RC": empty_mask()}
     together = tissue_lesion_scores(masks, masks, ONE_MM, "glioma")
     assert set(together) == {"NETC", "SNFH", "ET", "RC"}
     assert _counts(together["ET"]) == (1, 0, 0) and together["ET"].dice == 1.0
@@ -131,7 +124,7 @@ def test_lesions_touching_one_partner_lesion_are_one_lesion():
     et_settings = region_settings("glioma", "brats2024", "ET")
     assert _counts(lesion_scores(et, et, ONE_MM, et_settings)) == (2, 0, 0)
     # Predicting only one of the two: regrouped, one half-found lesion; alone, one missed.
-    half = {**masks, "ET": _cube(_empty(), (10, 10, 5), 4)}
+    half = {**masks, "ET": cube(empty_mask(), (10, 10, 5), 4)}
     et_half = tissue_lesion_scores(half, masks, ONE_MM, "glioma")["ET"]
     assert _counts(et_half) == (1, 0, 0) and et_half.dice == pytest.approx(2 * 64 / 192)
     assert _counts(lesion_scores(half["ET"], et, ONE_MM, et_settings)) == (1, 0, 1)
@@ -147,14 +140,14 @@ def test_lesions_touching_one_partner_lesion_are_one_lesion():
 def _two_partners(mirrored: bool) -> dict[str, np.ndarray]:
     """ET lesion E1 touches NETC lesions N1 and N2, ET lesion E2 only N2 (far from E1);
     N1 comes first in raster order, or last when ``mirrored``."""
-    netc, et = _empty(), _empty()
+    netc, et = empty_mask(), empty_mask()
     netc[4:8, 10:14, 2:6] = True  # N1
     netc[24:28, 10:14, 2:26] = True  # N2, long in x
     et[4:28, 14:16, 2:6] = True  # E1, along z beside both
     et[24:28, 14:16, 20:24] = True  # E2, 14 voxels from E1 in x
     if mirrored:
         netc, et = netc[::-1].copy(), et[::-1].copy()
-    return {"NETC": netc, "SNFH": _empty(), "ET": et, "RC": _empty()}
+    return {"NETC": netc, "SNFH": empty_mask(), "ET": et, "RC": empty_mask()}
 
 
 @pytest.mark.parametrize(("mirrored", "et_lesions"), [(False, 2), (True, 1)])
@@ -186,12 +179,12 @@ def test_a_lesion_joins_the_group_of_its_first_partner_lesion(mirrored, et_lesio
 def test_partner_lesions_are_numbered_in_raster_order_of_their_dilated_masks():
     # NETC lesion B starts at z 0 and A at z 8, but A lies at lower y: B's dilated mask comes
     # first in raster order. ET lesion E1 touches A and B, E2 only B: both join B's group.
-    netc, et = _empty(), _empty()
+    netc, et = empty_mask(), empty_mask()
     netc[8:11, 2:5, 2:5] = True  # A
     netc[0:3, 22:25, 2:21] = True  # B
     et[0:11, 2:25, 5:7] = True  # E1, beside both
     et[0:3, 25:27, 15:19] = True  # E2, beside B, 8 voxels from E1 in x
-    masks = {"NETC": netc, "SNFH": _empty(), "ET": et, "RC": _empty()}
+    masks = {"NETC": netc, "SNFH": empty_mask(), "ET": et, "RC": empty_mask()}
     cc = {n: _combined_by_dilation(m, _GLI_DILATION[n]) for n, m in masks.items()}
     assert int(_combine_tissues(cc, _GLI_RULES)["ET"].max()) == 1
     assert _counts(tissue_lesion_scores(masks, masks, ONE_MM, "glioma")["ET"]) == (1, 0, 0)
