@@ -51,6 +51,7 @@ from brats.report.batch import (
     write_job_report,
 )
 from brats.report.records import (
+    MASKS,
     CaseFailure,
     CaseRecord,
     clear_success,
@@ -357,17 +358,23 @@ def _truth_case(case_id: str, path: str) -> Case:
 
 
 def predictions_scheme(pred_root: Location) -> LabelScheme | None:
-    """The scheme a ``brats segment`` output says its masks are in (its ``summary.json``),
-    or ``None`` when it says none."""
-    try:
-        raw = read_bytes(pred_root.filesystem(), pred_root.join("summary.json"), max_bytes=1 << 24)
-        data = json.loads(raw).get("label_scheme")
-        if isinstance(data, dict) and "classes" in data:
-            return scheme_from_dict(data)
-        name = data.get("name") if isinstance(data, dict) else data
-        return scheme_named(name) if isinstance(name, str) else None
-    except (OSError, StorageError, ValueError, AttributeError):
-        return None
+    """The scheme a ``brats segment`` output says its masks are in (its ``summary.json``, in
+    ``--pred`` or, for the job's ``masks/`` folder, beside it), or ``None`` when it says none."""
+    fs, folder = pred_root.filesystem(), pred_root.path.rstrip("/")
+    places = [folder]
+    if posixpath.basename(folder) == MASKS:
+        places.append(posixpath.dirname(folder))
+    for place in places:
+        try:
+            raw = read_bytes(fs, posixpath.join(place, "summary.json"), max_bytes=1 << 24)
+            data = json.loads(raw).get("label_scheme")
+            if isinstance(data, dict) and "classes" in data:
+                return scheme_from_dict(data)
+            name = data.get("name") if isinstance(data, dict) else data
+            return scheme_named(name) if isinstance(name, str) else None
+        except (OSError, StorageError, ValueError, AttributeError):
+            continue
+    return None
 
 
 def _write_report(

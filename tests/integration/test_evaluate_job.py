@@ -249,11 +249,14 @@ def test_predictions_in_another_scheme_than_the_truth_stop_the_run_naming_both(
     seg = np.zeros(SHAPE, np.uint8)
     seg[4:8, 4:8, 2:6] = 1
     _post_treatment(tmp_path, "BraTS-PED-00001-000", seg, seg)
-    (tmp_path / "pred" / "summary.json").write_text(
-        json.dumps({"label_scheme": {"name": "gli2024"}})
-    )
+    # A segment job's output: the masks in masks/, its summary.json beside them.
+    (tmp_path / "pred").rename(tmp_path / "masks")
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "masks").rename(tmp_path / "pred" / "masks")
+    summary = json.dumps({"label_scheme": {"name": "gli2024"}})
+    (tmp_path / "pred" / "summary.json").write_text(summary)
     config = EvaluateConfig(
-        pred=str(tmp_path / "pred"),
+        pred=str(tmp_path / "pred" / "masks"),
         truth=str(tmp_path / "truth"),
         out=str(tmp_path / "eval"),
         label_scheme="ped2024",
