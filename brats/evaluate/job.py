@@ -116,6 +116,11 @@ class EvaluateConfig(JobConfig):
             raise ValueError(f"lesion_metric must be one of {LESION_METRICS}")
 
     @property
+    def read_in(self) -> LabelScheme:
+        """The scheme both sides are read and scored in (BraTS glioma until resolved)."""
+        return self.scheme or scheme_named(None)
+
+    @property
     def lesion_settings(self) -> LesionSettings | None:
         """The lesion-wise settings for every region when the flags changed them, else
         ``None`` (each region's own, by the scheme's task and :attr:`lesion_metric`)."""
@@ -259,7 +264,7 @@ def score_pair(row: dict[str, Any], *, out: Location, config: EvaluateConfig) ->
             )  # fmt: skip
         read_s = time.perf_counter() - began
         spacing = truth_volume.spacing
-        scheme = config.scheme or scheme_named(None)
+        scheme = config.read_in
         metrics = evaluate_case(
             pred,
             truth,
@@ -318,8 +323,7 @@ def _read_labels(
     """A label file's volume, internal classes (in the run's scheme) and sha256. Raises
     CaseError naming it."""
     root = resolve(root_uri, s3_endpoint=config.s3_endpoint)
-    scheme = config.scheme or scheme_named(None)
-    return read_labels(VolumeFile(root, path, scheme), case_id, config.limits)
+    return read_labels(VolumeFile(root, path, config.read_in), case_id, config.limits)
 
 
 def evaluation_scheme(
@@ -398,10 +402,9 @@ def _write_report(
             pred_root=pred_root,
             cohort=cohort,
             pairs={p.case_id: p for p in pairs},
-            scheme=config.scheme or scheme_named(None),
+            scheme=config.read_in,
         )
-    scheme = config.scheme or scheme_named(None)
-    return write_job_report(records, out, find=find, limits=config.limits, scheme=scheme)
+    return write_job_report(records, out, find=find, limits=config.limits, scheme=config.read_in)
 
 
 def _case_files(

@@ -181,9 +181,10 @@ def build_manifest(
             failures.append(
                 {"case_id": e["case_id"], "file": e["error_file"] or None, "reason": e["error"]}
             )
+    scheme = (preprocess.scheme or DEFAULT).to_dict()
     content = {
         "preprocess": preprocess.to_dict(),
-        "label_scheme": (preprocess.scheme or DEFAULT).to_dict(),
+        "label_scheme": scheme,
         "cases": [[c["case_id"], c["checksums"]] for c in cases],
     }
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
@@ -192,7 +193,7 @@ def build_manifest(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": redact(cohort.uri),
         "preprocess": preprocess.to_dict(),
-        "label_scheme": (preprocess.scheme or DEFAULT).to_dict(),
+        "label_scheme": scheme,
         "hash": digest,
         "counts": {
             "found": len(found.cases) + len(found.rejected),
