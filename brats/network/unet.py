@@ -334,6 +334,17 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
         layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
+def logits(model: keras.Model) -> keras.Model:
+    """A model sharing ``model``'s layers and weights that returns the logits under each of its
+    outputs (the ``*logits`` convolutions, before the float32 activation), in the same order:
+    what a loss computed from logits trains."""
+    import keras
+
+    heads = [model.get_layer(name).input for name in model.output_names]
+    outputs = heads if len(heads) > 1 else heads[0]
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_logits")
+
+
 def main_output(model: keras.Model) -> keras.Model:
     """The full-resolution output alone: ``model`` itself, or, for a deep-supervision model,
     a model sharing its layers and weights with the extra heads left out."""

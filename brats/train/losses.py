@@ -127,6 +127,16 @@ def binary_crossentropy(y_true: Any, y_pred: Any, *, epsilon: float = EPSILON) -
     return ops.mean(-(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred)))
 
 
+def binary_crossentropy_from_logits(y_true: Any, logits: Any) -> Any:
+    """:func:`binary_crossentropy` of ``sigmoid(logits)``, computed from the logits as
+    ``max(z, 0) - z y + log(1 + exp(-|z|))`` (nnU-Net's ``BCEWithLogitsLoss``): exact where
+    the sigmoid saturates, so its gradient ``sigmoid(z) - y`` never vanishes. A clipped
+    probability has no gradient below the clip, so a region output pushed under it everywhere
+    could never come back. Returns a float32 scalar."""
+    y_true, z = _float32(y_true), _float32(logits)
+    return ops.mean(ops.relu(z) - z * y_true + ops.log1p(ops.exp(-ops.abs(z))))
+
+
 def deep_supervision_weights(n: int) -> tuple[float, ...]:
     """nnU-Net's weights for ``n`` outputs, finest first: halving per level, summing to 1."""
     raw = [0.5**i for i in range(n)]
@@ -280,7 +290,9 @@ class RegionDiceBCELoss(keras.losses.Loss):
     """The ``nnunet`` preset's loss on region sigmoids: ``dice_weight * (1 - mean soft Dice of
     the region outputs) + bce_weight * binary cross-entropy``, Dice pooled over the batch as
     nnU-Net's batch Dice. ``y_true`` is one-hot classes (converted by :func:`to_regions` with
-    ``regions``, the internal classes of each output; default WT, TC, ET)."""
+    ``regions``, the internal classes of each output; default WT, TC, ET). With
+    ``from_logits``, ``y_pred`` is the outputs' logits (:func:`brats.network.unet.logits`),
+    and the cross-entropy is :func:`binary_crossentropy_from_logits` (what training uses)."""
 
     def __init__(
         self,
@@ -289,10 +301,12 @@ class RegionDiceBCELoss(keras.losses.Loss):
         dice_weight: float = 1.0,
         bce_weight: float = 1.0,
         epsilon: float = EPSILON,
+        from_logits: bool = False,
         name: str = "dice_bce",
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
+        self.from_logits = from_logits
         self.smooth = smooth
         self.regions = None if regions is None else tuple(tuple(int(c) for c in r) for r in regions)
         self.dice_weight = dice_weight
@@ -301,8 +315,13 @@ class RegionDiceBCELoss(keras.losses.Loss):
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         regions = to_regions(y_true, self.regions)
-        dice = 1.0 - ops.mean(soft_dice(regions, y_pred, smooth=self.smooth))
-        bce = binary_crossentropy(regions, y_pred, epsilon=self.epsilon)
+        if self.from_logits:
+            probabilities = ops.sigmoid(_float32(y_pred))
+            bce = binary_crossentropy_from_logits(regions, y_pred)
+        else:
+            probabilities = y_pred
+            bce = binary_crossentropy(regions, y_pred, epsilon=self.epsilon)
+        dice = 1.0 - ops.mean(soft_dice(regions, probabilities, smooth=self.smooth))
         return self.dice_weight * dice + self.bce_weight * bce
 
     def get_config(self) -> dict[str, Any]:
@@ -313,6 +332,7 @@ class RegionDiceBCELoss(keras.losses.Loss):
             "dice_weight": self.dice_weight,
             "bce_weight": self.bce_weight,
             "epsilon": self.epsilon,
+            "from_logits": self.from_logits,
         }
 
 

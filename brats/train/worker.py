@@ -66,7 +66,7 @@ def build_step(
     import keras
     import tensorflow as tf
 
-    from brats.network.unet import build_unet
+    from brats.network.unet import build_unet, logits
     from brats.train.losses import deep_supervision_loss, get_loss
 
     replicas = strategy.num_replicas_in_sync
@@ -79,13 +79,15 @@ def build_step(
         if precision == "float16":  # bfloat16 has float32's range: no loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
-    loss_fn = get_loss(str(config.loss), **loss_options(str(config.loss), scheme))
+    options = loss_options(str(config.loss), scheme)
+    loss_fn = get_loss(str(config.loss), **options)
+    trained = logits(model) if options.get("from_logits") else model
 
     @tf.function
     def train_step(x: Any, y: Any, at: Any) -> Any:
         def replica_step(x: Any, y: Any) -> Any:
             with tf.GradientTape() as tape:
-                outputs = model(x, training=True)
+                outputs = trained(x, training=True)
                 # Gradients are summed over replicas: scale so the sum is the global mean.
                 loss = deep_supervision_loss(loss_fn, y, outputs) / replicas
                 scaled = optimizer.scale_loss(loss)
@@ -102,10 +104,10 @@ def build_step(
 
 def loss_options(name: str, scheme: LabelScheme) -> dict[str, Any]:
     """What the loss needs of the label scheme: the classes of each region output
-    (``dice_bce``), or an equal weight per class (the ``seed`` preset's ``dice_focal``: 0.25
-    each for the four glioma classes)."""
+    (``dice_bce``, which trains on the outputs' logits), or an equal weight per class (the
+    ``seed`` preset's ``dice_focal``: 0.25 each for the four glioma classes)."""
     if name == "dice_bce":
-        return {"regions": scheme.output_classes()}
+        return {"regions": scheme.output_classes(), "from_logits": True}
     if name == "dice_focal":
         return {"class_weights": (1.0 / scheme.n_classes,) * scheme.n_classes}
     return {}

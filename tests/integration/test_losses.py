@@ -210,6 +210,28 @@ def test_region_loss_is_dice_plus_bce_per_region() -> None:
     assert value == pytest.approx(1 - dice.mean() + bce, rel=1e-5)
 
 
+def test_region_loss_from_logits_is_the_same_loss_where_nothing_saturates() -> None:
+    y_true, _ = _random_case(8)
+    z = np.random.default_rng(8).normal(scale=3.0, size=(*y_true.shape[:-1], 3))
+    p = (1 / (1 + np.exp(-z))).astype(np.float32)
+    on_logits = get_loss("dice_bce", from_logits=True)(y_true, z.astype(np.float32))
+    assert float(_np(on_logits)) == pytest.approx(float(_np(get_loss("dice_bce")(y_true, p))), 1e-5)
+
+
+def test_a_saturated_region_output_still_learns_from_logits() -> None:
+    """A region pushed far below zero everywhere: the clipped probability gives no gradient
+    (it stays dead), the logits give ``sigmoid(z) - y`` at every voxel of the region."""
+    y_true = one_hot(np.full((1, 2, 2, 2), 3))  # every voxel ET (so WT, TC, ET)
+    z = tf.Variable(np.full((1, 2, 2, 2, 3), -30.0, dtype=np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        on_logits = get_loss("dice_bce", from_logits=True)(y_true, z)
+        on_probabilities = get_loss("dice_bce")(y_true, tf.sigmoid(z))
+    learns = _np(tape.gradient(on_logits, z))
+    dead = _np(tape.gradient(on_probabilities, z))
+    assert (learns <= -0.99 / learns.size).all()  # d mean(BCE) / dz = (sigmoid(z) - 1) / n
+    assert (np.abs(dead) < 1e-9).all()
+
+
 def test_deep_supervision_weights_halve_per_level_and_sum_to_one() -> None:
     assert deep_supervision_weights(1) == (1.0,)
     weights = deep_supervision_weights(3)

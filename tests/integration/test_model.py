@@ -18,6 +18,7 @@ from brats.network.unet import (
     check_spatial_shape,
     copy_weights,
     forward_flops,
+    logits,
     main_output,
     nnunet_config,
 )
@@ -343,3 +344,18 @@ def test_deep_supervision_heads_are_for_training_only() -> None:
     np.testing.assert_allclose(keras.ops.convert_to_numpy(shared(x)), full, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="dec1_logits"):
         copy_weights(inference, training)
+
+
+def test_logits_are_what_each_output_is_the_sigmoid_of() -> None:
+    config = nnunet_config(base_filters=4, depth=3)
+    training = build_unet(config, deep_supervision=True)
+    x = np.random.default_rng(6).normal(size=(1, 16, 16, 16, 4)).astype(np.float32)
+    probabilities = [keras.ops.convert_to_numpy(o) for o in training(x, training=False)]
+    under = logits(training)
+    assert under.weights == training.weights  # the same variables, nothing copied
+    z = [keras.ops.convert_to_numpy(o) for o in under(x, training=False)]
+    assert [a.shape for a in z] == [p.shape for p in probabilities]
+    for a, p in zip(z, probabilities, strict=True):
+        np.testing.assert_allclose(1 / (1 + np.exp(-a)), p, rtol=1e-5, atol=1e-6)
+    single = keras.ops.convert_to_numpy(logits(build_unet(config))(x, training=False))
+    assert single.shape == (1, 16, 16, 16, 3)
