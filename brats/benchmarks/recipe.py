@@ -53,6 +53,9 @@ class RecipeBenchmark:
         ("off", "on"), help="how each model is scored: without flip TTA (off), with it (on)"
     )
     epochs: int | None = option(None, help="epochs per run (default: the demo's)")
+    base_filters: int | None = option(
+        None, help="filters of the network's top level (default: the demo's for the scheme)"
+    )
     other_sites: tuple[str, ...] = option(("b", "c"), help="held-out sites the model never saw")
     held_out: int | None = option(None, help="held-out cases per site (default: the demo's)")
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
@@ -101,7 +104,9 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
     from brats.ingest.job import IngestConfig, ingest
     from brats.train.job import train
 
-    demo = DemoConfig()
+    demo = DemoConfig(label_scheme=args.label_scheme or DemoConfig.label_scheme)
+    if args.base_filters:
+        demo = replace(demo, base_filters=args.base_filters)
     if args.epochs:
         demo = replace(demo, epochs=args.epochs)
     held_out = args.held_out or demo.held_out
@@ -161,7 +166,7 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
                             for s, d in run["dice"].items()}}
             for run in runs
         ],
-        "setup": asdict(args) | {"demo": asdict(demo), "held_out": held_out},
+        "setup": asdict(args) | {"demo": demo.settings(), "held_out": held_out},
     }  # fmt: skip
 
 

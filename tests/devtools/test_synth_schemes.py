@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 
 from brats.cli import run_synth, synth_parser
-from brats.devtools.demo import DemoCommand, demo_parser
+from brats.devtools.demo import DemoCommand, DemoConfig, demo_parser
 from brats.devtools.faults import fault_file_name, stray_value, write_faulty_case
 from brats.devtools.sites import CONTRAST, FLUID, SITES
 from brats.devtools.synth import (
@@ -286,3 +286,15 @@ def test_the_demo_passes_its_label_scheme_to_the_cohort() -> None:
     assert command.demo().label_scheme == "ped2024"
     small = parse_config(DemoCommand, demo_parser().parse_args(["--small"]))
     assert small.demo().label_scheme == "brats2020"
+
+
+def test_the_demo_network_is_wider_for_schemes_with_more_region_outputs() -> None:
+    def demo(*argv: str) -> DemoConfig:
+        return parse_config(DemoCommand, demo_parser().parse_args(list(argv))).demo()
+
+    assert [demo("--label-scheme", s).filters for s in ("brats2020", "menrt2024")] == [8, 8]
+    wide = demo("--label-scheme", "gli2024")
+    assert wide.filters == 16 and wide.settings()["base_filters"] == 16
+    assert wide.training("c", "r", "n").base_filters == 16
+    assert demo("--label-scheme", "gli2024", "--base-filters", "8").filters == 8
+    assert demo("--small", "--label-scheme", "ped2024").filters == 4  # the small size's own
