@@ -146,7 +146,16 @@ def write_case_shard(row: Row, *, out: Location, hook: Callable[[str], None] | N
         "labeled": bool(row["labeled"]),
         "label_scheme": str(row["label_scheme"]),
         "checksums": str(row["checksums"]),
+        "class_voxels": json.dumps(_class_voxels(row) if done else []),
     }
+
+
+def _class_voxels(row: Row) -> list[int]:
+    """Voxels of each internal class of a labelled row's label, background first; ``[]``
+    unlabelled."""
+    if not bool(row["labeled"]):
+        return []
+    return np.bincount(np.asarray(row["label"]).ravel()).tolist()
 
 
 def build_manifest(
@@ -175,6 +184,7 @@ def build_manifest(
                     "labeled": bool(e["labeled"]),
                     "label_scheme": e["label_scheme"],
                     "checksums": json.loads(e["checksums"]),
+                    **_named_voxels(json.loads(e.get("class_voxels", "[]")), preprocess),
                 }
             )
         else:
@@ -205,6 +215,17 @@ def build_manifest(
         "failures": failures,
         "rejected": [{"name": r.name, "reason": r.reason} for r in found.rejected],
     }
+
+
+def _named_voxels(counts: Sequence[int], preprocess: PreprocessConfig) -> dict[str, Any]:
+    """``{"class_voxels": {class name: voxels}}`` of a labelled case (every class of the
+    scheme, 0 where absent: what cross-validation stratifies by); nothing for an unlabelled
+    one."""
+    if not counts:
+        return {}
+    names = [c.name for c in (preprocess.scheme or DEFAULT).classes]
+    padded = [*counts[1:], *([0] * len(names))][: len(names)]
+    return {"class_voxels": dict(zip(names, (int(n) for n in padded), strict=True))}
 
 
 def write_manifest(out: Location, manifest: Mapping[str, Any]) -> str:

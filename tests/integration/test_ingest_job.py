@@ -90,6 +90,9 @@ def test_ingest_local_folder(cohort, tmp_path, ray_session):
     np.testing.assert_allclose(row["affine"], expected.affine)
     entry = next(c for c in manifest["cases"] if c["case_id"] == case.case_id)
     assert entry["shape"] == list(expected.image.shape)
+    # What cross-validation stratifies by: the voxels of each class of the case's label.
+    counts = np.bincount(expected.label.ravel(), minlength=4)[1:]
+    assert entry["class_voxels"] == dict(zip(("NCR", "ED", "ET"), counts.tolist(), strict=True))
 
     # A training worker reads its cases without Ray tasks: the same rows, in the asked order.
     from brats.ingest.shards import read_shards
@@ -230,6 +233,7 @@ def test_a_post_treatment_cohort_is_ingested_in_gli2024_and_says_so(tmp_path, ra
     for row in ds.iter_rows():
         labels |= set(np.unique(row["label"]).tolist())
     assert 4 in labels  # the cavity, internal class 4 (RC), never 3 (ET)
+    assert {c["class_voxels"]["RC"] > 0 for c in manifest["cases"]} == {True, False}
 
 
 def test_a_4_under_2023_names_without_a_scheme_is_refused_before_reading(tmp_path, caplog):
