@@ -80,6 +80,13 @@ class TrainConfig:
         help="niceness the workers compute at, 0-19 (Ray starts its worker processes at 15, "
         "where every other process on the node preempts their compute threads mid-step)",
     )
+    folds: int = option(
+        1,
+        help="cross-validation: K folds by case, trained concurrently as far as the cluster "
+        "fits them (each a run under NAME/fold_<i>/), then their ensemble (NAME/model/); 1: "
+        "one split by --val-fraction",
+    )
+    fold: int | None = option(None, help="with --folds K, train fold i (0..K-1) alone")
     epochs: int = option(20, help="epochs to train")
     batch_size: int = option(2, help="patches per step on each worker")
     patch_size: Shape3 = option(
@@ -200,6 +207,10 @@ class TrainConfig:
             raise ValueError(f"unknown augmentation {self.augmentation!r}; one of {AUGMENTATIONS}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("val_fraction must be in [0, 1)")
+        if self.folds < 1 or (self.folds == 1 and self.fold is not None):
+            raise ValueError(f"folds must be >= 1, and > 1 to pick a fold, got {self.folds}")
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold {self.fold} is not one of the {self.folds} folds")
         divisor = 2**self.depth
         if len(self.patch_size) != 3 or any(s % divisor for s in self.patch_size):
             raise ValueError(

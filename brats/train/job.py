@@ -225,8 +225,13 @@ def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainR
     """Run (or resume) training; export the best checkpoint as the model artifact.
 
     Needs a running Ray. Raises :class:`TrainingError` when the run fails (more worker
-    failures than ``max_failures``, say); then no model is exported.
+    failures than ``max_failures``, say); then no model is exported. With ``config.folds``
+    above 1, trains the folds and their ensemble (:func:`brats.train.crossval.train_folds`).
     """
+    if config.folds > 1:
+        from brats.train.crossval import train_folds
+
+        return train_folds(config, epoch_hook=epoch_hook)
     began = time.perf_counter()
     run = config.run
     done = _finished(config)

@@ -1,0 +1,105 @@
+"""Cross-validated training on a real local Ray: folds side by side, then their ensemble."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brats.devtools.faults import Rendezvous
+from brats.devtools.synth import SynthConfig, generate_cohort
+from brats.train.config import TrainConfig, TrainingError
+from brats.train.job import train
+from tests.helpers import TINY_TRAINING as TINY
+
+pytestmark = pytest.mark.integration
+
+
+def _controllers() -> list[object]:
+    import ray
+    from ray.util.state import list_actors
+
+    return list_actors(
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("class_name", "=", "TrainController")],
+        limit=1000,
+        detail=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cv-cohort")
+    generate_cohort(root, 6, SynthConfig(shape=(32, 32, 32), seed=11))
+    return root
+
+
+def test_two_folds_train_side_by_side_into_an_ensemble_and_a_rerun_trains_nothing(
+    cohort: Path, ray_session: object, tmp_path: Path
+) -> None:
+    from brats.io.artifact import read_model_card, verify_artifact
+    from brats.segment.predictor import Predictor, PredictSettings
+
+    config = TrainConfig(
+        data=str(cohort),
+        storage=str(tmp_path / "runs"),
+        name="cv",
+        folds=2,
+        epochs=2,
+        **{**TINY, "num_workers": 1},
+    )
+    before = {a.actor_id for a in _controllers()}
+    # Each fold's first epoch waits for the other's: the run finishes only if both trained
+    # at once (the cluster fits both: two 1-CPU workers on 2 CPUs).
+    result = train(config, epoch_hook=Rendezvous(str(tmp_path / "met"), parties=2))
+    run = tmp_path / "runs" / "cv"
+    folds = json.loads((run / "folds.json").read_text())
+    assert folds["stratified"] and sorted(c for f in folds["folds"] for c in f) == sorted(
+        p.name for p in cohort.iterdir()
+    )
+    for i in range(2):  # each fold validates on its own cases and trains on the other's
+        split = json.loads((run / f"fold_{i}" / "split.json").read_text())
+        assert (split["val"], split["train"]) == (folds["folds"][i], folds["folds"][1 - i])
+    assert len([a for a in _controllers() if a.actor_id not in before]) == 2  # a run each
+    assert len(list((tmp_path / "met").iterdir())) == 2
+
+    assert result.model is not None
+    card = verify_artifact(result.model)
+    assert card.is_ensemble and [f.version for f in card.folds] == [
+        read_model_card(str(run / f"fold_{i}" / "model")).version for i in range(2)
+    ]
+    assert {"val_dice_WT", "val_dice_mean"} <= set(card.info.metrics)
+    assert sorted({row["fold"] for row in result.history}) == [0, 1]
+    predictor = Predictor.from_artifact(result.model, PredictSettings.with_tta("off"))
+    assert predictor.n_models == 2
+    assert predictor.labels(np.zeros((4, 16, 16, 16), np.float32)).shape == (16, 16, 16)
+
+    again = train(config)
+    assert again.model == result.model and verify_artifact(again.model) == card
+    assert len([a for a in _controllers() if a.actor_id not in before]) == 2  # none started
+
+
+def test_one_fold_alone_trains_only_itself_and_makes_no_ensemble(
+    cohort: Path, ray_session: object, tmp_path: Path
+) -> None:
+    config = TrainConfig(
+        data=str(cohort),
+        storage=str(tmp_path / "runs"),
+        name="cv",
+        folds=3,
+        fold=2,
+        epochs=1,
+        **{**TINY, "num_workers": 1},
+    )
+    result = train(config)
+    run = tmp_path / "runs" / "cv"
+    assert result.model is None and not (run / "model").exists()
+    assert (run / "fold_2" / "model" / "model.json").exists()
+    assert not (run / "fold_0").exists() and not (run / "fold_1").exists()
+    with pytest.raises(
+        TrainingError,
+        match=r"3 folds of cohort .*, not 2",
+    ):
+        train(TrainConfig(**{**config.to_dict(), "folds": 2, "fold": None}))

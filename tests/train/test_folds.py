@@ -1,0 +1,81 @@
+"""Cross-validation folds: deterministic, by case, every kind of case in every fold."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from brats.train.config import TrainConfig
+from brats.train.folds import fold_split, make_folds, manifest_folds, stratum
+
+
+def _cohort(n: int) -> dict[str, str]:
+    """Case ids -> strata: a third without enhancement, a sixth with a cavity, the rest
+    ordinary, in an order unrelated to the ids."""
+    kinds = ("NETC+SNFH+ET", "NETC+SNFH", "NETC+SNFH+ET", "SNFH+RC", "NETC+SNFH+ET", "NETC+SNFH")
+    return {f"BraTS-{(i * 11) % n:05d}": kinds[i % len(kinds)] for i in range(n)}
+
+
+def test_a_stratum_is_the_classes_a_case_holds() -> None:
+    assert stratum({"NETC": 5, "SNFH": 20, "ET": 0, "RC": 3}) == "NETC+SNFH+RC"
+    assert stratum({"NETC": 0}) == "" and stratum(None) == ""
+
+
+@pytest.mark.parametrize(("n", "k"), [(30, 5), (31, 5), (7, 3), (5, 5)])
+def test_every_case_validates_in_exactly_one_fold_and_sizes_differ_by_at_most_one(n, k) -> None:
+    strata = _cohort(n)
+    folds = make_folds(strata, k, seed=0)
+    assert sorted(c for f in folds for c in f) == sorted(strata)
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    for i in range(k):
+        split = fold_split(folds, i)
+        assert split["val"] == folds[i]
+        assert sorted(split["train"] + split["val"]) == sorted(strata)
+
+
+def test_every_fold_gets_its_share_of_every_kind_of_case() -> None:
+    strata = _cohort(30)
+    folds = make_folds(strata, 5, seed=3)
+    totals = Counter(strata.values())
+    for fold in folds:
+        kinds = Counter(strata[c] for c in fold)
+        for kind, total in totals.items():
+            assert abs(kinds[kind] - total / 5) < 1, (kind, kinds)
+
+
+def test_the_same_ids_and_seed_give_the_same_folds_and_another_seed_others() -> None:
+    strata = _cohort(30)
+    shuffled = dict(reversed(list(strata.items())))
+    assert make_folds(strata, 5, seed=1) == make_folds(shuffled, 5, seed=1)
+    assert make_folds(strata, 5, seed=1) != make_folds(strata, 5, seed=2)
+
+
+def test_too_few_cases_or_folds_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        make_folds(_cohort(6), 1, seed=0)
+    with pytest.raises(ValueError, match="4 labelled cases for 5 folds"):
+        make_folds(_cohort(4), 5, seed=0)
+    with pytest.raises(ValueError, match="fold 3 is not one of the 3"):
+        fold_split([["a"], ["b"], ["c"]], 3)
+
+
+def test_manifest_folds_use_labelled_cases_and_say_whether_they_are_stratified() -> None:
+    cases = [
+        {"case_id": f"c{i}", "labeled": True, "class_voxels": {"ET": i % 2, "SNFH": 9}}
+        for i in range(8)
+    ] + [{"case_id": "unlabelled", "labeled": False}]
+    folds = manifest_folds({"hash": "h", "cases": cases}, 2, seed=0)
+    assert folds["stratified"] and folds["k"] == 2 and folds["manifest_hash"] == "h"
+    assert "unlabelled" not in {c for f in folds["folds"] for c in f}
+    assert all(sum(int(c[1:]) % 2 for c in f) == 2 for f in folds["folds"])  # 2 with ET each
+    old = [{k: v for k, v in c.items() if k != "class_voxels"} for c in cases]
+    assert not manifest_folds({"hash": "h", "cases": old}, 2, seed=0)["stratified"]
+
+
+def test_a_fold_needs_folds_and_must_be_one_of_them() -> None:
+    assert TrainConfig(data="d", storage="s", folds=5, fold=4).fold == 4
+    with pytest.raises(ValueError, match="fold 5 is not one of the 5 folds"):
+        TrainConfig(data="d", storage="s", folds=5, fold=5)
+    with pytest.raises(ValueError, match="> 1 to pick a fold"):
+        TrainConfig(data="d", storage="s", fold=0)
