@@ -24,6 +24,7 @@ import posixpath
 import tempfile
 import zipfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -33,8 +34,10 @@ from brats.io.model_card import (
     MODEL_FILE,
     SEED_INFO,
     ArtifactError,
+    FoldRef,
     ModelCard,
     ModelInfo,
+    ensemble_version,
     sha256_hex,
 )
 from brats.network.unet import build_unet, copy_weights
@@ -126,17 +129,108 @@ def read_model_card(where: str | Location) -> ModelCard:
 
 
 def verify_artifact(where: str | Location) -> ModelCard:
-    """The card of an artifact whose ``model.keras`` matches its ``model.json`` (no TF work).
+    """The card of an artifact whose ``model.keras`` matches its ``model.json`` (no TF work);
+    of an ensemble, once every fold's does and is the version its card lists.
 
     Raises:
         ArtifactError: a missing or malformed file, or a ``model.keras`` whose sha256 differs
             from the json's ``version``.
     """
-    return _verified(_location(where))[0]
+    loc = _location(where)
+    card = read_model_card(loc)
+    for fold in card.folds:
+        _fold_card(loc, card, fold, _verified(loc.child(fold.folder))[0])
+    return card if card.folds else _verified(loc)[0]
+
+
+def save_ensemble(
+    folds: Sequence[str | Location], info: ModelInfo, where: str | Location
+) -> ModelCard:
+    """Copy the model folders ``folds`` (each verified) into ``where/fold_<i>/`` and write the
+    ensemble's ``model.json`` (``info`` describing the whole) last: a reader sees the old
+    ensemble, a json whose folds do not match (refused), or the new one.
+
+    Raises:
+        ArtifactError: a fold that is not a verified artifact, or one whose architecture,
+            inputs or scheme differ from ``info``'s.
+    """
+    loc = _location(where)
+    fs = loc.filesystem()
+    refs = []
+    for i, source in enumerate(folds):
+        card, data = _verified(_location(source))
+        ref = FoldRef(f"fold_{i}", card.version)
+        target = loc.child(ref.folder)
+        write_bytes_atomic(fs, target.join(MODEL_FILE), data)
+        write_bytes_atomic(fs, target.join(META_FILE), card.to_json())
+        refs.append(ref)
+    card = ModelCard(
+        info=info,
+        version=ensemble_version(refs),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        keras_version="",
+        folds=tuple(refs),
+    )
+    for ref in refs:
+        _fold_card(loc, card, ref, read_model_card(loc.child(ref.folder)))
+    write_bytes_atomic(fs, loc.join(META_FILE), card.to_json())
+    return card
+
+
+def load_models(
+    where: str | Location,
+    *,
+    mixed_precision: bool | str | None = None,
+    max_folds: int | None = None,
+) -> tuple[ModelCard, list[LoadedModel]]:
+    """The card of a model folder and its networks: one for a model, the first ``max_folds``
+    (default all) folds of an ensemble, each verified as :func:`load_artifact` verifies.
+
+    Raises:
+        ArtifactError: as :func:`load_artifact`, for the folder or any fold, or a fold that is
+            not what the ensemble's card lists.
+    """
+    loc = _location(where)
+    card = read_model_card(loc)
+    if not card.folds:
+        loaded = load_artifact(loc, mixed_precision=mixed_precision)
+        return loaded.card, [loaded]
+    models = []
+    for fold in card.folds[: max_folds or None]:
+        one = load_artifact(loc.child(fold.folder), mixed_precision=mixed_precision)
+        _fold_card(loc, card, fold, one.card)
+        models.append(one)
+    return card, models
+
+
+def _fold_card(loc: Location, ensemble: ModelCard, fold: FoldRef, card: ModelCard) -> None:
+    """Refuse a fold that is not the version the ensemble lists or does not take the same
+    inputs and give the same outputs as the ensemble says."""
+    where = f"{redact(loc.uri)}/{fold.folder}"
+    if card.version != fold.version:
+        raise ArtifactError(
+            f"{where}: version {card.version} is not the {fold.version} the ensemble lists"
+        )
+    mine, theirs = ensemble.info, card.info
+    if (mine.unet, mine.modalities, mine.normalization, mine.patch_size, mine.scheme) != (
+        theirs.unet,
+        theirs.modalities,
+        theirs.normalization,
+        theirs.patch_size,
+        theirs.scheme,
+    ):
+        raise ArtifactError(
+            f"{where}: its architecture, inputs or label scheme differ from the ensemble's"
+        )
 
 
 def _verified(loc: Location) -> tuple[ModelCard, bytes]:
     card = read_model_card(loc)
+    if card.folds:
+        raise ArtifactError(
+            f"{redact(loc.uri)}: an ensemble of {len(card.folds)} folds, not one model "
+            "(brats.io.artifact.load_models loads it)"
+        )
     data = _read(loc, MODEL_FILE, MAX_MODEL_BYTES)
     digest = sha256_hex(data)
     if digest != card.version:

@@ -17,6 +17,12 @@
 Reading it needs no TensorFlow: the architecture is plain data until a network is built. A
 ``model.json`` written before label schemes says ``"label_convention": "brats2020"`` (or
 ``"brats2023"``, or null) instead; it reads as that built-in scheme (null: BraTS glioma).
+
+An ensemble of cross-validation folds has one ``model.json`` too, with ``"kind": "ensemble"``
+and ``"folds": [{"folder": "fold_0", "version": "<its sha256>"}, ...]`` instead of
+``weights_file``; each fold is a complete model folder beside it, and the version is
+:func:`ensemble_version` of the folds. The rest describes the whole: the folds' common
+architecture, inputs and scheme, the ensemble's figures and postprocessing.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
@@ -45,7 +51,17 @@ from brats.volume.postprocess import Postprocessing
 FORMAT: Final = "brats-model/1"
 MODEL_FILE: Final = "model.keras"
 META_FILE: Final = "model.json"
-_JSON_ONLY_KEYS: Final = ("format", "version", "weights_file", "created", "keras_version")
+_JSON_ONLY_KEYS: Final = (
+    "format",
+    "version",
+    "weights_file",
+    "created",
+    "keras_version",
+    "kind",
+    "folds",
+)
+ENSEMBLE: Final = "ensemble"
+"""The ``kind`` of a ``model.json`` that describes an ensemble of folds."""
 
 
 class ArtifactError(BratsError, ValueError):
@@ -218,26 +234,55 @@ BraTS 2020 labels, min-max scaling."""
 
 
 @dataclass(frozen=True)
+class FoldRef:
+    """One model of an ensemble: the sub-folder holding its artifact and its version."""
+
+    folder: str
+    version: str
+
+
+def ensemble_version(folds: Sequence[FoldRef]) -> str:
+    """An ensemble's version id: sha256 of its folds' folders and versions, in order."""
+    text = "\n".join(f"{f.folder} {f.version}" for f in folds)
+    return sha256_hex(f"{ENSEMBLE}\n{text}".encode())
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """The contents of a ``model.json``: the description plus the version and when it was made.
 
     Attributes:
         info: the network and how to feed it.
-        version: sha256 hex of the ``model.keras`` bytes; names this model in records.
+        version: sha256 hex of the ``model.keras`` bytes (of an ensemble:
+            :func:`ensemble_version` of its folds); names this model in records.
         created: ISO 8601 UTC time of the export.
-        keras_version: Keras version that wrote ``model.keras``.
+        keras_version: Keras version that wrote ``model.keras`` (empty for an ensemble).
+        folds: an ensemble's models (``kind: ensemble`` in the json), each a complete artifact
+            in its sub-folder with the same architecture, inputs and scheme as ``info``;
+            empty for one model, whose weights are ``model.keras`` beside the json.
     """
 
     info: ModelInfo
     version: str
     created: str
     keras_version: str
+    folds: tuple[FoldRef, ...] = ()
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.folds)
 
     def to_json(self) -> bytes:
+        head: dict[str, Any] = {"format": FORMAT, "version": self.version}
+        if self.folds:
+            head |= {
+                "kind": ENSEMBLE,
+                "folds": [{"folder": f.folder, "version": f.version} for f in self.folds],
+            }
+        else:
+            head["weights_file"] = MODEL_FILE
         document = {
-            "format": FORMAT,
-            "version": self.version,
-            "weights_file": MODEL_FILE,
+            **head,
             "created": self.created,
             "keras_version": self.keras_version,
             **self.info.to_dict(),
@@ -263,6 +308,9 @@ class ModelCard:
             raise ArtifactError(f"{where}: 'version' must be the sha256 of {MODEL_FILE}")
         if document.get("weights_file", MODEL_FILE) != MODEL_FILE:
             raise ArtifactError(f"{where}: weights_file must be {MODEL_FILE!r}")
+        folds = _folds(document, where)
+        if folds and version != ensemble_version(folds):
+            raise ArtifactError(f"{where}: 'version' is not the ensemble's (its folds changed)")
         info_fields = {k: v for k, v in document.items() if k not in _JSON_ONLY_KEYS}
         try:
             info = ModelInfo.from_dict(info_fields)
@@ -273,7 +321,35 @@ class ModelCard:
             version=version,
             created=str(document.get("created", "")),
             keras_version=str(document.get("keras_version", "")),
+            folds=folds,
         )
+
+
+def _folds(document: Mapping[str, Any], where: str) -> tuple[FoldRef, ...]:
+    """The folds of an ensemble's json (``()`` for one model's), validated: sub-folders named
+    ``fold_<i>``, each once, with sha256 versions."""
+    kind = document.get("kind")
+    if kind is None:
+        return ()
+    entries = document.get("folds")
+    if kind != ENSEMBLE or not isinstance(entries, list) or not entries:
+        raise ArtifactError(f"{where}: 'kind' {kind!r} needs a list of 'folds' ({ENSEMBLE!r})")
+    folds = []
+    for entry in entries:
+        folder = entry.get("folder") if isinstance(entry, dict) else None
+        version = entry.get("version") if isinstance(entry, dict) else None
+        if not (
+            isinstance(folder, str)
+            and folder.startswith("fold_")
+            and folder[5:].isdigit()
+            and isinstance(version, str)
+            and _is_sha256(version)
+        ):
+            raise ArtifactError(f"{where}: bad fold entry {entry!r} (folder fold_<i>, sha256)")
+        folds.append(FoldRef(folder, version))
+    if len({f.folder for f in folds}) != len(folds):
+        raise ArtifactError(f"{where}: a fold is listed twice")
+    return tuple(folds)
 
 
 def _is_sha256(value: str) -> bool:

@@ -23,6 +23,7 @@ TensorFlow is imported when a predictor is made, not when this module is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -81,8 +82,13 @@ class PredictSettings:
         "capability >= 7.0, bfloat16 on CPUs with AVX512_BF16 or AMX, else float32",
     )
     batch_size: int = option(2, help="windows per forward pass")
+    max_folds: int | None = option(
+        None, help="of an ensemble model, predict with its first N folds (default: all)"
+    )
 
     def __post_init__(self) -> None:
+        if self.max_folds is not None and self.max_folds < 1:
+            raise ValueError(f"max_folds must be >= 1, got {self.max_folds}")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.batch_size < 1 or self.min_et_voxels < 0:
@@ -123,6 +129,8 @@ class PredictSettings:
             settings["postprocess"] = self.postprocess
         if self.precision != "float32":
             settings["precision"] = self.precision
+        if self.max_folds is not None:
+            settings["max_folds"] = self.max_folds
         return settings
 
 
@@ -159,12 +167,29 @@ def compiled_predict(model: keras.Model) -> Predict:
     return lambda x: np.asarray(forward(tf.constant(x)), dtype=np.float32)
 
 
+def mean_predict(forwards: Sequence[Predict]) -> Predict:
+    """One forward pass that is the mean of ``forwards``' outputs on the same windows: an
+    ensemble's probabilities averaged window by window, before anything is decoded (so
+    sliding-window blending and flip TTA see the ensemble as one network)."""
+    if len(forwards) == 1:
+        return forwards[0]
+
+    def forward(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        total = forwards[0](x)
+        for more in forwards[1:]:
+            total = total + more(x)
+        return total / np.float32(len(forwards))
+
+    return forward
+
+
 class Predictor:
-    """A network and the way to segment with it (see the module docstring).
+    """A network (or an ensemble's) and the way to segment with it (see the module docstring).
 
     Args:
         model: the Keras U-Net (``(B, d, h, w, C)`` in, ``(B, d, h, w, K)`` probabilities out;
-            of a deep-supervision model, the full-resolution output is used).
+            of a deep-supervision model, the full-resolution output is used), or the folds of
+            an ensemble, whose outputs are averaged per window (:func:`mean_predict`).
         info: what the network was trained on; its ``patch_size`` is the window, its
             ``modalities`` and ``normalization`` prepare raw input.
         settings: overlap, TTA, postprocessing, precision, windows per call.
@@ -174,7 +199,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: keras.Model,
+        model: keras.Model | Sequence[keras.Model],
         info: ModelInfo,
         settings: PredictSettings | None = None,
         *,
@@ -188,7 +213,12 @@ class Predictor:
         """The precision the network runs in here (``settings.precision`` resolved)."""
         self.flip_tta = self.settings.tta == "on" or (self.settings.tta == "model" and info.tta)
         """Whether outputs are averaged over the 8 axis flips (``settings.tta`` resolved)."""
-        self.forward: Predict = compiled_predict(at_precision(model, info.unet, self.precision))
+        models = list(model) if isinstance(model, Sequence) else [model]
+        self.n_models = len(models)
+        """Networks averaged: 1, or an ensemble's folds in use."""
+        self.forward: Predict = mean_predict(
+            [compiled_predict(at_precision(m, info.unet, self.precision)) for m in models]
+        )
         """The compiled forward pass: windows ``(B, d, h, w, C)`` in, float32 outputs out."""
 
     @classmethod
@@ -199,13 +229,15 @@ class Predictor:
         *,
         s3_endpoint: str | None = None,
     ) -> Predictor:
-        """Load a model folder, refusing one whose ``model.keras`` does not match its json
-        (:func:`brats.io.artifact.load_artifact`; raises its ``ArtifactError``)."""
-        from brats.io.artifact import load_artifact
+        """Load a model folder, or an ensemble's (its first ``settings.max_folds`` folds),
+        refusing one whose ``model.keras`` does not match its json
+        (:func:`brats.io.artifact.load_models`; raises its ``ArtifactError``)."""
+        from brats.io.artifact import load_models
 
         location = where if isinstance(where, Location) else resolve(where, s3_endpoint=s3_endpoint)
-        loaded = load_artifact(location)
-        return cls(loaded.model, loaded.card.info, settings, version=loaded.version)
+        settings = settings or PredictSettings()
+        card, loaded = load_models(location, max_folds=settings.max_folds)
+        return cls([m.model for m in loaded], card.info, settings, version=card.version)
 
     @property
     def postprocessing(self) -> Postprocessing:

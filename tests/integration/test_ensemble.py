@@ -1,0 +1,110 @@
+"""An ensemble of folds as one model: its card, its checks, and the predictor averaging it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from brats.io.artifact import (
+    load_artifact,
+    load_models,
+    read_model_card,
+    save_artifact,
+    save_ensemble,
+    verify_artifact,
+)
+from brats.io.model_card import META_FILE, MODEL_FILE, ArtifactError, ModelInfo, ensemble_version
+from brats.network.unet import nnunet_config
+from brats.segment.predictor import Predictor, PredictSettings
+from brats.volume.labels import BRATS2023
+
+INFO = ModelInfo(
+    unet=nnunet_config(base_filters=4, depth=2),
+    patch_size=(16, 16, 16),
+    label_scheme=BRATS2023,
+    metrics={"val_dice_WT": 0.8},
+    tta=True,
+)
+
+
+def _folds(tmp_path: Path, n: int = 3) -> list[Path]:
+    """``n`` exported models of the same architecture with different (seeded) weights."""
+    from brats.network.unet import build_unet
+
+    out = []
+    for i in range(n):
+        keras.utils.set_random_seed(i)
+        folder = tmp_path / "runs" / f"fold_{i}" / "model"
+        save_artifact(
+            build_unet(INFO.unet), replace(INFO, metrics={"val_dice_WT": 0.7 + i / 10}), str(folder)
+        )
+        out.append(folder)
+    return out
+
+
+def test_an_ensemble_is_one_folder_and_one_version_over_its_folds(tmp_path: Path) -> None:
+    folds = _folds(tmp_path)
+    card = save_ensemble([str(f) for f in folds], INFO, str(tmp_path / "model"))
+    assert card.is_ensemble and [f.folder for f in card.folds] == ["fold_0", "fold_1", "fold_2"]
+    versions = [read_model_card(str(f)).version for f in folds]
+    assert [f.version for f in card.folds] == versions
+    assert card.version == ensemble_version(card.folds) and card.version not in versions
+    document = json.loads((tmp_path / "model" / META_FILE).read_text())
+    assert document["kind"] == "ensemble" and "weights_file" not in document
+    for i, fold in enumerate(folds):  # each fold's artifact copied byte for byte
+        copy = tmp_path / "model" / f"fold_{i}"
+        assert (copy / MODEL_FILE).read_bytes() == (fold / MODEL_FILE).read_bytes()
+    assert (
+        read_model_card(str(tmp_path / "model")) == card == verify_artifact(str(tmp_path / "model"))
+    )
+    loaded_card, models = load_models(str(tmp_path / "model"), max_folds=2)
+    assert loaded_card == card and [m.version for m in models] == versions[:2]
+    with pytest.raises(ArtifactError, match="an ensemble of 3 folds, not one model"):
+        load_artifact(str(tmp_path / "model"))
+
+
+def test_a_changed_fold_or_card_is_refused(tmp_path: Path) -> None:
+    folds = _folds(tmp_path, 2)
+    where = tmp_path / "model"
+    save_ensemble([str(f) for f in folds], INFO, str(where))
+    fold = where / "fold_1"
+    (fold / MODEL_FILE).write_bytes((folds[0] / MODEL_FILE).read_bytes())
+    (fold / META_FILE).write_bytes((folds[0] / META_FILE).read_bytes())  # a whole other fold
+    with pytest.raises(ArtifactError, match=r"fold_1: version .* is not the .* the ensemble lists"):
+        verify_artifact(str(where))
+    document = json.loads((where / META_FILE).read_text())
+    document["folds"][1]["version"] = document["folds"][0]["version"]  # card edited to match
+    (where / META_FILE).write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match="'version' is not the ensemble's"):
+        read_model_card(str(where))
+
+
+def test_folds_of_another_architecture_or_scheme_do_not_make_an_ensemble(tmp_path: Path) -> None:
+    folds = _folds(tmp_path, 2)
+    other = replace(INFO, unet=nnunet_config(base_filters=8, depth=2))
+    with pytest.raises(ArtifactError, match="fold_0: its architecture, inputs or label scheme"):
+        save_ensemble([str(f) for f in folds], other, str(tmp_path / "model"))
+    assert not (tmp_path / "model" / META_FILE).exists()
+
+
+def test_the_predictor_averages_the_folds_probabilities_window_by_window(tmp_path: Path) -> None:
+    folds = _folds(tmp_path)
+    save_ensemble([str(f) for f in folds], INFO, str(tmp_path / "model"))
+    image = np.random.default_rng(0).normal(size=(4, 24, 20, 28)).astype(np.float32)
+    settings = PredictSettings.with_tta("on", overlap=0.5)
+    each = [Predictor.from_artifact(str(f), settings).probabilities(image) for f in folds]
+    ensemble = Predictor.from_artifact(str(tmp_path / "model"), settings)
+    assert (
+        ensemble.n_models == 3
+        and ensemble.version == read_model_card(str(tmp_path / "model")).version
+    )
+    np.testing.assert_allclose(ensemble.probabilities(image), np.mean(each, axis=0), atol=1e-5)
+    two = Predictor.from_artifact(str(tmp_path / "model"), replace(settings, max_folds=2))
+    np.testing.assert_allclose(two.probabilities(image), np.mean(each[:2], axis=0), atol=1e-5)
+    assert two.settings.output_settings()["max_folds"] == 2
+    assert "max_folds" not in settings.output_settings()  # old records still match
