@@ -110,16 +110,17 @@ def run_train(argv: Sequence[str] | None = None) -> int:
         log.error("%s", err)
         _print_json({"status": "failed", "error": str(err)})
         return 1
-    _print_json(
-        {
-            "status": "ok",
-            "run": result.run,
-            "model": result.model,
-            "epochs": len(result.history),
-            "best": _best_epoch(result.best),
-            "seconds": round(result.seconds, 1),
-        }
-    )
+    summary = {
+        "status": "ok",
+        "run": result.run,
+        "model": result.model,
+        "epochs": len(result.history),
+        "best": _best_epoch(result.best),
+        "seconds": round(result.seconds, 1),
+    }
+    if config.folds > 1:  # the history is every fold's; best, the folds' mean
+        summary |= {"folds": config.folds, "epochs": config.epochs}
+    _print_json(summary)
     return 0
 
 
