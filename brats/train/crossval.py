@@ -13,8 +13,16 @@ Each fold's run is an ordinary :func:`brats.train.job.train` with its split fixe
 from a thread of this driver, so all ``K`` ask Ray for their workers at once: as many start
 as the cluster fits and the others wait for their workers (Ray Train retries a worker group
 it cannot place). A rerun skips the folds that finished and resumes the others; ``--fold i``
-trains one. The ensemble's card describes the folds' common network; its figures are the
-folds' validation figures averaged (each fold validates on its own held-out cases).
+trains one.
+
+Once every fold has its model, each predicts its own validation cases with the one
+predictor (a Ray task per fold, TTA as the model says): out-of-fold predictions of every
+labelled case, none by a model that trained on it (:func:`out_of_fold`). The ensemble's
+postprocessing is chosen on all of them pooled, by lesion-wise Dice, among the component
+rules and the whole-region volume thresholds (:data:`brats.volume.postprocess.VOLUME_RULES`:
+an ET smaller than the chosen size becomes core); the few validation cases of one fold are
+too few to learn that rule from. The card records the out-of-fold Dice and lesion-wise Dice
+per region after those rules, and the folds' mean validation figures.
 """
 
 from __future__ import annotations
@@ -24,12 +32,23 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
 
 from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
 from brats.train.batches import MAX_SPLIT_BYTES, SPLIT_FILE
 from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult
 from brats.train.folds import FOLDS_FILE, fold_split, manifest_folds
+from brats.volume.labels import LabelScheme, region_mask
+from brats.volume.metrics import dice
+from brats.volume.postprocess import (
+    CANDIDATE_RULES,
+    VOLUME_RULES,
+    Postprocessing,
+    choose_postprocessing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +159,8 @@ def train_folds(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> 
 
 def write_ensemble(config: TrainConfig, cohort: Location) -> str | None:
     """``NAME/model``: the ensemble of every fold's model, or ``None`` (nothing written) while
-    a fold has none yet. Its card is fold 0's description with the folds' mean figures and
-    no postprocessing (each fold's rules were chosen on its own few cases)."""
+    a fold has none yet. Its card is fold 0's description with the postprocessing chosen on
+    the out-of-fold predictions, their figures and the folds' mean validation figures."""
     from brats.io.artifact import read_model_card, save_ensemble
     from brats.io.model_card import ArtifactError
 
@@ -162,17 +181,90 @@ def write_ensemble(config: TrainConfig, cohort: Location) -> str | None:
         log.info("ensemble of these folds already written: %s", redact(target.uri))
         return target.uri
     first = cards[0].info
-    metrics = _mean_figures([dict(c.info.metrics) for c in cards])
+    cases = out_of_fold(config, cohort, models)
+    rules, oof = choose_oof_postprocessing(cases, first.scheme)
+    metrics = _mean_figures([dict(c.info.metrics) for c in cards]) | oof
     training = {
         **first.training,
         "name": config.name,
         "storage": config.storage,
         "folds": config.folds,
     }
-    info = replace(first, metrics=metrics, postprocessing={}, training=training)
+    info = replace(first, metrics=metrics, postprocessing=rules.to_dict(), training=training)
     card = save_ensemble(models, info, target)
     log.info("ensemble of %d folds: %s (version %s)", len(cards), redact(target.uri), card.version)
     return target.uri
+
+
+OutOfFold = tuple[str, npt.NDArray[np.uint8], npt.NDArray[np.uint8], tuple[float, ...]]
+"""``(case id, predicted, true, spacing)``: internal labels on the case's prepared grid,
+cropped to where either has tumour (with a margin)."""
+
+
+def out_of_fold(config: TrainConfig, cohort: Location, models: list[Location]) -> list[OutOfFold]:
+    """Every fold's model's labels of its own validation cases (one Ray task per fold, one
+    GPU each with ``--use-gpu``), in fold order."""
+    import ray
+
+    predict = ray.remote(_predict_own_cases).options(
+        num_cpus=1, num_gpus=1 if config.use_gpu else 0, max_retries=2
+    )
+    refs = []
+    for i, model in enumerate(models):
+        split = json.loads(
+            read_bytes(
+                model.filesystem(),
+                fold_config(config, cohort, i).run.join(SPLIT_FILE),
+                max_bytes=MAX_SPLIT_BYTES,
+            )
+        )
+        refs.append(predict.remote(model.uri, cohort.uri, split["val"], config.s3_endpoint))
+    return [case for cases in ray.get(refs) for case in cases]
+
+
+def _predict_own_cases(
+    model: str, cohort: str, case_ids: list[str], s3_endpoint: str | None
+) -> list[OutOfFold]:
+    from brats.ingest.shards import read_shards
+    from brats.segment.predictor import Predictor
+    from brats.storage import resolve
+    from brats.volume.geometry import bounding_box
+
+    predictor = Predictor.from_artifact(model, s3_endpoint=s3_endpoint)
+    out = []
+    for row in read_shards(resolve(cohort, s3_endpoint=s3_endpoint), case_ids):
+        labels = predictor.labels(np.asarray(row["image"]))
+        truth = np.asarray(row["label"], dtype=np.uint8)
+        box = bounding_box((labels > 0) | (truth > 0), margin=OOF_MARGIN).slices
+        spacing = tuple(float(x) for x in row["spacing"])
+        out.append((str(row["case_id"]), labels[box].copy(), truth[box].copy(), spacing))
+    return out
+
+
+OOF_MARGIN: Final = 8
+"""Voxels kept around the tumour of an out-of-fold case: more than lesion-wise scoring's
+dilation, so the crop scores as the whole volume would."""
+
+
+def choose_oof_postprocessing(
+    cases: list[OutOfFold], scheme: LabelScheme
+) -> tuple[Postprocessing, dict[str, float]]:
+    """The component and volume rules that raise the out-of-fold lesion-wise Dice, and
+    ``oof_dice_<R>``, ``oof_lesion_dice_<R>`` (after them) and ``oof_cases``."""
+    pairs = [(pred, truth) for _, pred, truth, _ in cases]
+    spacings = [spacing for *_, spacing in cases]
+    rules, lesion = choose_postprocessing(
+        pairs, (*CANDIDATE_RULES, *VOLUME_RULES), scheme, spacings=spacings
+    )
+    figures: dict[str, float] = {"oof_cases": float(len(cases))}
+    for region in scheme.regions:
+        scores = [
+            dice(region_mask(rules.apply(p), region, scheme), region_mask(t, region, scheme))
+            for p, t in pairs
+        ]
+        figures[f"oof_dice_{region}"] = float(np.mean(scores))
+    figures |= {f"oof_lesion_dice_{r}": v for r, v in lesion.items()}
+    return rules, figures
 
 
 def _mean_figures(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -5,7 +5,9 @@ Labels are ``(D, H, W) uint8`` internal classes (see :mod:`brats.volume.labels`)
 
 A :class:`Postprocessing` holds one rule per region output of the label scheme (WT, TC, ET
 for BraTS glioma): ``"largest"`` keeps only the largest connected component, an integer ``N``
-drops components under ``N`` voxels, and a missing region is left alone. Voxels a rule
+drops components under ``N`` voxels, ``"below:N"`` drops the whole region when it has fewer
+than ``N`` voxels in all (BraTS's "enhancing tumour to core below a volume"), and a missing
+region is left alone. Voxels a rule
 removes from a region fall back to the class the region around it paints
 (:func:`fallback`: ET -> necrotic core, TC -> edema, WT -> background), so the labels stay a
 valid nesting WT >= TC >= ET. :func:`choose_postprocessing` picks the rules as nnU-Net does: for
@@ -24,6 +26,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from brats.volume.labels import LabelScheme, SchemeLike, scheme_named
+from brats.volume.lesions import LesionSettings, lesion_scores, region_settings
 
 Rule = str | int
 """``"largest"``, or a minimum component size in voxels."""
@@ -33,6 +36,18 @@ rule that removes least to the one that removes most, so that among rules with t
 validation Dice the one that removes least wins. Removing a false-positive speck scores the
 same under every rule that removes it, but "largest" also removes the second focus of any
 multifocal tumor the few validation cases happen to lack."""
+VOLUME_RULES: Final[tuple[Rule, ...]] = (
+    "below:10",
+    "below:30",
+    "below:100",
+    "below:300",
+    "below:1000",
+)
+"""Whole-region thresholds, tried after :data:`CANDIDATE_RULES` where there are enough cases
+to choose one (cross-validation's pooled out-of-fold predictions): a region predicted with
+fewer voxels in all is taken for a false positive. For ET this is the relabelling of a small
+enhancing volume as core that BraTS entries tune on cross-validation; a tumour without
+enhancement then scores ET Dice 1 instead of 0."""
 
 
 def fallback(region: str, scheme: SchemeLike | None = None) -> int:
@@ -96,11 +111,14 @@ class Postprocessing:
         for region, rule in rules.items():
             if region not in regions:
                 raise ValueError(f"unknown region {region!r}; expected one of {list(regions)}")
-            if rule != "largest" and (
-                isinstance(rule, bool) or not isinstance(rule, int) or rule < 1
+            if (
+                rule != "largest"
+                and _below(rule) is None
+                and (isinstance(rule, bool) or not isinstance(rule, int) or rule < 1)
             ):
                 raise ValueError(
-                    f"rule for {region} must be 'largest' or a positive voxel count, got {rule!r}"
+                    f"rule for {region} must be 'largest', a positive voxel count or "
+                    f"'below:<voxels>', got {rule!r}"
                 )
         object.__setattr__(self, "rules", {r: rules[r] for r in regions if r in rules})
 
@@ -129,11 +147,22 @@ def _components(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], npt
     return components, np.bincount(components.ravel(), minlength=n + 1)
 
 
+def _below(rule: Rule) -> int | None:
+    """The threshold of a ``"below:N"`` rule (``N`` a positive integer), else ``None``."""
+    if not isinstance(rule, str) or not rule.startswith("below:"):
+        return None
+    digits = rule[len("below:") :]
+    return int(digits) if digits.isdigit() and int(digits) > 0 else None
+
+
 def _kept(sizes: npt.NDArray[np.int64], rule: Rule) -> npt.NDArray[np.bool_]:
     """Which components (by index; 0 is never kept) a rule keeps."""
     keep = np.zeros(sizes.size, dtype=bool)
     if sizes.size > 1:
-        if rule == "largest":
+        threshold = _below(rule)
+        if threshold is not None:
+            keep[1:] = int(sizes[1:].sum()) >= threshold
+        elif rule == "largest":
             keep[1 + int(np.argmax(sizes[1:]))] = True
         else:
             keep[1:] = sizes[1:] >= int(rule)
@@ -158,22 +187,29 @@ def choose_postprocessing(
     cases: Iterable[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]],
     candidates: Sequence[Rule] = CANDIDATE_RULES,
     scheme: SchemeLike | None = None,
+    *,
+    spacings: Sequence[Sequence[float]] | None = None,
 ) -> tuple[Postprocessing, dict[str, float]]:
-    """The rules that raise mean validation Dice, chosen region by region in the scheme's
-    decode order (WT, TC, ET): for each, the first of ``candidates`` with the highest mean, if
-    it beats doing nothing by more than :data:`MIN_GAIN`.
+    """The rules that raise the mean score of the cases, chosen region by region in the
+    scheme's decode order (WT, TC, ET): for each, the first of ``candidates`` with the highest
+    mean, if it beats doing nothing by more than :data:`MIN_GAIN`.
 
     Args:
         cases: ``(predicted, true)`` label volumes of the validation cases.
         candidates: rules to try for each region.
         scheme: the labels' scheme (default BraTS glioma).
+        spacings: each case's voxel size in mm: then the score is lesion-wise Dice (the 2023
+            challenges' definition, the scheme's lesion task: what BraTS ranks by), where
+            a false-positive speck costs a whole lesion; without, volume Dice.
 
     Returns:
-        The chosen :class:`Postprocessing` and the mean Dice per region after it
-        (``{"WT": ..., "TC": ..., "ET": ...}``; Dice of two empty masks is 1).
+        The chosen :class:`Postprocessing` and the mean score per region after it
+        (``{"WT": ..., "TC": ..., "ET": ...}``; two empty masks score 1).
     """
     s = scheme_named(scheme)
     pairs = [(np.asarray(p), np.asarray(t)) for p, t in cases]
+    if spacings is not None and len(spacings) != len(pairs):
+        raise ValueError(f"{len(spacings)} spacings for {len(pairs)} cases")
     chosen: dict[str, Rule] = {}
     scores: dict[str, float] = {}
     for region, classes in _output_regions(s).items():
@@ -183,9 +219,23 @@ def choose_postprocessing(
             components, sizes = _components(mask)
             true = np.isin(truth, classes)
             hits = np.bincount(components[true], minlength=sizes.size)
-            tables.append((sizes, hits, int(true.sum())))
+            tables.append((components, sizes, hits, true))
         options: list[Rule | None] = [None, *candidates]
-        means = [float(np.mean([_dice_of(t, rule) for t in tables])) for rule in options]
+        if spacings is None:
+            means = [float(np.mean([_dice_of(t, rule) for t in tables])) for rule in options]
+        else:
+            settings = region_settings(s.lesion_task, "brats2023", region)
+            means = [
+                float(
+                    np.mean(
+                        [
+                            _lesion_dice_of(t, rule, sp, settings)
+                            for t, sp in zip(tables, spacings, strict=True)
+                        ]
+                    )
+                )
+                for rule in options
+            ]
         best = int(np.argmax(means))
         if best and means[best] > means[0] + MIN_GAIN:
             chosen[region] = candidates[best - 1]
@@ -196,11 +246,26 @@ def choose_postprocessing(
     return Postprocessing(chosen, s), scores
 
 
-def _dice_of(
-    table: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int], rule: Rule | None
+Table = tuple[
+    npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]
+]
+"""One case's region: predicted components, their sizes, their true voxels, the truth."""
+
+
+def _lesion_dice_of(
+    table: Table, rule: Rule | None, spacing: Sequence[float], settings: LesionSettings
 ) -> float:
+    """Lesion-wise Dice of a region after ``rule``."""
+    components, sizes, _, true = table
+    keep = np.ones(sizes.size, dtype=bool) if rule is None else _kept(sizes, rule)
+    keep[0] = False
+    return lesion_scores(keep[components], true, spacing, settings).dice
+
+
+def _dice_of(table: Table, rule: Rule | None) -> float:
     """Dice of a region after ``rule`` from its component sizes and true-voxel hits."""
-    sizes, hits, n_true = table
+    _, sizes, hits, true = table
+    n_true = int(true.sum())
     keep = np.ones(sizes.size, dtype=bool) if rule is None else _kept(sizes, rule)
     keep[0] = False
     predicted = int(sizes[keep].sum())

@@ -70,7 +70,10 @@ def test_two_folds_train_side_by_side_into_an_ensemble_and_a_rerun_trains_nothin
     assert card.is_ensemble and [f.version for f in card.folds] == [
         read_model_card(str(run / f"fold_{i}" / "model")).version for i in range(2)
     ]
-    assert {"val_dice_WT", "val_dice_mean"} <= set(card.info.metrics)
+    metrics = card.info.metrics
+    assert {"val_dice_WT", "val_dice_mean", "oof_dice_ET", "oof_lesion_dice_ET"} <= set(metrics)
+    assert metrics["oof_cases"] == 6  # every labelled case, each predicted by the fold that
+    assert all(0.0 <= metrics[f"oof_dice_{r}"] <= 1.0 for r in ("WT", "TC", "ET"))  # held it out
     assert sorted({row["fold"] for row in result.history}) == [0, 1]
     predictor = Predictor.from_artifact(result.model, PredictSettings.with_tta("off"))
     assert predictor.n_models == 2

@@ -7,6 +7,8 @@ import pytest
 from brats.volume.labels import ED, ET, NCR, REGIONS, region_mask
 from brats.volume.metrics import dice
 from brats.volume.postprocess import (
+    CANDIDATE_RULES,
+    VOLUME_RULES,
     Postprocessing,
     choose_postprocessing,
     region_volumes_ml,
@@ -131,3 +133,61 @@ def test_the_chosen_scores_are_the_dice_of_the_applied_rules():
         )
         assert scores[region] == pytest.approx(expected)
     assert chosen.rules  # scattered specks: some rule helps
+
+
+def _cores(et_voxels: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Tumours whose truth has no enhancement (a necrotic core in edema) and whose prediction
+    adds a small ET blob of each side, plus two enhancing tumours predicted right."""
+    cases = []
+    for side in et_voxels:
+        truth = np.zeros((24, 24, 24), np.uint8)
+        _blob(truth, (4, 4, 4), 12, ED)
+        _blob(truth, (8, 8, 8), 4, NCR)
+        pred = truth.copy()
+        _blob(pred, (8, 8, 8), side, ET)
+        cases.append((pred, truth))
+    for _ in range(2):
+        truth = np.zeros((24, 24, 24), np.uint8)
+        _blob(truth, (4, 4, 4), 12, ED)
+        _blob(truth, (7, 7, 7), 6, ET)
+        cases.append((truth.copy(), truth))
+    return cases
+
+
+def test_a_small_enhancing_volume_becomes_core_below_a_threshold_chosen_on_the_cases():
+    cases = _cores((2, 3))  # 8 and 27 voxels of ET where there is none; true ET is 216
+    chosen, scores = choose_postprocessing(cases, (*CANDIDATE_RULES, *VOLUME_RULES))
+    assert chosen.rules["ET"] == 30  # the first rule that removes both specks
+    whole, _ = choose_postprocessing(cases, VOLUME_RULES)
+    assert whole.rules["ET"] == "below:30" and scores["ET"] == pytest.approx(1.0)
+    relabelled = whole.apply(cases[1][0])
+    assert (
+        not (relabelled == ET).any()
+        and (relabelled == NCR).sum() == (cases[1][0] == NCR).sum() + 27
+    )
+    assert Postprocessing.from_dict({"ET": "below:300"}).to_dict() == {"ET": "below:300"}
+    for bad in ("below:0", "below:x", "under:3"):
+        with pytest.raises(ValueError, match="below:<voxels>"):
+            Postprocessing.from_dict({"ET": bad})
+
+
+def test_lesion_wise_choice_counts_a_small_lesion_as_much_as_a_false_positive_speck():
+    # Case A: two true enhancing lesions, one of 8 voxels, both predicted right. Case B: a
+    # true 27-voxel lesion predicted right plus a false 8-voxel speck. Dropping components
+    # under 10 voxels loses A's small lesion and clears B's speck. By volume Dice that is a
+    # gain (8 of 520 voxels lost, 8 of 35 wrong removed); lesion-wise (4 mm voxels: every
+    # lesion is scored) A falls from 1 to 1/2 and B rises from 1/2 to 1: no gain, no rule.
+    a = np.zeros((24, 24, 24), np.uint8)
+    _blob(a, (2, 2, 2), 8, ET)
+    _blob(a, (18, 18, 18), 2, ET)
+    b_truth = np.zeros((24, 24, 24), np.uint8)
+    _blob(b_truth, (4, 4, 4), 3, ET)
+    b_pred = b_truth.copy()
+    _blob(b_pred, (16, 16, 16), 2, ET)
+    cases = [(a.copy(), a), (b_pred, b_truth)]
+    by_volume, _ = choose_postprocessing(cases, (10,))
+    by_lesion, scores = choose_postprocessing(cases, (10,), spacings=[(4.0, 4.0, 4.0)] * 2)
+    assert by_volume.rules and not by_lesion.rules
+    assert scores["ET"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="1 spacings for 2 cases"):
+        choose_postprocessing(cases, (10,), spacings=[(1.0, 1.0, 1.0)])
