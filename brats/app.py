@@ -78,7 +78,7 @@ SESSION_TTL_S: Final = 3600
 class AppConfig:
     """Everything ``brats app`` takes."""
 
-    model: str = option(help="model folder (model.keras + model.json)")
+    model: str = option(help="model folder (model.keras + model.json, or an ensemble of folds)")
     host: str = option("127.0.0.1", help="address to listen on")
     port: int = option(7860, help="port to listen on")
     max_upload_mb: int = option(

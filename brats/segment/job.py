@@ -76,7 +76,7 @@ class SegmentConfig(JobConfig):
     (:class:`~brats.report.batch.JobConfig`) and these."""
 
     cohort: str = option(help="NIfTI cohort: local folder or s3://")
-    model: str = option(help="model folder (model.keras + model.json)")
+    model: str = option(help="model folder (model.keras + model.json, or an ensemble of folds)")
     use_gpu: bool = option(False, help="one GPU per model actor")
     num_actors: Replicas = option(
         Replicas(1, 1),

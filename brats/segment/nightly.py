@@ -187,7 +187,7 @@ class NightlyConfig:
 
     address: str = option(help="the cluster's dashboard, e.g. http://127.0.0.1:8265")
     cohort: str = option(help="NIfTI cohort: s3:// or a cluster path")
-    model: str = option(help="model folder (model.keras + model.json)")
+    model: str = option(help="model folder (model.keras + model.json, or an ensemble of folds)")
     out_root: str = option(help="outputs go to <out-root>/<date> (s3:// or path)")
     date: str | None = option(None, help="YYYY-MM-DD (default: today, local)")
     wait: bool = option(False, help="wait; exit 0 only on SUCCEEDED")
