@@ -19,7 +19,7 @@ from tests.multinode.conftest import in_background, wait_for
 
 pytestmark = pytest.mark.multinode
 
-EPOCHS = 3
+EPOCHS = 2
 
 
 def test_two_folds_on_two_nodes_both_finish_when_one_node_is_lost(workers, tmp_path, monkeypatch):
