@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Final
@@ -104,9 +105,19 @@ def write_fold_split(fold_run: Location, folds: dict[str, Any], i: int, seed: in
     write_bytes_atomic(fs, path, json_bytes(split))
 
 
-def train_folds(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainResult:
+def train_folds(
+    config: TrainConfig,
+    *,
+    prepare: Callable[[TrainConfig], Location],
+    train_run: Callable[..., TrainResult],
+    epoch_hook: EpochHook | None = None,
+) -> TrainResult:
     """Train (or resume) every fold of ``config.folds`` concurrently, or ``config.fold``
     alone; once every fold has its model, write the ensemble under ``NAME/model``.
+
+    ``prepare`` is the driver's cohort preparation and ``train_run`` the training of one run
+    (:func:`brats.train.job.prepare_cohort` and :func:`brats.train.job.train`, which calls
+    this: passed in, so that this module does not import the job).
 
     Returns the run, the ensemble's URI (``None`` until every fold is done), each fold's
     history under ``fold``, and the folds' mean best figures.
@@ -115,11 +126,10 @@ def train_folds(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> 
         TrainingError: naming every fold that failed (after the others finished).
     """
     from brats.ingest.shards import load_manifest
-    from brats.train.job import prepare_cohort, train
 
     began = time.perf_counter()
     run = config.run
-    cohort = prepare_cohort(config)
+    cohort = prepare(config)
     manifest = load_manifest(cohort)
     folds = load_or_write_folds(run, manifest, config)
     chosen = range(config.folds) if config.fold is None else [config.fold]
@@ -136,7 +146,7 @@ def train_folds(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> 
     results: dict[int, TrainResult] = {}
     failed: dict[int, str] = {}
     with ThreadPoolExecutor(max_workers=len(configs), thread_name_prefix="fold") as pool:
-        futures = {i: pool.submit(train, c, epoch_hook=epoch_hook) for i, c in configs.items()}
+        futures = {i: pool.submit(train_run, c, epoch_hook=epoch_hook) for i, c in configs.items()}
         for i, future in futures.items():
             try:
                 results[i] = future.result()

@@ -231,7 +231,7 @@ def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainR
     if config.folds > 1:
         from brats.train.crossval import train_folds
 
-        return train_folds(config, epoch_hook=epoch_hook)
+        return train_folds(config, prepare=prepare_cohort, train_run=train, epoch_hook=epoch_hook)
     began = time.perf_counter()
     run = config.run
     done = _finished(config)

@@ -36,7 +36,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_two_folds_train_side_by_side_into_an_ensemble_and_a_rerun_trains_nothing(
+def test_one_fold_alone_then_the_rest_side_by_side_into_an_ensemble_and_a_rerun_trains_nothing(
     cohort: Path, ray_session: object, tmp_path: Path
 ) -> None:
     from brats.io.artifact import read_model_card, verify_artifact
@@ -46,63 +46,48 @@ def test_two_folds_train_side_by_side_into_an_ensemble_and_a_rerun_trains_nothin
         data=str(cohort),
         storage=str(tmp_path / "runs"),
         name="cv",
-        folds=2,
+        folds=3,
         epochs=2,
         **{**TINY, "num_workers": 1},
     )
-    before = {a.actor_id for a in _controllers()}
-    # Each fold's first epoch waits for the other's: the run finishes only if both trained
-    # at once (the cluster fits both: two 1-CPU workers on 2 CPUs).
-    result = train(config, epoch_hook=Rendezvous(str(tmp_path / "met"), parties=2))
     run = tmp_path / "runs" / "cv"
+    alone = train(TrainConfig(**{**config.to_dict(), "fold": 2}))
+    assert alone.model is None and not (run / "model").exists()  # no ensemble of one fold
+    assert (run / "fold_2" / "model" / "model.json").exists()
+    assert not (run / "fold_0").exists() and not (run / "fold_1").exists()
+    fold_2 = read_model_card(str(run / "fold_2" / "model"))
+
+    before = {a.actor_id for a in _controllers()}
+    # The two folds left wait for each other's first epoch: the run finishes only if both
+    # trained at once (the cluster fits both: two 1-CPU workers on 2 CPUs). Fold 2 is done.
+    result = train(config, epoch_hook=Rendezvous(str(tmp_path / "met"), parties=2))
+    assert len([a for a in _controllers() if a.actor_id not in before]) == 2  # not fold 2's
+    assert len(list((tmp_path / "met").iterdir())) == 2
     folds = json.loads((run / "folds.json").read_text())
     assert folds["stratified"] and sorted(c for f in folds["folds"] for c in f) == sorted(
         p.name for p in cohort.iterdir()
     )
-    for i in range(2):  # each fold validates on its own cases and trains on the other's
+    for i in range(3):  # each fold validates on its own cases and trains on the others'
         split = json.loads((run / f"fold_{i}" / "split.json").read_text())
-        assert (split["val"], split["train"]) == (folds["folds"][i], folds["folds"][1 - i])
-    assert len([a for a in _controllers() if a.actor_id not in before]) == 2  # a run each
-    assert len(list((tmp_path / "met").iterdir())) == 2
+        assert split["val"] == folds["folds"][i]
+        assert sorted(split["train"] + split["val"]) == sorted(c for f in folds["folds"] for c in f)
 
     assert result.model is not None
     card = verify_artifact(result.model)
     assert card.is_ensemble and [f.version for f in card.folds] == [
-        read_model_card(str(run / f"fold_{i}" / "model")).version for i in range(2)
+        read_model_card(str(run / f"fold_{i}" / "model")).version for i in range(3)
     ]
+    assert card.folds[2].version == fold_2.version  # trained alone, then kept
     metrics = card.info.metrics
     assert {"val_dice_WT", "val_dice_mean", "oof_dice_ET", "oof_lesion_dice_ET"} <= set(metrics)
     assert metrics["oof_cases"] == 6  # every labelled case, each predicted by the fold that
     assert all(0.0 <= metrics[f"oof_dice_{r}"] <= 1.0 for r in ("WT", "TC", "ET"))  # held it out
-    assert sorted({row["fold"] for row in result.history}) == [0, 1]
     predictor = Predictor.from_artifact(result.model, PredictSettings.with_tta("off"))
-    assert predictor.n_models == 2
+    assert predictor.n_models == 3
     assert predictor.labels(np.zeros((4, 16, 16, 16), np.float32)).shape == (16, 16, 16)
 
     again = train(config)
     assert again.model == result.model and verify_artifact(again.model) == card
     assert len([a for a in _controllers() if a.actor_id not in before]) == 2  # none started
-
-
-def test_one_fold_alone_trains_only_itself_and_makes_no_ensemble(
-    cohort: Path, ray_session: object, tmp_path: Path
-) -> None:
-    config = TrainConfig(
-        data=str(cohort),
-        storage=str(tmp_path / "runs"),
-        name="cv",
-        folds=3,
-        fold=2,
-        epochs=1,
-        **{**TINY, "num_workers": 1},
-    )
-    result = train(config)
-    run = tmp_path / "runs" / "cv"
-    assert result.model is None and not (run / "model").exists()
-    assert (run / "fold_2" / "model" / "model.json").exists()
-    assert not (run / "fold_0").exists() and not (run / "fold_1").exists()
-    with pytest.raises(
-        TrainingError,
-        match=r"3 folds of cohort .*, not 2",
-    ):
-        train(TrainConfig(**{**config.to_dict(), "folds": 2, "fold": None}))
+    with pytest.raises(TrainingError, match=r"3 folds of cohort .*, not 2"):
+        train(TrainConfig(**{**config.to_dict(), "folds": 2}))

@@ -96,7 +96,7 @@ def test_the_predictor_averages_the_folds_probabilities_window_by_window(tmp_pat
     folds = _folds(tmp_path)
     save_ensemble([str(f) for f in folds], INFO, str(tmp_path / "model"))
     image = np.random.default_rng(0).normal(size=(4, 24, 20, 28)).astype(np.float32)
-    settings = PredictSettings.with_tta("on", overlap=0.5)
+    settings = PredictSettings.with_tta("off", overlap=0.5)
     each = [Predictor.from_artifact(str(f), settings).probabilities(image) for f in folds]
     ensemble = Predictor.from_artifact(str(tmp_path / "model"), settings)
     assert (
@@ -104,7 +104,9 @@ def test_the_predictor_averages_the_folds_probabilities_window_by_window(tmp_pat
         and ensemble.version == read_model_card(str(tmp_path / "model")).version
     )
     np.testing.assert_allclose(ensemble.probabilities(image), np.mean(each, axis=0), atol=1e-5)
-    two = Predictor.from_artifact(str(tmp_path / "model"), replace(settings, max_folds=2))
-    np.testing.assert_allclose(two.probabilities(image), np.mean(each[:2], axis=0), atol=1e-5)
+    flips = PredictSettings.with_tta("on", overlap=0.5, max_folds=2)  # TTA per fold, then mean
+    two = Predictor.from_artifact(str(tmp_path / "model"), flips)
+    flipped = [Predictor.from_artifact(str(f), flips).probabilities(image) for f in folds[:2]]
+    np.testing.assert_allclose(two.probabilities(image), np.mean(flipped, axis=0), atol=1e-5)
     assert two.settings.output_settings()["max_folds"] == 2
     assert "max_folds" not in settings.output_settings()  # old records still match

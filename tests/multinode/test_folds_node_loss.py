@@ -26,7 +26,7 @@ def test_two_folds_on_two_nodes_both_finish_when_one_node_is_lost(workers, tmp_p
     from brats.io.artifact import verify_artifact
 
     # The lost fold's restart waits for a node; each try gives up after this, and retries.
-    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "20")
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "10")
     nodes = [workers.add(), workers.add()]
     cohort = tmp_path / "cohort"
     generate_cohort(cohort, 6, SynthConfig(shape=(32, 32, 24), seed=6))
