@@ -14,8 +14,6 @@ from brats.train.config import TrainConfig, TrainingError
 from brats.train.job import train
 from tests.helpers import TINY_TRAINING as TINY
 
-pytestmark = pytest.mark.integration
-
 
 def _controllers() -> list[object]:
     import ray

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from brats.devtools.faults import GroupLog
 from brats.devtools.synth import SynthConfig, generate_cohort
 from brats.train.config import TrainConfig
 from brats.train.job import train
 from tests.helpers import TINY_TRAINING
 from tests.multinode.conftest import in_background, wait_for
-
-pytestmark = pytest.mark.multinode
 
 EPOCHS = 2
 
