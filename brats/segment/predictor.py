@@ -43,6 +43,7 @@ from brats.volume.geometry import CropBox, paste_back
 from brats.volume.labels import LabelScheme, regions_to_labels, to_disk
 from brats.volume.normalize import prepare_volume
 from brats.volume.postprocess import Postprocessing, small_et_to_necrosis
+from brats.volume.uncertainty import mean_entropy, pairwise_dice, uncertainty_score
 
 if TYPE_CHECKING:
     import keras
@@ -135,6 +136,20 @@ class PredictSettings:
 
 
 @dataclass(frozen=True)
+class Assessment:
+    """A network input's probabilities ``(K, D, H, W)``, their labels ``(D, H, W)`` (on the
+    input's grid, before postprocessing), and how sure they are
+    (:mod:`brats.volume.uncertainty`): ``agreement`` of the folds, ``entropy`` inside the
+    predicted tumour, and ``uncertainty``, the score a reviewer sorts by."""
+
+    probabilities: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.uint8]
+    agreement: float
+    entropy: float
+    uncertainty: float
+
+
+@dataclass(frozen=True)
 class SegmentedCase:
     """A case segmented from its files: what was read, what the network saw, the result.
 
@@ -216,9 +231,11 @@ class Predictor:
         models = list(model) if isinstance(model, Sequence) else [model]
         self.n_models = len(models)
         """Networks averaged: 1, or an ensemble's folds in use."""
-        self.forward: Predict = mean_predict(
-            [compiled_predict(at_precision(m, info.unet, self.precision)) for m in models]
-        )
+        self.forwards: list[Predict] = [
+            compiled_predict(at_precision(m, info.unet, self.precision)) for m in models
+        ]
+        """Each network's compiled forward pass (an ensemble's folds, in order)."""
+        self.forward: Predict = mean_predict(self.forwards)
         """The compiled forward pass: windows ``(B, d, h, w, C)`` in, float32 outputs out."""
 
     @classmethod
@@ -251,18 +268,36 @@ class Predictor:
 
     # --- arrays ---------------------------------------------------------------------------
 
-    def probabilities(self, image: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    def probabilities(
+        self, image: npt.NDArray[np.floating], forward: Predict | None = None
+    ) -> npt.NDArray[np.float32]:
         """``(C, D, H, W)`` network input (prepared, any spatial size) -> ``(K, D, H, W)
-        float32`` probabilities, blended over the sliding windows."""
+        float32`` probabilities, blended over the sliding windows (of ``forward``: default
+        :attr:`forward`, the ensemble's mean)."""
         return sliding_window_predict(
             np.asarray(image, dtype=np.float32),
-            self.forward,
+            forward or self.forward,
             self.info.patch_size,
             n_classes=self.n_outputs,
             overlap=self.settings.overlap,
             batch_size=self.settings.batch_size,
             flip_tta=self.flip_tta,
         )
+
+    def assess(self, image: npt.NDArray[np.floating]) -> Assessment:
+        """The probabilities of a network input, their labels, and how sure they are: each
+        network's probabilities on their own (the same forward passes as
+        :meth:`probabilities`, whose mean they are, blending being linear), the folds'
+        agreement on the tumour (:func:`~brats.volume.uncertainty.pairwise_dice` of their
+        labels' foreground; 1 for one model) and the mean entropy inside the predicted
+        tumour (:func:`~brats.volume.uncertainty.mean_entropy`), before postprocessing."""
+        each = [self.probabilities(image, forward) for forward in self.forwards]
+        mean = each[0] if len(each) == 1 else np.stack(each).mean(axis=0, dtype=np.float32)
+        labels = self.decode(mean)
+        agreement = pairwise_dice([self.decode(p) > 0 for p in each])
+        kind = "regions" if self.info.unet.output == "regions" else "softmax"
+        entropy = mean_entropy(mean, labels > 0, kind)
+        return Assessment(mean, labels, agreement, entropy, uncertainty_score(agreement, entropy))
 
     def decode(self, probabilities: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
         """``(K, D, H, W)`` outputs -> ``(D, H, W) uint8`` internal classes: the most probable

@@ -110,3 +110,23 @@ def test_the_predictor_averages_the_folds_probabilities_window_by_window(tmp_pat
     np.testing.assert_allclose(two.probabilities(image), np.mean(flipped, axis=0), atol=1e-5)
     assert two.settings.output_settings()["max_folds"] == 2
     assert "max_folds" not in settings.output_settings()  # old records still match
+
+
+def test_an_assessment_is_the_ensembles_probabilities_and_how_much_its_folds_agree(
+    tmp_path: Path,
+) -> None:
+    folds = _folds(tmp_path, 2)
+    save_ensemble([str(f) for f in folds], INFO, str(tmp_path / "model"))
+    image = np.random.default_rng(1).normal(size=(4, 20, 20, 20)).astype(np.float32)
+    settings = PredictSettings.with_tta("off")
+    ensemble = Predictor.from_artifact(str(tmp_path / "model"), settings)
+    assessed = ensemble.assess(image)
+    np.testing.assert_allclose(assessed.probabilities, ensemble.probabilities(image), atol=1e-5)
+    np.testing.assert_array_equal(assessed.labels, ensemble.labels(image))
+    masks = [Predictor.from_artifact(str(f), settings).labels(image) > 0 for f in folds]
+    both, total = int((masks[0] & masks[1]).sum()), int(masks[0].sum() + masks[1].sum())
+    assert assessed.agreement == pytest.approx(2 * both / total if total else 1.0)
+    assert 0.0 <= assessed.entropy <= 1.0
+    assert assessed.uncertainty == pytest.approx(1 - assessed.agreement + assessed.entropy)
+    one = Predictor.from_artifact(str(folds[0]), settings).assess(image)
+    assert one.agreement == 1.0 and one.uncertainty == pytest.approx(one.entropy)
