@@ -181,31 +181,6 @@ class EpochLog:
             fh.write(f"{epoch} {rank}\n")
 
 
-@dataclass(frozen=True)
-class Rendezvous:
-    """Training epoch hook for concurrent runs (cross-validation folds): at the first epoch,
-    each run's rank 0 leaves ``<folder>/<pid>`` and waits until ``parties`` runs have, at
-    most ``timeout_s``; then it raises, failing its run. So a run that finishes proves that
-    ``parties`` of them were training at the same time."""
-
-    folder: str
-    parties: int
-    timeout_s: float = 120.0
-
-    def __call__(self, epoch: int, rank: int) -> None:
-        import time
-
-        if epoch != 0 or rank != 0:
-            return
-        os.makedirs(self.folder, exist_ok=True)
-        open(os.path.join(self.folder, str(os.getpid())), "w").close()
-        deadline = time.monotonic() + self.timeout_s
-        while len(os.listdir(self.folder)) < self.parties:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(os.listdir(self.folder))} of {self.parties} runs")
-            time.sleep(0.05)
-
-
 def _wait_for_release(marker_dir: str, timeout_s: float) -> None:
     """Wait until ``<marker_dir>/release`` exists (checking every 0.05 s), at most
     ``timeout_s``: how the multi-node hooks hold work while a test changes the cluster."""
