@@ -93,11 +93,15 @@ def load_or_write_folds(run: Location, manifest: dict[str, Any], config: TrainCo
     return folds
 
 
-def write_fold_split(fold_run: Location, folds: dict[str, Any], i: int, seed: int) -> None:
+def write_fold_split(fold_run: Location, folds: dict[str, Any], i: int) -> None:
     """Fold ``i``'s ``split.json``, which its run then reads as any run reads its split."""
     fs = fold_run.filesystem()
     path = fold_run.join(SPLIT_FILE)
-    split = {**fold_split(folds["folds"], i), "seed": seed, "manifest_hash": folds["manifest_hash"]}
+    split = {
+        **fold_split(folds["folds"], i),
+        "seed": folds["seed"],
+        "manifest_hash": folds["manifest_hash"],
+    }
     if fs.exists(path):
         if json.loads(read_bytes(fs, path, max_bytes=MAX_SPLIT_BYTES)) != split:
             raise TrainingError(f"{redact(fold_run.uri)}: its split is not fold {i} of folds.json")
@@ -135,7 +139,7 @@ def train_folds(
     chosen = range(config.folds) if config.fold is None else [config.fold]
     configs = {i: fold_config(config, cohort, i) for i in chosen}
     for i, fold in configs.items():
-        write_fold_split(fold.run, folds, i, config.seed)
+        write_fold_split(fold.run, folds, i)
     log.info(
         "cross-validation %s: %d folds of %d cases, training fold(s) %s",
         redact(run.uri),
