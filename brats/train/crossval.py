@@ -55,9 +55,16 @@ log = logging.getLogger(__name__)
 
 
 def fold_config(config: TrainConfig, cohort: Location, i: int) -> TrainConfig:
-    """Fold ``i``'s run: the same settings, under ``NAME/fold_<i>``, on the ingested cohort."""
+    """Fold ``i``'s run: the same settings, under ``NAME/fold_<i>``, on the ingested cohort;
+    ``extra["fold"]`` names it (its epoch lines start ``fold i:``, its model.json says it)."""
     return replace(
-        config, storage=config.run.uri, name=f"fold_{i}", data=cohort.uri, folds=1, fold=None
+        config,
+        storage=config.run.uri,
+        name=f"fold_{i}",
+        data=cohort.uri,
+        folds=1,
+        fold=None,
+        extra={**config.extra, "fold": i},
     )
 
 

@@ -65,18 +65,22 @@ def quiet_worker_logs() -> None:
 class EpochLines:
     """Rank 0's epoch lines: :func:`epoch_line` for each finished epoch, with the time left
     estimated from the epochs this worker group has run so far (a resumed run's earlier
-    epochs do not count: they ran on another group, perhaps at another size)."""
+    epochs do not count: they ran on another group, perhaps at another size). ``prefix``
+    leads every line (``fold 2: `` for a cross-validation fold, whose lines interleave with
+    the other folds')."""
 
-    def __init__(self, start: int, epochs: int) -> None:
+    def __init__(self, start: int, epochs: int, prefix: str = "") -> None:
         self._start = start
         self._epochs = epochs
+        self._prefix = prefix
         self._began = time.perf_counter()
 
     def epoch_done(self, metrics: Mapping[str, Any]) -> None:
         """Log the line of the epoch ``metrics["epoch"]`` (1-based) just finished."""
         done = int(metrics["epoch"])
         per_epoch = (time.perf_counter() - self._began) / max(1, done - self._start)
-        log.info("%s", epoch_line(metrics, self._epochs, eta_s=per_epoch * (self._epochs - done)))
+        eta_s = per_epoch * (self._epochs - done)
+        log.info("%s%s", self._prefix, epoch_line(metrics, self._epochs, eta_s=eta_s))
 
 
 _FIRST = {"WT": 0, "TC": 1, "ET": 2}

@@ -330,7 +330,8 @@ class Lead:
 
     def __init__(self, config: TrainConfig, start: int) -> None:
         self._config = config
-        self._lines = EpochLines(start, config.epochs)
+        fold = config.extra.get("fold")
+        self._lines = EpochLines(start, config.epochs, "" if fold is None else f"fold {fold}: ")
         self._tensorboard = TensorBoardLog(config.run.child("tensorboard"))
 
     def checkpoint(

@@ -72,6 +72,7 @@ def test_one_fold_alone_then_the_other_into_an_ensemble_and_a_rerun_trains_nothi
         read_model_card(str(run / f"fold_{i}" / "model")).version for i in range(2)
     ]
     assert card.folds[1].version == fold_1.version  # trained alone, then kept
+    assert fold_1.info.training["extra"] == {"fold": 1}  # its epoch lines say "fold 1: ..."
     metrics = card.info.metrics
     assert {"val_dice_WT", "val_dice_mean", "oof_dice_ET", "oof_lesion_dice_ET"} <= set(metrics)
     assert metrics["oof_cases"] == 6  # every labelled case, each predicted by the fold that

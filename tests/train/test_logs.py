@@ -42,6 +42,12 @@ def test_the_eta_counts_only_the_epochs_this_group_ran(monkeypatch, caplog):
     ]
 
 
+def test_a_folds_lines_say_which_fold_they_are(caplog):
+    with caplog.at_level(logging.INFO, logger="brats.train"):
+        EpochLines(start=0, epochs=80, prefix="fold 2: ").epoch_done(METRICS)
+    assert caplog.records[-1].getMessage().startswith("fold 2: epoch 3/80  loss 0.4123")
+
+
 @pytest.fixture
 def levels():
     """Put back the levels :func:`quiet_worker_logs` sets (it is meant for a worker)."""
