@@ -119,6 +119,19 @@ TINY_TRAINING = {
 """TrainConfig settings small enough for a run of a few epochs in well under a minute."""
 
 
+def train_controllers() -> list[object]:
+    """Every Ray Train controller actor this Ray has started (alive or not): one per run
+    started, so a test counts the runs a call started."""
+    import ray
+    from ray.util.state import list_actors
+
+    return list_actors(
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("class_name", "=", "TrainController")],
+        limit=1000,
+    )
+
+
 def train_tiny_model(cohort_root: Path, where: str, *, seed: int, steps: int = 25) -> str:
     """A 4-filter, depth-2 U-Net trained for a few steps on the cohort's patches, exported as
     an artifact under ``where`` (16^3 windows, 4 modalities, z-score); returns ``where``."""

@@ -12,18 +12,7 @@ from brats.devtools.synth import SynthConfig, generate_cohort
 from brats.train.config import TrainConfig, TrainingError
 from brats.train.job import train
 from tests.helpers import TINY_TRAINING as TINY
-
-
-def _controllers() -> list[object]:
-    import ray
-    from ray.util.state import list_actors
-
-    return list_actors(
-        address=ray.get_runtime_context().gcs_address,
-        filters=[("class_name", "=", "TrainController")],
-        limit=1000,
-        detail=True,
-    )
+from tests.helpers import train_controllers
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +43,9 @@ def test_one_fold_alone_then_the_other_into_an_ensemble_and_a_rerun_trains_nothi
     fold_1 = read_model_card(str(run / "fold_1" / "model"))
 
     # Both folds at once is the multi-node test's (tests/multinode/test_folds_node_loss.py).
-    before = {a.actor_id for a in _controllers()}
+    before = {a.actor_id for a in train_controllers()}
     result = train(config)
-    assert len([a for a in _controllers() if a.actor_id not in before]) == 1  # fold 0's only
+    assert len([a for a in train_controllers() if a.actor_id not in before]) == 1  # fold 0's only
     folds = json.loads((run / "folds.json").read_text())
     assert folds["stratified"] and sorted(c for f in folds["folds"] for c in f) == sorted(
         p.name for p in cohort.iterdir()
@@ -83,6 +72,6 @@ def test_one_fold_alone_then_the_other_into_an_ensemble_and_a_rerun_trains_nothi
 
     again = train(config)
     assert again.model == result.model and verify_artifact(again.model) == card
-    assert len([a for a in _controllers() if a.actor_id not in before]) == 1  # none started
+    assert len([a for a in train_controllers() if a.actor_id not in before]) == 1  # none started
     with pytest.raises(TrainingError, match=r"2 folds of cohort .*, not 3"):
         train(TrainConfig(**{**config.to_dict(), "folds": 3}))

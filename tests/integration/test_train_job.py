@@ -32,7 +32,7 @@ from brats.train.config import TrainConfig, TrainingError
 from brats.train.job import train
 from brats.volume.labels import BRATS2020
 from tests.helpers import TINY_TRAINING as TINY
-from tests.helpers import s3fs_client
+from tests.helpers import s3fs_client, train_controllers
 
 
 def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path):
@@ -84,18 +84,6 @@ def cohort(tmp_path_factory):
 
 def _epochs(history):
     return [row["epoch"] for row in history]
-
-
-def _controllers() -> list[object]:
-    """Every Ray Train controller actor this Ray has started (alive or not)."""
-    import ray
-    from ray.util.state import list_actors
-
-    return list_actors(
-        address=ray.get_runtime_context().gcs_address,
-        filters=[("class_name", "=", "TrainController")],
-        limit=1000,
-    )
 
 
 def _log_lines(path: Path) -> list[tuple[int, int]]:
@@ -174,10 +162,10 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoin
 
     # A rerun of a finished run trains nothing, starts no Ray Train controller (so no worker
     # group), and keeps the exported model (same version).
-    controllers = len(_controllers())
+    controllers = len(train_controllers())
     assert controllers >= 1  # the first run's
     again = train(config)
-    assert len(_controllers()) == controllers
+    assert len(train_controllers()) == controllers
     assert _epochs(again.history) == [1, 2, 3, 4]
     assert again.history == result.history
     assert json.loads(again.best["postprocessing"]) == card.info.postprocessing
@@ -191,7 +179,7 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoin
     del written["training"]["worker_niceness"]
     fs.pipe(card_key, json.dumps(written).encode())
     assert train(config).history == result.history
-    assert len(_controllers()) == controllers
+    assert len(train_controllers()) == controllers
 
 
 @pytest.mark.integration
