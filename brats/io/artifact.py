@@ -140,7 +140,7 @@ def verify_artifact(where: str | Location) -> ModelCard:
     card = read_model_card(loc)
     for fold in card.folds:
         _fold_card(loc, card, fold, _verified(loc.child(fold.folder))[0])
-    return card if card.folds else _verified(loc)[0]
+    return card if card.folds else _verified(loc, card)[0]
 
 
 def save_ensemble(
@@ -224,8 +224,10 @@ def _fold_card(loc: Location, ensemble: ModelCard, fold: FoldRef, card: ModelCar
         )
 
 
-def _verified(loc: Location) -> tuple[ModelCard, bytes]:
-    card = read_model_card(loc)
+def _verified(loc: Location, card: ModelCard | None = None) -> tuple[ModelCard, bytes]:
+    """The card (``card`` if already read, else read) and the ``model.keras`` bytes of one
+    model whose bytes hash to the card's version."""
+    card = card or read_model_card(loc)
     if card.folds:
         raise ArtifactError(
             f"{redact(loc.uri)}: an ensemble of {len(card.folds)} folds, not one model "
