@@ -15,6 +15,14 @@ for training in bfloat16 on CPUs); with ``--augmentations nnunet sites`` in each
 augmentation (the A/B for the site transforms). Figures: held-out mean Dice per region
 (WT, TC, ET) per preset (and precision, augmentation), site and seed, their mean and range
 over seeds, and the worst case per region. No target: it is the A/B the README quotes.
+
+With ``--folds K`` every run is a K-fold cross-validation (:mod:`brats.train.crossval`: the
+folds trained as concurrent Ray Train runs, postprocessing chosen on their out-of-fold
+predictions) and is scored as the ensemble and as each fold alone (:func:`fold_figures`):
+held-out Dice per region of the ensemble against the mean single fold, the Spearman
+correlation between a case's uncertainty score and its error (1 - Dice of the first
+region), the tumours without enhancement that keep predicted enhancement, and the wall
+time of the K folds trained together against one fold trained alone (the first seed's).
 """
 
 from __future__ import annotations
@@ -23,12 +31,15 @@ import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from brats.options import option
 from brats.runtime import init_ray
+
+if TYPE_CHECKING:
+    from brats.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -65,15 +76,34 @@ class RecipeBenchmark:
         help="generate every cohort in this built-in label scheme (gli2024: resection "
         "cavities; ped2024: cysts; default: the demo's, brats2020) and score its regions",
     )
+    folds: int = option(
+        1,
+        help="train each run as K-fold cross-validation and score the ensemble against each "
+        "fold alone, with the uncertainty's correlation to the error (1: one model per run)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.folds < 1:
+            raise ValueError(f"folds must be >= 1, got {self.folds}")
 
 
-def held_out_dice(model: str, cohort: str, tta: str = "model") -> dict[str, list[float]]:
-    """Dice per region of the model's label scheme for every case of a labeled raw cohort,
-    segmented by ``model`` with flip TTA as ``tta`` says
-    (:class:`~brats.segment.predictor.PredictSettings`), and under ``"TC_no_ET"`` the TC Dice
-    of the cases whose truth has no enhancing tumor (the cores a model finds hardest; the key
-    is absent when every case enhances). A region neither side has scores 1, as BraTS
-    scores it."""
+@dataclass(frozen=True)
+class CaseScore:
+    """One held-out case as a model segmented it: Dice per region of the scheme, the
+    uncertainty score (:class:`~brats.segment.predictor.Assessment`), whether its truth has
+    enhancing tumour, and the enhancing voxels predicted."""
+
+    case_id: str
+    dice: dict[str, float]
+    uncertainty: float
+    truth_enhances: bool
+    predicted_et_voxels: int
+
+
+def held_out_cases(model: str, cohort: str, tta: str = "model") -> list[CaseScore]:
+    """Every case of a labeled raw cohort, segmented by ``model`` (one model or an
+    ensemble) with flip TTA as ``tta`` says, scored in the model's label scheme. A region
+    neither side has scores 1, as BraTS scores it."""
     from brats.io.cases import discover
     from brats.segment.predictor import Predictor, PredictSettings
     from brats.storage import resolve
@@ -83,18 +113,43 @@ def held_out_dice(model: str, cohort: str, tta: str = "model") -> dict[str, list
     predictor = Predictor.from_artifact(model, PredictSettings.with_tta(tta))
     scheme = predictor.info.scheme
     root = resolve(cohort)
-    scores: dict[str, list[float]] = {r: [] for r in scheme.regions}
-    no_et: list[float] = []
+    enhancing = "ET" in scheme.regions
+    out = []
     for case in discover(root).cases:
         done = predictor.segment_files(case, root)
         truth = done.volumes.label
         assert truth is not None, f"{case.case_id} has no seg"
-        for region in scheme.regions:
-            scores[region].append(
-                dice(region_mask(done.labels, region, scheme), region_mask(truth, region, scheme))
+        scores = {
+            region: dice(
+                region_mask(done.labels, region, scheme), region_mask(truth, region, scheme)
             )
-        if {"ET", "TC"} <= set(scheme.regions) and not region_mask(truth, "ET", scheme).any():
-            no_et.append(scores["TC"][-1])
+            for region in scheme.regions
+        }
+        out.append(
+            CaseScore(
+                case.case_id,
+                scores,
+                done.assessment.uncertainty,
+                truth_enhances=bool(enhancing and region_mask(truth, "ET", scheme).any()),
+                predicted_et_voxels=int(region_mask(done.labels, "ET", scheme).sum())
+                if enhancing
+                else 0,
+            )
+        )
+    return out
+
+
+def held_out_dice(model: str, cohort: str, tta: str = "model") -> dict[str, list[float]]:
+    """Dice per region of the model's label scheme for every case of a labeled raw cohort
+    (:func:`held_out_cases`), and under ``"TC_no_ET"`` the TC Dice of the cases whose truth
+    has no enhancing tumor (the cores a model finds hardest; the key is absent when every
+    case enhances)."""
+    cases = held_out_cases(model, cohort, tta)
+    regions = list(cases[0].dice) if cases else []
+    scores = {r: [c.dice[r] for c in cases] for r in regions}
+    no_et = [
+        c.dice["TC"] for c in cases if "TC" in c.dice and "ET" in c.dice and not c.truth_enhances
+    ]
     return scores | ({"TC_no_ET": no_et} if no_et else {})
 
 
@@ -127,6 +182,14 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
         for seed in args.seeds:
             for label, overrides in variants(args):
                 name = "-".join(overrides.values()) + f"-{seed}"
+                if args.folds > 1:
+                    training = demo.training(
+                        f"{tmp}/cohort", f"{tmp}/runs", name, seed=seed, folds=args.folds,
+                        **overrides,
+                    )  # fmt: skip
+                    alone = seed == args.seeds[0]
+                    runs.append(_cross_validated(args, training, label, sites, alone=alone))
+                    continue
                 began = time.perf_counter()
                 trained = train(
                     demo.training(f"{tmp}/cohort", f"{tmp}/runs", name, seed=seed, **overrides)
@@ -149,6 +212,9 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
                         for site, per_region in scores.items()
                     )
                     print(f"recipe {scored} seed {seed} ({seconds:.0f} s): {line}", flush=True)
+    setup = asdict(args) | {"demo": demo.settings(), "held_out": held_out}
+    if args.folds > 1:
+        return {"runs": runs, "setup": setup}
     summary = _summarize(runs, list(sites))
     for preset, per_site in summary.items():
         for site, per_region in per_site.items():
@@ -166,7 +232,88 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
                             for s, d in run["dice"].items()}}
             for run in runs
         ],
-        "setup": asdict(args) | {"demo": demo.settings(), "held_out": held_out},
+        "setup": setup,
+    }  # fmt: skip
+
+
+def _cross_validated(
+    args: RecipeBenchmark,
+    config: TrainConfig,
+    label: str,
+    sites: dict[str, str],
+    *,
+    alone: bool,
+) -> dict[str, Any]:
+    """One K-fold run (``config.folds``): fold 0 trained alone first when ``alone`` (its wall
+    time), then every fold together, then :func:`fold_figures` per site and TTA setting."""
+    from brats.train.job import train
+
+    run: dict[str, Any] = {"preset": label, "seed": config.seed, "folds": config.folds}
+    if alone:
+        began = time.perf_counter()
+        train(replace(config, name=f"{config.name}-alone", fold=0))
+        run["one_fold_alone_s"] = round(time.perf_counter() - began, 1)
+    began = time.perf_counter()
+    trained = train(config)
+    run["all_folds_s"] = round(time.perf_counter() - began, 1)
+    assert trained.model is not None
+    folds = [f"{config.storage}/{config.name}/fold_{i}/model" for i in range(config.folds)]
+    timing = f"{config.folds} folds together {run['all_folds_s']:.0f} s" + (
+        f", one fold alone {run['one_fold_alone_s']:.0f} s" if alone else ""
+    )
+    print(f"recipe {label} seed {config.seed}: {timing}", flush=True)
+    for tta in args.tta:
+        key = "figures" if tta == "off" else "figures+tta"
+        run[key] = {
+            site: fold_figures(trained.model, folds, root, tta) for site, root in sites.items()
+        }
+        for site, f in run[key].items():
+            regions = " ".join(
+                f"{r} {f['ensemble'][r]:.3f}/{f['mean_single_fold'][r]:.3f}" for r in f["ensemble"]
+            )
+            print(
+                f"recipe {label} seed {config.seed} tta {tta} site {site}: ensemble/mean fold "
+                f"{regions}; Spearman(uncertainty, 1 - Dice) {f['spearman_uncertainty_error']}; "
+                f"no-ET cases with ET specks {len(f['no_et_with_et'])} of {f['no_et_cases']}",
+                flush=True,
+            )
+    return run
+
+
+def fold_figures(ensemble: str, folds: list[str], cohort: str, tta: str = "off") -> dict[str, Any]:
+    """A held-out cohort segmented by the ensemble and by each of its folds alone: mean Dice
+    per region of each, the mean over the folds, whether the ensemble beats it, the Spearman
+    correlation between the ensemble's uncertainty score and its error (1 - Dice of the
+    scheme's first region; ``None`` when either is constant), and the cases without
+    enhancing tumour that got some predicted."""
+    from scipy.stats import spearmanr
+
+    cases = held_out_cases(ensemble, cohort, tta)
+    singles = [held_out_cases(fold, cohort, tta) for fold in folds]
+    regions = list(cases[0].dice)
+    means = {r: float(np.mean([c.dice[r] for c in cases])) for r in regions}
+    per_fold = {r: [float(np.mean([c.dice[r] for c in one])) for one in singles] for r in regions}
+    mean_fold = {r: float(np.mean(v)) for r, v in per_fold.items()}
+    errors = [1.0 - c.dice[regions[0]] for c in cases]
+    scores = [c.uncertainty for c in cases]
+    rho = None
+    if len(set(errors)) > 1 and len(set(scores)) > 1:
+        rho = round(float(spearmanr(scores, errors).statistic), 4)
+    return {
+        "ensemble": {r: round(v, 4) for r, v in means.items()},
+        "single_folds": {r: [round(x, 4) for x in v] for r, v in per_fold.items()},
+        "mean_single_fold": {r: round(v, 4) for r, v in mean_fold.items()},
+        "ensemble_beats_mean_fold": {r: means[r] > mean_fold[r] for r in regions},
+        "spearman_uncertainty_error": rho,
+        "no_et_cases": sum(not c.truth_enhances for c in cases),
+        "no_et_with_et": [
+            c.case_id for c in cases if not c.truth_enhances and c.predicted_et_voxels > 0
+        ],
+        "cases": [
+            {"case_id": c.case_id, "dice": {r: round(d, 4) for r, d in c.dice.items()},
+             "uncertainty": round(c.uncertainty, 4)}
+            for c in cases
+        ],
     }  # fmt: skip
 
 

@@ -10,16 +10,15 @@ BraTS glioma when none is given), which the page names: its regions' statistics,
 columns, its colours and legend in the thumbnails. Cases are ranked by the Dice of the
 scheme's first region (WT, or GTV for meningioma radiotherapy).
 
-Every text that comes from a cohort (case ids, file names, reasons) is escaped. Figures are
-drawn on an Agg canvas of their own, never through pyplot (which would switch the backend of
-a running pyplot, e.g. the app's or a notebook's, from inside a library call).
+Every text that comes from a cohort (case ids, file names, reasons) is escaped. The pictures
+are drawn by :mod:`brats.report.figures`.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
-import io
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -27,17 +26,26 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from matplotlib.figure import Figure
 
+from brats.report.figures import (
+    TRUTH_OUTLINE_COLOUR,
+    box_plot_png,
+    label_colours,
+    overlay_png,
+)
 from brats.report.status import FAILED
-from brats.report.tables import EMPTY_RULES, STATISTICS, STATISTICS_NOTE, column_values
+from brats.report.tables import (
+    EMPTY_RULES,
+    STATISTICS,
+    STATISTICS_NOTE,
+    column_values,
+    review_first,
+)
 from brats.storage import redact
 from brats.volume.labels import (
-    DEFAULT,
     SCHEMES,
     LabelScheme,
     SchemeLike,
-    hex_colour,
     interchangeable,
     scheme_named,
 )
@@ -56,35 +64,8 @@ internal classes of the report's scheme (``{0, 1, 2, 3}`` for BraTS glioma; see
 """
 
 
-def label_colours(scheme: SchemeLike | None = None) -> dict[int, str]:
-    """Overlay colour (``#rrggbb``) per internal class of ``scheme``
-    (:meth:`~brats.volume.labels.LabelScheme.colours`)."""
-    return {c: hex_colour(rgb) for c, rgb in scheme_named(scheme).colours().items()}
-
-
-LABEL_COLOURS: Final[dict[int, str]] = label_colours(DEFAULT)
-"""Overlay colour per internal class of the default (BraTS glioma) scheme."""
-TRUTH_OUTLINE_COLOUR: Final = "#00e5ff"
-OVERLAY_ALPHA: Final = 0.5
 _URI = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _MAX_NOTE_CHARS: Final = 300
-
-
-def axial_slice_with_most_tumor(
-    pred: npt.NDArray[np.integer], truth: npt.NDArray[np.integer] | None = None
-) -> int:
-    """Index along the last axis of the ``(D, H, W)`` slice with the most predicted tumour.
-
-    Ties go to the lowest index. With nothing predicted, the slice with the most ground-truth
-    tumour; with neither, the middle slice.
-    """
-    for labels in (pred, truth):
-        if labels is None:
-            continue
-        per_slice = np.count_nonzero(np.asarray(labels) != 0, axis=(0, 1))
-        if per_slice.size and per_slice.max() > 0:
-            return int(np.argmax(per_slice))
-    return int(np.asarray(pred).shape[-1] // 2)
 
 
 _CSS: Final = """
@@ -116,10 +97,13 @@ def render_html(
 ) -> str:
     """The whole page, from report rows (:func:`brats.report.tables.report_row`) and their
     summary, both of ``scheme``; ``overlay`` (or ``None``: no pictures) draws the
-    ``n_thumbnails`` worst and best cases by Dice of the scheme's first region (WT). The case
-    table shows :func:`table_rows` and links ``report.csv`` (the page is meant to lie beside
-    it, as :func:`brats.report.write.write_report` writes it)."""
+    ``n_thumbnails`` worst and best cases by Dice of the scheme's first region (WT), and
+    (with ``n_thumbnails > 0``) every case of the "review first" table: the most uncertain
+    cases (:func:`brats.report.tables.review_first`), shown when any record has an
+    uncertainty. The case table shows :func:`table_rows` and links ``report.csv`` (the page
+    is meant to lie beside it, as :func:`brats.report.write.write_report` writes it)."""
     s = scheme_named(scheme)
+    draw = None if overlay is None or n_thumbnails == 0 else _drawer(overlay, s)
     counts = summary["counts"]
     title = (
         f"BraTS segmentation report: {counts['cases']} cases, {counts['done']} done, "
@@ -133,14 +117,15 @@ def render_html(
         _html_versions(summary["model_versions"]),
         _html_precisions(summary["precisions"]),
         _html_scheme(s, rows),
+        _html_review(rows, draw, s),
         f"<p>{_esc(EMPTY_RULES)}</p>",
         _html_statistics(summary["regions"]),
         _html_plots(rows, s),
         _html_detection(summary["detection"]),
         _html_cases(rows, s),
     ]
-    if overlay is not None and n_thumbnails > 0:
-        parts.append(_html_thumbnails(rows, overlay, n_thumbnails, s))
+    if draw is not None:
+        parts.append(_html_thumbnails(rows, draw, n_thumbnails, s))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -235,8 +220,8 @@ def _html_plots(rows: list[dict[str, Any]], scheme: LabelScheme) -> str:
             continue  # records from before lesion-wise metrics
         parts += [
             f"<h3>{_esc(heading)}</h3>",
-            _img(_box_plot_png(dice, "Dice", (0.0, 1.02)), f"Dice box plot per region, {heading}"),
-            _img(_box_plot_png(hd95, "HD95 (mm)", None), f"HD95 box plot per region, {heading}"),
+            _img(box_plot_png(dice, "Dice", (0.0, 1.02)), f"Dice box plot per region, {heading}"),
+            _img(box_plot_png(hd95, "HD95 (mm)", None), f"HD95 box plot per region, {heading}"),
         ]
     return "\n".join(parts)
 
@@ -353,9 +338,84 @@ def _fmt(value: float | None, digits: int) -> str:
     return "&ndash;" if value is None else f"{value:.{digits}f}"
 
 
-def _html_thumbnails(
-    rows: list[dict[str, Any]], overlay: OverlayLoader, n: int, scheme: LabelScheme
-) -> str:
+Drawer = Callable[[str], tuple[bytes, int]]
+"""``case_id -> (PNG, axial slice index)`` of the case's overlay."""
+
+
+def _drawer(overlay: OverlayLoader, scheme: LabelScheme) -> Drawer:
+    """The overlay PNG of a case, drawn once however many sections picture it."""
+
+    @functools.cache
+    def draw(case_id: str) -> tuple[bytes, int]:
+        image, pred, truth = overlay(case_id)
+        return overlay_png(image, pred, truth, scheme)
+
+    return draw
+
+
+REVIEW_NOTE: Final = (
+    "Uncertainty = (1 - the folds' mean pairwise Dice of the whole tumour) + the mean "
+    "normalized entropy of the averaged probabilities inside the predicted tumour, in [0, 2]; "
+    "for one model, the entropy alone. Higher: look first."
+)
+
+
+def _html_review(rows: list[dict[str, Any]], draw: Drawer | None, scheme: LabelScheme) -> str:
+    """The most uncertain cases, most uncertain first, each with its picture; empty when no
+    record has an uncertainty."""
+    chosen = review_first(rows)
+    if not chosen:
+        return ""
+    first = next(iter(scheme.regions))
+    rank = rank_region(scheme)
+    scored = any(row[f"dice_{rank}"] is not None for row in chosen)
+    heads = ["#", "case", "uncertainty", "fold agreement", "tumour entropy", f"{first} (ml)"]
+    heads += [f"Dice {rank}"] if scored else []
+    heads += ["picture"] if draw is not None else []
+    header = "".join(
+        f'<th class="text">{h}</th>' if h in ("case", "picture") else f"<th>{_esc(h)}</th>"
+        for h in heads
+    )
+    lines = [
+        f"<h2>Review first: the {len(chosen)} most uncertain cases</h2>",
+        f"<p>{_esc(REVIEW_NOTE)}</p>",
+        f'<table class="review"><tr>{header}</tr>',
+    ]
+    for i, row in enumerate(chosen, start=1):
+        cells = [
+            f"<td>{i}</td>",
+            f'<td class="text">{_esc(row["case_id"])}</td>',
+            f"<td>{_fmt(row['uncertainty'], 3)}</td>",
+            f"<td>{_fmt(row['fold_agreement'], 3)}</td>",
+            f"<td>{_fmt(row['tumor_entropy'], 3)}</td>",
+            f"<td>{_fmt(row[f'volume_{first}_ml'], 1)}</td>",
+        ]
+        if scored:
+            cells.append(f"<td>{_fmt(row[f'dice_{rank}'], 3)}</td>")
+        if draw is not None:
+            picture, index = _picture(row["case_id"], draw)
+            where = "" if index is None else f"<br>axial slice {index}"
+            cells.append(f'<td class="text">{picture}{where}</td>')
+        lines.append(f"<tr>{''.join(cells)}</tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _picture(case_id: str, draw: Drawer) -> tuple[str, int | None]:
+    """The case's overlay as an ``<img>`` and its slice, or a note saying why there is none
+    and ``None``."""
+    try:
+        png, index = draw(case_id)
+    # The loader is the caller's code (storage, NIfTI, shapes): any failure costs this one
+    # picture, never the report.
+    except Exception as err:
+        reason = _describe(err)
+        logger.warning("report: no thumbnail for case %s: %s", case_id, reason)
+        return f'<p class="note">No thumbnail: {_esc(reason)}</p>', None
+    return _img(png, f"case {case_id}, axial slice {index}"), index
+
+
+def _html_thumbnails(rows: list[dict[str, Any]], draw: Drawer, n: int, scheme: LabelScheme) -> str:
     rank = rank_region(scheme)
     key = f"dice_{rank}"
     ranked = sorted(
@@ -371,7 +431,7 @@ def _html_thumbnails(
     parts = [f"<h2>Worst and best cases by Dice {_esc(rank)}</h2>", _html_legend(scheme)]
     for heading, chosen in (("Worst", worst), ("Best", best)):
         if chosen:
-            figures = "".join(_html_thumbnail(row, overlay, scheme) for row in chosen)
+            figures = "".join(_html_thumbnail(row, draw, scheme) for row in chosen)
             parts.append(f'<h3>{heading}</h3><div class="thumbs">{figures}</div>')
     return "\n".join(parts)
 
@@ -402,26 +462,13 @@ def _outline_name(scheme: LabelScheme) -> str:
     return "labelled (any class)"
 
 
-def _html_thumbnail(row: dict[str, Any], overlay: OverlayLoader, scheme: LabelScheme) -> str:
-    case_id = row["case_id"]
+def _html_thumbnail(row: dict[str, Any], draw: Drawer, scheme: LabelScheme) -> str:
     rank = rank_region(scheme)
-    caption = f"{_esc(case_id)}: Dice {_esc(rank)} {_fmt(row[f'dice_{rank}'], 3)}"
-    try:
-        image, pred, truth = overlay(case_id)
-        png, index = _overlay_png(image, pred, truth, scheme)
-    # The loader is the caller's code (storage, NIfTI, shapes): any failure costs this one
-    # picture, never the report.
-    except Exception as err:
-        reason = _describe(err)
-        logger.warning("report: no thumbnail for case %s: %s", case_id, reason)
-        return (
-            f'<figure><figcaption>{caption}</figcaption><p class="note">No thumbnail: '
-            f"{_esc(reason)}</p></figure>"
-        )
-    alt = f"case {case_id}, axial slice {index}"
-    return (
-        f"<figure>{_img(png, alt)}<figcaption>{caption}, axial slice {index}</figcaption></figure>"
-    )
+    caption = f"{_esc(row['case_id'])}: Dice {_esc(rank)} {_fmt(row[f'dice_{rank}'], 3)}"
+    picture, index = _picture(row["case_id"], draw)
+    if index is None:
+        return f"<figure><figcaption>{caption}</figcaption>{picture}</figure>"
+    return f"<figure>{picture}<figcaption>{caption}, axial slice {index}</figcaption></figure>"
 
 
 def _describe(err: BaseException) -> str:
@@ -430,116 +477,3 @@ def _describe(err: BaseException) -> str:
     if len(text) > _MAX_NOTE_CHARS:
         text = text[:_MAX_NOTE_CHARS] + "..."
     return f"{type(err).__name__}: {text}"
-
-
-# --- figures ---------------------------------------------------------------------------
-
-
-def _figure(width: float, height: float) -> Figure:
-    """A Figure drawn on its own Agg canvas: headless, and no pyplot or global backend state.
-
-    (``matplotlib.use("Agg")`` would switch the backend of a running pyplot, e.g. the app's or
-    a notebook's, from inside a library call.)
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _box_plot_png(
-    values: Mapping[str, list[float]], ylabel: str, ylim: tuple[float, float] | None
-) -> bytes:
-    """One box per region, with every case drawn as a point over it."""
-    fig = _figure(5.0, 3.2)
-    ax = fig.add_subplot()
-    names = list(values)
-    ax.boxplot([values[n] for n in names], tick_labels=names, showfliers=False)
-    jitter = np.random.default_rng(0)
-    for position, name in enumerate(names, start=1):
-        ys = np.asarray(values[name], dtype=np.float64)
-        xs = position + jitter.uniform(-0.12, 0.12, size=ys.size)
-        ax.scatter(xs, ys, s=12, alpha=0.6, color="#1f77b4", zorder=3)
-    ax.set_ylabel(ylabel)
-    ax.set_xlabel("region")
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
-
-
-def _overlay_png(
-    image: npt.ArrayLike,
-    pred: npt.ArrayLike,
-    truth: npt.ArrayLike | None,
-    scheme: SchemeLike | None = None,
-) -> tuple[bytes, int]:
-    """PNG of the ``(D, H, W)`` image on its most-tumour axial slice, bare and with labels
-    (internal classes of ``scheme``, in its colours).
-
-    Returns the PNG and the slice index (last axis).
-    """
-    n_classes = scheme_named(scheme).n_classes
-    img = np.nan_to_num(np.asarray(image, dtype=np.float64))
-    labels = np.asarray(pred)
-    reference = None if truth is None else np.asarray(truth)
-    for name, arr in (("prediction", labels), ("ground truth", reference)):
-        if arr is not None and (img.ndim != 3 or arr.shape != img.shape):
-            raise ValueError(f"image {img.shape} and {name} {arr.shape} must be one (D, H, W)")
-        if arr is not None and arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-            raise ValueError(f"{name} holds labels outside 0..{n_classes - 1}")
-    index = axial_slice_with_most_tumor(labels, reference)
-    # (D, H, W)[:, :, k] is (D, H); transposed with origin "lower", D runs left to right.
-    grey = img[:, :, index].T
-    low, high = _grey_window(grey)
-    fig = _figure(5.2, 2.8)
-    bare, labelled = fig.subplots(1, 2)
-    for ax in (bare, labelled):
-        ax.imshow(grey, cmap="gray", vmin=low, vmax=high, origin="lower", interpolation="nearest")
-        ax.set_axis_off()
-    labelled.imshow(
-        _label_rgba(labels[:, :, index].T, scheme), origin="lower", interpolation="nearest"
-    )
-    if reference is not None:
-        outline = (reference[:, :, index] != 0).T
-        if outline.any() and not outline.all():
-            labelled.contour(
-                outline.astype(np.float64),
-                levels=[0.5],
-                colors=[TRUTH_OUTLINE_COLOUR],
-                linewidths=1.0,
-                origin="lower",
-            )
-    bare.set_title(f"slice {index}", fontsize=9)
-    labelled.set_title("prediction" + (" + truth" if reference is not None else ""), fontsize=9)
-    return _png(fig), index
-
-
-def _grey_window(grey: npt.NDArray[np.float64]) -> tuple[float, float]:
-    """Display range: 1st..99th percentile of the non-zero (brain) voxels of the slice."""
-    brain = grey[grey != 0]
-    if brain.size == 0:
-        return 0.0, 1.0
-    low, high = (float(v) for v in np.percentile(brain, [1.0, 99.0]))
-    return (low, high) if high > low else (low, low + 1.0)
-
-
-def _label_rgba(
-    labels: npt.NDArray[Any], scheme: SchemeLike | None = None
-) -> npt.NDArray[np.float64]:
-    """``(H, W)`` internal classes of ``scheme`` -> ``(H, W, 4)`` RGBA: class ``i`` in
-    ``scheme.colours()[i]``, transparent where background."""
-    from matplotlib.colors import to_rgba
-
-    s = scheme_named(scheme)
-    table = np.zeros((s.n_classes, 4), dtype=np.float64)
-    for label, colour in label_colours(s).items():
-        table[label] = to_rgba(colour, alpha=OVERLAY_ALPHA)
-    return table[labels.astype(np.intp)]

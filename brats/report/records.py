@@ -1,6 +1,9 @@
 """One record per segmented case, and where a segmentation run keeps its outputs.
 
-    OUT/masks/<case>.nii.gz    the mask, written first
+    OUT/probabilities/<case>.nii.gz   with --save-probabilities: the region (or class)
+                               probabilities, one map per output along the 4th axis
+    OUT/uncertainty/<case>.nii.gz     with --save-uncertainty: the per-voxel uncertainty
+    OUT/masks/<case>.nii.gz    the mask, written after those maps
     OUT/records/<case>.json    the case's :class:`CaseRecord`, written after its mask
     OUT/report.*               the report over every record in OUT
     OUT/_SUCCESS               written last: the model version and a digest of the records
@@ -35,11 +38,15 @@ RECORD_SCHEMA: Final = 2
 """The schema version this code writes (see the module docstring)."""
 MASKS: Final = "masks"
 RECORDS: Final = "records"
+PROBABILITIES: Final = "probabilities"
+UNCERTAINTY: Final = "uncertainty"
+MAPS: Final = (PROBABILITIES, UNCERTAINTY)
+"""The folders of the optional per-voxel maps, each ``<folder>/<case>.nii.gz``."""
 SUCCESS: Final = "_SUCCESS"
 MAX_RECORD_BYTES: Final = 1 << 20
 
 
-_STORED_WHEN_SET: Final = ("notes", "precision")
+_STORED_WHEN_SET: Final = ("notes", "precision", "uncertainty", "maps")
 """Fields added after schema 2 that a record stores only when set, so that a record written
 before them serializes back to the very document it was read from."""
 
@@ -91,6 +98,13 @@ class CaseRecord:
         precision: the precision the network ran in for this mask (``float32``,
             ``bfloat16``, ``float16``); ``None`` for records without a prediction and for
             those written before it was recorded (float32).
+        uncertainty: how sure the prediction is (:mod:`brats.volume.uncertainty`):
+            ``score`` (what a reviewer sorts by, in [0, 2]), ``agreement`` (the folds' mean
+            pairwise Dice of the whole tumour; 1 for one model), ``entropy`` (the mean
+            normalized entropy inside the predicted tumour) and ``models`` (networks
+            averaged); ``None`` without a prediction and for records from before it.
+        maps: the per-voxel maps written beside the mask, ``{folder: key under OUT}``
+            (:data:`MAPS`); empty when none was asked for.
         schema: the schema version the record was written with.
         extra: keys this version does not know (from a newer job), kept as they were.
     """
@@ -111,6 +125,8 @@ class CaseRecord:
     error: CaseFailure | None = None
     notes: list[str] = field(default_factory=list)
     precision: str | None = None
+    uncertainty: dict[str, float] | None = None
+    maps: dict[str, str] = field(default_factory=dict)
     schema: int = RECORD_SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -215,7 +231,13 @@ def now() -> str:
 
 def mask_key(case_id: str) -> str:
     """``masks/<case>.nii.gz`` (the case id validated first)."""
-    return posixpath.join(MASKS, f"{validate_case_id(case_id)}.nii.gz")
+    return map_key(MASKS, case_id)
+
+
+def map_key(folder: str, case_id: str) -> str:
+    """``<folder>/<case>.nii.gz`` (the case id validated first): a mask, or one of the
+    :data:`MAPS`."""
+    return posixpath.join(folder, f"{validate_case_id(case_id)}.nii.gz")
 
 
 def record_key(case_id: str) -> str:

@@ -58,6 +58,11 @@ _TEXT_COLUMNS: Final = (
     "error_message",
 )
 TIMING_COLUMNS: Final = ("read_s", "predict_s", "write_s")
+UNCERTAINTY_COLUMNS: Final = ("uncertainty", "fold_agreement", "tumor_entropy")
+"""A record's ``uncertainty`` ``score``, ``agreement`` and ``entropy``
+(:class:`~brats.report.records.CaseRecord`), null for records without one."""
+REVIEW_FIRST: Final = 10
+"""How many cases ``summary.json``'s ``review_first`` and the page's table name."""
 
 
 def volume_columns(scheme: SchemeLike | None = None) -> tuple[str, ...]:
@@ -68,7 +73,9 @@ def volume_columns(scheme: SchemeLike | None = None) -> tuple[str, ...]:
 def table_schema(scheme: SchemeLike | None = None) -> pa.Schema:
     """Columns of :func:`report_table` for ``scheme``, in order: text, the scheme's
     :func:`~brats.volume.metrics.metric_keys`, its :func:`volume_columns`, timings, text."""
-    numbers = (*metric_keys(scheme), *volume_columns(scheme), *TIMING_COLUMNS)
+    numbers = (
+        *metric_keys(scheme), *volume_columns(scheme), *UNCERTAINTY_COLUMNS, *TIMING_COLUMNS
+    )  # fmt: skip
     return pa.schema(
         [
             *((name, pa.string()) for name in _TEXT_COLUMNS),
@@ -110,6 +117,8 @@ def summarize(records: Sequence[CaseRecord], *, scheme: SchemeLike | None = None
         the lesion-wise ``tp``, ``fp`` and ``fn`` summed over the cases (0 for records from
         before lesion-wise metrics); ``failed``: ``[{case_id, file, reason}]`` sorted by
         case id; ``notes``: ``[{case_id, notes}]`` of the cases that have any;
+        ``review_first``: ``[{case_id, uncertainty}]`` of the :data:`REVIEW_FIRST` most
+        uncertain done cases (:func:`review_first`), most uncertain first;
         ``model_versions`` and ``precisions`` (what the network ran in): sorted unique;
         ``empty_rules`` and ``statistics`` (what the numbers mean).
     """
@@ -151,6 +160,9 @@ def report_row(record: CaseRecord, *, scheme: SchemeLike | None = None) -> dict[
     row.update({key: _number(_mapping(metrics).get(key)) for key in metric_keys(s)})
     volumes = _mapping(record.region_volumes_ml)
     row.update({f"volume_{r}_ml": _number(volumes.get(r)) for r in s.regions})
+    sure = _mapping(record.uncertainty)
+    for column, key in zip(UNCERTAINTY_COLUMNS, ("score", "agreement", "entropy"), strict=True):
+        row[column] = _number(sure.get(key))
     timings = _mapping(record.timings)
     row.update({key: _number(timings.get(key)) for key in TIMING_COLUMNS})
     row["created"] = _text(record.created)
@@ -213,11 +225,22 @@ def summarize_rows(
         "notes": [
             {"case_id": row["case_id"], "notes": row["notes"]} for row in rows if row["notes"]
         ],
+        "review_first": [
+            {"case_id": row["case_id"], "uncertainty": row["uncertainty"]}
+            for row in review_first(rows)
+        ],
         "model_versions": sorted({row["model_version"] for row in rows} - {None}),
         "precisions": sorted({row["precision"] for row in rows} - {None}),
         "empty_rules": EMPTY_RULES,
         "statistics": STATISTICS_NOTE,
     }
+
+
+def review_first(rows: Iterable[dict[str, Any]], n: int = REVIEW_FIRST) -> list[dict[str, Any]]:
+    """The ``n`` done cases a reviewer should look at first: the highest ``uncertainty``
+    (ties by case id); cases without a score are left out."""
+    scored = [row for row in rows if row["status"] == DONE and row["uncertainty"] is not None]
+    return sorted(scored, key=lambda row: (-row["uncertainty"], row["case_id"]))[:n]
 
 
 def column_values(rows: Iterable[dict[str, Any]], key: str) -> list[float]:

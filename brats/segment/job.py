@@ -45,8 +45,11 @@ from brats.report.batch import (
     write_job_report,
 )
 from brats.report.records import (
+    MAPS,
     MASKS,
+    PROBABILITIES,
     RECORDS,
+    UNCERTAINTY,
     CaseRecord,
     clear_success,
     list_outputs,
@@ -88,6 +91,17 @@ class SegmentConfig(JobConfig):
         "for reading)",
     )  # fmt: skip
     predict: PredictSettings = field(default_factory=PredictSettings)
+    save_probabilities: bool = option(
+        False,
+        help="also write each case's probabilities in its own geometry: "
+        "probabilities/<case>.nii.gz, one map per region output (class, for a softmax model) "
+        "along the 4th axis, as 16-bit fractions",
+    )
+    save_uncertainty: bool = option(
+        False,
+        help="also write each case's per-voxel uncertainty (the normalized entropy of the "
+        "averaged probabilities, in [0, 1]): uncertainty/<case>.nii.gz",
+    )
     label_scheme: str | None = option(
         None,
         metavar="SCHEME",
@@ -110,6 +124,14 @@ class SegmentConfig(JobConfig):
         if self.label_scheme is None and scheme in (BRATS2020, BRATS2023):
             return {"label_convention": None, **self.predict.output_settings()}
         return {"label_scheme": scheme.name, **self.predict.output_settings()}
+
+    def maps(self) -> tuple[str, ...]:
+        """The per-voxel maps asked for (:data:`~brats.report.records.MAPS`), in order. They
+        do not change a mask: a case done without a map this run asks for is redone (its
+        mask is rewritten with the same bytes), and a run that asks for fewer maps than a
+        case has keeps it as done."""
+        asked = {PROBABILITIES: self.save_probabilities, UNCERTAINTY: self.save_uncertainty}
+        return tuple(folder for folder in MAPS if asked[folder])
 
 
 def segment_parser(prog: str) -> argparse.ArgumentParser:
@@ -156,12 +178,17 @@ class CaseSegmenter:
     numpy format) through the :class:`~brats.segment.predictor.Predictor`.
 
     Each good row gains ``pred`` (``(D, H, W) uint8`` internal classes in the source grid),
-    ``predict_s``, ``model_version`` and ``precision`` (what the network ran in), and its
-    image is emptied (the writer needs the
-    labels, not the input again); a row whose prediction raises becomes a failed row, and
-    failed rows pass through. With ``attempts`` (the job's output folder), each case's
-    attempts are counted (:class:`~brats.segment.attempts.Attempts`) and a case that already
-    killed :data:`~brats.segment.attempts.MAX_ATTEMPTS` actors becomes a failed row.
+    ``predict_s``, ``model_version``, ``precision`` (what the network ran in), the case's
+    uncertainty (``uncertainty``, ``agreement``, ``entropy``, ``models``: the
+    :class:`~brats.segment.predictor.Assessment` of the same forward passes) and, for the
+    ``maps`` asked for, ``probabilities`` (``(K, d, h, w) float16`` on the brain crop) and
+    ``entropy_map`` (``(d, h, w) float16``; empty arrays when not asked for), with
+    ``output_names`` (the probabilities' channels, space-separated); its image is
+    emptied (the writer needs the labels, not the input again). A row whose prediction
+    raises becomes a failed row, and failed rows pass through. With ``attempts`` (the job's
+    output folder), each case's attempts are counted
+    (:class:`~brats.segment.attempts.Attempts`) and a case that already killed
+    :data:`~brats.segment.attempts.MAX_ATTEMPTS` actors becomes a failed row.
     """
 
     def __init__(
@@ -171,12 +198,14 @@ class CaseSegmenter:
         settings: PredictSettings,
         fault_hook: CaseHook | None = None,
         attempts: Location | None = None,
+        maps: tuple[str, ...] = (),
     ) -> None:
         from brats.segment.predictor import Predictor
 
         self.predictor = Predictor.from_artifact(model_uri, settings, s3_endpoint=s3_endpoint)
         self.fault_hook = fault_hook
         self.attempts = Attempts(attempts) if attempts is not None else None
+        self.maps = maps
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         n = len(batch["case_id"])
@@ -185,11 +214,16 @@ class CaseSegmenter:
         out["error"] = np.array(batch["error"], dtype=object)
         preds = np.empty(n, dtype=object)
         images = np.empty(n, dtype=object)
+        probabilities = np.empty(n, dtype=object)
+        entropies = np.empty(n, dtype=object)
+        sure = {key: np.full(n, np.nan) for key in ("uncertainty", "agreement", "entropy")}
         seconds = np.zeros(n)
         for i in range(n):
             image = batch["image"][i]
             preds[i] = np.zeros((0, 0, 0), np.uint8)
             images[i] = np.zeros((image.shape[0], 0, 0, 0), image.dtype)
+            probabilities[i] = np.zeros((0, 0, 0, 0), np.float16)
+            entropies[i] = np.zeros((0, 0, 0), np.float16)
             if not is_done(batch["status"][i]):
                 continue
             case_id = str(batch["case_id"][i])
@@ -203,7 +237,14 @@ class CaseSegmenter:
             try:
                 if self.fault_hook is not None:
                     self.fault_hook(case_id)
-                preds[i] = self.predictor.segment(row_to_prepared(_row(batch, i)))
+                prepared = row_to_prepared(_row(batch, i))
+                preds[i], assessment = self.predictor.segment_assessed(prepared)
+                for key in sure:
+                    sure[key][i] = getattr(assessment, key)
+                if PROBABILITIES in self.maps:
+                    probabilities[i] = assessment.probabilities.astype(np.float16)
+                if UNCERTAINTY in self.maps:
+                    entropies[i] = self.predictor.entropy_map(assessment).astype(np.float16)
             except Exception as err:  # this case fails; the actor and the others go on
                 log.exception("case %s: prediction failed", case_id)
                 out["status"][i] = FAILED
@@ -215,6 +256,11 @@ class CaseSegmenter:
             seconds[i] = time.perf_counter() - began
         out["image"] = images
         out["pred"] = preds
+        out["probabilities"] = probabilities
+        out["entropy_map"] = entropies
+        out.update(sure)
+        out["models"] = np.full(n, self.predictor.n_models)
+        out["output_names"] = np.asarray([" ".join(self.predictor.output_names)] * n)
         out["predict_s"] = seconds
         out["model_version"] = np.asarray([self.predictor.version] * n)
         out["precision"] = np.asarray([self.predictor.precision] * n)
@@ -265,9 +311,11 @@ def segment(
     settings = config.output_settings(scheme)
     rejected = record_rejected(found.rejected, out, model_version=version, settings=settings)
     existing = read_records(out)
-    masks = list_outputs(out, MASKS, ".nii.gz")
+    written = {folder: list_outputs(out, folder, ".nii.gz") for folder in (MASKS, *config.maps())}
     todo = [
-        c for c in found.cases if not _is_done(existing.get(c.case_id), c, masks, version, settings)
+        c
+        for c in found.cases
+        if not _is_done(existing.get(c.case_id), c, written, version, settings)
     ]
     skipped = len(found.cases) - len(todo)
     log.info(
@@ -285,7 +333,7 @@ def segment(
         )
     clear_success(out)
     Attempts(out).clear()
-    for folder in (MASKS, RECORDS):  # a killed run's half-written files, never read
+    for folder in (*MAPS, MASKS, RECORDS):  # a killed run's half-written files, never read
         remove_partial_writes(out.filesystem(), out.join(folder))
     rows_out: list[dict[str, Any]] = []
     if todo:
@@ -315,11 +363,18 @@ def segment(
 def _is_done(
     record: CaseRecord | None,
     case: Case,
-    masks: dict[str, int],
+    written: dict[str, dict[str, int]],
     version: str,
     settings: dict[str, Any],
 ) -> bool:
-    return record is not None and record.is_done_for(version, settings) and case.case_id in masks
+    """Done with this model and settings, its mask there, and every map asked for
+    (``written``: the listing of masks/ and of each map folder asked for) recorded and there."""
+    if record is None or not record.is_done_for(version, settings):
+        return False
+    return all(
+        case.case_id in files and (folder == MASKS or folder in record.maps)
+        for folder, files in written.items()
+    )
 
 
 def _run_pipeline(
@@ -346,6 +401,7 @@ def _run_pipeline(
             "settings": config.predict,
             "fault_hook": predict_hook,
             "attempts": out,
+            "maps": config.maps(),
         },
         batch_size=1,
         batch_format="numpy",
@@ -368,6 +424,7 @@ def _run_pipeline(
             out=out,
             settings=config.output_settings(scheme),
             scheme=scheme,
+            maps=config.maps(),
             write_hook=write_hook,
         ),
         num_cpus=0.5,

@@ -43,7 +43,7 @@ from brats.volume.geometry import CropBox, paste_back
 from brats.volume.labels import LabelScheme, regions_to_labels, to_disk
 from brats.volume.normalize import prepare_volume
 from brats.volume.postprocess import Postprocessing, small_et_to_necrosis
-from brats.volume.uncertainty import mean_entropy, pairwise_dice, uncertainty_score
+from brats.volume.uncertainty import entropy_map, mean_entropy, pairwise_dice, uncertainty_score
 
 if TYPE_CHECKING:
     import keras
@@ -158,12 +158,15 @@ class SegmentedCase:
         prepared: the network input and the geometry to write back.
         labels: ``(D, H, W) uint8`` internal classes in the source grid.
         mask: the mask as NIfTI bytes (:func:`export_mask`).
+        assessment: the probabilities on the network's grid (the brain crop) and how sure
+            they are (:meth:`Predictor.assess`).
     """
 
     volumes: CaseVolumes
     prepared: PreparedCase
     labels: npt.NDArray[np.uint8]
     mask: bytes
+    assessment: Assessment
 
 
 def compiled_predict(model: keras.Model) -> Predict:
@@ -295,9 +298,29 @@ class Predictor:
         mean = each[0] if len(each) == 1 else np.stack(each).mean(axis=0, dtype=np.float32)
         labels = self.decode(mean)
         agreement = pairwise_dice([self.decode(p) > 0 for p in each])
-        kind = "regions" if self.info.unet.output == "regions" else "softmax"
-        entropy = mean_entropy(mean, labels > 0, kind)
+        entropy = mean_entropy(mean, labels > 0, self.output_kind)
         return Assessment(mean, labels, agreement, entropy, uncertainty_score(agreement, entropy))
+
+    @property
+    def output_kind(self) -> str:
+        """What the network's outputs are: ``regions`` (one sigmoid per region output) or
+        ``softmax`` (one probability per class)."""
+        return "regions" if self.info.unet.output == "regions" else "softmax"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The name of each output channel, in order: the scheme's region outputs (WT, TC,
+        ET, ...), or its classes with ``background`` first for a softmax."""
+        scheme = self.info.scheme
+        if self.output_kind == "regions":
+            return scheme.output_regions
+        return ("background", *(c.name for c in scheme.classes))
+
+    def entropy_map(self, assessment: Assessment) -> npt.NDArray[np.float32]:
+        """The per-voxel uncertainty of an assessment, on its grid: the normalized entropy of
+        the averaged probabilities (:func:`~brats.volume.uncertainty.entropy_map`), which is
+        high where the folds disagree as well as where each is unsure."""
+        return entropy_map(assessment.probabilities, self.output_kind)
 
     def decode(self, probabilities: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
         """``(K, D, H, W)`` outputs -> ``(D, H, W) uint8`` internal classes: the most probable
@@ -314,20 +337,31 @@ class Predictor:
 
     # --- a prepared case ------------------------------------------------------------------
 
+    def postprocess(self, labels: npt.NDArray[np.uint8], crop: CropBox) -> npt.NDArray[np.uint8]:
+        """Labels decoded on a network input cropped at ``crop`` -> labels in the source grid
+        (``crop.shape``), postprocessed (the model's component rules unless
+        ``postprocess="none"``, then small-ET relabeling); background outside the crop."""
+        pasted = paste_back(labels, crop)
+        if self.settings.postprocess == "model":
+            pasted = self.postprocessing.apply(pasted)
+        return small_et_to_necrosis(pasted, self.settings.min_et_voxels, self.info.scheme)
+
     def segment_cropped(
         self, image: npt.NDArray[np.floating], crop: CropBox
     ) -> npt.NDArray[np.uint8]:
         """Labels of a network input cropped at ``crop``, in the source grid
-        (``crop.shape``), postprocessed (the model's component rules unless
-        ``postprocess="none"``, then small-ET relabeling); background outside the crop."""
-        labels = paste_back(self.labels(image), crop)
-        if self.settings.postprocess == "model":
-            labels = self.postprocessing.apply(labels)
-        return small_et_to_necrosis(labels, self.settings.min_et_voxels, self.info.scheme)
+        (:meth:`postprocess`)."""
+        return self.postprocess(self.labels(image), crop)
 
     def segment(self, prepared: PreparedCase) -> npt.NDArray[np.uint8]:
         """A prepared case's ``(D, H, W) uint8`` internal classes in its source grid."""
         return self.segment_cropped(prepared.image, prepared.crop)
+
+    def segment_assessed(self, prepared: PreparedCase) -> tuple[npt.NDArray[np.uint8], Assessment]:
+        """A prepared case's labels in its source grid (as :meth:`segment`, from the same
+        forward passes) and its :class:`Assessment` on the network's grid."""
+        assessment = self.assess(prepared.image)
+        return self.postprocess(assessment.labels, prepared.crop), assessment
 
     def segment_volume(self, channels: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:
         """Raw ``(C, D, H, W)`` intensities in the model's modality order (no files, e.g. an
@@ -378,8 +412,9 @@ class Predictor:
             limits=limits or config.limits,
         )
         prepared = prepare_case(volumes, config)
-        labels = self.segment(prepared)
-        return SegmentedCase(volumes, prepared, labels, export_mask(labels, prepared, written))
+        labels, assessment = self.segment_assessed(prepared)
+        mask = export_mask(labels, prepared, written)
+        return SegmentedCase(volumes, prepared, labels, mask, assessment)
 
 
 def export_mask(

@@ -16,11 +16,17 @@ from typing import Any
 import numpy as np
 
 from brats.errors import InvalidCaseIdError
+from brats.ingest.prepare import PreparedCase
 from brats.ingest.rows import Row, row_to_prepared
 from brats.io.cases import Rejected, validate_case_id
+from brats.io.nifti import encode_fractions, header_from_bytes
 from brats.report.records import (
+    MAPS,
+    PROBABILITIES,
+    UNCERTAINTY,
     CaseFailure,
     CaseRecord,
+    map_key,
     mask_key,
     now,
     read_record,
@@ -47,17 +53,21 @@ def write_case_outputs(
     out: Location,
     settings: Mapping[str, Any],
     scheme: LabelScheme,
+    maps: tuple[str, ...] = (),
     write_hook: CaseHook | None = None,
 ) -> dict[str, Any]:
-    """Ray Data ``map``: write a predicted row's mask then its record; return a small row
-    ``{case_id, status, written, error}``.
+    """Ray Data ``map``: write a predicted row's maps, then its mask, then its record; return
+    a small row ``{case_id, status, written, error}``.
 
-    ``row`` is a prepared row (:mod:`brats.ingest.rows`) with ``pred`` (``(D, H, W) uint8``
-    labels in the source grid), ``predict_s`` and ``model_version``. The mask is written in
-    ``scheme``'s values and the case scored in its regions. A row that failed
-    upstream gets a ``failed`` record. An exception while writing leaves no record (and,
-    writes being whole-object, no mask at the key either): the case is reported failed now
-    and redone next run.
+    ``row`` is a prepared row (:mod:`brats.ingest.rows`) with what the model actor added
+    (:class:`brats.segment.job.CaseSegmenter`: ``pred``, ``(D, H, W) uint8`` labels in the
+    source grid, the uncertainty, timings, and the crop-grid ``probabilities`` and
+    ``entropy_map`` of the ``maps`` asked for). The maps are pasted back into the source
+    grid and written in the case's geometry (:func:`brats.io.nifti.encode_fractions`); the
+    mask is written in ``scheme``'s values and the case scored in its regions. A row that
+    failed upstream gets a ``failed`` record. An exception while writing leaves no record
+    (and, writes being whole-object, nothing half-written at a key): the case is reported
+    failed now and redone next run.
     """
     case_id = str(row["case_id"])
     began = time.perf_counter()
@@ -84,6 +94,7 @@ def write_case_outputs(
             metrics = evaluate_case(labels, truth, prepared.spacing, scheme=scheme)
         if write_hook is not None:
             write_hook(case_id)
+        written = _write_maps(out, case_id, _maps(row, prepared, maps, scheme))
         write_bytes_atomic(out.filesystem(), out.join(mask_key(case_id)), mask)
         record = CaseRecord(
             case_id=case_id,
@@ -104,6 +115,8 @@ def write_case_outputs(
             region_volumes_ml=region_volumes_ml(labels, prepared.spacing, scheme),
             metrics=metrics,
             precision=str(row.get("precision") or "float32"),
+            uncertainty=_uncertainty(row),
+            maps=written,
         )
         write_record(out, record)
         return _summary(record)
@@ -111,6 +124,60 @@ def write_case_outputs(
         log.exception("case %s: writing outputs failed", case_id)
         message = f"case {case_id}: {type(err).__name__}: {err}"
         return {"case_id": case_id, "status": FAILED, "written": False, "error": message}
+
+
+def _uncertainty(row: Row) -> dict[str, float] | None:
+    score = float(row.get("uncertainty", np.nan))
+    if not np.isfinite(score):
+        return None
+    return {
+        "score": round(score, 6),
+        "agreement": round(float(row["agreement"]), 6),
+        "entropy": round(float(row["entropy"]), 6),
+        "models": int(row["models"]),
+    }
+
+
+def _write_maps(out: Location, case_id: str, maps: Mapping[str, bytes]) -> dict[str, str]:
+    """Write the maps asked for; remove the case's maps not asked for (an earlier run's, of
+    another model or other settings perhaps), so that what lies beside a mask is what its
+    record lists. Returns ``{folder: key}`` of those written."""
+    fs = out.filesystem()
+    written = {}
+    for folder in MAPS:
+        key = map_key(folder, case_id)
+        if folder in maps:
+            write_bytes_atomic(fs, out.join(key), maps[folder])
+            written[folder] = key
+        elif fs.exists(out.join(key)):
+            fs.rm(out.join(key))
+    return written
+
+
+def _maps(
+    row: Row, prepared: PreparedCase, maps: tuple[str, ...], scheme: LabelScheme
+) -> dict[str, bytes]:
+    """NIfTI bytes of each map asked for, in the case's source grid and geometry: the
+    probabilities with one map per output along the 4th axis (outside the brain crop: 0,
+    and 1 for a softmax's background), the uncertainty as one 3D map (0 outside)."""
+    header = header_from_bytes(prepared.header)
+    encoded = {}
+    if PROBABILITIES in maps:
+        names = str(row["output_names"]).split()
+        cropped = np.asarray(row["probabilities"], dtype=np.float32)
+        full = paste_back(cropped, prepared.crop)
+        if names[0] == "background":
+            full[0] = paste_back(cropped[0], prepared.crop, fill=1.0)
+        description = f"brats {scheme.name} probabilities: {' '.join(names)}"
+        encoded[PROBABILITIES] = encode_fractions(
+            np.moveaxis(full, 0, -1), header, description=description[:79]
+        )
+    if UNCERTAINTY in maps:
+        full = paste_back(np.asarray(row["entropy_map"], dtype=np.float32), prepared.crop)
+        encoded[UNCERTAINTY] = encode_fractions(
+            full, header, description="brats uncertainty: normalized entropy"
+        )
+    return encoded
 
 
 def record_rejected(

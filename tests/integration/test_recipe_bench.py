@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from brats.benchmarks import augment, recipe
@@ -77,3 +78,48 @@ def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):
     regions = {r: scores[r] for r in ("WT", "TC", "ET")}
     assert all(len(v) == 2 and all(0.0 <= d <= 1.0 for d in v) for v in regions.values())
     assert scores.get("TC_no_ET", []) == [scores["TC"][i] for i in without]
+
+
+def test_fold_figures_compare_the_ensemble_with_each_fold_on_the_same_cases(tmp_path):
+    import keras
+
+    from brats.devtools.synth import SynthConfig, generate_cohort
+    from brats.io.artifact import save_artifact, save_ensemble
+    from brats.io.model_card import ModelInfo
+    from brats.network.unet import build_unet, nnunet_config
+
+    unet = nnunet_config(base_filters=4, depth=2)
+    info = ModelInfo(unet=unet, patch_size=(16, 16, 16))
+    folds = []
+    for i in range(2):
+        keras.utils.set_random_seed(i)
+        folds.append(str(tmp_path / f"fold_{i}"))
+        save_artifact(build_unet(unet), info, folds[-1])
+    save_ensemble(folds, info, str(tmp_path / "model"))
+    generate_cohort(tmp_path / "cases", 3, SynthConfig(shape=(32, 32, 24), site="b"))
+    figures = recipe.fold_figures(str(tmp_path / "model"), folds, str(tmp_path / "cases"))
+    alone = [recipe.held_out_cases(f, str(tmp_path / "cases"), "off") for f in folds]
+    ensemble = recipe.held_out_cases(str(tmp_path / "model"), str(tmp_path / "cases"), "off")
+    for region in ("WT", "TC", "ET"):
+        per_fold = [float(np.mean([c.dice[region] for c in one])) for one in alone]
+        assert figures["single_folds"][region] == pytest.approx(per_fold, abs=1e-4)
+        assert figures["mean_single_fold"][region] == pytest.approx(np.mean(per_fold), abs=1e-4)
+        mean = float(np.mean([c.dice[region] for c in ensemble]))
+        assert figures["ensemble"][region] == pytest.approx(mean, abs=1e-4)
+        assert figures["ensemble_beats_mean_fold"][region] == (
+            figures["ensemble"][region] > figures["mean_single_fold"][region]
+        )
+    assert [c["uncertainty"] for c in figures["cases"]] == pytest.approx(
+        [c.uncertainty for c in ensemble], abs=1e-4
+    )
+    assert all(c.uncertainty > 0 for c in ensemble)  # two untrained folds disagree
+    assert figures["no_et_cases"] == sum(not c.truth_enhances for c in ensemble)
+    assert figures["no_et_with_et"] == [
+        c.case_id for c in ensemble if not c.truth_enhances and c.predicted_et_voxels
+    ]
+    from scipy.stats import spearmanr
+
+    errors = [1 - c.dice["WT"] for c in ensemble]
+    scores = [c.uncertainty for c in ensemble]
+    expected = spearmanr(scores, errors).statistic if len(set(errors)) > 1 else None
+    assert figures["spearman_uncertainty_error"] == pytest.approx(expected, abs=1e-4)

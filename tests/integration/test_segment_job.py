@@ -101,11 +101,19 @@ def test_masks_records_and_report_on_local_storage(cohort, done_once):
         pred = to_internal(disk, "brats2020")
         expected = evaluate_case(pred, truth, source.header.get_zooms())
         assert record["metrics"] == pytest.approx(expected)
+        # One model: its folds agree by definition; the score is the entropy in the tumour.
+        sure = record["uncertainty"]
+        assert sure["models"] == 1 and sure["agreement"] == 1.0 and 0 < sure["entropy"] < 1
+        assert sure["score"] == pytest.approx(sure["entropy"]) and "maps" not in record
 
     for name in ("report.parquet", "report.csv", "summary.json", "report.html", "_SUCCESS"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["done"] == N_CASES and summary["counts"]["failed"] == 0
+    review = [row["uncertainty"] for row in summary["review_first"]]
+    assert len(review) == N_CASES and review == sorted(review, reverse=True)
+    page = (out / "report.html").read_text()
+    assert "Review first: the 6 most uncertain cases" in page
     success = json.loads((out / "_SUCCESS").read_text())
     assert success["model_version"] == result.model_version
 
@@ -127,6 +135,48 @@ def test_rerun_does_nothing_then_redoes_only_a_deleted_record(cohort, model, tmp
     assert (out / "masks" / f"{victim}.nii.gz").read_bytes() == mask_before
     others = {k: v for k, v in before.items() if k.startswith("masks/") and victim not in k}
     assert {k: v for k, v in files_and_mtimes(out).items() if k in others} == others
+
+
+@pytest.mark.integration
+def test_probabilities_and_uncertainty_maps_in_each_cases_geometry(
+    cohort, model, tmp_path, done_once
+):
+    from brats.volume.uncertainty import entropy_map
+
+    out = copy_of(done_once, tmp_path)
+    masks_before = {p.name: p.read_bytes() for p in (out / "masks").iterdir()}
+    maps = {"save_probabilities": True, "save_uncertainty": True}
+    first = run(cohort, model, out, **maps)
+    assert (first.done, first.skipped) == (N_CASES, 0)  # done, but without the maps asked for
+    assert {p.name: p.read_bytes() for p in (out / "masks").iterdir()} == masks_before
+    for case in discover(resolve(str(cohort))).cases:
+        source = nib.load(case.images["flair"])
+        record = json.loads((out / "records" / f"{case.case_id}.json").read_text())
+        assert record["maps"] == {
+            "probabilities": f"probabilities/{case.case_id}.nii.gz",
+            "uncertainty": f"uncertainty/{case.case_id}.nii.gz",
+        }
+        probs = nib.load(out / record["maps"]["probabilities"])
+        sure = nib.load(out / record["maps"]["uncertainty"])
+        assert probs.shape == (*SHAPE, 3) and sure.shape == SHAPE
+        for image in (probs, sure):
+            np.testing.assert_allclose(image.affine, source.affine)
+            assert image.header.get_zooms()[:3] == source.header.get_zooms()
+        assert probs.header["descrip"].tobytes().rstrip(b"\0").endswith(b"WT TC ET")
+        p = probs.get_fdata()
+        assert p.min() >= 0 and p.max() <= 1 and p.max() > 0.5
+        # The mask is these probabilities decoded (whole tumour: WT > 0.5), up to the
+        # model's component rules.
+        mask = np.asarray(nib.load(out / "masks" / f"{case.case_id}.nii.gz").dataobj) > 0
+        assert np.mean((p[..., 0] > 0.5) == mask) > 0.99
+        np.testing.assert_allclose(sure.get_fdata(), entropy_map(np.moveaxis(p, -1, 0)), atol=2e-3)
+    again = run(cohort, model, out, **maps)
+    assert (again.done, again.skipped) == (0, N_CASES)
+    assert run(cohort, model, out).skipped == N_CASES  # fewer maps asked: still done
+    victim = next((out / "probabilities").iterdir())
+    victim.unlink()
+    redo = run(cohort, model, out, save_probabilities=True)
+    assert (redo.done, redo.skipped) == (1, N_CASES - 1) and victim.is_file()
 
 
 @pytest.mark.integration

@@ -7,7 +7,15 @@ import pytest
 
 from brats.errors import CaseError
 from brats.io.cases import Case, Naming
-from brats.io.nifti import Limits, encode_mask, parse_header, read_case, read_volume
+from brats.io.nifti import (
+    FRACTION_STEPS,
+    Limits,
+    encode_fractions,
+    encode_mask,
+    parse_header,
+    read_case,
+    read_volume,
+)
 from brats.storage import resolve
 
 AFFINE = np.array([[-1.0, 0, 0, 90], [0, -1, 0, 126], [0, 0, 1, -72], [0, 0, 0, 1]])
@@ -233,3 +241,26 @@ def test_encode_mask_keeps_geometry_and_is_deterministic():
     np.testing.assert_allclose(back.affine, affine)
     assert back.header.get_zooms() == (1.0, 1.0, 1.5)
     assert io.BytesIO(raw).read(2) == b"\x1f\x8b"
+
+
+def test_fractions_are_16_bit_in_the_sources_geometry_and_read_back_as_floats():
+    src = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), AFFINE)
+    src.header.set_zooms((1.0, 1.0, 1.5))
+    values = np.random.default_rng(0).uniform(size=(4, 5, 6, 3)).astype(np.float32)
+    values[0, 0, 0] = (0.0, 1.0, 0.5)
+    raw = encode_fractions(values, src.header, description="brats probabilities: WT TC ET")
+    assert raw == encode_fractions(values, src.header, description="brats probabilities: WT TC ET")
+    back = nib.Nifti1Image.from_bytes(gzip.decompress(raw))
+    assert back.shape == (4, 5, 6, 3) and back.get_data_dtype() == np.int16
+    np.testing.assert_allclose(back.get_fdata(), values, atol=0.5 / FRACTION_STEPS + 1e-7)
+    assert tuple(back.get_fdata()[0, 0, 0]) == pytest.approx((0.0, 1.0, 0.5), abs=2e-5)
+    np.testing.assert_allclose(back.affine, src.header.get_best_affine())
+    assert back.header.get_zooms()[:3] == (1.0, 1.0, 1.5)
+    assert back.header["descrip"].tobytes().rstrip(b"\0") == b"brats probabilities: WT TC ET"
+    one = nib.Nifti1Image.from_bytes(gzip.decompress(encode_fractions(values[..., 1], src.header)))
+    assert one.shape == (4, 5, 6)
+    np.testing.assert_allclose(one.get_fdata(), values[..., 1], atol=0.5 / FRACTION_STEPS + 1e-7)
+    with pytest.raises(ValueError, match="expected"):
+        encode_fractions(values[None], src.header)
+    with pytest.raises(ValueError, match="longer than 79"):
+        encode_fractions(values, src.header, description="x" * 80)

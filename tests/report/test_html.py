@@ -7,12 +7,13 @@ import io
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from brats.report.html import _label_rgba, _overlay_png, axial_slice_with_most_tumor
+from brats.report.figures import axial_slice_with_most_tumor, label_rgba, overlay_png
 from brats.report.write import REPORT_FILES, write_report
 from brats.storage import resolve
 from brats.volume.labels import DEFAULT, GLI2024, MENRT2024, PED2024, hex_colour
@@ -259,15 +260,41 @@ def test_the_overlay_paints_every_class_of_the_scheme():
     from matplotlib.colors import to_rgba
 
     labels = np.array([[0, 3, 4]], dtype=np.uint8)
-    rgba = _label_rgba(labels, PED2024)
+    rgba = label_rgba(labels, PED2024)
     assert rgba[0, 0, 3] == 0.0  # background stays clear
     cc = hex_colour(PED2024.colours()[PED2024.class_index("CC")])
     assert tuple(rgba[0, 1]) == to_rgba(cc, alpha=0.5)  # class 3 of ped2024 is CC, purple
     assert tuple(rgba[0, 2]) == to_rgba(hex_colour(PED2024.colours()[4]), alpha=0.5)
     glioma_et = to_rgba(hex_colour(DEFAULT.colours()[3]), alpha=0.5)
-    assert tuple(_label_rgba(labels[:, :2])[0, 1]) == glioma_et != to_rgba(cc, alpha=0.5)
+    assert tuple(label_rgba(labels[:, :2])[0, 1]) == glioma_et != to_rgba(cc, alpha=0.5)
     image, pred, truth = tiny_volumes(2)
     pred[pred == 3] = 4
-    _overlay_png(image, pred, truth, PED2024)  # ped2024 has a class 4
+    overlay_png(image, pred, truth, PED2024)  # ped2024 has a class 4
     with pytest.raises(ValueError, match=r"labels outside 0\.\.3"):
-        _overlay_png(image, pred, truth)
+        overlay_png(image, pred, truth)
+
+
+def test_the_most_uncertain_cases_come_first_with_their_pictures(tmp_path):
+    scores = {"case_e": 0.2, "case_a": 0.9, "case_nogt": 1.3}
+    records = [
+        replace(r, uncertainty={"score": scores[r.case_id], "agreement": 0.5, "entropy": 0.1,
+                                "models": 3})
+        if r.case_id in scores else r
+        for r in report_cohort()
+    ]  # fmt: skip
+    calls: list[str] = []
+
+    def overlay(case_id: str):
+        calls.append(case_id)
+        return tiny_volumes(5)
+
+    page = html_of(write_report(records, resolve(str(tmp_path)), overlay=overlay, n_thumbnails=1))
+    assert "Review first: the 3 most uncertain cases" in page
+    review = page[page.index("Review first") : page.index("</table>", page.index("Review first"))]
+    assert [review.index(c) for c in ("case_nogt", "case_a", "case_e")] == sorted(
+        review.index(c) for c in ("case_nogt", "case_a", "case_e")
+    )
+    assert review.count("<img") == 3 and "axial slice 5" in review
+    assert sorted(calls) == ["case_a", "case_e", "case_nogt"]  # worst/best a and e: drawn once
+    plain = html_of(write_report(report_cohort(), resolve(str(tmp_path / "plain"))))
+    assert "Review first" not in plain  # records without uncertainty

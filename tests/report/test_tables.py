@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,6 +15,7 @@ from brats.report.tables import (
     SUMMARY_METRICS,
     TABLE_SCHEMA,
     VOLUME_COLUMNS,
+    report_row,
     report_table,
     summarize,
     table_schema,
@@ -255,3 +257,26 @@ def test_a_ped2024_summary_is_in_its_six_regions():
     assert report_table(records, scheme=PED2024).column("volume_ED_ml").to_pylist() == [6.0, 6.0]
     # The same records read as BraTS glioma have no figures for CC or ED to show.
     assert "CC" not in summarize(records)["regions"]
+
+
+def test_uncertainty_columns_and_the_cases_to_review_first():
+    from brats.report.tables import UNCERTAINTY_COLUMNS, review_first
+
+    records = report_cohort()
+    scores = {"case_e": 0.2, "case_a": 0.9, "case_c": 0.5, "case_b": 0.9, "case_nogt": 1.3}
+    records = [
+        replace(r, uncertainty={"score": scores[r.case_id], "agreement": 0.75, "entropy": 0.1,
+                                "models": 5})
+        if r.case_id in scores else r
+        for r in records
+    ]  # fmt: skip
+    table = report_table(records)
+    assert set(UNCERTAINTY_COLUMNS) <= set(table.column_names)
+    rows = {r["case_id"]: r for r in table.to_pylist()}
+    assert rows["case_a"]["uncertainty"] == 0.9 and rows["case_a"]["fold_agreement"] == 0.75
+    assert rows["case_d"]["uncertainty"] is None  # a record from before uncertainty
+    order = [r["case_id"] for r in review_first([report_row(r) for r in records], n=4)]
+    assert order == ["case_nogt", "case_a", "case_b", "case_c"]  # ties by case id
+    summary = summarize(records)
+    assert [r["case_id"] for r in summary["review_first"]] == [*order, "case_e"]
+    assert summary["review_first"][0] == {"case_id": "case_nogt", "uncertainty": 1.3}
