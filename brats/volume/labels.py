@@ -165,6 +165,7 @@ class LabelScheme:
                 for c in self.classes
             ],
             "regions": {k: list(v) for k, v in self.regions.items()},
+            "region_order": list(self.regions),
             "decode": [list(pair) for pair in self.decode],
             "images": list(self.images),
             "truth": self.truth,
@@ -367,14 +368,21 @@ def scheme_named(name: SchemeLike | None) -> LabelScheme:
 
 def scheme_from_dict(data: Mapping[str, Any]) -> LabelScheme:
     """A scheme from its JSON form (:meth:`LabelScheme.to_dict`; ``images``, ``truth``,
-    ``lesion_task`` and ``source`` optional).
+    ``lesion_task``, ``source`` and ``region_order`` optional).
+
+    The regions keep ``region_order`` (JSON stored with sorted keys loses the order of
+    ``regions``, and the first region ranks a report's cases), else the order of
+    ``regions``; a scheme equal to the built-in of its name is that built-in, in its order.
 
     Raises:
         SchemeError: a missing or unknown key, or an entry the scheme cannot hold, named.
     """
     if not isinstance(data, Mapping):
         raise SchemeError("a label scheme is a JSON object")
-    known = {"name", "classes", "regions", "decode", "images", "truth", "lesion_task", "source"}
+    known = {
+        "name", "classes", "regions", "region_order", "decode", "images", "truth",
+        "lesion_task", "source",
+    }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
         raise SchemeError(f"label scheme: unknown keys {unknown}; known: {sorted(known)}")
@@ -392,17 +400,26 @@ def scheme_from_dict(data: Mapping[str, Any]) -> LabelScheme:
             for i, c in enumerate(data["classes"])
         )
         regions = {str(k): tuple(v) for k, v in dict(data["regions"]).items()}
+        order = [str(r) for r in data.get("region_order", regions)]
+        if sorted(order) != sorted(regions):
+            raise SchemeError(
+                f"label scheme {data.get('name')!r}: region_order {order} does not list the "
+                f"regions {sorted(regions)} once each"
+            )
+        regions = {r: regions[r] for r in order}
         decode = tuple((str(p[0]), str(p[1])) for p in data["decode"])
         extra = {k: data[k] for k in ("truth", "lesion_task", "source") if k in data}
         if "images" in data:
             extra["images"] = tuple(data["images"])
-        return LabelScheme(
+        scheme = LabelScheme(
             name=data["name"], classes=classes, regions=regions, decode=decode, **extra
         )
     except SchemeError:
         raise
     except (KeyError, TypeError, IndexError, ValueError) as exc:
         raise SchemeError(f"label scheme {data.get('name')!r}: malformed entry ({exc})") from None
+    built_in = SCHEMES.get(scheme.name)
+    return built_in if built_in == scheme else scheme
 
 
 def _colour(value: Any) -> tuple[int, int, int]:

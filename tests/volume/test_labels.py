@@ -162,3 +162,20 @@ def test_only_schemes_whose_classes_mean_the_same_are_interchangeable():
     assert interchangeable(SCHEMES["brats2020"], SCHEMES["brats2023"])
     assert not interchangeable(SCHEMES["brats2023"], SCHEMES["gli2024"])
     assert not interchangeable(SCHEMES["gli2024"], SCHEMES["ped2024"])
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMES))
+def test_a_scheme_stored_with_sorted_keys_keeps_its_region_order(name):
+    """model.json and manifests are written with sorted keys; the first region ranks a
+    report's cases, so WT must stay first."""
+    import json
+
+    stored = json.loads(json.dumps(SCHEMES[name].to_dict(), sort_keys=True))
+    assert list(stored["regions"]) == sorted(SCHEMES[name].regions)
+    assert scheme_from_dict(stored) is SCHEMES[name]
+    del stored["region_order"]  # a model.json from before the order was kept
+    assert scheme_from_dict(stored) is SCHEMES[name]
+    user = dict(stored, name="mine", region_order=list(reversed(SCHEMES[name].regions)))
+    assert list(scheme_from_dict(user).regions) == list(reversed(SCHEMES[name].regions))
+    with pytest.raises(ValueError, match="does not list the regions"):
+        scheme_from_dict(dict(user, region_order=list(SCHEMES[name].regions)[1:]))
