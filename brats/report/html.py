@@ -1,4 +1,5 @@
-"""The report's HTML page: statistics, box plots, a bounded case table, thumbnails.
+"""The report's HTML page: the cases to review first, statistics, box plots, a bounded case
+table, thumbnails.
 
 The page stays the same size whatever the cohort's: its case table holds at most
 :data:`MAX_CASE_ROWS` cases (:func:`table_rows`: all of them in a small cohort, else the
@@ -10,38 +11,28 @@ BraTS glioma when none is given), which the page names: its regions' statistics,
 columns, its colours and legend in the thumbnails. Cases are ranked by the Dice of the
 scheme's first region (WT, or GTV for meningioma radiotherapy).
 
-Every text that comes from a cohort (case ids, file names, reasons) is escaped. The pictures
-are drawn by :mod:`brats.report.figures`.
+Every text that comes from a cohort (case ids, file names, reasons) is escaped
+(:mod:`brats.report.markup`). The pictured sections are :mod:`brats.report.gallery`'s.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import html
 import logging
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-import numpy as np
-import numpy.typing as npt
-
 from brats.report.figures import (
-    TRUTH_OUTLINE_COLOUR,
     box_plot_png,
-    label_colours,
-    overlay_png,
 )
+from brats.report.gallery import OverlayLoader, drawer, html_review, html_thumbnails
+from brats.report.markup import esc, fmt, img, rank_region
 from brats.report.status import FAILED
 from brats.report.tables import (
     EMPTY_RULES,
     STATISTICS,
     STATISTICS_NOTE,
     column_values,
-    review_first,
 )
-from brats.storage import redact
 from brats.volume.labels import (
     SCHEMES,
     LabelScheme,
@@ -51,22 +42,6 @@ from brats.volume.labels import (
 )
 
 logger = logging.getLogger(__name__)
-
-OverlayLoader = Callable[
-    [str],
-    tuple[npt.NDArray[np.floating], npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None],
-]
-"""``case_id -> (image, predicted labels, ground-truth labels or None)``.
-
-``image`` is a ``(D, H, W)`` float volume (e.g. FLAIR); the labels are ``(D, H, W) uint8``
-internal classes of the report's scheme (``{0, 1, 2, 3}`` for BraTS glioma; see
-:mod:`brats.volume.labels`), in the image's geometry.
-"""
-
-
-_URI = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-_MAX_NOTE_CHARS: Final = 300
-
 
 _CSS: Final = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -81,10 +56,6 @@ figure { margin: 0; }
           margin: 0 0.3em 0 1em; border: 1px solid #555; }
 code { word-break: break-all; }
 """
-
-
-def _esc(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def render_html(
@@ -103,7 +74,7 @@ def render_html(
     uncertainty. The case table shows :func:`table_rows` and links ``report.csv`` (the page
     is meant to lie beside it, as :func:`brats.report.write.write_report` writes it)."""
     s = scheme_named(scheme)
-    draw = None if overlay is None or n_thumbnails == 0 else _drawer(overlay, s)
+    draw = None if overlay is None or n_thumbnails == 0 else drawer(overlay, s)
     counts = summary["counts"]
     title = (
         f"BraTS segmentation report: {counts['cases']} cases, {counts['done']} done, "
@@ -112,20 +83,20 @@ def render_html(
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_esc(title)}</h1>",
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
         _html_versions(summary["model_versions"]),
         _html_precisions(summary["precisions"]),
         _html_scheme(s, rows),
-        _html_review(rows, draw, s),
-        f"<p>{_esc(EMPTY_RULES)}</p>",
+        html_review(rows, draw, s),
+        f"<p>{esc(EMPTY_RULES)}</p>",
         _html_statistics(summary["regions"]),
         _html_plots(rows, s),
         _html_detection(summary["detection"]),
         _html_cases(rows, s),
     ]
     if draw is not None:
-        parts.append(_html_thumbnails(rows, draw, n_thumbnails, s))
+        parts.append(html_thumbnails(rows, draw, n_thumbnails, s))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -133,7 +104,7 @@ def render_html(
 def _html_versions(versions: list[str]) -> str:
     if not versions:
         return "<p>Model version: none recorded.</p>"
-    listed = ", ".join(f"<code>{_esc(v)}</code>" for v in versions)
+    listed = ", ".join(f"<code>{esc(v)}</code>" for v in versions)
     if len(versions) == 1:
         return f"<p>Model version: {listed}</p>"
     return f'<p class="note">Records from {len(versions)} model versions: {listed}</p>'
@@ -152,7 +123,7 @@ METRIC_NAMES: Final = {
 def _html_precisions(precisions: list[str]) -> str:
     if not precisions:
         return ""
-    return f"<p>Network precision: {_esc(', '.join(precisions))}</p>"
+    return f"<p>Network precision: {esc(', '.join(precisions))}</p>"
 
 
 def _html_scheme(scheme: LabelScheme, rows: list[dict[str, Any]]) -> str:
@@ -162,25 +133,19 @@ def _html_scheme(scheme: LabelScheme, rows: list[dict[str, Any]]) -> str:
         region if members == (region,) else f"{region} = {' + '.join(members)}"
         for region, members in scheme.regions.items()
     )
-    text = f"<p>Label scheme: <code>{_esc(scheme.name)}</code>; regions {_esc(regions)}.</p>"
+    text = f"<p>Label scheme: <code>{esc(scheme.name)}</code>; regions {esc(regions)}.</p>"
     others = [
         name
         for name in sorted({row["label_scheme"] for row in rows} - {None, scheme.name})
         if name not in SCHEMES or not interchangeable(SCHEMES[name], scheme)
     ]
     if others:
-        listed = ", ".join(f"<code>{_esc(n)}</code>" for n in others)
+        listed = ", ".join(f"<code>{esc(n)}</code>" for n in others)
         text += (
             f'\n<p class="note">Records in label scheme {listed}: their figures are read here '
-            f"as {_esc(scheme.name)}'s regions.</p>"
+            f"as {esc(scheme.name)}'s regions.</p>"
         )
     return text
-
-
-def rank_region(scheme: SchemeLike | None = None) -> str:
-    """The region whose Dice ranks the cases (the table's order, the thumbnails): the
-    scheme's first (WT for BraTS glioma)."""
-    return next(iter(scheme_named(scheme).regions))
 
 
 _LESION_SETTINGS: Final = {
@@ -203,8 +168,8 @@ def _html_statistics(regions: Mapping[str, Mapping[str, Any]]) -> str:
                 digits = 1 if "hd95" in metric else 3
                 values = (str(stats["n"]), *(f"{stats[s]:.{digits}f}" for s in STATISTICS))
                 cells = "".join(f"<td>{v}</td>" for v in values)
-            lines.append(f'<tr><td class="text">{_esc(label)}</td>{cells}</tr>')
-    lines.append(f"</table><p>{_esc(STATISTICS_NOTE)}</p>")
+            lines.append(f'<tr><td class="text">{esc(label)}</td>{cells}</tr>')
+    lines.append(f"</table><p>{esc(STATISTICS_NOTE)}</p>")
     return "\n".join(lines)
 
 
@@ -219,9 +184,9 @@ def _html_plots(rows: list[dict[str, Any]], scheme: LabelScheme) -> str:
         if not any(dice.values()):
             continue  # records from before lesion-wise metrics
         parts += [
-            f"<h3>{_esc(heading)}</h3>",
-            _img(box_plot_png(dice, "Dice", (0.0, 1.02)), f"Dice box plot per region, {heading}"),
-            _img(box_plot_png(hd95, "HD95 (mm)", None), f"HD95 box plot per region, {heading}"),
+            f"<h3>{esc(heading)}</h3>",
+            img(box_plot_png(dice, "Dice", (0.0, 1.02)), f"Dice box plot per region, {heading}"),
+            img(box_plot_png(hd95, "HD95 (mm)", None), f"HD95 box plot per region, {heading}"),
         ]
     return "\n".join(parts)
 
@@ -235,14 +200,9 @@ def _html_detection(detection: Mapping[str, Mapping[str, int]]) -> str:
     ]
     for region, counts in detection.items():
         cells = "".join(f"<td>{int(counts[c])}</td>" for c in ("tp", "fp", "fn"))
-        lines.append(f'<tr><td class="text">{_esc(region)}</td>{cells}</tr>')
+        lines.append(f'<tr><td class="text">{esc(region)}</td>{cells}</tr>')
     lines.append("</table>")
     return "\n".join(lines)
-
-
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
 MAX_CASE_ROWS: Final = 100
@@ -319,161 +279,16 @@ def _cases_note(rows: list[dict[str, Any]], shown: list[dict[str, Any]], rank: s
 
 
 def _case_row(row: dict[str, Any], regions: list[str]) -> str:
-    numbers = [_fmt(row[f"dice_{r}"], 3) for r in regions]
-    numbers += [_fmt(row[f"hd95_{r}"], 1) for r in regions]
-    numbers += [_fmt(row[f"lesion_dice_{r}"], 3) for r in regions]
+    numbers = [fmt(row[f"dice_{r}"], 3) for r in regions]
+    numbers += [fmt(row[f"hd95_{r}"], 1) for r in regions]
+    numbers += [fmt(row[f"lesion_dice_{r}"], 3) for r in regions]
     cells = [
-        f'<td class="text">{_esc(row["case_id"])}</td>',
-        f'<td class="text">{_esc(row["status"])}</td>',
+        f'<td class="text">{esc(row["case_id"])}</td>',
+        f'<td class="text">{esc(row["status"])}</td>',
         *(f"<td>{n}</td>" for n in numbers),
-        f'<td class="text">{_esc(row["error_reason"])}</td>',
-        f'<td class="text">{_esc(row["error_message"])}</td>',
-        f'<td class="text">{_esc(row["notes"])}</td>',
+        f'<td class="text">{esc(row["error_reason"])}</td>',
+        f'<td class="text">{esc(row["error_message"])}</td>',
+        f'<td class="text">{esc(row["notes"])}</td>',
     ]
     css = ' class="failed"' if row["status"] == FAILED else ""
     return f"<tr{css}>{''.join(cells)}</tr>"
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "&ndash;" if value is None else f"{value:.{digits}f}"
-
-
-Drawer = Callable[[str], tuple[bytes, int]]
-"""``case_id -> (PNG, axial slice index)`` of the case's overlay."""
-
-
-def _drawer(overlay: OverlayLoader, scheme: LabelScheme) -> Drawer:
-    """The overlay PNG of a case, drawn once however many sections picture it."""
-
-    @functools.cache
-    def draw(case_id: str) -> tuple[bytes, int]:
-        image, pred, truth = overlay(case_id)
-        return overlay_png(image, pred, truth, scheme)
-
-    return draw
-
-
-REVIEW_NOTE: Final = (
-    "Uncertainty = (1 - the folds' mean pairwise Dice of the whole tumour) + the mean "
-    "normalized entropy of the averaged probabilities inside the predicted tumour, in [0, 2]; "
-    "for one model, the entropy alone. Higher: look first."
-)
-
-
-def _html_review(rows: list[dict[str, Any]], draw: Drawer | None, scheme: LabelScheme) -> str:
-    """The most uncertain cases, most uncertain first, each with its picture; empty when no
-    record has an uncertainty."""
-    chosen = review_first(rows)
-    if not chosen:
-        return ""
-    first = next(iter(scheme.regions))
-    rank = rank_region(scheme)
-    scored = any(row[f"dice_{rank}"] is not None for row in chosen)
-    heads = ["#", "case", "uncertainty", "fold agreement", "tumour entropy", f"{first} (ml)"]
-    heads += [f"Dice {rank}"] if scored else []
-    heads += ["picture"] if draw is not None else []
-    header = "".join(
-        f'<th class="text">{h}</th>' if h in ("case", "picture") else f"<th>{_esc(h)}</th>"
-        for h in heads
-    )
-    lines = [
-        f"<h2>Review first: the {len(chosen)} most uncertain cases</h2>",
-        f"<p>{_esc(REVIEW_NOTE)}</p>",
-        f'<table class="review"><tr>{header}</tr>',
-    ]
-    for i, row in enumerate(chosen, start=1):
-        cells = [
-            f"<td>{i}</td>",
-            f'<td class="text">{_esc(row["case_id"])}</td>',
-            f"<td>{_fmt(row['uncertainty'], 3)}</td>",
-            f"<td>{_fmt(row['fold_agreement'], 3)}</td>",
-            f"<td>{_fmt(row['tumor_entropy'], 3)}</td>",
-            f"<td>{_fmt(row[f'volume_{first}_ml'], 1)}</td>",
-        ]
-        if scored:
-            cells.append(f"<td>{_fmt(row[f'dice_{rank}'], 3)}</td>")
-        if draw is not None:
-            picture, index = _picture(row["case_id"], draw)
-            where = "" if index is None else f"<br>axial slice {index}"
-            cells.append(f'<td class="text">{picture}{where}</td>')
-        lines.append(f"<tr>{''.join(cells)}</tr>")
-    lines.append("</table>")
-    return "\n".join(lines)
-
-
-def _picture(case_id: str, draw: Drawer) -> tuple[str, int | None]:
-    """The case's overlay as an ``<img>`` and its slice, or a note saying why there is none
-    and ``None``."""
-    try:
-        png, index = draw(case_id)
-    # The loader is the caller's code (storage, NIfTI, shapes): any failure costs this one
-    # picture, never the report.
-    except Exception as err:
-        reason = _describe(err)
-        logger.warning("report: no thumbnail for case %s: %s", case_id, reason)
-        return f'<p class="note">No thumbnail: {_esc(reason)}</p>', None
-    return _img(png, f"case {case_id}, axial slice {index}"), index
-
-
-def _html_thumbnails(rows: list[dict[str, Any]], draw: Drawer, n: int, scheme: LabelScheme) -> str:
-    rank = rank_region(scheme)
-    key = f"dice_{rank}"
-    ranked = sorted(
-        (row for row in rows if row[key] is not None),
-        key=lambda row: (row[key], row["case_id"]),
-    )
-    if not ranked:
-        return ""
-    worst = ranked[:n]
-    # A case is pictured once: with few cases, "best" holds those that are not among "worst".
-    shown = {id(row) for row in worst}
-    best = [row for row in reversed(ranked) if id(row) not in shown][:n]
-    parts = [f"<h2>Worst and best cases by Dice {_esc(rank)}</h2>", _html_legend(scheme)]
-    for heading, chosen in (("Worst", worst), ("Best", best)):
-        if chosen:
-            figures = "".join(_html_thumbnail(row, draw, scheme) for row in chosen)
-            parts.append(f'<h3>{heading}</h3><div class="thumbs">{figures}</div>')
-    return "\n".join(parts)
-
-
-def _html_legend(scheme: LabelScheme) -> str:
-    colours = label_colours(scheme)
-    names = {c: f"{text} ({c})" for c, text in scheme.legend().items()}
-    items = [
-        f'<span class="swatch" style="background:{colours[c]}"></span>{_esc(names[c])}'
-        for c in names
-    ]
-    items.append(
-        f'<span class="swatch" style="border:2px solid {TRUTH_OUTLINE_COLOUR}"></span>'
-        f"ground-truth {_esc(_outline_name(scheme))} outline"
-    )
-    return (
-        "<p>Left: the image on the axial slice (last axis) with the most predicted tumor; "
-        "right: the prediction over it, filled in the label colours.<br>" + "".join(items) + "</p>"
-    )
-
-
-def _outline_name(scheme: LabelScheme) -> str:
-    """What the ground-truth outline (every labelled voxel) shows: the region of every class."""
-    every = {c.name for c in scheme.classes}
-    for region, members in scheme.regions.items():
-        if set(members) == every:
-            return "whole-tumor" if region == "WT" else region
-    return "labelled (any class)"
-
-
-def _html_thumbnail(row: dict[str, Any], draw: Drawer, scheme: LabelScheme) -> str:
-    rank = rank_region(scheme)
-    caption = f"{_esc(row['case_id'])}: Dice {_esc(rank)} {_fmt(row[f'dice_{rank}'], 3)}"
-    picture, index = _picture(row["case_id"], draw)
-    if index is None:
-        return f"<figure><figcaption>{caption}</figcaption>{picture}</figure>"
-    return f"<figure>{picture}<figcaption>{caption}, axial slice {index}</figcaption></figure>"
-
-
-def _describe(err: BaseException) -> str:
-    """``Type: message`` with URIs redacted and the length bounded."""
-    text = _URI.sub(lambda m: redact(m.group(0)), str(err))
-    if len(text) > _MAX_NOTE_CHARS:
-        text = text[:_MAX_NOTE_CHARS] + "..."
-    return f"{type(err).__name__}: {text}"

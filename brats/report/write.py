@@ -11,7 +11,8 @@ from typing import Final
 
 import pyarrow as pa
 
-from brats.report.html import OverlayLoader, render_html
+from brats.report.gallery import OverlayLoader
+from brats.report.html import render_html
 from brats.report.records import CaseRecord
 from brats.report.tables import (
     csv_bytes,

@@ -60,7 +60,7 @@ def write_case_outputs(
     a small row ``{case_id, status, written, error}``.
 
     ``row`` is a prepared row (:mod:`brats.ingest.rows`) with what the model actor added
-    (:class:`brats.segment.job.CaseSegmenter`: ``pred``, ``(D, H, W) uint8`` labels in the
+    (:class:`brats.segment.actor.CaseSegmenter`: ``pred``, ``(D, H, W) uint8`` labels in the
     source grid, the uncertainty, timings, and the crop-grid ``probabilities`` and
     ``entropy_map`` of the ``maps`` asked for). The maps are pasted back into the source
     grid and written in the case's geometry (:func:`brats.io.nifti.encode_fractions`); the
