@@ -17,31 +17,15 @@ Every text that comes from a cohort (case ids, file names, reasons) is escaped
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
-from brats.report.figures import (
-    box_plot_png,
-)
+from brats.report.figures import box_plot_png
 from brats.report.gallery import OverlayLoader, drawer, html_review, html_thumbnails
 from brats.report.markup import esc, fmt, img, rank_region
 from brats.report.status import FAILED
-from brats.report.tables import (
-    EMPTY_RULES,
-    STATISTICS,
-    STATISTICS_NOTE,
-    column_values,
-)
-from brats.volume.labels import (
-    SCHEMES,
-    LabelScheme,
-    SchemeLike,
-    interchangeable,
-    scheme_named,
-)
-
-logger = logging.getLogger(__name__)
+from brats.report.tables import EMPTY_RULES, STATISTICS, STATISTICS_NOTE, column_values
+from brats.volume.labels import SCHEMES, LabelScheme, SchemeLike, interchangeable, scheme_named
 
 _CSS: Final = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
