@@ -257,6 +257,11 @@ def _cross_validated(
     trained = train(config)
     run["all_folds_s"] = round(time.perf_counter() - began, 1)
     assert trained.model is not None
+    from brats.io.artifact import read_model_card
+
+    info = read_model_card(trained.model).info
+    run["postprocessing"] = info.postprocessing
+    run["out_of_fold"] = {k: v for k, v in info.metrics.items() if k.startswith("oof_")}
     folds = [f"{config.storage}/{config.name}/fold_{i}/model" for i in range(config.folds)]
     timing = f"{config.folds} folds together {run['all_folds_s']:.0f} s" + (
         f", one fold alone {run['one_fold_alone_s']:.0f} s" if alone else ""
@@ -267,7 +272,10 @@ def _cross_validated(
         run[key] = {
             site: fold_figures(trained.model, folds, root, tta) for site, root in sites.items()
         }
+        run[key]["pooled"] = {"spearman_uncertainty_error": _pooled_spearman(run[key])}
         for site, f in run[key].items():
+            if site == "pooled":
+                continue
             regions = " ".join(
                 f"{r} {f['ensemble'][r]:.3f}/{f['mean_single_fold'][r]:.3f}" for r in f["ensemble"]
             )
@@ -277,7 +285,27 @@ def _cross_validated(
                 f"no-ET cases with ET specks {len(f['no_et_with_et'])} of {f['no_et_cases']}",
                 flush=True,
             )
+        print(
+            f"recipe {label} seed {config.seed} tta {tta} both sites: Spearman(uncertainty, "
+            f"1 - Dice) {run[key]['pooled']['spearman_uncertainty_error']}",
+            flush=True,
+        )
     return run
+
+
+def _pooled_spearman(per_site: dict[str, Any]) -> float | None:
+    """:func:`fold_figures`' Spearman correlation over the cases of every site together."""
+    from scipy.stats import spearmanr
+
+    cases = [c for figures in per_site.values() for c in figures["cases"]]
+    if not cases:
+        return None
+    first = next(iter(cases[0]["dice"]))
+    errors = [1.0 - c["dice"][first] for c in cases]
+    scores = [c["uncertainty"] for c in cases]
+    if len(set(errors)) < 2 or len(set(scores)) < 2:
+        return None
+    return round(float(spearmanr(scores, errors).statistic), 4)
 
 
 def fold_figures(ensemble: str, folds: list[str], cohort: str, tta: str = "off") -> dict[str, Any]:

@@ -204,6 +204,13 @@ def write_ensemble(config: TrainConfig, cohort: Location) -> str | None:
     first = cards[0].info
     cases = out_of_fold(config, cohort, models)
     rules, oof = choose_oof_postprocessing(cases, first.scheme)
+    log.info(
+        "out-of-fold, %d cases: postprocessing %s; Dice %s; lesion-wise Dice %s",
+        len(cases),
+        json.dumps(rules.to_dict(), sort_keys=True) if rules.to_dict() else "none",
+        " ".join(f"{r} {oof[f'oof_dice_{r}']:.3f}" for r in first.scheme.regions),
+        " ".join(f"{r} {oof[f'oof_lesion_dice_{r}']:.3f}" for r in first.scheme.regions),
+    )
     metrics = _mean_figures([dict(c.info.metrics) for c in cards]) | oof
     training = {
         **first.training,

@@ -123,3 +123,12 @@ def test_fold_figures_compare_the_ensemble_with_each_fold_on_the_same_cases(tmp_
     scores = [c.uncertainty for c in ensemble]
     expected = spearmanr(scores, errors).statistic if len(set(errors)) > 1 else None
     assert figures["spearman_uncertainty_error"] == pytest.approx(expected, abs=1e-4)
+    other = {
+        **figures,
+        "cases": [{**c, "uncertainty": -c["uncertainty"]} for c in figures["cases"]],
+    }
+    pooled = spearmanr(
+        [c["uncertainty"] for c in figures["cases"] + other["cases"]],
+        [1 - c["dice"]["WT"] for c in figures["cases"] + other["cases"]],
+    ).statistic
+    assert recipe._pooled_spearman({"a": figures, "b": other}) == pytest.approx(pooled, abs=1e-4)
