@@ -36,6 +36,7 @@ tr.failed { background: #fde8e8; }
 .note { color: #8a4b00; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; }
+.review img { width: 24em; }
 .swatch { display: inline-block; width: 1em; height: 1em; vertical-align: middle;
           margin: 0 0.3em 0 1em; border: 1px solid #555; }
 code { word-break: break-all; }
