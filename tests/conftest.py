@@ -74,8 +74,8 @@ def s3_bucket(s3_endpoint):
 
 @pytest.fixture
 def flaky_s3(s3_endpoint):
-    """An S3 endpoint that answers 503 SlowDown to every third request, 30 times."""
-    proxy = FlakyS3Proxy(s3_endpoint)
+    """An S3 endpoint that answers 503 SlowDown to every third request, 12 times."""
+    proxy = FlakyS3Proxy(s3_endpoint, failures=12)
     yield proxy
     proxy.close()
 

@@ -173,7 +173,7 @@ def test_ingest_through_s3_slowdowns_retries_and_completes(
     out = f"{s3_bucket}/cohorts/flaky"
     result = ingest(IngestConfig(f"{s3_bucket}/incoming", out, s3_endpoint=flaky_s3.endpoint))
     check_manifest(result.manifest, ids)
-    assert flaky_s3.refused == 30  # the store did answer 503 SlowDown, and it made no difference
+    assert flaky_s3.refused == 12  # the store did answer 503 SlowDown, and it made no difference
     ds, _ = read_prepared(resolve(out, s3_endpoint=s3_endpoint))
     assert ds.count() == N_GOOD
 

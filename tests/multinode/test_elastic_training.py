@@ -53,7 +53,7 @@ def test_training_goes_on_after_a_node_is_lost_and_grows_back_when_one_joins(
 ):
     # After the loss Ray Train first tries the old size, until this timeout (60 s by default:
     # the lost node's resources still look reserved for a while), then starts what fits.
-    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "20")
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "10")
     nodes = [workers.add(num_cpus=3), workers.add(num_cpus=3)]
     markers = tmp_path / "markers"
     markers.mkdir()
