@@ -61,7 +61,12 @@ from brats.runtime import LocalRay, Replicas, cpus_per_replica
 from brats.segment.actor import CaseSegmenter
 from brats.segment.attempts import Attempts
 from brats.segment.predictor import PredictSettings
-from brats.segment.writer import CaseHook, record_rejected, write_case_outputs
+from brats.segment.writer import (
+    CaseHook,
+    record_rejected,
+    remove_unasked_maps,
+    write_case_outputs,
+)
 from brats.storage import Location, StorageError, redact, remove_partial_writes, resolve
 from brats.volume.labels import BRATS2020, BRATS2023, LabelScheme, SchemeError, interchangeable
 
@@ -236,6 +241,7 @@ def segment(
     Attempts(out).clear()
     for folder in (*MAPS, MASKS, RECORDS):  # a killed run's half-written files, never read
         remove_partial_writes(out.filesystem(), out.join(folder))
+    remove_unasked_maps(out, [c.case_id for c in todo], config.maps())
     rows_out: list[dict[str, Any]] = []
     if todo:
         preprocess = PreprocessConfig.for_model(card.info, limits=config.limits).with_scheme(scheme)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from brats.report.records import (
     UNCERTAINTY,
     CaseFailure,
     CaseRecord,
+    list_outputs,
     map_key,
     mask_key,
     now,
@@ -139,19 +140,29 @@ def _uncertainty(row: Row) -> dict[str, float] | None:
 
 
 def _write_maps(out: Location, case_id: str, maps: Mapping[str, bytes]) -> dict[str, str]:
-    """Write the maps asked for; remove the case's maps not asked for (an earlier run's, of
-    another model or other settings perhaps), so that what lies beside a mask is what its
-    record lists. Returns ``{folder: key}`` of those written."""
-    fs = out.filesystem()
+    """Write each map; return ``{folder: key}`` of those written."""
     written = {}
-    for folder in MAPS:
-        key = map_key(folder, case_id)
-        if folder in maps:
-            write_bytes_atomic(fs, out.join(key), maps[folder])
-            written[folder] = key
-        elif fs.exists(out.join(key)):
-            fs.rm(out.join(key))
+    for folder, data in maps.items():
+        written[folder] = map_key(folder, case_id)
+        write_bytes_atomic(out.filesystem(), out.join(written[folder]), data)
     return written
+
+
+def remove_unasked_maps(out: Location, case_ids: Iterable[str], asked: tuple[str, ...]) -> int:
+    """Remove the maps of ``case_ids`` in the folders not ``asked`` for (an earlier run's,
+    perhaps of another model), so that what lies beside a redone case's mask is what its
+    record lists: one listing per such folder, then a delete per map found. Returns how
+    many were removed."""
+    fs = out.filesystem()
+    ids = set(case_ids)
+    removed = 0
+    for folder in MAPS:
+        if folder in asked:
+            continue
+        for case_id in sorted(ids & set(list_outputs(out, folder, ".nii.gz"))):
+            fs.rm(out.join(map_key(folder, case_id)))
+            removed += 1
+    return removed
 
 
 def _maps(

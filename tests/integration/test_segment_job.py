@@ -184,6 +184,12 @@ def test_probabilities_and_uncertainty_maps_in_each_cases_geometry(
     victim.unlink()
     redo = run(cohort, model, out, save_probabilities=True)
     assert (redo.done, redo.skipped) == (1, N_CASES - 1) and victim.is_file()
+    # Redone without the uncertainty map: its old one is gone, and its record says so.
+    case_id = victim.name[: -len(".nii.gz")]
+    assert not (out / "uncertainty" / victim.name).exists()
+    assert len(list((out / "uncertainty").iterdir())) == N_CASES - 1
+    record = json.loads((out / "records" / f"{case_id}.json").read_text())
+    assert record["maps"] == {"probabilities": f"probabilities/{case_id}.nii.gz"}
 
 
 @pytest.mark.integration
