@@ -295,14 +295,18 @@ def _cross_validated(
 
 def _pooled_spearman(per_site: dict[str, Any]) -> float | None:
     """:func:`fold_figures`' Spearman correlation over the cases of every site together."""
-    from scipy.stats import spearmanr
-
     cases = [c for figures in per_site.values() for c in figures["cases"]]
     if not cases:
         return None
     first = next(iter(cases[0]["dice"]))
-    errors = [1.0 - c["dice"][first] for c in cases]
-    scores = [c["uncertainty"] for c in cases]
+    return _spearman([c["uncertainty"] for c in cases], [1.0 - c["dice"][first] for c in cases])
+
+
+def _spearman(scores: list[float], errors: list[float]) -> float | None:
+    """Spearman's correlation of uncertainty scores and errors, to 4 digits; ``None`` when
+    either is constant (it is undefined)."""
+    from scipy.stats import spearmanr
+
     if len(set(errors)) < 2 or len(set(scores)) < 2:
         return None
     return round(float(spearmanr(scores, errors).statistic), 4)
@@ -314,19 +318,13 @@ def fold_figures(ensemble: str, folds: list[str], cohort: str, tta: str = "off")
     correlation between the ensemble's uncertainty score and its error (1 - Dice of the
     scheme's first region; ``None`` when either is constant), and the cases without
     enhancing tumour that got some predicted."""
-    from scipy.stats import spearmanr
-
     cases = held_out_cases(ensemble, cohort, tta)
     singles = [held_out_cases(fold, cohort, tta) for fold in folds]
     regions = list(cases[0].dice)
     means = {r: float(np.mean([c.dice[r] for c in cases])) for r in regions}
     per_fold = {r: [float(np.mean([c.dice[r] for c in one])) for one in singles] for r in regions}
     mean_fold = {r: float(np.mean(v)) for r, v in per_fold.items()}
-    errors = [1.0 - c.dice[regions[0]] for c in cases]
-    scores = [c.uncertainty for c in cases]
-    rho = None
-    if len(set(errors)) > 1 and len(set(scores)) > 1:
-        rho = round(float(spearmanr(scores, errors).statistic), 4)
+    rho = _spearman([c.uncertainty for c in cases], [1.0 - c.dice[regions[0]] for c in cases])
     return {
         "ensemble": {r: round(v, 4) for r, v in means.items()},
         "single_folds": {r: [round(x, 4) for x in v] for r, v in per_fold.items()},

@@ -297,7 +297,8 @@ class Predictor:
         each = [self.probabilities(image, forward) for forward in self.forwards]
         mean = each[0] if len(each) == 1 else np.stack(each).mean(axis=0, dtype=np.float32)
         labels = self.decode(mean)
-        agreement = pairwise_dice([self.decode(p) > 0 for p in each])
+        # One network agrees with itself: its labels are the mean's, decoded once.
+        agreement = pairwise_dice([self.decode(p) > 0 for p in each]) if len(each) > 1 else 1.0
         entropy = mean_entropy(mean, labels > 0, self.output_kind)
         return Assessment(mean, labels, agreement, entropy, uncertainty_score(agreement, entropy))
 
