@@ -99,6 +99,13 @@ from brats.volume.labels import (
     scheme_named,
     to_disk,
 )
+from brats.volume.resample import (
+    as_spacing,
+    resample_image,
+    resample_labels,
+    resampled_shape,
+    same_spacing,
+)
 
 # BraTS 2023 file-name tokens for the canonical modalities (the same table brats.io.cases reads).
 _TOKENS_2023: Final = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
@@ -156,6 +163,13 @@ class SynthConfig:
             anterior-to-posterior, axis 2 inferior-to-superior, as in BraTS).
         field_of_view_mm: physical size of the grid; spacing is ``field_of_view_mm / shape``,
             so a small grid holds the same whole brain at a coarser spacing.
+        spacing_mm: the voxel size the case is acquired at (``--spacing``), ``None``: the
+            grid's. The anatomy is always drawn on ``shape`` (so case ``i`` is the same brain
+            and tumour at every spacing) and then written on the grid of this spacing over
+            the same field of view (:attr:`acquired_shape`): images averaged over the larger
+            voxels (a Gaussian of the downsampling) and interpolated, labels resampled as
+            nnU-Net resamples segmentations. ``(3.75, 3.75, 7.5)`` with the demo's
+            ``64 x 64 x 48``: the demo's anatomy in 24 slices instead of 48.
         convention: the label scheme (``--label-scheme``), the name of a built-in one
             (:data:`~brats.volume.labels.SCHEMES`; a :class:`LabelScheme` is taken by its
             name): the file names, the labels on disk, the images written and the kinds of
@@ -202,6 +216,14 @@ class SynthConfig:
         help="output grid; the field of view stays 240 x 240 x 155 mm",
     )
     field_of_view_mm: tuple[float, float, float] = (240.0, 240.0, 155.0)
+    spacing_mm: tuple[float, float, float] | None = option(
+        None,
+        flag="--spacing",
+        metavar=("X", "Y", "Z"),
+        help="acquire the cases at this voxel size in mm: the anatomy of --shape's grid, "
+        "written on the grid of this spacing over the same field of view (e.g. thicker "
+        "slices: the same tumours, fewer slices)",
+    )
     convention: str = option(
         "brats2020",
         flag="--label-scheme",
@@ -235,6 +257,8 @@ class SynthConfig:
         object.__setattr__(self, "convention", _naming_key(self.convention))
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "field_of_view_mm", tuple(float(f) for f in self.field_of_view_mm))
+        if self.spacing_mm is not None:
+            object.__setattr__(self, "spacing_mm", as_spacing(self.spacing_mm))
         if len(self.shape) != 3 or min(self.shape) < 8:
             raise ValueError(f"shape must be three sizes of at least 8, got {self.shape}")
         if len(self.field_of_view_mm) != 3 or min(self.field_of_view_mm) <= 0:
@@ -256,8 +280,15 @@ class SynthConfig:
             raise ValueError(f"intensity_jitter must be below 1, got {self.intensity_jitter}")
 
     @property
+    def acquired_shape(self) -> tuple[int, int, int]:
+        """The grid the files have: ``shape``, or the field of view at ``spacing_mm``."""
+        if self.spacing_mm is None:
+            return self.shape
+        return resampled_shape(self.shape, self.spacing, self.spacing_mm)
+
+    @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm: field of view / shape."""
+        """Voxel size in mm of the anatomy's grid: field of view / shape."""
         fov, shape = self.field_of_view_mm, self.shape
         return (fov[0] / shape[0], fov[1] / shape[1], fov[2] / shape[2])
 
@@ -489,6 +520,8 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
         images[modality] = vol
     label = np.zeros(config.shape, dtype=np.uint8)
     label[points] = tissue_table(scheme)[tumor.label]
+    if config.spacing_mm is not None and not same_spacing(config.spacing, config.spacing_mm):
+        images, label, affine = acquire(images, label, config)
     case_id = case_id_for(index, scheme)
     return SynthCase(
         case_id,
@@ -505,6 +538,37 @@ def generate_case(index: int, config: SynthConfig = SynthConfig()) -> SynthCase:
         residual,
         cyst,
     )
+
+
+def acquire(
+    images: dict[str, npt.NDArray[np.int16]], label: npt.NDArray[np.uint8], config: SynthConfig
+) -> tuple[dict[str, npt.NDArray[np.int16]], npt.NDArray[np.uint8], F64]:
+    """A case drawn on ``config.shape`` as acquired at ``config.spacing_mm`` over the same
+    field of view: each image blurred by a Gaussian of sigma ``(f - 1) / 2`` voxels along an
+    axis made ``f`` times coarser (what a larger voxel averages), interpolated linearly onto
+    :attr:`SynthConfig.acquired_shape` and zero outside the brain; the label resampled per
+    class (:func:`brats.volume.resample.resample_labels`); the affine centred as before."""
+    assert config.spacing_mm is not None
+    shape = config.acquired_shape
+    factors = [a / b for a, b in zip(config.spacing_mm, config.spacing, strict=True)]
+    sigma = [max(0.0, (f - 1.0) / 2.0) for f in factors]
+    first = next(iter(images.values()))
+    brain = resample_labels((first > 0).astype(np.uint8), shape, None) > 0
+    acquired = {}
+    for modality, volume in images.items():
+        smooth = ndimage.gaussian_filter(volume.astype(np.float32), sigma, mode="nearest")
+        out = resample_image(smooth, shape, None, order=1)
+        out[~brain] = 0
+        acquired[modality] = np.clip(np.rint(out), 1, np.iinfo(np.int16).max).astype(np.int16)
+        acquired[modality][~brain] = 0
+    grid = replace(config, shape=shape, spacing_mm=None, field_of_view_mm=_fov(shape, config))
+    return acquired, resample_labels(label, shape, None), output_affine(grid)
+
+
+def _fov(shape: tuple[int, int, int], config: SynthConfig) -> tuple[float, float, float]:
+    assert config.spacing_mm is not None
+    a, b, c = (n * s for n, s in zip(shape, config.spacing_mm, strict=True))
+    return (a, b, c)
 
 
 def _placement(

@@ -1,5 +1,9 @@
 """The ingest job: read, validate and normalize a cohort with Ray Data into shards + manifest.
 
+Before any case is read, one header per case gives the cohort's fingerprint and the spacing
+it is stored at (:mod:`brats.ingest.fingerprint`); a case at another spacing is resampled
+to it while it is prepared.
+
 Every case is read by a pool of reader actors (:func:`brats.ingest.rows.read_cohort`), which
 write its shard in the same worker; the driver collects the small per-case entries and
 writes ``manifest.json`` last. A bad case is a failure entry (case, file, reason) in the
@@ -11,12 +15,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brats.ingest.fingerprint import cohort_fingerprint
 from brats.ingest.prepare import PreprocessConfig, scheme_config
 from brats.ingest.rows import read_cohort
 from brats.ingest.shards import build_manifest, write_case_shard, write_manifest
@@ -84,6 +89,23 @@ def ingest(
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
     found = discover(cohort)
     preprocess = scheme_config(config.preprocess, found, cohort, s3_endpoint=config.s3_endpoint)
+    fingerprint = cohort_fingerprint(
+        found.cases,
+        preprocess.modalities[0],
+        cohort,
+        preprocess.limits,
+        given=preprocess.target_spacing,
+    )
+    if fingerprint.target is not None:
+        preprocess = replace(preprocess, target_spacing=fingerprint.target)
+    log.info(
+        "spacing: median %s mm, cases stored at %s mm (%s); %d of %d resampled",
+        _mm(fingerprint.median),
+        _mm(fingerprint.target),
+        fingerprint.rule,
+        len(fingerprint.resampled()),
+        len(found.cases),
+    )
     readers = config.readers or default_readers()
     results, found = read_cohort(
         cohort,
@@ -107,9 +129,13 @@ def ingest(
     for row in _iter_rows(results):
         entries.append(row)
         progress.update(row["case_id"], None if is_done(row["status"]) else row["error"])
-    manifest = build_manifest(entries, found, cohort, preprocess)
+    manifest = build_manifest(entries, found, cohort, preprocess, fingerprint.to_dict())
     uri = write_manifest(out, manifest)
     return IngestResult(uri, manifest, time.perf_counter() - started)
+
+
+def _mm(spacing: Sequence[float] | None) -> str:
+    return "unknown" if spacing is None else " x ".join(f"{s:g}" for s in spacing)
 
 
 def _iter_rows(ds: ray.data.Dataset) -> Iterator[dict[str, Any]]:

@@ -23,6 +23,14 @@ from brats.storage import Location
 from brats.volume.geometry import CropBox
 from brats.volume.labels import LabelScheme
 from brats.volume.normalize import Normalization, prepare_volume
+from brats.volume.resample import (
+    as_spacing,
+    resample_image,
+    resample_labels,
+    resampled_shape,
+    same_spacing,
+    separate_axis,
+)
 
 DTYPES = ("float16", "float32")
 
@@ -51,6 +59,13 @@ class PreprocessConfig:
         "menrt2024, or a JSON file of your own (default: from the names and labels of the "
         "whole cohort)",
     )
+    target_spacing: tuple[float, float, float] | None = option(
+        None,
+        metavar=("X", "Y", "Z"),
+        help="resample every case to this voxel size in mm (default: the cohort's own, by "
+        "nnU-Net's rule: the median spacing, or a finer slice spacing where the median is "
+        "anisotropic; brats.volume.resample)",
+    )
     limits: Limits = field(default_factory=Limits)
     scheme: LabelScheme | None = internal()
     """The scheme the cohort was resolved to (:mod:`brats.io.schemes`), set by the jobs before
@@ -65,14 +80,17 @@ class PreprocessConfig:
             raise ValueError(f"dtype must be one of {DTYPES}")
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "normalization", Normalization(self.normalization))
+        if self.target_spacing is not None:
+            object.__setattr__(self, "target_spacing", as_spacing(self.target_spacing))
 
     @classmethod
     def for_model(cls, info: ModelInfo, *, limits: Limits | None = None) -> PreprocessConfig:
-        """How cases are prepared for a trained network: its modalities and normalization,
-        the cohort defaults for the rest."""
+        """How cases are prepared for a trained network: its modalities, normalization and
+        target spacing, the cohort defaults for the rest."""
         return cls(
             modalities=info.modalities,
             normalization=Normalization(info.normalization),
+            target_spacing=info.target_spacing,
             limits=limits or Limits(),
         )
 
@@ -84,6 +102,7 @@ class PreprocessConfig:
             "crop_margin": self.crop_margin,
             "dtype": self.dtype,
             "label_scheme": self.scheme.name if self.scheme else self.label_scheme,
+            "target_spacing": None if self.target_spacing is None else list(self.target_spacing),
         }
 
     def with_scheme(self, scheme: LabelScheme) -> PreprocessConfig:
@@ -105,8 +124,11 @@ class PreparedCase:
         spacing: voxel size in mm per axis.
         label_scheme: the name of the label scheme ``label`` was read in.
         checksums: file name -> sha256 of the bytes as stored.
-        header: the source NIfTI header (``binaryblock``), empty when there is none; a
-            mask written back copies its geometry.
+        header: the source NIfTI header (``binaryblock``), empty when there is none (or
+            the case was resampled); a mask written back copies its geometry.
+        file_spacing: the voxel size of the case's files when the case was resampled to
+            ``spacing`` (:func:`resample_prepared`), else ``None`` (the same).
+        file_shape: the shape of the case's files when it was resampled, else ``None``.
     """
 
     case_id: str
@@ -118,6 +140,8 @@ class PreparedCase:
     label_scheme: str
     checksums: dict[str, str] = field(default_factory=dict)
     header: bytes = b""
+    file_spacing: tuple[float, float, float] | None = None
+    file_shape: tuple[int, int, int] | None = None
 
 
 def scheme_config(
@@ -144,7 +168,9 @@ def scheme_config(
 
 def prepare_case(volumes: CaseVolumes, config: PreprocessConfig) -> PreparedCase:
     """Stack, crop and normalize a validated case into network input (see
-    :func:`brats.volume.normalize.prepare_volume`)."""
+    :func:`brats.volume.normalize.prepare_volume`), in the case's own grid: the predictor
+    resamples what it segments itself, so that it can write the mask back
+    (:func:`resample_prepared` is the training cohort's step)."""
     image, label, box = prepare_volume(
         [volumes.images[m] for m in config.modalities],
         config.normalization,
@@ -163,4 +189,43 @@ def prepare_case(volumes: CaseVolumes, config: PreprocessConfig) -> PreparedCase
         label_scheme=volumes.scheme.name,
         checksums=volumes.checksums,
         header=bytes(volumes.header.binaryblock) if volumes.header is not None else b"",
+    )
+
+
+def resample_prepared(
+    prepared: PreparedCase, target: tuple[float, float, float], dtype: str
+) -> PreparedCase:
+    """A prepared case (image and label) resampled to ``target`` spacing over its brain box,
+    as a training cohort stores it; the case itself when it is at ``target`` already
+    (:func:`brats.volume.resample.same_spacing`).
+
+    The result is its own grid: ``crop`` the whole resampled box, ``spacing`` the target
+    (the box's size is rounded to whole voxels, so the affine, which places the box's cells
+    exactly over the source box, may differ from it by under half a voxel over the box),
+    ``file_spacing`` and ``file_shape`` what the files had, and no header (a mask is never
+    written on this grid). Images take third-order splines and labels nnU-Net's
+    per-class linear resampling, a separate slice axis nearest neighbour
+    (:mod:`brats.volume.resample`).
+    """
+    if same_spacing(prepared.spacing, target):
+        return prepared
+    box = prepared.crop
+    shape = resampled_shape(box.size, prepared.spacing, target)
+    axis = separate_axis(prepared.spacing, target)
+    image = resample_image(prepared.image, shape, axis).astype(dtype, copy=False)
+    label = None if prepared.label is None else resample_labels(prepared.label, shape, axis)
+    factor = np.asarray(box.size, np.float64) / np.asarray(shape, np.float64)
+    step = np.eye(4)
+    step[:3, :3] = np.diag(factor)
+    step[:3, 3] = np.asarray(box.start, np.float64) + 0.5 * factor - 0.5
+    return replace(
+        prepared,
+        image=np.ascontiguousarray(image),
+        label=label,
+        crop=CropBox((0, 0, 0), shape, shape),
+        affine=np.asarray(prepared.affine, np.float64) @ step,
+        spacing=target,
+        header=b"",
+        file_spacing=prepared.spacing,
+        file_shape=box.shape,
     )

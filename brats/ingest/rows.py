@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from brats.errors import CaseError
-from brats.ingest.prepare import PreparedCase, PreprocessConfig, prepare_case
+from brats.ingest.prepare import PreparedCase, PreprocessConfig, prepare_case, resample_prepared
 from brats.io.cases import Case, Discovery, Naming, discover
 from brats.io.nifti import read_case
 from brats.report.status import DONE, FAILED
@@ -59,6 +59,7 @@ PREPARED_COLUMNS: Final = (
     "label_scheme",
     "checksums",
     "header",
+    "resampled_from",
 )
 """Every column of a prepared row, in order (``read_s`` is added by the read stage)."""
 
@@ -105,6 +106,12 @@ def prepared_to_row(prepared: PreparedCase) -> Row:
         "label_scheme": prepared.label_scheme,
         "checksums": json.dumps(prepared.checksums, sort_keys=True),
         "header": prepared.header,
+        # The files' geometry, where the case was resampled; empty where it is the same.
+        "resampled_from": json.dumps(
+            {"spacing": list(prepared.file_spacing), "shape": list(prepared.file_shape or ())}
+        )
+        if prepared.file_spacing is not None
+        else "",
     }
 
 
@@ -132,7 +139,16 @@ def row_to_prepared(row: Mapping[str, Any]) -> PreparedCase:
         label_scheme=str(row.get("label_scheme", row.get("convention", ""))),
         checksums=dict(json.loads(str(row["checksums"]))),
         header=bytes(row.get("header") or b""),
+        **_resampled_from(str(row.get("resampled_from") or "")),
     )
+
+
+def _resampled_from(text: str) -> dict[str, Any]:
+    """``file_spacing`` and ``file_shape`` of a row's ``resampled_from`` (none: empty)."""
+    if not text:
+        return {}
+    files = json.loads(text)
+    return {"file_spacing": _floats(files["spacing"]), "file_shape": _ints(files["shape"])}
 
 
 def _ints(values: Any) -> tuple[int, int, int]:
@@ -146,7 +162,8 @@ def _floats(values: Any) -> tuple[float, float, float]:
 
 
 def load_and_prepare(row: Row, *, cohort: Location, config: PreprocessConfig) -> Row:
-    """Read, validate and prepare the case of a :func:`case_to_row` row.
+    """Read, validate and prepare the case of a :func:`case_to_row` row, resampled to
+    ``config.target_spacing`` when it has one (:func:`~brats.ingest.prepare.resample_prepared`).
 
     Returns a prepared row, or a failure row naming the case, the file and the reason; never
     raises for a bad case. ``read_s`` says how long it took.
@@ -161,7 +178,10 @@ def load_and_prepare(row: Row, *, cohort: Location, config: PreprocessConfig) ->
             scheme=config.scheme,
             limits=config.limits,
         )
-        out = prepared_to_row(prepare_case(volumes, config))
+        prepared = prepare_case(volumes, config)
+        if config.target_spacing is not None:
+            prepared = resample_prepared(prepared, config.target_spacing, config.dtype)
+        out = prepared_to_row(prepared)
     except CaseError as err:
         # Bad input is the driver's to report (one line per failed case); here it is detail.
         log.debug("%s", err)

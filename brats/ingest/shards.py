@@ -27,6 +27,7 @@ from brats.io.cases import Discovery
 from brats.report.status import DONE, OLD_DONE, is_done, read_status
 from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
 from brats.volume.labels import DEFAULT, LabelScheme, scheme_from_dict, scheme_named
+from brats.volume.resample import as_spacing, same_spacing
 
 if TYPE_CHECKING:
     import ray.data
@@ -147,6 +148,7 @@ def write_case_shard(row: Row, *, out: Location, hook: Callable[[str], None] | N
         "label_scheme": str(row["label_scheme"]),
         "checksums": str(row["checksums"]),
         "class_voxels": json.dumps(_class_voxels(row) if done else []),
+        "resampled_from": str(row.get("resampled_from") or ""),
     }
 
 
@@ -163,12 +165,16 @@ def build_manifest(
     found: Discovery,
     cohort: Location,
     preprocess: PreprocessConfig,
+    spacing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The cohort manifest from the entries :func:`write_case_shard` returned.
 
-    Cases (with shard and geometry) and failures are sorted by case id. ``hash`` covers the
-    preprocessing and every case's input checksums, so a model trained on this cohort can
-    name exactly what it saw.
+    Cases (with shard and geometry) and failures are sorted by case id. A case's ``spacing``
+    and ``crop`` are those of the grid it is stored on, ``file_spacing`` and ``file_shape``
+    those of its files (different where ingest resampled it). ``spacing`` at the top is the
+    cohort's fingerprint (:meth:`brats.ingest.fingerprint.Fingerprint.to_dict`). ``hash``
+    covers the preprocessing and every case's input checksums, so a model trained on this
+    cohort can name exactly what it saw.
     """
     cases = []
     failures = []
@@ -181,6 +187,7 @@ def build_manifest(
                     "shape": json.loads(e["shape"]),
                     "crop": json.loads(e["crop"]),
                     "spacing": json.loads(e["spacing"]),
+                    **_file_geometry(e),
                     "labeled": bool(e["labeled"]),
                     "label_scheme": e["label_scheme"],
                     "checksums": json.loads(e["checksums"]),
@@ -204,6 +211,7 @@ def build_manifest(
         "source": redact(cohort.uri),
         "preprocess": preprocess.to_dict(),
         "label_scheme": scheme,
+        "spacing": dict(spacing or {}),
         "hash": digest,
         "counts": {
             "found": len(found.cases) + len(found.rejected),
@@ -215,6 +223,31 @@ def build_manifest(
         "failures": failures,
         "rejected": [{"name": r.name, "reason": r.reason} for r in found.rejected],
     }
+
+
+def _file_geometry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``file_spacing`` and ``file_shape`` of a manifest entry: its files' geometry."""
+    resampled = str(entry.get("resampled_from") or "")
+    if resampled:
+        files = json.loads(resampled)
+        return {"file_spacing": files["spacing"], "file_shape": files["shape"]}
+    return {
+        "file_spacing": json.loads(entry["spacing"]),
+        "file_shape": json.loads(entry["crop"])["shape"],
+    }
+
+
+def manifest_target_spacing(manifest: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The spacing a cohort's cases are stored at: the manifest's target, or (a manifest
+    written before spacing was planned) the one spacing all its cases share; ``None`` when
+    they differ, as a model trained on them does not know its spacing."""
+    target = (manifest.get("spacing") or {}).get("target")
+    if target:
+        return as_spacing(target)
+    seen = [c.get("spacing") for c in manifest.get("cases", [])]
+    if seen and all(s and same_spacing(s, seen[0]) for s in seen):
+        return as_spacing(seen[0])
+    return None
 
 
 def _named_voxels(counts: Sequence[int], preprocess: PreprocessConfig) -> dict[str, Any]:

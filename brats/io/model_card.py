@@ -47,6 +47,7 @@ from brats.volume.labels import (
 )
 from brats.volume.normalize import Normalization
 from brats.volume.postprocess import Postprocessing
+from brats.volume.resample import as_spacing
 
 FORMAT: Final = "brats-model/1"
 MODEL_FILE: Final = "model.keras"
@@ -98,6 +99,11 @@ class ModelInfo:
             imported file and its sha256.
         tta: whether the predictor averages the outputs over the 8 axis flips unless told
             otherwise (the recipe's choice; ``False`` for models that do not say).
+        target_spacing: the voxel size in mm the network was trained at; the predictor
+            resamples a case at another spacing to it and the probabilities back
+            (:mod:`brats.volume.resample`). ``None`` for a model that does not know (trained
+            before spacing was recorded, or on cases of several spacings): cases are
+            predicted on their own grid, as before.
     """
 
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -110,6 +116,7 @@ class ModelInfo:
     training: Mapping[str, Any] = field(default_factory=dict)
     postprocessing: Mapping[str, str | int] = field(default_factory=dict)
     tta: bool = False
+    target_spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         modalities = tuple(self.modalities)
@@ -155,6 +162,8 @@ class ModelInfo:
         object.__setattr__(self, "training", training)
         rules = Postprocessing.from_dict(self.postprocessing, self.scheme)  # validates
         object.__setattr__(self, "postprocessing", rules.to_dict())
+        if self.target_spacing is not None:
+            object.__setattr__(self, "target_spacing", as_spacing(self.target_spacing))
 
     @property
     def scheme(self) -> LabelScheme:
@@ -175,6 +184,7 @@ class ModelInfo:
             "training": dict(self.training),
             "postprocessing": dict(self.postprocessing),
             "tta": self.tta,
+            "target_spacing": None if self.target_spacing is None else list(self.target_spacing),
         }
 
     @classmethod
@@ -196,6 +206,7 @@ class ModelInfo:
             training=dict(data.get("training") or {}),
             postprocessing=dict(data.get("postprocessing") or {}),
             tta=_flag(data.get("tta", False)),
+            target_spacing=data.get("target_spacing"),
         )
 
 

@@ -46,7 +46,7 @@ SUCCESS: Final = "_SUCCESS"
 MAX_RECORD_BYTES: Final = 1 << 20
 
 
-_STORED_WHEN_SET: Final = ("notes", "precision", "uncertainty", "maps")
+_STORED_WHEN_SET: Final = ("notes", "precision", "uncertainty", "maps", "predicted_spacing")
 """Fields added after schema 2 that a record stores only when set, so that a record written
 before them serializes back to the very document it was read from."""
 
@@ -105,6 +105,10 @@ class CaseRecord:
             averaged); ``None`` without a prediction and for records from before it.
         maps: the per-voxel maps written beside the mask, ``{folder: key under OUT}``
             (:data:`MAPS`); empty when none was asked for.
+        predicted_spacing: the voxel size in mm the network saw the case at: the model's
+            when the case was resampled to it (``spacing`` stays the case's own, where the
+            mask is); ``None`` when it was predicted on its own grid, failed, or was
+            recorded before resampling existed.
         schema: the schema version the record was written with.
         extra: keys this version does not know (from a newer job), kept as they were.
     """
@@ -127,6 +131,7 @@ class CaseRecord:
     precision: str | None = None
     uncertainty: dict[str, float] | None = None
     maps: dict[str, str] = field(default_factory=dict)
+    predicted_spacing: list[float] | None = None
     schema: int = RECORD_SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -7,6 +7,7 @@ Ray Data's ``map_batches`` runs :class:`CaseSegmenter` on an actor pool
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -70,6 +71,7 @@ class CaseSegmenter:
         entropies = np.empty(n, dtype=object)
         sure = {key: np.full(n, np.nan) for key in ("uncertainty", "agreement", "entropy")}
         seconds = np.zeros(n)
+        resampled_to = np.full(n, "", dtype=object)
         for i in range(n):
             image = batch["image"][i]
             preds[i] = np.zeros((0, 0, 0), np.uint8)
@@ -90,6 +92,9 @@ class CaseSegmenter:
                 if self.fault_hook is not None:
                     self.fault_hook(case_id)
                 prepared = row_to_prepared(_row(batch, i))
+                resampling = self.predictor.resampling(prepared)
+                if resampling is not None:
+                    resampled_to[i] = json.dumps(list(resampling.spacing))
                 preds[i], assessment = self.predictor.segment_assessed(prepared)
                 for key in sure:
                     sure[key][i] = getattr(assessment, key)
@@ -114,6 +119,7 @@ class CaseSegmenter:
         out["models"] = np.full(n, self.predictor.n_models)
         out["output_names"] = np.asarray([" ".join(self.predictor.output_names)] * n)
         out["predict_s"] = seconds
+        out["resampled_to"] = resampled_to
         out["model_version"] = np.asarray([self.predictor.version] * n)
         out["precision"] = np.asarray([self.predictor.precision] * n)
         return out

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from brats.errors import CaseError
 from brats.ingest.prepare import PreparedCase, PreprocessConfig, prepare_case
 from brats.io.cases import Case
 from brats.io.model_card import ModelInfo
@@ -43,6 +44,13 @@ from brats.volume.geometry import CropBox, paste_back
 from brats.volume.labels import LabelScheme, regions_to_labels, to_disk
 from brats.volume.normalize import prepare_volume
 from brats.volume.postprocess import Postprocessing, small_et_to_necrosis
+from brats.volume.resample import (
+    resample_image,
+    resample_probabilities,
+    resampled_shape,
+    same_spacing,
+    separate_axis,
+)
 from brats.volume.uncertainty import entropy_map, mean_entropy, pairwise_dice, uncertainty_score
 
 if TYPE_CHECKING:
@@ -169,6 +177,24 @@ class SegmentedCase:
     assessment: Assessment
 
 
+@dataclass(frozen=True)
+class Resampling:
+    """A case's way to the model's spacing and back (:meth:`Predictor.resampling`)."""
+
+    spacing: tuple[float, float, float]
+    """The model's spacing, which the network sees."""
+    shape: tuple[int, int, int]
+    """The brain box's shape at it."""
+    source: tuple[int, int, int]
+    """The brain box's shape on the case's own grid, where probabilities go back to."""
+    axis: int | None
+    """The slice axis resampled on its own (:func:`brats.volume.resample.separate_axis`)."""
+
+
+def _mm(spacing: Sequence[float]) -> str:
+    return " x ".join(f"{s:g}" for s in spacing)
+
+
 def compiled_predict(model: keras.Model) -> Predict:
     """A Keras model as a :data:`~brats.segment.sliding_window.Predict`: one traced
     ``tf.function`` forward pass without dropout, numpy in and out."""
@@ -287,18 +313,23 @@ class Predictor:
             flip_tta=self.flip_tta,
         )
 
-    def assess(self, image: npt.NDArray[np.floating]) -> Assessment:
+    def assess(self, image: npt.NDArray[np.floating], back: Resampling | None = None) -> Assessment:
         """The probabilities of a network input, their labels, and how sure they are: each
         network's probabilities on their own (the same forward passes as
         :meth:`probabilities`, whose mean they are, blending being linear), the folds'
         agreement on the tumour (:func:`~brats.volume.uncertainty.pairwise_dice` of their
-        labels' foreground; 1 for one model) and the mean entropy inside the predicted
-        tumour (:func:`~brats.volume.uncertainty.mean_entropy`), before postprocessing."""
+        labels' foreground, on the network's grid; 1 for one model) and the mean entropy
+        inside the predicted tumour (:func:`~brats.volume.uncertainty.mean_entropy`), before
+        postprocessing. With ``back``, ``image`` is on the model's grid and the mean
+        probabilities are resampled to ``back.source`` before they are decoded (and the
+        entropy taken)."""
         each = [self.probabilities(image, forward) for forward in self.forwards]
         mean = each[0] if len(each) == 1 else np.stack(each).mean(axis=0, dtype=np.float32)
-        labels = self.decode(mean)
         # One network agrees with itself: its labels are the mean's, decoded once.
         agreement = pairwise_dice([self.decode(p) > 0 for p in each]) if len(each) > 1 else 1.0
+        if back is not None:
+            mean = resample_probabilities(mean, back.source, back.axis)
+        labels = self.decode(mean)
         entropy = mean_entropy(mean, labels > 0, self.output_kind)
         return Assessment(mean, labels, agreement, entropy, uncertainty_score(agreement, entropy))
 
@@ -354,14 +385,62 @@ class Predictor:
         (:meth:`postprocess`)."""
         return self.postprocess(self.labels(image), crop)
 
+    def resampling(self, prepared: PreparedCase) -> Resampling | None:
+        """How a prepared case reaches the model's spacing (:attr:`ModelInfo.target_spacing
+        <brats.io.model_card.ModelInfo>`): its brain box's shape there and the slice axis
+        resampled on its own; ``None`` when the model does not know its spacing or the case is
+        at it already (:func:`~brats.volume.resample.same_spacing`), and nothing is resampled.
+
+        Raises:
+            brats.errors.CaseError: the resampled box would have more voxels than
+                ``Limits.max_voxels`` (checked before anything is allocated).
+        """
+        target = self.info.target_spacing
+        if target is None or same_spacing(prepared.spacing, target):
+            return None
+        shape = resampled_shape(prepared.crop.size, prepared.spacing, target)
+        voxels = int(np.prod(shape, dtype=np.int64))
+        if voxels > self.preprocess.limits.max_voxels:
+            files = [f for f in prepared.checksums if "seg" not in f]
+            raise CaseError(
+                prepared.case_id,
+                files[0] if files else None,
+                f"its brain box of {list(prepared.crop.size)} voxels at "
+                f"{_mm(prepared.spacing)} mm would be {list(shape)} = {voxels} voxels at the "
+                f"model's {_mm(target)} mm, over the limit of "
+                f"{self.preprocess.limits.max_voxels}",
+            )
+        axis = separate_axis(prepared.spacing, target)
+        return Resampling(target, shape, prepared.crop.size, axis)
+
+    def predicted_spacing(self, prepared: PreparedCase) -> tuple[float, float, float]:
+        """The spacing the network sees a prepared case at: the model's, or the case's own
+        where nothing is resampled."""
+        resampling = self.resampling(prepared)
+        return prepared.spacing if resampling is None else resampling.spacing
+
     def segment(self, prepared: PreparedCase) -> npt.NDArray[np.uint8]:
-        """A prepared case's ``(D, H, W) uint8`` internal classes in its source grid."""
-        return self.segment_cropped(prepared.image, prepared.crop)
+        """A prepared case's ``(D, H, W) uint8`` internal classes in its source grid: on the
+        model's spacing when it has one (:meth:`resampling`; the probabilities resampled back
+        before they are decoded), else on the case's own."""
+        resampling = self.resampling(prepared)
+        if resampling is None:
+            return self.segment_cropped(prepared.image, prepared.crop)
+        on_model = resample_image(prepared.image, resampling.shape, resampling.axis)
+        back = resample_probabilities(
+            self.probabilities(on_model), resampling.source, resampling.axis
+        )
+        return self.postprocess(self.decode(back), prepared.crop)
 
     def segment_assessed(self, prepared: PreparedCase) -> tuple[npt.NDArray[np.uint8], Assessment]:
         """A prepared case's labels in its source grid (as :meth:`segment`, from the same
-        forward passes) and its :class:`Assessment` on the network's grid."""
-        assessment = self.assess(prepared.image)
+        forward passes) and its :class:`Assessment` on the brain box of the source grid."""
+        resampling = self.resampling(prepared)
+        if resampling is None:
+            assessment = self.assess(prepared.image)
+        else:
+            on_model = resample_image(prepared.image, resampling.shape, resampling.axis)
+            assessment = self.assess(on_model, resampling)
         return self.postprocess(assessment.labels, prepared.crop), assessment
 
     def segment_volume(self, channels: npt.NDArray[np.floating]) -> npt.NDArray[np.uint8]:

@@ -8,6 +8,7 @@ there is one, and are written. Nothing here runs the model.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -118,6 +119,7 @@ def write_case_outputs(
             precision=str(row.get("precision") or "float32"),
             uncertainty=_uncertainty(row),
             maps=written,
+            predicted_spacing=json.loads(str(row.get("resampled_to") or "null")),
         )
         write_record(out, record)
         return _summary(record)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final
 
@@ -16,6 +16,7 @@ from brats.storage import S3_ENDPOINT_HELP, Location, resolve
 from brats.volume.augment import Augmentation
 from brats.volume.geometry import Shape3
 from brats.volume.labels import DEFAULT, LabelScheme
+from brats.volume.resample import as_spacing
 
 LOSS_NAMES: Final = ("cce", "dice", "dice_ce", "dice_focal", "dice_bce")
 """The losses of :mod:`brats.train.losses`, by name; ``dice_bce`` is for region outputs, the
@@ -164,6 +165,12 @@ class TrainConfig:
         help="label scheme of a raw --data cohort (built-in name or JSON file; default: from "
         "its names and labels); an ingested cohort's manifest names its own",
     )
+    target_spacing: tuple[float, float, float] | None = option(
+        None,
+        metavar=("X", "Y", "Z"),
+        help="voxel size in mm to resample a raw --data cohort to (default: nnU-Net's rule "
+        "over its cases); an ingested cohort was resampled when it was ingested",
+    )
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes kept in model.json (e.g. what the run was for)."""
 
@@ -176,6 +183,8 @@ class TrainConfig:
                 object.__setattr__(self, name, value)
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
         object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.target_spacing is not None:
+            object.__setattr__(self, "target_spacing", as_spacing(self.target_spacing))
         try:
             object.__setattr__(self, "num_workers", Replicas.parse(self.num_workers))
         except ValueError as exc:
@@ -276,6 +285,7 @@ class TrainConfig:
         metrics: Mapping[str, float] | None = None,
         checkpoint: str | None = None,
         postprocessing: Mapping[str, str | int] | None = None,
+        target_spacing: Sequence[float] | None = None,
     ) -> ModelInfo:
         """The model card's description of a network this run trained on a cohort prepared
         with ``normalization``; ``training`` holds this config (no endpoint) and the
@@ -295,6 +305,7 @@ class TrainConfig:
             training=notes,
             postprocessing=dict(postprocessing or {}),
             tta=self.preset == "nnunet",
+            target_spacing=None if target_spacing is None else as_spacing(target_spacing),
         )
 
     @property

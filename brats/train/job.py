@@ -20,6 +20,7 @@ import logging
 import os
 import posixpath
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -59,11 +60,11 @@ def prepare_cohort(config: TrainConfig) -> Location:
 
     source = resolve(config.data, s3_endpoint=config.s3_endpoint)
     if source.filesystem().exists(source.join(MANIFEST)):
-        return source
+        return _at_spacing(source, config)
     cohort = config.run.child("cohort")
     if cohort.filesystem().exists(cohort.join(MANIFEST)):
         log.info("using the cohort this run ingested before: %s", redact(cohort.uri))
-        return cohort
+        return _at_spacing(cohort, config)
     log.info("ingesting raw cohort %s into %s", redact(source.uri), redact(cohort.uri))
     ingest(
         IngestConfig(
@@ -71,10 +72,32 @@ def prepare_cohort(config: TrainConfig) -> Location:
             out=cohort.uri,
             s3_endpoint=config.s3_endpoint,
             preprocess=PreprocessConfig(
-                modalities=config.modalities, label_scheme=config.label_scheme
+                modalities=config.modalities,
+                label_scheme=config.label_scheme,
+                target_spacing=config.target_spacing,
             ),
         )
     )
+    return cohort
+
+
+def _at_spacing(cohort: Location, config: TrainConfig) -> Location:
+    """``cohort``, unless ``--target-spacing`` asks for another spacing than its cases are
+    stored at: then :class:`TrainingError` (a cohort is resampled when it is ingested)."""
+    from brats.ingest.shards import load_manifest, manifest_target_spacing
+    from brats.volume.resample import same_spacing
+
+    if config.target_spacing is None:
+        return cohort
+    stored = manifest_target_spacing(load_manifest(cohort))
+    if stored is None or not same_spacing(stored, config.target_spacing):
+        raise TrainingError(
+            f"cohort {redact(cohort.uri)} is stored at spacing "
+            f"{'several' if stored is None else list(stored)} mm, not the "
+            f"--target-spacing {list(config.target_spacing)} asked for: ingest the raw "
+            "cohort again with that --target-spacing (jobs/ingest.py), or train a new run from "
+            "the raw cohort"
+        )
     return cohort
 
 
@@ -207,7 +230,7 @@ def data_summary(
     config: TrainConfig, cohort: Location, manifest: dict[str, Any], split: dict[str, list[str]]
 ) -> dict[str, Any]:
     """The run's data, for the logs, the job's JSON and the exported model's card."""
-    from brats.ingest.shards import manifest_scheme
+    from brats.ingest.shards import manifest_scheme, manifest_target_spacing
 
     return {
         "cohort": redact(cohort.uri),
@@ -218,7 +241,12 @@ def data_summary(
         "steps_per_epoch": steps_per_epoch(config, len(split["train"]), config.num_workers.max),
         "normalization": manifest["preprocess"]["normalization"],
         "label_scheme": manifest_scheme(manifest).to_dict(),
+        "target_spacing": _listed(manifest_target_spacing(manifest)),
     }
+
+
+def _listed(spacing: Sequence[float] | None) -> list[float] | None:
+    return None if spacing is None else list(spacing)
 
 
 def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainResult:
@@ -390,6 +418,7 @@ def export_model(
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
         checkpoint=source,
         postprocessing=json.loads(metrics.get("postprocessing") or "{}"),
+        target_spacing=summary.get("target_spacing"),
     )
     target = config.run.child("model")
     save_artifact(model, info, target)

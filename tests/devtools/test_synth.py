@@ -446,3 +446,36 @@ def test_site_b_is_deterministic_and_a_case_alone_equals_it_in_a_cohort(tmp_path
     ids = generate_cohort(tmp_path / "all", 3, config)
     (alone,) = generate_cohort(tmp_path / "one", 1, config, start=3)
     assert folder_files(tmp_path / "all" / ids[2]) == folder_files(tmp_path / "one" / alone)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "shape"), [((4.0, 4.0, 12.0), (60, 60, 13)), ((2.0, 2.0, 4.0), (120, 120, 39))]
+)
+def test_a_case_acquired_at_another_spacing_is_the_same_anatomy_over_the_same_field_of_view(
+    tmp_path: Path, spacing: tuple[float, float, float], shape: tuple[int, int, int]
+) -> None:
+    """``--spacing``: case i drawn on --shape's grid, written on the grid of the spacing
+    (thick slices, or finer voxels): its files say that spacing, the field of view and its
+    centre stay, the tumour keeps its volume and its classes, the brain stays zero outside."""
+    base = SynthConfig(shape=(60, 60, 40), field_of_view_mm=(240.0, 240.0, 156.0), seed=2)
+    acquired = dataclasses.replace(base, spacing_mm=spacing)
+    assert acquired.acquired_shape == shape and base.acquired_shape == base.shape
+    drawn, taken = generate_case(3, base), generate_case(3, acquired)
+    assert taken.label.shape == shape and taken.images["flair"].shape == shape
+    assert taken.images["t1"].dtype == np.int16 and taken.images["t1"].min() == 0
+    np.testing.assert_allclose(np.abs(np.diag(taken.affine)[:3]), spacing)
+    centre = lambda c, s: c.affine @ np.array([*((np.asarray(s) - 1) / 2), 1.0])  # noqa: E731
+    np.testing.assert_allclose(centre(taken, shape), centre(drawn, base.shape), atol=1e-9)
+    mm3 = np.prod(spacing), np.prod(base.spacing)
+    for region in ((1, 2, 3), (1, 3)):
+        volume = np.isin(taken.label, region).sum() * mm3[0]
+        before = np.isin(drawn.label, region).sum() * mm3[1]
+        assert volume == pytest.approx(before, rel=0.2), region
+    assert set(np.unique(taken.label)) == set(np.unique(drawn.label))
+    brain = taken.images["flair"] > 0  # one brain mask for every image, zero outside it
+    assert all(np.array_equal(v > 0, brain) for v in taken.images.values())
+    assert brain[taken.label > 0].all()
+    generate_cohort(tmp_path, 1, acquired, start=3)
+    written = nib.load(next(tmp_path.rglob("*flair*")))
+    assert written.shape == shape
+    np.testing.assert_allclose(written.header.get_zooms(), spacing)

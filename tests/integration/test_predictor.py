@@ -198,3 +198,88 @@ def test_a_model_saved_before_label_schemes_still_loads_and_segments_alike(
     done_before, done_now = before.segment_files(case, cohort), now.segment_files(case, cohort)
     np.testing.assert_array_equal(done_before.labels, done_now.labels)
     assert done_before.mask == done_now.mask  # BraTS 2020 names: ET written as 4 by both
+
+
+def _at_spacing(model: str, where: Path, spacing: list[float] | None) -> str:
+    """A copy of ``model`` whose model.json says it was trained at ``spacing``."""
+    import shutil
+
+    shutil.copytree(model, where)
+    meta = json.loads((where / "model.json").read_text())
+    meta["target_spacing"] = spacing
+    (where / "model.json").write_text(json.dumps(meta))
+    return str(where)
+
+
+def test_a_case_at_the_models_spacing_is_segmented_byte_for_byte_as_before(
+    cohort, ragged_model, tmp_path
+):
+    """A model that says its spacing is the case's gives the very mask of a model that does
+    not say (as every model before spacing was recorded), and its json reads back."""
+    case = discover(cohort).cases[0]
+    old = Predictor.from_artifact(ragged_model, TTA_AND_SMALL_ET)
+    assert old.info.target_spacing is None
+    spacing = list(old.segment_files(case, cohort).prepared.spacing)
+    same = Predictor.from_artifact(
+        _at_spacing(ragged_model, tmp_path / "same", spacing), TTA_AND_SMALL_ET
+    )
+    assert same.info.target_spacing == pytest.approx(tuple(spacing))
+    done, before = same.segment_files(case, cohort), old.segment_files(case, cohort)
+    assert same.resampling(done.prepared) is None
+    assert same.predicted_spacing(done.prepared) == done.prepared.spacing
+    assert done.mask == before.mask
+    np.testing.assert_array_equal(done.assessment.probabilities, before.assessment.probabilities)
+
+
+def test_a_case_at_another_spacing_is_predicted_at_the_models_and_decoded_on_its_own(
+    cohort, ragged_model, tmp_path
+):
+    """The model's spacing has slices half as thick as the case's: the network sees the
+    brain box resampled to it, the probabilities come back to the case's grid before they
+    are decoded, and the mask is in the case's own geometry."""
+    from brats.volume.resample import resample_image, resample_probabilities, resampled_shape
+
+    case = discover(cohort).cases[0]
+    plain = Predictor.from_artifact(ragged_model)
+    own = plain.segment_files(case, cohort).prepared
+    target = [own.spacing[0], own.spacing[1], own.spacing[2] / 2]
+    finer = Predictor.from_artifact(_at_spacing(ragged_model, tmp_path / "finer", target))
+    done = finer.segment_files(case, cohort)
+    resampling = finer.resampling(done.prepared)
+    box = done.prepared.crop.size
+    assert resampling is not None and resampling.axis is None
+    assert resampling.shape == resampled_shape(box, own.spacing, target)
+    assert resampling.shape[2] == 2 * box[2] and resampling.source == box
+    assert finer.predicted_spacing(done.prepared) == pytest.approx(tuple(target))
+    # By hand: resample, predict, resample back, decode, paste back and postprocess.
+    on_model = resample_image(done.prepared.image, resampling.shape, None)
+    back = resample_probabilities(finer.probabilities(on_model), box, None)
+    np.testing.assert_allclose(done.assessment.probabilities, back, atol=1e-6)
+    expected = finer.postprocess(finer.decode(back), done.prepared.crop)
+    np.testing.assert_array_equal(done.labels, expected)
+    np.testing.assert_array_equal(finer.segment(done.prepared), expected)
+    assert done.labels.shape == SHAPE
+    # Its own geometry: the mask's header places it where the case's images are.
+    import gzip
+
+    import nibabel as nib
+
+    mask = nib.Nifti1Image.from_bytes(gzip.decompress(done.mask))
+    np.testing.assert_allclose(mask.affine, done.volumes.affine)
+    assert mask.shape == SHAPE
+    # Not the same as predicting on the case's own grid (the resampling did something).
+    assert not np.array_equal(done.labels, plain.segment(own))
+
+
+def test_the_size_guard_holds_at_the_models_spacing(cohort, ragged_model, tmp_path):
+    """A model at a spacing so fine that the case's brain box would grow past the voxel limit
+    is refused before anything is allocated, naming the case, a file and both spacings."""
+    from brats.errors import CaseError
+
+    case = discover(cohort).cases[0]
+    tiny = Predictor.from_artifact(_at_spacing(ragged_model, tmp_path / "tiny", [0.05] * 3))
+    with pytest.raises(CaseError, match="over the limit") as caught:
+        tiny.segment_files(case, cohort)
+    assert caught.value.case_id == case.case_id
+    assert caught.value.file and caught.value.file.endswith(".nii.gz")
+    assert "0.05 x 0.05 x 0.05 mm" in str(caught.value)
