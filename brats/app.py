@@ -119,6 +119,8 @@ class Segmentation:
             the segmentation job writes for it; ``None`` for an array upload (no geometry).
         seconds: time to read, predict and paste back.
         scheme: the model's label scheme: what ``labels`` and ``volumes_ml`` mean.
+        predicted_spacing: the model's spacing where the case was resampled to it to be
+            predicted (:meth:`Predictor.resampling`), else ``None``.
     """
 
     display: npt.NDArray[np.uint8]
@@ -131,6 +133,7 @@ class Segmentation:
     mask: bytes | None
     seconds: float
     scheme: LabelScheme = DEFAULT
+    predicted_spacing: tuple[float, float, float] | None = None
 
 
 def segment_upload(
@@ -160,7 +163,7 @@ def segment_upload(
             upload.spacing,
             upload.source,
         )
-        mask = None
+        mask, resampled = None, None
     else:
         checked = check_nifti_upload(paths, used, limits)
         try:
@@ -168,6 +171,8 @@ def segment_upload(
         except CaseError as exc:
             raise UploadError(str(exc)) from None
         labels, mask = done.labels, done.mask
+        resampling = predictor.resampling(done.prepared)
+        resampled = None if resampling is None else resampling.spacing
         image = np.stack([done.volumes.images[m] for m in used])
         modalities, spacing, source = used, done.volumes.spacing, checked.case.case_id
     return Segmentation(
@@ -181,6 +186,7 @@ def segment_upload(
         mask=mask,
         seconds=time.perf_counter() - began,
         scheme=scheme,
+        predicted_spacing=resampled,
     )
 
 
@@ -349,7 +355,13 @@ class _Handlers:
         status = (
             f"{result.source}: {len(result.modalities)} channels ({', '.join(result.modalities)}), "
             f"grid {d}x{h}x{w}, spacing {_spacing(result.spacing)} mm; model "
-            f"{self.predictor.version[:12]} fed {', '.join(result.used)}; {result.seconds:.1f} s"
+            f"{self.predictor.version[:12]} fed {', '.join(result.used)}"
+            + (
+                f", predicted at its {_spacing(result.predicted_spacing)} mm"
+                if result.predicted_spacing
+                else ""
+            )
+            + f"; {result.seconds:.1f} s"
         )
         return (
             result,

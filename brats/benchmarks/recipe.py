@@ -177,7 +177,7 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
             sites[site] = f"{tmp}/held-out-{site}"
             # Held-out case numbers differ per site (1001.., 2001.., ...): other anatomy too.
             start = 1001 + 1000 * i
-            generate_cohort(sites[site], held_out, replace(synth, site=site), start=start)
+            generate_cohort(sites[site], held_out, demo.acquired(synth, site), start=start)
         ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
         for seed in args.seeds:
             for label, overrides in variants(args):

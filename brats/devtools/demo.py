@@ -11,8 +11,9 @@ Stages, each writing under ``--out`` (default ``demo-out/``):
 4. ``incoming/``: held-out cases the model never saw (and one broken one), segmented by the
    segmentation job into ``segmented/``: a mask per case, records, ``report.html``;
 5. ``incoming-site-b/``: held-out cases from another acquisition site (other contrasts,
-   gamma, a stronger bias field, more noise, thicker slices), segmented into
-   ``segmented-site-b/``: how the model does on another hospital's scans.
+   gamma, a stronger bias field, more noise, 5 mm slices on a 5 mm slice grid: 31 slices
+   where the training cases have 48), segmented into ``segmented-site-b/``: how the model
+   does on another hospital's scans, which it predicts at its own spacing.
 
 It ends by printing what each stage did, the held-out mean Dice per region at the training
 site and at the other site as a table, and where everything went; the whole summary (paths
@@ -36,6 +37,7 @@ from brats.runtime import init_ray
 from brats.volume.labels import SCHEMES, scheme_named
 
 if TYPE_CHECKING:
+    from brats.devtools.synth import SynthConfig
     from brats.train.config import TrainConfig
     from brats.volume.labels import LabelScheme
 
@@ -103,6 +105,20 @@ class DemoConfig:
         """Every field, ``base_filters`` resolved (what a summary records)."""
         return asdict(self) | {"base_filters": self.filters}
 
+    def acquired(self, synth: SynthConfig, site: str) -> SynthConfig:
+        """How ``site``'s held-out cases are generated from the training cohort's ``synth``:
+        rendered as ``site`` renders them and, where its slices are thicker than the
+        training grid's (site b: 5 mm against 3.2), acquired on a grid of that slice
+        spacing (``spacing_mm``: the same anatomy in fewer slices), so the model meets a
+        case at another spacing as a hospital's would be."""
+        from brats.devtools.sites import SITES
+
+        out = replace(synth, site=site)
+        thickness = SITES[site].slice_thickness_mm
+        if thickness is None or thickness <= synth.spacing[2] * 1.001:
+            return out
+        return replace(out, spacing_mm=(synth.spacing[0], synth.spacing[1], thickness))
+
     @property
     def filters(self) -> int:
         """The network's top-level filters: ``base_filters``, else the scheme's
@@ -155,7 +171,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     # at the training site and at another one.
     generate_cohort(paths["incoming"], config.held_out, synth, start=1001)
     write_faulty_case(paths["incoming"], "Broken_nan", "nan", synth)
-    other_synth = replace(synth, site=config.other_site)
+    other_synth = config.acquired(synth, config.other_site)
     generate_cohort(paths[f"incoming-{other}"], config.held_out, other_synth, start=2001)
     timings["generate_s"] = time.perf_counter() - began
     log.info("generated %d + %d cases at %s", len(ids), config.held_out, config.shape)

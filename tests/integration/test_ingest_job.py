@@ -60,6 +60,13 @@ def check_manifest(manifest, ids):
         assert case["labeled"] and case["label_scheme"] == "brats2020"
         assert len(case["checksums"]) == 5
         assert case["shape"][0] == 4 and case["crop"]["shape"] == [48, 48, 48]
+        # One spacing over the cohort: the target, and nothing was resampled.
+        assert case["file_spacing"] == case["spacing"] and case["file_shape"] == [48, 48, 48]
+    spacing = manifest["spacing"]
+    assert spacing["target"] == spacing["median"] == manifest["cases"][0]["spacing"]
+    assert spacing["rule"] == "median" and spacing["cases_resampled"] == 0
+    assert spacing["cases_read"] == N_GOOD + len(FAULTS) - 1  # the missing flair has no header
+    assert manifest["preprocess"]["target_spacing"] == spacing["target"]
 
 
 def test_ingest_local_folder(cohort, tmp_path, ray_session):

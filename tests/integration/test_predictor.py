@@ -269,6 +269,11 @@ def test_a_case_at_another_spacing_is_predicted_at_the_models_and_decoded_on_its
     assert mask.shape == SHAPE
     # Not the same as predicting on the case's own grid (the resampling did something).
     assert not np.array_equal(done.labels, plain.segment(own))
+    # The app, through the same predictor: the same mask, and it says where it predicted.
+    uploaded = segment_upload(finer, [Path(p) for p in case.images.values()])
+    assert uploaded.mask == done.mask
+    assert uploaded.predicted_spacing == pytest.approx(tuple(target))
+    assert segment_upload(plain, [Path(p) for p in case.images.values()]).predicted_spacing is None
 
 
 def test_the_size_guard_holds_at_the_models_spacing(cohort, ragged_model, tmp_path):

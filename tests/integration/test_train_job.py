@@ -144,6 +144,8 @@ def test_two_workers_train_on_s3_storage_and_export_the_model(s3_run, s3_endpoin
     card = loaded.card
     assert card.info.manifest_hash == manifest["hash"]
     assert card.info.patch_size == (16, 16, 16) and card.info.label_scheme == BRATS2020
+    # The model knows the spacing its cohort is stored at.
+    assert card.info.target_spacing == pytest.approx(tuple(manifest["spacing"]["target"]))
     assert card.info.metrics["val_dice_mean"] == pytest.approx(result.best["val_dice_mean"])
     # The nnunet preset's network: three region sigmoids, no deep-supervision heads.
     assert card.info.unet.output == "regions" and len(loaded.model.outputs) == 1

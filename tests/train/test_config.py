@@ -78,3 +78,32 @@ def test_a_loss_must_fit_the_presets_outputs():
         TrainConfig(data="d", storage="s", preset="seed", loss="dice_bce")
     with pytest.raises(ValueError, match="unknown preset"):
         TrainConfig(data="d", storage="s", preset="monai")
+
+
+def test_a_cohort_stored_at_another_spacing_than_asked_is_refused(tmp_path):
+    """``--target-spacing`` on an ingested cohort must be the spacing it is stored at (a
+    cohort is resampled when it is ingested); a manifest of before, whose cases share one
+    spacing, is stored at that one; one whose cases differ says none."""
+    import dataclasses
+    import json
+
+    from brats.ingest.shards import MANIFEST, MANIFEST_FORMAT, manifest_target_spacing
+    from brats.train.config import TrainingError
+    from brats.train.job import prepare_cohort
+
+    stored = {"format": MANIFEST_FORMAT, "spacing": {"target": [1.0, 1.0, 1.0]}, "cases": []}
+    (tmp_path / MANIFEST).write_text(json.dumps(stored))
+    asked = TrainConfig(
+        data=str(tmp_path), storage=str(tmp_path / "runs"), target_spacing=(1, 1, 1)
+    )
+    assert prepare_cohort(asked).path == str(tmp_path)
+    other = dataclasses.replace(asked, target_spacing=(1.0, 1.0, 3.0))
+    with pytest.raises(TrainingError, match=r"stored at spacing \[1.0, 1.0, 1.0\] mm, not the"):
+        prepare_cohort(other)
+    older = {"cases": [{"spacing": [2.0, 2.0, 2.0]}, {"spacing": [2.0, 2.0, 2.0]}]}
+    assert manifest_target_spacing(older) == (2.0, 2.0, 2.0)
+    assert (
+        manifest_target_spacing({"cases": [{"spacing": [2, 2, 2]}, {"spacing": [1, 1, 1]}]}) is None
+    )
+    with pytest.raises(ValueError, match="three positive"):
+        TrainConfig(data="d", storage="s", target_spacing=(1.0, 0.0, 1.0))

@@ -1,0 +1,105 @@
+"""Scans as they come, through the jobs: ingest stores a mixed cohort at one spacing, and the
+segmentation job predicts a case of another spacing at the model's and writes its mask in
+the case's own geometry, its record saying both spacings."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import replace
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brats.devtools.synth import SynthConfig, generate_cohort
+from brats.ingest.job import IngestConfig, ingest
+from brats.ingest.prepare import PreprocessConfig
+from brats.ingest.shards import read_shards
+from brats.io.artifact import save_artifact
+from brats.io.model_card import ModelInfo
+from brats.network.unet import UNetConfig, build_unet
+from brats.report.records import read_record
+from brats.segment.job import SegmentConfig, segment
+from brats.storage import resolve
+
+FINE = (6.0, 6.0, 6.0)
+GRID = SynthConfig(shape=(40, 40, 26), field_of_view_mm=(240.0, 240.0, 156.0), seed=4)
+"""240 x 240 x 156 mm in 40 x 40 x 26 voxels of FINE."""
+THICK = (6.0, 6.0, 12.0)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Three cases at FINE, a fourth (case 4) with slices twice as thick."""
+    root = tmp_path_factory.mktemp("mixed")
+    ids = generate_cohort(root, 3, GRID)
+    ids += generate_cohort(root, 1, replace(GRID, spacing_mm=THICK), start=4)
+    return str(root), ids
+
+
+def test_ingest_stores_a_mixed_cohort_at_its_median_spacing(mixed, tmp_path, ray_session):
+    root, ids = mixed
+    out = tmp_path / "normalized"
+    manifest = ingest(IngestConfig(cohort=root, out=str(out))).manifest
+    assert manifest["spacing"] == {
+        "median": list(FINE),
+        "target": list(FINE),
+        "rule": "median",
+        "cases_read": 4,
+        "cases_resampled": 1,
+    }
+    entries = {c["case_id"]: c for c in manifest["cases"]}
+    thick = entries[ids[3]]
+    assert thick["file_spacing"] == list(THICK) and thick["file_shape"] == [40, 40, 13]
+    assert thick["spacing"] == list(FINE) and thick["crop"]["start"] == [0, 0, 0]
+    assert all(entries[i]["file_spacing"] == entries[i]["spacing"] == list(FINE) for i in ids[:3])
+    rows = {r["case_id"]: r for r in read_shards(resolve(str(out)), ids)}
+    size = thick["crop"]["shape"]
+    assert list(rows[ids[3]]["image"].shape) == [4, *size] and size[2] % 2 == 0
+    assert list(rows[ids[3]]["label"].shape) == size
+    # --target-spacing wins over the median: now the three fine cases are resampled.
+    given = ingest(
+        IngestConfig(
+            cohort=root,
+            out=str(tmp_path / "thick"),
+            preprocess=PreprocessConfig(target_spacing=THICK),
+        )
+    ).manifest
+    assert given["spacing"]["rule"] == "given" and given["spacing"]["cases_resampled"] == 3
+    assert {tuple(c["spacing"]) for c in given["cases"]} == {THICK}
+
+
+def test_the_job_predicts_at_the_models_spacing_and_writes_in_the_cases(
+    mixed, tmp_path, ray_session
+):
+    """A model at FINE segments the thick case on a FINE grid of its brain box and writes
+    its mask on the case's 13 slices with the case's affine; the record says the case's
+    spacing and the one it was predicted at. The fine case is predicted on its own grid."""
+    import keras
+
+    root, ids = mixed
+    keras.utils.set_random_seed(1)
+    unet = UNetConfig(base_filters=4, depth=2)
+    model = str(tmp_path / "model")
+    save_artifact(
+        build_unet(unet), ModelInfo(unet=unet, patch_size=(16, 16, 16), target_spacing=FINE), model
+    )
+    out = tmp_path / "seg"
+    result = segment(SegmentConfig(cohort=root, model=model, out=str(out)))
+    assert (result.done, result.failed) == (4, [])
+    thick = read_record(resolve(str(out)), ids[3])
+    assert thick is not None
+    assert thick.spacing == pytest.approx(list(THICK)) and thick.shape == [40, 40, 13]
+    assert thick.predicted_spacing == pytest.approx(list(FINE))
+    fine = read_record(resolve(str(out)), ids[0])
+    assert fine is not None
+    assert fine.predicted_spacing is None and fine.spacing == pytest.approx(list(FINE))
+    stored = json.loads((out / "records" / f"{ids[0]}.json").read_text())
+    assert "predicted_spacing" not in stored  # as records of before
+    written = (out / "masks" / f"{ids[3]}.nii.gz").read_bytes()
+    mask = nib.Nifti1Image.from_bytes(gzip.decompress(written))
+    source = nib.load(f"{root}/{ids[3]}/{ids[3]}_flair.nii.gz")
+    assert mask.shape == source.shape == (40, 40, 13)
+    np.testing.assert_allclose(mask.affine, source.affine)
+    np.testing.assert_allclose(mask.header.get_zooms(), THICK)
