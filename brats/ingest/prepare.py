@@ -85,12 +85,13 @@ class PreprocessConfig:
 
     @classmethod
     def for_model(cls, info: ModelInfo, *, limits: Limits | None = None) -> PreprocessConfig:
-        """How cases are prepared for a trained network: its modalities, normalization and
-        target spacing, the cohort defaults for the rest."""
+        """How cases are prepared for a trained network: its modalities and normalization,
+        the cohort defaults for the rest. Never a ``target_spacing``: a case to segment is
+        read on its own grid, where its mask is written, and the predictor resamples it
+        (:meth:`brats.segment.predictor.Predictor.resampling`)."""
         return cls(
             modalities=info.modalities,
             normalization=Normalization(info.normalization),
-            target_spacing=info.target_spacing,
             limits=limits or Limits(),
         )
 

@@ -212,15 +212,11 @@ def _fold_card(loc: Location, ensemble: ModelCard, fold: FoldRef, card: ModelCar
             f"{where}: version {card.version} is not the {fold.version} the ensemble lists"
         )
     mine, theirs = ensemble.info, card.info
-    if (mine.unet, mine.modalities, mine.normalization, mine.patch_size, mine.scheme) != (
-        theirs.unet,
-        theirs.modalities,
-        theirs.normalization,
-        theirs.patch_size,
-        theirs.scheme,
-    ):
+    inputs = ("unet", "modalities", "normalization", "patch_size", "scheme", "target_spacing")
+    if [getattr(mine, k) for k in inputs] != [getattr(theirs, k) for k in inputs]:
         raise ArtifactError(
-            f"{where}: its architecture, inputs or label scheme differ from the ensemble's"
+            f"{where}: its architecture, inputs (spacing included) or label scheme differ "
+            "from the ensemble's"
         )
 
 

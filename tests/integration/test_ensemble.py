@@ -87,8 +87,16 @@ def test_a_changed_fold_or_card_is_refused(tmp_path: Path) -> None:
 def test_folds_of_another_architecture_or_scheme_do_not_make_an_ensemble(tmp_path: Path) -> None:
     folds = _folds(tmp_path, 2)
     other = replace(INFO, unet=nnunet_config(base_filters=8, depth=2))
-    with pytest.raises(ArtifactError, match="fold_0: its architecture, inputs or label scheme"):
+    refused = "fold_0: its architecture, inputs \\(spacing included\\) or label scheme"
+    with pytest.raises(ArtifactError, match=refused):
         save_ensemble([str(f) for f in folds], other, str(tmp_path / "model"))
+    # Folds trained at one spacing are not an ensemble said to be at another.
+    with pytest.raises(ArtifactError, match=refused):
+        save_ensemble(
+            [str(f) for f in folds],
+            replace(INFO, target_spacing=(2.0, 2.0, 2.0)),
+            str(tmp_path / "model"),
+        )
     assert not (tmp_path / "model" / META_FILE).exists()
 
 
