@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The test suite also runs the peer benchmark's test, which needs the bench extra (torch's
-# CPU build and MONAI); the demo and the jobs never do.
+# CPU build and MONAI), and the export's, which needs the onnx extra (tf2onnx, ONNX Runtime);
+# the demo and the jobs never do.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench,onnx]'
 	touch $@
 
 install: $(STAMP)

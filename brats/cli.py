@@ -1,4 +1,5 @@
-"""Command line: ``brats {synth,ingest,train,segment,evaluate,nightly,app}`` and their parsers.
+"""Command line: ``brats {synth,ingest,train,segment,evaluate,nightly,app,schemes,export}``
+and their parsers.
 
 Each parser is built from the command's config dataclasses (:mod:`brats.options`), and each
 ``run_*`` function is a job's whole entry point: arguments in, one config, one call to the
@@ -303,6 +304,40 @@ def run_app(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def export_parser() -> argparse.ArgumentParser:
+    from brats.io.export import ExportConfig
+
+    return build_parser(
+        "brats export",
+        "Export a model folder (or an ensemble's) as ONNX or a TensorFlow SavedModel, with its "
+        "model.json; the export is checked against Keras on one window before it is written.",
+        ExportConfig,
+    )
+
+
+def run_export(argv: Sequence[str] | None = None) -> int:
+    from brats.errors import BratsError
+    from brats.io.export import ExportConfig, export_model
+    from brats.runtime import setup_logging
+
+    _, config = parse_or_exit(export_parser(), argv, lambda a: parse_config(ExportConfig, a))
+    setup_logging()
+    try:
+        result = export_model(config)
+    except BratsError as err:
+        log.error("%s", err)
+        return 1
+    _print_json(
+        {
+            "out": result.out,
+            "version": result.version,
+            "max_difference": result.max_difference,
+            "files": list(result.files),
+        }
+    )
+    return 0
+
+
 BENCHMARKS = (
     "ingest",
     "model",
@@ -426,6 +461,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "nightly": run_nightly,
     "app": run_app,
     "schemes": run_schemes,
+    "export": run_export,
 }
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "synth": synth_parser,
@@ -436,6 +472,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "nightly": nightly_parser,
     "app": app_parser,
     "schemes": schemes_parser,
+    "export": export_parser,
 }
 """The parser of each ``brats`` command (and of its ``jobs/*.py`` twin)."""
 

@@ -1,0 +1,252 @@
+"""Portable models: a model folder exported as ONNX or a TensorFlow SavedModel.
+
+``brats export --model M --format onnx|saved_model --out O`` writes, under ``O``:
+
+* one model: ``model.onnx`` (or the ``saved_model/`` folder) and ``model.json``;
+* an ensemble: ``fold_<i>/`` for each fold, as above, and a ``model.json`` of kind
+  ``ensemble`` listing them.
+
+What is exported is the network the predictor runs: the main output only (region sigmoids
+or class softmax, no deep-supervision heads), channels last ``(B, D, H, W, C)`` in and
+``(B, D, H, W, K)`` out, every axis but the channels dynamic, so any window fits. ONNX goes
+through Keras 3's ``model.export(format="onnx")`` (tf2onnx: the ``onnx`` extra).
+
+``model.json`` is the source card's description (:class:`~brats.io.model_card.ModelInfo`:
+modalities, normalization, patch size, label scheme, target spacing, postprocessing) with
+``export_format``, ``opset`` (ONNX), ``source_version`` (the Keras model's version) and a
+``version`` that is the sha256 of the exported bytes (of a SavedModel, of its files' names
+and hashes; of an ensemble, of its folds'), so a served model is named by what it is.
+
+Every export checks itself before anything is written where a reader looks: the exported
+network runs on one seeded window of the training patch size (ONNX Runtime, or TensorFlow
+for a SavedModel) and must agree with Keras to within :data:`TOLERANCE`, else
+:class:`ExportError` and nothing is left under ``O``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from brats.errors import BratsError
+from brats.io.model_card import FoldRef, ensemble_version
+from brats.options import option
+from brats.storage import S3_ENDPOINT_HELP, redact, resolve, write_bytes_atomic
+
+if TYPE_CHECKING:
+    import keras
+
+    from brats.io.model_card import ModelInfo
+
+FORMATS: Final = ("onnx", "saved_model")
+EXPORT_FORMAT: Final = "brats-export/1"
+"""``format`` of an exported model's ``model.json``."""
+ONNX_FILE: Final = "model.onnx"
+SAVED_MODEL_DIR: Final = "saved_model"
+CARD_FILE: Final = "model.json"
+OPSET: Final = 17
+"""The ONNX opset written (supported by ONNX Runtime 1.14 and later, TensorRT 8.6 and later)."""
+TOLERANCE: Final = 1e-3
+"""The largest difference between the exported network's outputs and Keras's on the check
+window."""
+
+
+class ExportError(BratsError):
+    """An export that does not reproduce its model, or that cannot be made."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything ``brats export`` and ``jobs/export.py`` take."""
+
+    model: str = option(help="model folder (or an ensemble's), local or s3://")
+    out: str = option(help="output folder, local or s3://")
+    format: str = option("onnx", choices=FORMATS, help="what to export to")
+    s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went, its version and how far it was from Keras on the check
+    window (the largest difference over every fold)."""
+
+    out: str
+    version: str
+    max_difference: float
+    files: tuple[str, ...]
+
+
+def export_model(config: ExportConfig) -> ExportResult:
+    """Export the model folder ``config.model`` (see the module).
+
+    Raises:
+        ExportError: the exported network disagrees with Keras by more than
+            :data:`TOLERANCE`, or the runtime for the check is not installed.
+        brats.io.artifact.ArtifactError: the model folder does not verify.
+    """
+    from brats.io.artifact import load_models
+
+    source = resolve(config.model, s3_endpoint=config.s3_endpoint)
+    out = resolve(config.out, s3_endpoint=config.s3_endpoint)
+    card, loaded = load_models(source)
+    exported: list[tuple[str, dict[str, bytes], str, float]] = []
+    for i, model in enumerate(loaded):
+        folder = f"fold_{i}" if card.is_ensemble else ""
+        files, difference = _export_one(model.model, card.info, config.format)
+        exported.append((folder, files, _version(files), difference))
+    written: list[str] = []
+    fs = out.filesystem()
+    for folder, files, _, _ in exported:
+        for name, data in sorted(files.items()):
+            key = posixpath.join(folder, name) if folder else name
+            write_bytes_atomic(fs, out.join(key), data)
+            written.append(key)
+    folds = [FoldRef(folder, version) for folder, _, version, _ in exported]
+    sources = [m.card.version for m in loaded]
+    for (folder, _, version, _), source_version in zip(exported, sources, strict=True):
+        if folder:
+            document = _card(card.info, config.format, version, source_version)
+            write_bytes_atomic(fs, out.join(f"{folder}/{CARD_FILE}"), document)
+            written.append(f"{folder}/{CARD_FILE}")
+    if card.is_ensemble:
+        version = ensemble_version(folds)
+        document = _card(card.info, config.format, version, card.version, folds=folds)
+    else:
+        version = folds[0].version
+        document = _card(card.info, config.format, version, card.version)
+    write_bytes_atomic(fs, out.join(CARD_FILE), document)  # the card last: it names the rest
+    written.append(CARD_FILE)
+    difference = max(d for *_, d in exported)
+    return ExportResult(redact(out.uri), version, difference, tuple(written))
+
+
+def _export_one(
+    model: keras.Model, info: ModelInfo, export_format: str
+) -> tuple[dict[str, bytes], float]:
+    """The exported files of one network (name -> bytes, a SavedModel's under
+    ``saved_model/``) and its largest difference from Keras on the check window."""
+    from brats.network.unet import main_output
+
+    network = main_output(model)
+    window = check_window(info)
+    expected = np.asarray(network(window, training=False), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="brats-export-") as tmp:
+        if export_format == "onnx":
+            path = os.path.join(tmp, ONNX_FILE)
+            network.export(path, format="onnx", verbose=False, opset_version=OPSET)
+            got = run_onnx(path, window)
+            files = {ONNX_FILE: _read(path)}
+        else:
+            path = os.path.join(tmp, SAVED_MODEL_DIR)
+            network.export(path, format="tf_saved_model", verbose=False)
+            got = run_saved_model(path, window)
+            files = {
+                posixpath.join(SAVED_MODEL_DIR, os.path.relpath(f, path).replace(os.sep, "/")): (
+                    _read(f)
+                )
+                for f in _walk(path)
+            }
+    difference = float(np.max(np.abs(got - expected)))
+    if not difference <= tolerance():
+        raise ExportError(
+            f"the {export_format} export differs from the Keras model by {difference:.2e} on "
+            f"the check window (over the {tolerance():g} allowed): nothing was written"
+        )
+    return files, difference
+
+
+def tolerance() -> float:
+    """:data:`TOLERANCE`, read when an export is checked."""
+    return TOLERANCE
+
+
+def check_window(info: ModelInfo) -> npt.NDArray[np.float32]:
+    """The seeded window every export is checked on: ``(1, *patch_size, channels)``,
+    standard normal (what z-scored brain voxels look like)."""
+    shape = (1, *info.patch_size, len(info.modalities))
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def run_onnx(path: str, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """An ONNX file's output on ``window`` with ONNX Runtime on the CPU.
+
+    Raises:
+        ExportError: ONNX Runtime is not installed (the ``onnx`` extra).
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError(
+            "checking an ONNX export needs ONNX Runtime: pip install 'brats-ray[onnx]'"
+        ) from None
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.asarray(session.run(None, {name: window})[0], dtype=np.float32)
+
+
+def run_saved_model(path: str, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """A SavedModel's ``serve`` output on ``window`` with TensorFlow."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    return np.asarray(loaded.serve(tf.constant(window)), dtype=np.float32)
+
+
+def _card(
+    info: ModelInfo,
+    export_format: str,
+    version: str,
+    source_version: str,
+    *,
+    folds: Sequence[FoldRef] = (),
+) -> bytes:
+    head: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "export_format": export_format,
+        "opset": OPSET if export_format == "onnx" else None,
+        "version": version,
+        "source_version": source_version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if folds:
+        head |= {
+            "kind": "ensemble",
+            "folds": [{"folder": f.folder, "version": f.version} for f in folds],
+        }
+    else:
+        head["weights_file"] = ONNX_FILE if export_format == "onnx" else SAVED_MODEL_DIR
+    document = {**head, **info.to_dict()}
+    return (json.dumps(document, indent=2, allow_nan=False) + "\n").encode()
+
+
+def _version(files: dict[str, bytes]) -> str:
+    """sha256 of one file's bytes; of several (a SavedModel), of their names and hashes."""
+    if len(files) == 1:
+        return hashlib.sha256(next(iter(files.values()))).hexdigest()
+    lines = "".join(
+        f"{name} {hashlib.sha256(data).hexdigest()}\n" for name, data in sorted(files.items())
+    )
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _walk(root: str) -> list[str]:
+    return sorted(os.path.join(d, f) for d, _, names in os.walk(root) for f in names)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
