@@ -8,6 +8,7 @@ import io
 import socket
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -326,3 +327,27 @@ def cube(mask: np.ndarray, corner: tuple[int, int, int], side: int) -> np.ndarra
 def empty_mask(shape: tuple[int, int, int] = (40, 40, 40)) -> np.ndarray:
     """An all-false boolean volume."""
     return np.zeros(shape, dtype=bool)
+
+
+FINE_MM = (6.0, 6.0, 6.0)
+THICK_MM = (6.0, 6.0, 12.0)
+"""FINE_MM's field of view in slices twice as thick."""
+
+
+def mixed_spacing_cohort(root: Any) -> list[str]:
+    """Three cases drawn on 40 x 40 x 26 voxels of FINE_MM (240 x 240 x 156 mm) and a fourth
+    (case 4) acquired at THICK_MM (40 x 40 x 13): a cohort of two spacings. Returns the ids."""
+    from dataclasses import replace
+
+    from brats.devtools.synth import generate_cohort
+
+    grid = spacing_grid()
+    ids = generate_cohort(root, 3, grid)
+    return ids + generate_cohort(root, 1, replace(grid, spacing_mm=THICK_MM), start=4)
+
+
+def spacing_grid() -> Any:
+    """The SynthConfig of :func:`mixed_spacing_cohort`'s fine cases."""
+    from brats.devtools.synth import SynthConfig
+
+    return SynthConfig(shape=(40, 40, 26), field_of_view_mm=(240.0, 240.0, 156.0), seed=4)

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from brats.devtools.synth import SynthConfig, generate_cohort
+from brats.devtools.synth import generate_cohort
 from brats.ingest.fingerprint import cohort_fingerprint
 from brats.ingest.prepare import PreprocessConfig
 from brats.ingest.rows import case_to_row, load_and_prepare, row_to_prepared
@@ -17,20 +16,17 @@ from brats.io.cases import discover
 from brats.io.nifti import Limits
 from brats.storage import resolve
 from brats.volume.resample import resampled_shape
+from tests.helpers import FINE_MM, THICK_MM, mixed_spacing_cohort, spacing_grid
 
-FINE = (6.0, 6.0, 6.0)
-GRID = SynthConfig(shape=(40, 40, 26), field_of_view_mm=(240.0, 240.0, 156.0), seed=4)
-"""240 x 240 x 156 mm in 40 x 40 x 26 voxels of FINE."""
-THICK = (6.0, 6.0, 12.0)
-"""The same anatomy and field of view in slices twice as thick: 40 x 40 x 13."""
+FINE, THICK = FINE_MM, THICK_MM
+GRID = spacing_grid()
 
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
     """Three cases at FINE and a fourth (case 4) at THICK."""
     root = tmp_path_factory.mktemp("mixed")
-    generate_cohort(root, 3, GRID)
-    generate_cohort(root, 1, replace(GRID, spacing_mm=THICK), start=4)
+    mixed_spacing_cohort(root)
     return resolve(str(root))
 
 

@@ -22,20 +22,16 @@ from brats.network.unet import UNetConfig, build_unet
 from brats.report.records import read_record
 from brats.segment.job import SegmentConfig, segment
 from brats.storage import resolve
+from tests.helpers import FINE_MM, THICK_MM, mixed_spacing_cohort
 
-FINE = (6.0, 6.0, 6.0)
-GRID = SynthConfig(shape=(40, 40, 26), field_of_view_mm=(240.0, 240.0, 156.0), seed=4)
-"""240 x 240 x 156 mm in 40 x 40 x 26 voxels of FINE."""
-THICK = (6.0, 6.0, 12.0)
+FINE, THICK = FINE_MM, THICK_MM
 
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
     """Three cases at FINE, a fourth (case 4) with slices twice as thick."""
     root = tmp_path_factory.mktemp("mixed")
-    ids = generate_cohort(root, 3, GRID)
-    ids += generate_cohort(root, 1, replace(GRID, spacing_mm=THICK), start=4)
-    return str(root), ids
+    return str(root), mixed_spacing_cohort(root)
 
 
 def test_ingest_stores_a_mixed_cohort_at_its_median_spacing(mixed, tmp_path, ray_session):
