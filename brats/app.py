@@ -120,7 +120,7 @@ class Segmentation:
         seconds: time to read, predict and paste back.
         scheme: the model's label scheme: what ``labels`` and ``volumes_ml`` mean.
         predicted_spacing: the model's spacing where the case was resampled to it to be
-            predicted (:meth:`Predictor.resampling`), else ``None``.
+            predicted (:attr:`Assessment.resampled_to`), else ``None``.
     """
 
     display: npt.NDArray[np.uint8]
@@ -171,8 +171,7 @@ def segment_upload(
         except CaseError as exc:
             raise UploadError(str(exc)) from None
         labels, mask = done.labels, done.mask
-        resampling = predictor.resampling(done.prepared)
-        resampled = None if resampling is None else resampling.spacing
+        resampled = done.assessment.resampled_to
         image = np.stack([done.volumes.images[m] for m in used])
         modalities, spacing, source = used, done.volumes.spacing, checked.case.case_id
     return Segmentation(

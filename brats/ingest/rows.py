@@ -139,12 +139,13 @@ def row_to_prepared(row: Mapping[str, Any]) -> PreparedCase:
         label_scheme=str(row.get("label_scheme", row.get("convention", ""))),
         checksums=dict(json.loads(str(row["checksums"]))),
         header=bytes(row.get("header") or b""),
-        **_resampled_from(str(row.get("resampled_from") or "")),
+        **resampled_from(str(row.get("resampled_from") or "")),
     )
 
 
-def _resampled_from(text: str) -> dict[str, Any]:
-    """``file_spacing`` and ``file_shape`` of a row's ``resampled_from`` (none: empty)."""
+def resampled_from(text: str) -> dict[str, Any]:
+    """``file_spacing`` and ``file_shape`` of a row's ``resampled_from`` column (the files'
+    geometry of a resampled case), as tuples; an empty dict for a case not resampled."""
     if not text:
         return {}
     files = json.loads(text)

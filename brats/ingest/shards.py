@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.ingest.prepare import PreprocessConfig
-from brats.ingest.rows import PREPARED_COLUMNS, Row
+from brats.ingest.rows import PREPARED_COLUMNS, Row, resampled_from
 from brats.io.cases import Discovery
 from brats.report.status import DONE, OLD_DONE, is_done, read_status
 from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
@@ -227,10 +227,9 @@ def build_manifest(
 
 def _file_geometry(entry: Mapping[str, Any]) -> dict[str, Any]:
     """``file_spacing`` and ``file_shape`` of a manifest entry: its files' geometry."""
-    resampled = str(entry.get("resampled_from") or "")
-    if resampled:
-        files = json.loads(resampled)
-        return {"file_spacing": files["spacing"], "file_shape": files["shape"]}
+    files = resampled_from(str(entry.get("resampled_from") or ""))
+    if files:
+        return {key: list(value) for key, value in files.items()}
     return {
         "file_spacing": json.loads(entry["spacing"]),
         "file_shape": json.loads(entry["crop"])["shape"],

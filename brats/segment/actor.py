@@ -92,10 +92,9 @@ class CaseSegmenter:
                 if self.fault_hook is not None:
                     self.fault_hook(case_id)
                 prepared = row_to_prepared(_row(batch, i))
-                resampling = self.predictor.resampling(prepared)
-                if resampling is not None:
-                    resampled_to[i] = json.dumps(list(resampling.spacing))
                 preds[i], assessment = self.predictor.segment_assessed(prepared)
+                if assessment.resampled_to is not None:
+                    resampled_to[i] = json.dumps(list(assessment.resampled_to))
                 for key in sure:
                     sure[key][i] = getattr(assessment, key)
                 if PROBABILITIES in self.maps:

@@ -62,13 +62,15 @@ class Assessment:
     """A network input's probabilities ``(K, D, H, W)``, their labels ``(D, H, W)`` (on the
     input's grid, before postprocessing), and how sure they are
     (:mod:`brats.volume.uncertainty`): ``agreement`` of the folds, ``entropy`` inside the
-    predicted tumour, and ``uncertainty``, the score a reviewer sorts by."""
+    predicted tumour, and ``uncertainty``, the score a reviewer sorts by; ``resampled_to``,
+    the model's spacing where the network saw the input resampled to it, else ``None``."""
 
     probabilities: npt.NDArray[np.float32]
     labels: npt.NDArray[np.uint8]
     agreement: float
     entropy: float
     uncertainty: float
+    resampled_to: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,9 @@ class Predictor:
             mean = resample_probabilities(mean, back.source, back.axis)
         labels = self.decode(mean)
         entropy = mean_entropy(mean, labels > 0, self.output_kind)
-        return Assessment(mean, labels, agreement, entropy, uncertainty_score(agreement, entropy))
+        score = uncertainty_score(agreement, entropy)
+        spacing = None if back is None else back.spacing
+        return Assessment(mean, labels, agreement, entropy, score, spacing)
 
     @property
     def output_kind(self) -> str:

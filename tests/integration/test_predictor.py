@@ -251,6 +251,7 @@ def test_a_case_at_another_spacing_is_predicted_at_the_models_and_decoded_on_its
     assert resampling.shape == resampled_shape(box, own.spacing, target)
     assert resampling.shape[2] == 2 * box[2] and resampling.source == box
     assert finer.predicted_spacing(done.prepared) == pytest.approx(tuple(target))
+    assert done.assessment.resampled_to == pytest.approx(tuple(target))
     # By hand: resample, predict, resample back, decode, paste back and postprocess.
     on_model = resample_image(done.prepared.image, resampling.shape, None)
     back = resample_probabilities(finer.probabilities(on_model), box, None)
