@@ -161,17 +161,12 @@ def _export_one(
                 for f in _walk(path)
             }
     difference = float(np.max(np.abs(got - expected)))
-    if not difference <= tolerance():
+    if not difference <= TOLERANCE:
         raise ExportError(
             f"the {export_format} export differs from the Keras model by {difference:.2e} on "
-            f"the check window (over the {tolerance():g} allowed): nothing was written"
+            f"the check window (over the {TOLERANCE:g} allowed): nothing was written"
         )
     return files, difference
-
-
-def tolerance() -> float:
-    """:data:`TOLERANCE`, read when an export is checked."""
-    return TOLERANCE
 
 
 def check_window(info: ModelInfo) -> npt.NDArray[np.float32]:
