@@ -558,7 +558,6 @@ def acquire(
     for modality, volume in images.items():
         smooth = ndimage.gaussian_filter(volume.astype(np.float32), sigma, mode="nearest")
         out = resample_image(smooth, shape, None, order=1)
-        out[~brain] = 0
         acquired[modality] = np.clip(np.rint(out), 1, np.iinfo(np.int16).max).astype(np.int16)
         acquired[modality][~brain] = 0
     grid = replace(config, shape=shape, spacing_mm=None, field_of_view_mm=_fov(shape, config))
