@@ -403,7 +403,8 @@ def _introduction(predictor: Predictor) -> str:
     scheme = info.scheme
     return (
         "## Brain tumor segmentation\n"
-        f"Model `{predictor.version[:12]}` takes {len(info.modalities)} channels: "
+        f"Model `{predictor.version[:12]}` ({predictor.backend}, {predictor.precision}) takes "
+        f"{len(info.modalities)} channels: "
         f"**{', '.join(info.modalities)}** ({info.normalization} normalization, "
         f"{info.patch_size} windows) and segments in label scheme `{scheme.name}` "
         f"(regions {', '.join(scheme.regions)}). Upload a `.npy` volume -- `(D, H, W, C)` or "

@@ -38,6 +38,7 @@ from brats.io.model_card import (
     ModelCard,
     ModelInfo,
     ensemble_version,
+    files_version,
     sha256_hex,
 )
 from brats.network.unet import build_unet, copy_weights
@@ -192,6 +193,12 @@ def load_models(
     """
     loc = _location(where)
     card = read_model_card(loc)
+    if card.export is not None:
+        raise ArtifactError(
+            f"{redact(loc.uri)}: an {card.export} export, not a Keras model: an ONNX export "
+            "runs in ONNX Runtime (--backend onnxruntime or auto), a SavedModel in a "
+            "TensorFlow server"
+        )
     if not card.folds:
         loaded = load_artifact(loc, mixed_precision=mixed_precision)
         return loaded.card, [loaded]
@@ -201,6 +208,31 @@ def load_models(
         _fold_card(loc, card, fold, one.card)
         models.append(one)
     return card, models
+
+
+def load_onnx(
+    where: str | Location, *, max_folds: int | None = None
+) -> tuple[ModelCard, list[bytes]]:
+    """The card of an ONNX export (:mod:`brats.io.export`) and its networks' ``model.onnx``
+    bytes: one, or the first ``max_folds`` (default all) folds of an ensemble, each hashing
+    to its card's version (and that to the version the ensemble lists). No TensorFlow.
+
+    Raises:
+        ArtifactError: not an ONNX export, or a file that is not what its card says.
+    """
+    loc = _location(where)
+    card = read_model_card(loc)
+    if card.export != "onnx":
+        kind = "a Keras model" if card.export is None else f"an {card.export} export"
+        raise ArtifactError(f"{redact(loc.uri)}: {kind}, not an ONNX export")
+    if not card.folds:
+        return card, [_verified(loc, card)[1]]
+    networks = []
+    for fold in card.folds[: max_folds or None]:
+        one, data = _verified(loc.child(fold.folder))
+        _fold_card(loc, card, fold, one)
+        networks.append(data)
+    return card, networks
 
 
 def _fold_card(loc: Location, ensemble: ModelCard, fold: FoldRef, card: ModelCard) -> None:
@@ -229,14 +261,31 @@ def _verified(loc: Location, card: ModelCard | None = None) -> tuple[ModelCard, 
             f"{redact(loc.uri)}: an ensemble of {len(card.folds)} folds, not one model "
             "(brats.io.artifact.load_models loads it)"
         )
-    data = _read(loc, MODEL_FILE, MAX_MODEL_BYTES)
-    digest = sha256_hex(data)
+    if card.export == "saved_model":  # a folder of files: hashed, never loaded here
+        data = b""
+        digest = files_version(_read_folder(loc, card.weights_file))
+    else:
+        data = _read(loc, card.weights_file, MAX_MODEL_BYTES)
+        digest = sha256_hex(data)
     if digest != card.version:
         raise ArtifactError(
-            f"{redact(loc.uri)}/{MODEL_FILE}: sha256 {digest} differs from version "
+            f"{redact(loc.uri)}/{card.weights_file}: sha256 {digest} differs from version "
             f"{card.version} in {META_FILE}; the file changed after export, refusing to load it"
         )
     return card, data
+
+
+def _read_folder(loc: Location, folder: str) -> dict[str, bytes]:
+    """Every file under ``loc/folder``, by its path from ``loc`` (``folder/...``)."""
+    base = loc.path.rstrip("/") + "/"
+    try:
+        found = sorted(loc.filesystem().find(loc.join(folder)))
+    except FileNotFoundError:
+        found = []
+    names = [path[len(base) :] for path in found if path.startswith(base)]
+    if not names:
+        raise ArtifactError(f"{redact(loc.uri)}/{folder}: no such folder, or an empty one")
+    return {name: _read(loc, name, MAX_MODEL_BYTES) for name in names}
 
 
 def load_artifact(

@@ -25,21 +25,28 @@ for a SavedModel) and must agree with Keras to within :data:`TOLERANCE`, else
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import posixpath
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from brats.errors import BratsError
-from brats.io.model_card import FoldRef, ensemble_version
+from brats.io.model_card import (
+    EXPORTS,
+    META_FILE,
+    ONNX_FILE,
+    SAVED_MODEL_DIR,
+    FoldRef,
+    ModelCard,
+    ensemble_version,
+    files_version,
+)
 from brats.options import option
 from brats.storage import S3_ENDPOINT_HELP, redact, resolve, write_bytes_atomic
 
@@ -48,12 +55,7 @@ if TYPE_CHECKING:
 
     from brats.io.model_card import ModelInfo
 
-FORMATS: Final = ("onnx", "saved_model")
-EXPORT_FORMAT: Final = "brats-export/1"
-"""``format`` of an exported model's ``model.json``."""
-ONNX_FILE: Final = "model.onnx"
-SAVED_MODEL_DIR: Final = "saved_model"
-CARD_FILE: Final = "model.json"
+FORMATS: Final = tuple(EXPORTS)
 OPSET: Final = 17
 """The ONNX opset written (supported by ONNX Runtime 1.14 and later, TensorRT 8.6 and later)."""
 TOLERANCE: Final = 1e-3
@@ -107,7 +109,7 @@ def export_model(config: ExportConfig) -> ExportResult:
     for i, model in enumerate(loaded):
         folder = f"fold_{i}" if card.is_ensemble else ""
         files, difference = _export_one(model.model, card.info, config.format)
-        exported.append((folder, files, _version(files), difference))
+        exported.append((folder, files, files_version(files), difference))
     written: list[str] = []
     fs = out.filesystem()
     for folder, files, _, _ in exported:
@@ -120,16 +122,16 @@ def export_model(config: ExportConfig) -> ExportResult:
     for (folder, _, version, _), source_version in zip(exported, sources, strict=True):
         if folder:
             document = _card(card.info, config.format, version, source_version)
-            write_bytes_atomic(fs, out.join(f"{folder}/{CARD_FILE}"), document)
-            written.append(f"{folder}/{CARD_FILE}")
+            write_bytes_atomic(fs, out.join(f"{folder}/{META_FILE}"), document)
+            written.append(f"{folder}/{META_FILE}")
     if card.is_ensemble:
         version = ensemble_version(folds)
         document = _card(card.info, config.format, version, card.version, folds=folds)
     else:
         version = folds[0].version
         document = _card(card.info, config.format, version, card.version)
-    write_bytes_atomic(fs, out.join(CARD_FILE), document)  # the card last: it names the rest
-    written.append(CARD_FILE)
+    write_bytes_atomic(fs, out.join(META_FILE), document)  # the card last: it names the rest
+    written.append(META_FILE)
     difference = max(d for *_, d in exported)
     return ExportResult(redact(out.uri), version, difference, tuple(written))
 
@@ -148,8 +150,8 @@ def _export_one(
         if export_format == "onnx":
             path = os.path.join(tmp, ONNX_FILE)
             network.export(path, format="onnx", verbose=False, opset_version=OPSET)
-            got = run_onnx(path, window)
             files = {ONNX_FILE: _read(path)}
+            got = run_onnx(files[ONNX_FILE], window)
         else:
             path = os.path.join(tmp, SAVED_MODEL_DIR)
             network.export(path, format="tf_saved_model", verbose=False)
@@ -176,19 +178,29 @@ def check_window(info: ModelInfo) -> npt.NDArray[np.float32]:
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
-def run_onnx(path: str, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """An ONNX file's output on ``window`` with ONNX Runtime on the CPU.
+def onnx_bytes(model: keras.Model, info: ModelInfo) -> bytes:
+    """``model``'s main output as ONNX bytes, checked against Keras as :func:`export_model`
+    checks an export (what the predictor's ``onnxruntime`` backend runs a Keras model as).
+
+    Raises:
+        ExportError: as :func:`export_model`.
+    """
+    files, _ = _export_one(model, info, "onnx")
+    return files[ONNX_FILE]
+
+
+def run_onnx(model: bytes | str, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """An ONNX model's output on ``window`` with ONNX Runtime on the CPU.
 
     Raises:
         ExportError: ONNX Runtime is not installed (the ``onnx`` extra).
     """
+    from brats.segment.backends import BackendError, onnx_session
+
     try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError(
-            "checking an ONNX export needs ONNX Runtime: pip install 'brats-ray[onnx]'"
-        ) from None
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        session = onnx_session(model)
+    except BackendError as err:
+        raise ExportError(f"checking an ONNX export: {err}") from None
     name = session.get_inputs()[0].name
     return np.asarray(session.run(None, {name: window})[0], dtype=np.float32)
 
@@ -209,33 +221,17 @@ def _card(
     *,
     folds: Sequence[FoldRef] = (),
 ) -> bytes:
-    head: dict[str, Any] = {
-        "format": EXPORT_FORMAT,
-        "export_format": export_format,
-        "opset": OPSET if export_format == "onnx" else None,
-        "version": version,
-        "source_version": source_version,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    if folds:
-        head |= {
-            "kind": "ensemble",
-            "folds": [{"folder": f.folder, "version": f.version} for f in folds],
-        }
-    else:
-        head["weights_file"] = ONNX_FILE if export_format == "onnx" else SAVED_MODEL_DIR
-    document = {**head, **info.to_dict()}
-    return (json.dumps(document, indent=2, allow_nan=False) + "\n").encode()
-
-
-def _version(files: dict[str, bytes]) -> str:
-    """sha256 of one file's bytes; of several (a SavedModel), of their names and hashes."""
-    if len(files) == 1:
-        return hashlib.sha256(next(iter(files.values()))).hexdigest()
-    lines = "".join(
-        f"{name} {hashlib.sha256(data).hexdigest()}\n" for name, data in sorted(files.items())
+    card = ModelCard(
+        info=info,
+        version=version,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        keras_version="",
+        folds=tuple(folds),
+        export=export_format,
+        opset=OPSET if export_format == "onnx" else None,
+        source_version=source_version,
     )
-    return hashlib.sha256(lines.encode()).hexdigest()
+    return card.to_json()
 
 
 def _walk(root: str) -> list[str]:

@@ -18,6 +18,11 @@ Reading it needs no TensorFlow: the architecture is plain data until a network i
 ``model.json`` written before label schemes says ``"label_convention": "brats2020"`` (or
 ``"brats2023"``, or null) instead; it reads as that built-in scheme (null: BraTS glioma).
 
+A model exported for serving (:mod:`brats.io.export`) has the same ``model.json`` with
+``"format": "brats-export/1"``, ``export_format`` (``onnx`` or ``saved_model``), ``opset``,
+``source_version`` (the Keras model's version), and ``weights_file`` ``model.onnx`` or
+``saved_model`` (a folder), whose bytes the version hashes (:func:`files_version`).
+
 An ensemble of cross-validation folds has one ``model.json`` too, with ``"kind": "ensemble"``
 and ``"folds": [{"folder": "fold_0", "version": "<its sha256>"}, ...]`` instead of
 ``weights_file``; each fold is a complete model folder beside it, and the version is
@@ -50,8 +55,14 @@ from brats.volume.postprocess import Postprocessing
 from brats.volume.resample import as_spacing
 
 FORMAT: Final = "brats-model/1"
+EXPORT_FORMAT: Final = "brats-export/1"
+"""``format`` of an exported model's ``model.json``."""
 MODEL_FILE: Final = "model.keras"
 META_FILE: Final = "model.json"
+ONNX_FILE: Final = "model.onnx"
+SAVED_MODEL_DIR: Final = "saved_model"
+EXPORTS: Final = {"onnx": ONNX_FILE, "saved_model": SAVED_MODEL_DIR}
+"""Each export format and the file (or folder) its weights are in."""
 _JSON_ONLY_KEYS: Final = (
     "format",
     "version",
@@ -60,6 +71,9 @@ _JSON_ONLY_KEYS: Final = (
     "keras_version",
     "kind",
     "folds",
+    "export_format",
+    "opset",
+    "source_version",
 )
 ENSEMBLE: Final = "ensemble"
 """The ``kind`` of a ``model.json`` that describes an ensemble of folds."""
@@ -72,6 +86,15 @@ class ArtifactError(BratsError, ValueError):
 def sha256_hex(data: bytes) -> str:
     """Hex sha256 of ``data``: the version id of a ``model.keras``."""
     return hashlib.sha256(data).hexdigest()
+
+
+def files_version(files: Mapping[str, bytes]) -> str:
+    """The version id of exported weights: the sha256 of one file's bytes; of several (a
+    SavedModel's folder), of their names and hashes in name order."""
+    if len(files) == 1:
+        return sha256_hex(next(iter(files.values())))
+    lines = "".join(f"{name} {sha256_hex(data)}\n" for name, data in sorted(files.items()))
+    return sha256_hex(lines.encode())
 
 
 @dataclass(frozen=True)
@@ -271,6 +294,10 @@ class ModelCard:
         folds: an ensemble's models (``kind: ensemble`` in the json), each a complete artifact
             in its sub-folder with the same architecture, inputs and scheme as ``info``;
             empty for one model, whose weights are ``model.keras`` beside the json.
+        export: ``None`` for a Keras model; ``onnx`` or ``saved_model`` for an export
+            (:mod:`brats.io.export`), whose weights are :attr:`weights_file`.
+        opset: the ONNX opset of an ONNX export, else ``None``.
+        source_version: an export's Keras model's version (empty for a Keras model).
     """
 
     info: ModelInfo
@@ -278,20 +305,41 @@ class ModelCard:
     created: str
     keras_version: str
     folds: tuple[FoldRef, ...] = ()
+    export: str | None = None
+    opset: int | None = None
+    source_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.export is not None and self.export not in EXPORTS:
+            raise ArtifactError(f"export_format must be one of {sorted(EXPORTS)}")
 
     @property
     def is_ensemble(self) -> bool:
         return bool(self.folds)
 
+    @property
+    def weights_file(self) -> str:
+        """The file (a SavedModel: the folder) beside ``model.json`` that holds the weights."""
+        return MODEL_FILE if self.export is None else EXPORTS[self.export]
+
     def to_json(self) -> bytes:
-        head: dict[str, Any] = {"format": FORMAT, "version": self.version}
+        head: dict[str, Any] = {
+            "format": FORMAT if self.export is None else EXPORT_FORMAT,
+            "version": self.version,
+        }
+        if self.export is not None:
+            head |= {
+                "export_format": self.export,
+                "opset": self.opset,
+                "source_version": self.source_version,
+            }
         if self.folds:
             head |= {
                 "kind": ENSEMBLE,
                 "folds": [{"folder": f.folder, "version": f.version} for f in self.folds],
             }
         else:
-            head["weights_file"] = MODEL_FILE
+            head["weights_file"] = self.weights_file
         document = {
             **head,
             "created": self.created,
@@ -311,14 +359,16 @@ class ModelCard:
             document = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{where}: not valid JSON ({exc})") from None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            found = document.get("format") if isinstance(document, dict) else None
+        found = document.get("format") if isinstance(document, dict) else None
+        if found not in (FORMAT, EXPORT_FORMAT):
             raise ArtifactError(f"{where}: not a brats model ({FORMAT!r} expected, got {found!r})")
+        export = _export(document, where) if found == EXPORT_FORMAT else None
+        weights = MODEL_FILE if export is None else EXPORTS[export]
         version = document.get("version")
         if not isinstance(version, str) or not _is_sha256(version):
-            raise ArtifactError(f"{where}: 'version' must be the sha256 of {MODEL_FILE}")
-        if document.get("weights_file", MODEL_FILE) != MODEL_FILE:
-            raise ArtifactError(f"{where}: weights_file must be {MODEL_FILE!r}")
+            raise ArtifactError(f"{where}: 'version' must be the sha256 of {weights}")
+        if document.get("weights_file", weights) != weights:
+            raise ArtifactError(f"{where}: weights_file must be {weights!r}")
         folds = _folds(document, where)
         if folds and version != ensemble_version(folds):
             raise ArtifactError(f"{where}: 'version' is not the ensemble's (its folds changed)")
@@ -333,7 +383,20 @@ class ModelCard:
             created=str(document.get("created", "")),
             keras_version=str(document.get("keras_version", "")),
             folds=folds,
+            export=export,
+            opset=document.get("opset") if export == "onnx" else None,
+            source_version=str(document.get("source_version") or ""),
         )
+
+
+def _export(document: Mapping[str, Any], where: str) -> str:
+    export = document.get("export_format")
+    if export not in EXPORTS:
+        raise ArtifactError(f"{where}: export_format must be one of {sorted(EXPORTS)}")
+    opset = document.get("opset")
+    if export == "onnx" and (isinstance(opset, bool) or not isinstance(opset, int)):
+        raise ArtifactError(f"{where}: an ONNX export's opset must be a whole number")
+    return str(export)
 
 
 def _folds(document: Mapping[str, Any], where: str) -> tuple[FoldRef, ...]:

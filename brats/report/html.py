@@ -71,7 +71,7 @@ def render_html(
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         _html_versions(summary["model_versions"]),
-        _html_precisions(summary["precisions"]),
+        _html_precisions(summary["precisions"], summary.get("backends", [])),
         _html_scheme(s, rows),
         html_review(rows, draw, s),
         f"<p>{esc(EMPTY_RULES)}</p>",
@@ -105,10 +105,11 @@ METRIC_NAMES: Final = {
 """How the page names the summary's metrics."""
 
 
-def _html_precisions(precisions: list[str]) -> str:
+def _html_precisions(precisions: list[str], backends: list[str]) -> str:
     if not precisions:
         return ""
-    return f"<p>Network precision: {esc(', '.join(precisions))}</p>"
+    runtime = f"; runtime: {esc(', '.join(backends))}" if backends else ""
+    return f"<p>Network precision: {esc(', '.join(precisions))}{runtime}</p>"
 
 
 def _html_scheme(scheme: LabelScheme, rows: list[dict[str, Any]]) -> str:

@@ -46,7 +46,14 @@ SUCCESS: Final = "_SUCCESS"
 MAX_RECORD_BYTES: Final = 1 << 20
 
 
-_STORED_WHEN_SET: Final = ("notes", "precision", "uncertainty", "maps", "predicted_spacing")
+_STORED_WHEN_SET: Final = (
+    "notes",
+    "precision",
+    "uncertainty",
+    "maps",
+    "predicted_spacing",
+    "backend",
+)
 """Fields added after schema 2 that a record stores only when set, so that a record written
 before them serializes back to the very document it was read from."""
 
@@ -109,6 +116,9 @@ class CaseRecord:
             when the case was resampled to it (``spacing`` stays the case's own, where the
             mask is); ``None`` when it was predicted on its own grid, failed, or was
             recorded before resampling existed.
+        backend: the runtime the network ran in for this mask (``keras``, ``onnxruntime``;
+            :mod:`brats.segment.backends`); ``None`` without a prediction and for records
+            written before backends (Keras).
         schema: the schema version the record was written with.
         extra: keys this version does not know (from a newer job), kept as they were.
     """
@@ -132,6 +142,7 @@ class CaseRecord:
     uncertainty: dict[str, float] | None = None
     maps: dict[str, str] = field(default_factory=dict)
     predicted_spacing: list[float] | None = None
+    backend: str | None = None
     schema: int = RECORD_SCHEMA
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -83,6 +83,7 @@ def table_schema(scheme: SchemeLike | None = None) -> pa.Schema:
             ("created", pa.string()),
             ("notes", pa.string()),
             ("precision", pa.string()),
+            ("backend", pa.string()),
         ]
     )
 
@@ -119,7 +120,8 @@ def summarize(records: Sequence[CaseRecord], *, scheme: SchemeLike | None = None
         case id; ``notes``: ``[{case_id, notes}]`` of the cases that have any;
         ``review_first``: ``[{case_id, uncertainty}]`` of the :data:`REVIEW_FIRST` most
         uncertain done cases (:func:`review_first`), most uncertain first;
-        ``model_versions`` and ``precisions`` (what the network ran in): sorted unique;
+        ``model_versions``, ``precisions`` and ``backends`` (what the network ran in):
+        sorted unique;
         ``empty_rules`` and ``statistics`` (what the numbers mean).
     """
     rows = [report_row(r, scheme=scheme) for r in sorted_records(records)]
@@ -168,6 +170,7 @@ def report_row(record: CaseRecord, *, scheme: SchemeLike | None = None) -> dict[
     row["created"] = _text(record.created)
     row["notes"] = "; ".join(record.notes) or None
     row["precision"] = record.precision
+    row["backend"] = record.backend
     return row
 
 
@@ -231,6 +234,7 @@ def summarize_rows(
         ],
         "model_versions": sorted({row["model_version"] for row in rows} - {None}),
         "precisions": sorted({row["precision"] for row in rows} - {None}),
+        "backends": sorted({row["backend"] for row in rows} - {None}),
         "empty_rules": EMPTY_RULES,
         "statistics": STATISTICS_NOTE,
     }

@@ -31,8 +31,8 @@ class CaseSegmenter:
     numpy format) through the :class:`~brats.segment.predictor.Predictor`.
 
     Each good row gains ``pred`` (``(D, H, W) uint8`` internal classes in the source grid),
-    ``predict_s``, ``model_version``, ``precision`` (what the network ran in), the case's
-    uncertainty (``uncertainty``, ``agreement``, ``entropy``, ``models``: the
+    ``predict_s``, ``model_version``, ``precision`` and ``backend`` (what the network ran
+    in), the case's uncertainty (``uncertainty``, ``agreement``, ``entropy``, ``models``: the
     :class:`~brats.segment.predictor.Assessment` of the same forward passes) and, for the
     ``maps`` asked for, ``probabilities`` (``(K, d, h, w) float16`` on the brain crop) and
     ``entropy_map`` (``(d, h, w) float16``; empty arrays when not asked for), with
@@ -121,6 +121,7 @@ class CaseSegmenter:
         out["resampled_to"] = resampled_to
         out["model_version"] = np.asarray([self.predictor.version] * n)
         out["precision"] = np.asarray([self.predictor.precision] * n)
+        out["backend"] = np.asarray([self.predictor.backend] * n)
         return out
 
 

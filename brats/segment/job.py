@@ -60,6 +60,7 @@ from brats.report.status import DONE, FAILED
 from brats.runtime import LocalRay, Replicas, cpus_per_replica
 from brats.segment.actor import CaseSegmenter
 from brats.segment.attempts import Attempts
+from brats.segment.backends import BackendError, resolve_backend
 from brats.segment.predictor import PredictSettings
 from brats.segment.writer import (
     CaseHook,
@@ -177,18 +178,21 @@ class SegmentResult(JobResult):
         }
 
 
-def verified_card(model: Location) -> ModelCard:
-    """The model's card, after checking ``model.keras`` against it (no TensorFlow here).
+def verified_card(model: Location, backend: str = "auto") -> ModelCard:
+    """The model's card, after checking its weights (``model.keras``, an export's
+    ``model.onnx``) against it and that ``backend`` can run it (no TensorFlow here).
 
-    The actors check again when they load it; checking first makes a tampered model a clear
-    error before any case is touched.
+    The actors check again when they load it; checking first makes a tampered model, or one
+    the backend cannot run, a clear error before any case is touched.
     """
     from brats.io.artifact import verify_artifact
 
     try:
-        return verify_artifact(model)
-    except (ArtifactError, OSError) as err:
+        card = verify_artifact(model)
+        resolve_backend(backend, card)
+    except (ArtifactError, BackendError, OSError) as err:
         raise SegmentError(f"model {redact(model.uri)}: {err}") from err
+    return card
 
 
 def segment(
@@ -207,7 +211,9 @@ def segment(
     began = time.perf_counter()
     cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
-    card = verified_card(resolve(config.model, s3_endpoint=config.s3_endpoint))
+    card = verified_card(
+        resolve(config.model, s3_endpoint=config.s3_endpoint), config.predict.backend
+    )
     version = card.version
     try:
         found = discover(cohort)

@@ -37,6 +37,13 @@ from brats.io.model_card import ModelInfo
 from brats.io.nifti import CaseVolumes, Limits, encode_mask, header_from_bytes, read_case
 from brats.io.schemes import names_scheme
 from brats.network.precision import at_precision, resolve_precision
+from brats.segment.backends import (
+    BackendError,
+    keras_predict,
+    mean_predict,
+    onnx_predict,
+    resolve_backend,
+)
 from brats.segment.settings import PredictSettings
 from brats.segment.sliding_window import Predict, sliding_window_predict
 from brats.storage import Location, resolve
@@ -111,55 +118,32 @@ def _mm(spacing: Sequence[float]) -> str:
     return " x ".join(f"{s:g}" for s in spacing)
 
 
-def compiled_predict(model: keras.Model) -> Predict:
-    """A Keras model as a :data:`~brats.segment.sliding_window.Predict`: one traced
-    ``tf.function`` forward pass without dropout, numpy in and out."""
-    import tensorflow as tf
-
-    from brats.network.unet import main_output
-
-    network = main_output(model)
-
-    @tf.function(reduce_retracing=True)
-    def forward(x: Any) -> Any:
-        return network(x, training=False)
-
-    return lambda x: np.asarray(forward(tf.constant(x)), dtype=np.float32)
-
-
-def mean_predict(forwards: Sequence[Predict]) -> Predict:
-    """One forward pass that is the mean of ``forwards``' outputs on the same windows: an
-    ensemble's probabilities averaged window by window, before anything is decoded (so
-    sliding-window blending and flip TTA see the ensemble as one network)."""
-    if len(forwards) == 1:
-        return forwards[0]
-
-    def forward(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        total = forwards[0](x)
-        for more in forwards[1:]:
-            total = total + more(x)
-        return total / np.float32(len(forwards))
-
-    return forward
-
-
 class Predictor:
     """A network (or an ensemble's) and the way to segment with it (see the module docstring).
 
     Args:
         model: the Keras U-Net (``(B, d, h, w, C)`` in, ``(B, d, h, w, K)`` probabilities out;
-            of a deep-supervision model, the full-resolution output is used), or the folds of
-            an ensemble, whose outputs are averaged per window (:func:`mean_predict`).
+            of a deep-supervision model, the full-resolution output is used), an ONNX model's
+            bytes (an export's ``model.onnx``: the same network's main output), or the folds
+            of an ensemble (all of one kind), whose outputs are averaged per window
+            (:func:`~brats.segment.backends.mean_predict`).
         info: what the network was trained on; its ``patch_size`` is the window, its
             ``modalities`` and ``normalization`` prepare raw input.
-        settings: overlap, TTA, postprocessing, precision, windows per call.
-        version: the model's version id (the sha256 of its ``model.keras``), for records;
-            empty for a network not yet exported (training validation).
+        settings: overlap, TTA, postprocessing, precision, backend, windows per call. ONNX
+            bytes always run in ONNX Runtime; Keras models run in Keras, or in ONNX Runtime
+            (converted and checked first) with ``backend="onnxruntime"``.
+        version: the model's version id (the sha256 of its ``model.keras`` or
+            ``model.onnx``), for records; empty for a network not yet exported (training
+            validation).
+
+    Raises:
+        BackendError: ONNX Runtime asked for and not installed, or asked for at a precision
+            other than float32 (it runs the float32 network).
     """
 
     def __init__(
         self,
-        model: keras.Model | Sequence[keras.Model],
+        model: keras.Model | bytes | Sequence[keras.Model] | Sequence[bytes],
         info: ModelInfo,
         settings: PredictSettings | None = None,
         *,
@@ -169,19 +153,39 @@ class Predictor:
         self.settings = settings or PredictSettings()
         self.version = version
         self.n_outputs = int(info.unet.n_outputs)
-        self.precision = resolve_precision(self.settings.precision)
-        """The precision the network runs in here (``settings.precision`` resolved)."""
         self.flip_tta = self.settings.tta == "on" or (self.settings.tta == "model" and info.tta)
         """Whether outputs are averaged over the 8 axis flips (``settings.tta`` resolved)."""
-        models = list(model) if isinstance(model, Sequence) else [model]
+        models: list[Any] = (
+            [model] if isinstance(model, bytes) or not isinstance(model, Sequence) else list(model)
+        )
         self.n_models = len(models)
         """Networks averaged: 1, or an ensemble's folds in use."""
-        self.forwards: list[Predict] = [
-            compiled_predict(at_precision(m, info.unet, self.precision)) for m in models
-        ]
-        """Each network's compiled forward pass (an ensemble's folds, in order)."""
+        exported = all(isinstance(m, bytes) for m in models)
+        self.backend = (
+            "onnxruntime" if exported or self.settings.backend == "onnxruntime" else "keras"
+        )
+        """The runtime the network runs in here (``keras`` or ``onnxruntime``)."""
+        if self.backend == "keras":
+            self.precision = resolve_precision(self.settings.precision)
+            """The precision the network runs in here (``settings.precision`` resolved)."""
+            self.forwards: list[Predict] = [
+                keras_predict(at_precision(m, info.unet, self.precision)) for m in models
+            ]
+            """Each network's forward pass (an ensemble's folds, in order)."""
+        else:
+            if self.settings.precision not in ("float32", "auto"):
+                raise BackendError(
+                    f"ONNX Runtime runs the float32 network; --precision "
+                    f"{self.settings.precision} needs --backend keras"
+                )
+            self.precision = "float32"
+            if not exported:
+                from brats.io.export import onnx_bytes
+
+                models = [m if isinstance(m, bytes) else onnx_bytes(m, info) for m in models]
+            self.forwards = [onnx_predict(m) for m in models]
         self.forward: Predict = mean_predict(self.forwards)
-        """The compiled forward pass: windows ``(B, d, h, w, C)`` in, float32 outputs out."""
+        """The forward pass: windows ``(B, d, h, w, C)`` in, float32 outputs out."""
 
     @classmethod
     def from_artifact(
@@ -191,13 +195,21 @@ class Predictor:
         *,
         s3_endpoint: str | None = None,
     ) -> Predictor:
-        """Load a model folder, or an ensemble's (its first ``settings.max_folds`` folds),
-        refusing one whose ``model.keras`` does not match its json
-        (:func:`brats.io.artifact.load_models`; raises its ``ArtifactError``)."""
-        from brats.io.artifact import load_models
+        """Load a model folder, or an ensemble's (its first ``settings.max_folds`` folds): a
+        Keras model (:func:`brats.io.artifact.load_models`) or an ONNX export
+        (:func:`brats.io.artifact.load_onnx`), in the runtime ``settings.backend`` resolves
+        to (:func:`~brats.segment.backends.resolve_backend`), refusing one whose weights do
+        not match its json (``ArtifactError``) or that the backend cannot run
+        (``BackendError``)."""
+        from brats.io.artifact import load_models, load_onnx, read_model_card
 
         location = where if isinstance(where, Location) else resolve(where, s3_endpoint=s3_endpoint)
         settings = settings or PredictSettings()
+        card = read_model_card(location)
+        resolve_backend(settings.backend, card)  # refuses what the backend cannot run
+        if card.export is not None:
+            card, networks = load_onnx(location, max_folds=settings.max_folds)
+            return cls(networks, card.info, settings, version=card.version)
         card, loaded = load_models(location, max_folds=settings.max_folds)
         return cls([m.model for m in loaded], card.info, settings, version=card.version)
 

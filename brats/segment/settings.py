@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from brats.network.precision import PRECISIONS
 from brats.options import option
+from brats.segment.backends import BACKENDS
 
 POSTPROCESS_CHOICES: Final = ("model", "none")
 
@@ -45,6 +46,13 @@ class PredictSettings:
         help="the network's compute precision; auto: float16 on CUDA GPUs of compute "
         "capability >= 7.0, bfloat16 on CPUs with AVX512_BF16 or AMX, else float32",
     )
+    backend: str = option(
+        "auto",
+        choices=BACKENDS,
+        help="the runtime of the network: keras (TensorFlow), onnxruntime (the onnx extra; "
+        "float32; a Keras model is converted first) or auto: ONNX Runtime for an ONNX export, "
+        "else Keras (faster on CPUs, measured)",
+    )
     batch_size: int = option(2, help="windows per forward pass")
     max_folds: int | None = option(
         None, help="of an ensemble model, predict with its first N folds (default: all)"
@@ -61,6 +69,8 @@ class PredictSettings:
             raise ValueError("flip_tta (--tta) and no_tta (--no-tta) ask for opposite things")
         if self.postprocess not in POSTPROCESS_CHOICES:
             raise ValueError(f"postprocess must be one of {POSTPROCESS_CHOICES}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -83,7 +93,9 @@ class PredictSettings:
         model's version it decides whether flips ran. Another precision redoes a case:
         its mask's bytes may differ (in well under 0.1 % of voxels for bfloat16), and a
         record must describe the mask next to it. ``auto`` is kept as asked (it may resolve
-        differently on another node); the record's ``precision`` says what ran."""
+        differently on another node); the record's ``precision`` says what ran. ``backend``,
+        likewise, appears when it is not ``auto`` (ONNX Runtime's masks may differ from
+        Keras's in a few voxels); the record's ``backend`` says what ran."""
         settings: dict[str, Any] = {
             "min_et_voxels": self.min_et_voxels,
             "overlap": self.overlap,
@@ -95,4 +107,6 @@ class PredictSettings:
             settings["precision"] = self.precision
         if self.max_folds is not None:
             settings["max_folds"] = self.max_folds
+        if self.backend != "auto":
+            settings["backend"] = self.backend
         return settings

@@ -120,6 +120,7 @@ def write_case_outputs(
             uncertainty=_uncertainty(row),
             maps=written,
             predicted_spacing=json.loads(str(row.get("resampled_to") or "null")),
+            backend=str(row.get("backend") or "keras"),
         )
         write_record(out, record)
         return _summary(record)

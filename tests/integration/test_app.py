@@ -146,3 +146,16 @@ def _png_size(path) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
     return width, height
+
+
+def test_the_app_serves_an_onnx_export_like_its_keras_model(tmp_path, model3, case_files):
+    from brats.app import _introduction
+    from brats.io.export import ExportConfig, export_model
+
+    export_model(ExportConfig(model=model3, out=str(tmp_path / "onnx")))
+    served = Predictor.from_artifact(str(tmp_path / "onnx"))  # --backend auto: ONNX Runtime
+    assert "(onnxruntime, float32)" in _introduction(served)
+    keras_result = segment_upload(Predictor.from_artifact(model3), list(case_files.values()))
+    onnx_result = segment_upload(served, list(case_files.values()))
+    differing = np.count_nonzero(onnx_result.labels != keras_result.labels)
+    assert keras_result.labels.any() and differing <= 0.001 * keras_result.labels.size

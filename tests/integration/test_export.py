@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from brats.cli import main
-from brats.io.artifact import load_models, save_artifact, save_ensemble
+from brats.io.artifact import load_models, save_artifact, save_ensemble, verify_artifact
 from brats.io.export import (
     ExportConfig,
     ExportError,
@@ -22,8 +22,10 @@ from brats.io.export import (
     run_onnx,
     run_saved_model,
 )
-from brats.io.model_card import ModelInfo
+from brats.io.model_card import ArtifactError, ModelInfo
 from brats.network.unet import build_unet, main_output, nnunet_config
+from brats.segment.backends import BackendError
+from brats.segment.predictor import Predictor, PredictSettings
 
 UNET = nnunet_config(base_filters=4, depth=2)
 INFO = ModelInfo(unet=UNET, patch_size=(16, 16, 16), target_spacing=(1.0, 1.0, 1.0), tta=True)
@@ -57,7 +59,7 @@ def test_an_onnx_export_runs_any_window_in_onnx_runtime_and_names_itself(tmp_pat
         assert card[key] == source[key], key
     # Dynamic spatial axes and batch: another window than the one it was checked on.
     window = np.random.default_rng(1).standard_normal((2, 24, 16, 32, 4)).astype(np.float32)
-    got = run_onnx(str(out / "model.onnx"), window)
+    got = run_onnx((out / "model.onnx").read_bytes(), window)
     assert got.shape == (2, 24, 16, 32, 3)  # the main output only: three region sigmoids
     np.testing.assert_allclose(got, _keras(model, window), atol=1e-3)
 
@@ -93,9 +95,55 @@ def test_an_ensemble_exports_one_file_per_fold_and_its_card(tmp_path):
             json.loads((out / fold["folder"] / "model.json").read_text())["version"]
             == fold["version"]
         )
-        np.testing.assert_allclose(run_onnx(str(onnx), window), _keras(folds[i], window), atol=1e-3)
+        np.testing.assert_allclose(
+            run_onnx(onnx.read_bytes(), window), _keras(folds[i], window), atol=1e-3
+        )
     # Two folds with other weights give other files.
     assert card["folds"][0]["version"] != card["folds"][1]["version"]
+    # The predictor averages the exported folds (or the first --max-folds) as it does Keras's.
+    assert Predictor.from_artifact(str(out)).n_models == 2
+    one = Predictor.from_artifact(str(out), PredictSettings(max_folds=1, no_tta=True))
+    image = np.random.default_rng(4).standard_normal((4, 20, 24, 18)).astype(np.float32)
+    keras_fold = Predictor.from_artifact(folds[0], PredictSettings(no_tta=True))
+    np.testing.assert_allclose(one.probabilities(image), keras_fold.probabilities(image), atol=1e-4)
+
+
+def test_the_predictor_runs_an_export_or_a_converted_keras_model_in_onnx_runtime(tmp_path):
+    """``--backend auto`` runs an ONNX export in ONNX Runtime and a Keras model in Keras;
+    ``onnxruntime`` converts a Keras model in memory. All three give the same
+    probabilities; what a backend cannot run is refused, naming what to do."""
+    model = _model(tmp_path / "model", 3)
+    out = tmp_path / "onnx"
+    exported = export_model(ExportConfig(model=model, out=str(out)))
+    served = Predictor.from_artifact(str(out))
+    converted = Predictor.from_artifact(model, PredictSettings(backend="onnxruntime"))
+    keras_run = Predictor.from_artifact(model)
+    assert (served.backend, converted.backend, keras_run.backend) == (
+        "onnxruntime",
+        "onnxruntime",
+        "keras",
+    )
+    assert served.version == exported.version and served.precision == "float32"
+    assert converted.version == keras_run.version != served.version
+    image = np.random.default_rng(5).standard_normal((4, 20, 24, 18)).astype(np.float32)
+    reference = keras_run.probabilities(image)  # the model says tta: flips in every backend
+    for other in (served, converted):
+        np.testing.assert_allclose(other.probabilities(image), reference, atol=1e-4)
+    assert verify_artifact(str(out)).export == "onnx"
+    with pytest.raises(BackendError, match="runs in ONNX Runtime, not Keras"):
+        Predictor.from_artifact(str(out), PredictSettings(backend="keras"))
+    with pytest.raises(BackendError, match="bfloat16 needs --backend keras"):
+        Predictor.from_artifact(str(out), PredictSettings(precision="bfloat16"))
+    with pytest.raises(ArtifactError, match="an onnx export, not a Keras model"):
+        load_models(str(out))
+    export_model(ExportConfig(model=model, out=str(tmp_path / "saved"), format="saved_model"))
+    assert verify_artifact(str(tmp_path / "saved")).export == "saved_model"
+    with pytest.raises(BackendError, match="SavedModel export is for TensorFlow Serving"):
+        Predictor.from_artifact(str(tmp_path / "saved"))
+    # A changed model.onnx is refused as a changed model.keras is.
+    (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes() + b"\0")
+    with pytest.raises(ArtifactError, match=r"model\.onnx: sha256 .* differs"):
+        Predictor.from_artifact(str(out))
 
 
 def test_an_export_that_does_not_reproduce_its_model_is_not_written(tmp_path, monkeypatch):
