@@ -29,13 +29,13 @@ test: $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: install
-	$(BIN)/ruff check brats jobs tests
-	$(BIN)/ruff format --check brats jobs tests
+	$(BIN)/ruff check brats jobs tests examples
+	$(BIN)/ruff format --check brats jobs tests examples
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix brats jobs tests
-	$(BIN)/ruff format brats jobs tests
+	$(BIN)/ruff check --fix brats jobs tests examples
+	$(BIN)/ruff format brats jobs tests examples
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python jobs/benchmark.py $(ARGS)

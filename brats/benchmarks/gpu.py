@@ -12,6 +12,9 @@ network at its training size:
 * ``case``: a whole ``--case-shape`` 4-channel case through the
   :class:`~brats.segment.predictor.Predictor` (``--size`` windows, overlap 0.5, 2 windows
   a call), ms per case with and without flip TTA, per precision, with its peak GPU memory;
+* ``case_onnxruntime`` (with ``--backends keras,onnxruntime``): the same whole case through
+  the predictor in ONNX Runtime, float32, and the execution providers it ran on (CUDA with
+  ``onnxruntime-gpu`` installed, else the CPU);
 * ``xla``: the forward pass of one ``--size``³ batch with and without ``jit_compile``, per
   precision (XLA is kept only where it is faster).
 
@@ -56,6 +59,11 @@ class GpuBenchmark:
     depth: int = option(4, help="the U-Net's poolings")
     budget_s: float = option(420.0, help="skip the sections left once this much time is spent")
     cpu: bool = option(False, help="run on the CPU even without a GPU (small sizes: a self-test)")
+    backends: tuple[str, ...] = option(
+        ("keras",),
+        help="runtimes of the whole-case section (comma list): keras (each precision) and "
+        "onnxruntime (float32; on the GPU with onnxruntime-gpu installed, else the CPU)",
+    )
 
 
 def gpu_devices() -> list[dict[str, Any]]:
@@ -139,7 +147,9 @@ def _train_step(args: GpuBenchmark, precision: str, memory: _Memory) -> dict[str
     }
 
 
-def _whole_case(args: GpuBenchmark, precision: str, memory: _Memory) -> dict[str, Any]:
+def _whole_case(
+    args: GpuBenchmark, precision: str, memory: _Memory, backend: str = "keras"
+) -> dict[str, Any]:
     from brats.network.unet import build_unet
     from brats.segment.predictor import Predictor, PredictSettings
 
@@ -150,7 +160,9 @@ def _whole_case(args: GpuBenchmark, precision: str, memory: _Memory) -> dict[str
     out: dict[str, Any] = {}
     for tta in (False, True):
         memory.reset()
-        settings = PredictSettings(precision=precision, flip_tta=tta, no_tta=not tta, batch_size=2)
+        settings = PredictSettings(
+            precision=precision, flip_tta=tta, no_tta=not tta, batch_size=2, backend=backend
+        )
         predictor = Predictor(model, info, settings)
         seconds = _median_s(partial(predictor.labels, image), args.cases)
         key = "tta" if tta else "plain"
@@ -184,6 +196,21 @@ def _xla_forward(args: GpuBenchmark, precision: str) -> dict[str, Any]:
         out["xla_ms" if jit else "plain_ms"] = round(1000 * _median_s(call, args.steps), 1)
     out["xla_speedup"] = round(out["plain_ms"] / out["xla_ms"], 3)
     return out
+
+
+def _onnx_case(
+    args: GpuBenchmark, memory: _Memory, began: float, skipped: list[str]
+) -> dict[str, Any]:
+    """The whole-case section in ONNX Runtime (float32), with the providers it ran on, unless
+    the budget is spent."""
+    from brats.segment.backends import onnx_providers
+
+    if time.perf_counter() - began > args.budget_s:
+        skipped.append("case/onnxruntime")
+        return {}
+    result = {"providers": onnx_providers(), **_whole_case(args, "float32", memory, "onnxruntime")}
+    print(f"gpu case onnxruntime float32: {result}", flush=True)
+    return result
 
 
 def run(args: GpuBenchmark) -> dict[str, Any]:
@@ -232,6 +259,8 @@ def run(args: GpuBenchmark) -> dict[str, Any]:
             results[precision] = measure(precision)
             print(f"gpu {section} {precision}: {results[precision]}", flush=True)
         figures[section] = results
+    if "onnxruntime" in args.backends:
+        figures["case_onnxruntime"] = _onnx_case(args, memory, began, skipped)
     reference = figures["train_step"].get("float32")
     if reference:
         for result in figures["train_step"].values():

@@ -9,6 +9,8 @@ alternate round by round, and each is reported as a speed-up over ``--precision`
   float32 batch, compiled with ``tf.function``, as sliding-window inference runs it;
 * ``train_step``: forward, loss (``--loss``), gradients and an Adam update in one
   ``tf.function``, the shape of the training loop's custom step;
+* with ``--backends keras,onnxruntime``, the float32 network exported to ONNX, its forward
+  pass in ONNX Runtime (variant ``onnxruntime``; it does not train);
 * ``matmul``: a square float32 matmul in numpy and in TensorFlow (best of 10 each), the
   machine's practical peak for dense float32 math; ratios are taken against the faster.
 
@@ -59,7 +61,23 @@ class ModelBenchmark:
     loss: str | None = option(
         None, choices=LOSS_NAMES, help="the train step's loss (default: the preset's)"
     )
+    backends: tuple[str, ...] = option(
+        ("keras",),
+        help="runtimes measured side by side (comma list): keras (each precision) and "
+        "onnxruntime (the float32 network exported to ONNX, forward pass only; the onnx extra)",
+    )
     repeats: int = option(3, help="timed calls after the first")
+
+    def __post_init__(self) -> None:
+        from brats.segment.backends import RUNTIMES
+
+        if (
+            not self.backends
+            or self.backends[0] != "keras"
+            or not set(self.backends) <= set(RUNTIMES)
+        ):
+            raise ValueError(f"backends: keras first, then any of {RUNTIMES}; got {self.backends}")
+
     matmul_n: int = option(2048, help="side of the square matmul")
 
 
@@ -164,7 +182,33 @@ def _variants(args: ModelBenchmark, loss_name: str, x: Any, y: Any) -> tuple[dic
             model = build_unet(_network(args, precision))
             params = params or model.count_params()
             variants[_variant_name(precision, xla)] = _step_calls(model, loss_name, x, y, xla)
+    if "onnxruntime" in args.backends:
+        variants[ONNX_VARIANT] = _onnx_calls(args, x)
     return variants, params
+
+
+ONNX_VARIANT = "onnxruntime"
+"""The variant name of the float32 network in ONNX Runtime."""
+
+
+def _onnx_calls(args: ModelBenchmark, x: Any) -> Calls:
+    """The float32 network exported to ONNX (Keras 3's export, checked against Keras
+    within 1e-3 as every export is) and its forward pass in ONNX Runtime, with all of the
+    machine's cores as TensorFlow has."""
+    from brats.io.cases import MODALITIES, SEED_MODALITIES
+    from brats.io.export import onnx_bytes
+    from brats.io.model_card import ModelInfo
+    from brats.network.unet import build_unet
+    from brats.segment.backends import onnx_predict
+
+    config = _network(args, "float32")
+    modalities = MODALITIES if args.channels == len(MODALITIES) else SEED_MODALITIES
+    info = ModelInfo(
+        unet=config, modalities=modalities[: args.channels], patch_size=(args.size,) * 3
+    )
+    forward = onnx_predict(onnx_bytes(build_unet(config), info))
+    batch = np.asarray(x)
+    return {"forward": lambda: forward(batch)}
 
 
 def _step_calls(model: Any, loss_name: str, x: Any, y: Any, xla: bool) -> Calls:
@@ -229,11 +273,15 @@ def _figures(
     per_variant = {
         name: {
             "forward_s": round(statistics.median(t["forward"]), 4),
-            "train_step_s": round(statistics.median(t["train_step"]), 4),
+            "train_step_s": _median(t.get("train_step")),
             "forward_first_call_s": round(first[name]["forward"], 3),
-            "train_step_first_call_s": round(first[name]["train_step"], 3),
+            "train_step_first_call_s": _round(first[name].get("train_step"), 3),
             "forward_speedup": round(forward_s / statistics.median(t["forward"]), 3),
-            "train_step_speedup": round(train_s / statistics.median(t["train_step"]), 3),
+            "train_step_speedup": (
+                round(train_s / statistics.median(t["train_step"]), 3)
+                if "train_step" in t
+                else None
+            ),
         }
         for name, t in times.items()
     }
@@ -285,12 +333,26 @@ def _print_summary(f: dict[str, Any]) -> None:
         f"train at {f['train_vs_matmul']:.2f} of the best ({f['matmul_reference']}) matmul"
     )
     for name, v in f["variants"].items():
+        if v["train_step_s"] is None:  # a runtime that only predicts
+            print(
+                f"  {name}: forward {v['forward_s']:.3f} s ({v['forward_speedup']:.2f}x of "
+                f"{f['baseline']}); first call {v['forward_first_call_s']:.1f} s"
+            )
+            continue
         print(
             f"  {name}: forward {v['forward_s']:.3f} s ({v['forward_speedup']:.2f}x of "
             f"{f['baseline']}), train step {v['train_step_s']:.3f} s "
             f"({v['train_step_speedup']:.2f}x); first calls {v['forward_first_call_s']:.1f} / "
             f"{v['train_step_first_call_s']:.1f} s"
         )
+
+
+def _median(times: list[float] | None) -> float | None:
+    return None if times is None else round(statistics.median(times), 4)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _cpu_flags() -> list[str]:

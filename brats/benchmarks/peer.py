@@ -10,15 +10,20 @@ forward pass does not depend on the values) and the same settings for both sides
   depth, two 3x3x3 convolutions + ReLU per level, 2x2x2 max pooling, 2x2x2 stride-2
   transposed convolutions, skip concatenation, 1x1x1 head + softmax; equal parameter counts
   are checked), in eval mode under ``torch.inference_mode()``, through
-  ``monai.inferers.sliding_window_inference(..., sw_batch_size=1, mode="gaussian")``.
+  ``monai.inferers.sliding_window_inference(..., sw_batch_size=1, mode="gaussian")``;
+* ``monai_bf16``: the same, under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (what a
+  MONAI user does for bfloat16 on a CPU), so that ours in bfloat16 has a like-for-like peer.
+
+Ours runs at ``--precision`` in ``--backend`` (:mod:`brats.segment.backends`).
 
 Same window, overlap and threads: TensorFlow's intra- and inter-op pools and
 ``torch.set_num_threads`` get ``--threads`` (TensorFlow's can only be set before it runs
 anything; when an earlier suite of ``all`` already ran it, the figures say so). Each side is
-warmed up once, then ``--repeats`` runs alternate (ours, MONAI, ours, ...); the figures are
-median seconds per case and the ratio ``ours / monai`` (target <= 1.0: we are at least as
-fast). torch and MONAI come from the ``bench`` extra (``pip install -e '.[bench]'``, the CPU
-wheel of torch); they are imported only inside functions, so the other suites run without.
+warmed up once, then ``--repeats`` runs alternate (ours, MONAI, MONAI bfloat16, ours, ...);
+the figures are median seconds per case and the ratios ``ours / monai`` (MONAI float32;
+target :data:`TARGET`) and ``ours / monai_bf16`` (target :data:`TARGET_BF16`). torch and
+MONAI come from the ``bench`` extra (``pip install -e '.[bench]'``, the CPU wheel of torch);
+they are imported only inside functions, so the other suites run without.
 """
 
 from __future__ import annotations
@@ -36,9 +41,13 @@ import numpy.typing as npt
 
 from brats.network.precision import PRECISIONS
 from brats.options import option
+from brats.segment.backends import RUNTIMES
 
-TARGET = 1.0
-"""``ours / monai`` seconds per case must not exceed this."""
+TARGET = 0.25
+"""``ours / monai`` (MONAI in float32) seconds per case must not exceed this."""
+TARGET_BF16 = 0.5
+"""``ours / monai_bf16`` (MONAI under bfloat16 autocast) seconds per case must not exceed this."""
+SIDES = ("ours", "monai", "monai_bf16")
 
 
 @dataclass(frozen=True)
@@ -56,17 +65,22 @@ class PeerBenchmark:
     repeats: int = option(3, help="timed runs of each, alternating")
     threads: int = option(os.cpu_count() or 1, help="threads for TensorFlow and for torch")
     precision: str = option(
-        "float32", choices=PRECISIONS, help="our network's precision (MONAI's stays float32)"
+        "float32",
+        choices=PRECISIONS,
+        help="our network's precision (MONAI runs float32 and under bfloat16 autocast)",
     )
+    backend: str = option("keras", choices=RUNTIMES, help="the runtime of our network")
 
 
 @dataclass
 class _Peers:
-    """One full-volume inference per call of ``ours`` / ``monai``, each returning
-    ``(K, D, H, W) float32`` probabilities; ``windows`` counts forward calls of each."""
+    """One full-volume inference per call of ``ours`` / ``monai`` / ``monai_bf16``, each
+    returning ``(K, D, H, W) float32`` probabilities; ``windows`` counts forward calls of
+    ``ours`` and ``monai`` (both MONAI sides share one network)."""
 
     ours: Callable[[], npt.NDArray[np.float32]]
     monai: Callable[[], npt.NDArray[np.float32]]
+    monai_bf16: Callable[[], npt.NDArray[np.float32]]
     params: int
     threads: dict[str, Any]
     windows: dict[str, int]
@@ -183,7 +197,13 @@ def _build(args: PeerBenchmark, volume: npt.NDArray[np.float32]) -> _Peers:
     ours_predictor = Predictor(
         model,
         info,
-        PredictSettings(overlap=args.overlap, batch_size=1, precision=args.precision, no_tta=True),
+        PredictSettings(
+            overlap=args.overlap,
+            batch_size=1,
+            precision=args.precision,
+            no_tta=True,
+            backend=args.backend,
+        ),
     )
     forward = ours_predictor.forward
 
@@ -202,8 +222,9 @@ def _build(args: PeerBenchmark, volume: npt.NDArray[np.float32]) -> _Peers:
     def ours() -> npt.NDArray[np.float32]:
         return ours_predictor.probabilities(volume)
 
-    def monai() -> npt.NDArray[np.float32]:
-        with torch.inference_mode():
+    def monai(bf16: bool = False) -> npt.NDArray[np.float32]:
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
             out = sliding_window_inference(
                 tensor,
                 roi_size=window,
@@ -212,9 +233,16 @@ def _build(args: PeerBenchmark, volume: npt.NDArray[np.float32]) -> _Peers:
                 overlap=args.overlap,
                 mode="gaussian",
             )
-        return np.asarray(out[0].numpy(), dtype=np.float32)
+        return np.asarray(out[0].float().numpy(), dtype=np.float32)
 
-    return _Peers(ours=ours, monai=monai, params=params, threads=threads, windows=windows)
+    return _Peers(
+        ours=ours,
+        monai=monai,
+        monai_bf16=lambda: monai(bf16=True),
+        params=params,
+        threads=threads,
+        windows=windows,
+    )
 
 
 def _volume(args: PeerBenchmark) -> npt.NDArray[np.float32]:
@@ -245,29 +273,38 @@ def run(args: PeerBenchmark, *, asked_by_name: bool = True) -> dict[str, Any]:
         flush=True,
     )
     warmup: dict[str, float] = {}
+    windows: dict[str, int] = {}
     runs: dict[str, Callable[[], npt.NDArray[np.float32]]] = {
         "ours": peers.ours,
         "monai": peers.monai,
+        "monai_bf16": peers.monai_bf16,
     }
     for name, fn in runs.items():
         began = time.perf_counter()
         fn()
         warmup[name] = time.perf_counter() - began
-    windows = dict(peers.windows)  # one case's worth, counted during the warm-up
-    times: dict[str, list[float]] = {"ours": [], "monai": []}
+        if name == "monai":
+            windows = dict(peers.windows)  # one case's worth, counted during the warm-up
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, fn in runs.items():
             began = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - began)
-        print(f"ours {times['ours'][-1]:.2f} s, MONAI {times['monai'][-1]:.2f} s", flush=True)
+        print(
+            f"ours {times['ours'][-1]:.2f} s, MONAI {times['monai'][-1]:.2f} s, MONAI bfloat16 "
+            f"{times['monai_bf16'][-1]:.2f} s",
+            flush=True,
+        )
     median = {name: statistics.median(ts) for name, ts in times.items()}
     ratio = median["ours"] / median["monai"]
+    ratio_bf16 = median["ours"] / median["monai_bf16"]
     figures = {
         "shape": [args.channels, *args.shape],
         "window": args.window,
         "overlap": args.overlap,
         "precision": args.precision,
+        "backend": args.backend,
         "unet": {"base_filters": args.base_filters, "depth": args.depth},
         "params": peers.params,
         "threads": peers.threads,
@@ -277,7 +314,8 @@ def run(args: PeerBenchmark, *, asked_by_name: bool = True) -> dict[str, Any]:
         "times_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "s_per_case": {k: round(v, 3) for k, v in median.items()},
         "ours_over_monai": round(ratio, 3),
-        "target": {"ours_over_monai": TARGET},
+        "ours_over_monai_bf16": round(ratio_bf16, 3),
+        "target": {"ours_over_monai": TARGET, "ours_over_monai_bf16": TARGET_BF16},
         "versions": {
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
@@ -287,8 +325,10 @@ def run(args: PeerBenchmark, *, asked_by_name: bool = True) -> dict[str, Any]:
     }
     print(
         f"peer {tuple(args.shape)} x{args.channels}, window {args.window}^3, overlap "
-        f"{args.overlap}, {args.threads} threads: ours {median['ours']:.2f} s/case "
-        f"({windows['ours']} windows), MONAI {median['monai']:.2f} s/case "
-        f"({windows['monai']} windows) -> {ratio:.2f} (target <= {TARGET})"
+        f"{args.overlap}, {args.threads} threads: ours ({args.precision}, {args.backend}) "
+        f"{median['ours']:.2f} s/case ({windows['ours']} windows), MONAI float32 "
+        f"{median['monai']:.2f} s/case ({windows['monai']} windows) -> {ratio:.2f} (target <= "
+        f"{TARGET}); MONAI bfloat16 autocast {median['monai_bf16']:.2f} s/case -> "
+        f"{ratio_bf16:.2f} (target <= {TARGET_BF16})"
     )
     return figures

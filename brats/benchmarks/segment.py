@@ -43,6 +43,7 @@ from brats.benchmarks.rates import marginal_rate
 from brats.network.precision import PRECISIONS
 from brats.options import option
 from brats.runtime import init_ray
+from brats.segment.backends import BACKENDS
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class SegmentBenchmark:
     depth: int = option(4, help="the U-Net's poolings")
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
     precision: str = option("float32", choices=PRECISIONS, help="the network's precision")
+    backend: str = option("auto", choices=BACKENDS, help="the network's runtime (--backend)")
     resample_shape: tuple[int, int, int] = option(
         (240, 240, 155), metavar=("D", "H", "W"), help="grid of the resampling case (1 mm)"
     )
@@ -115,17 +117,15 @@ class PeakMemory:
         self._thread.join(timeout=10)
 
 
-def _model_only(model_dir: str, cohort: str, precision: str) -> tuple[float, int]:
+def _model_only(model_dir: str, cohort: str, args: SegmentBenchmark) -> tuple[float, int]:
 
     from brats.ingest.prepare import prepare_case
     from brats.io.cases import discover
     from brats.io.nifti import read_case
-    from brats.segment.predictor import Predictor, PredictSettings
+    from brats.segment.predictor import Predictor
     from brats.storage import resolve
 
-    predictor = Predictor.from_artifact(
-        model_dir, PredictSettings(precision=precision, no_tta=True)
-    )
+    predictor = Predictor.from_artifact(model_dir, _settings(args))
     loc = resolve(cohort)
     config = predictor.preprocess
     images = [
@@ -139,6 +139,13 @@ def _model_only(model_dir: str, cohort: str, precision: str) -> tuple[float, int
     return time.perf_counter() - began, len(images)
 
 
+def _settings(args: SegmentBenchmark) -> Any:
+    """How every part of the benchmark predicts: ``--precision``, ``--backend``, no flips."""
+    from brats.segment.predictor import PredictSettings
+
+    return PredictSettings(precision=args.precision, backend=args.backend, no_tta=True)
+
+
 def _resampling_share(model_dir: str, cohort: str, args: SegmentBenchmark) -> dict[str, Any]:
     """Segment the one case of ``cohort`` with the model of ``model_dir`` said to be at
     ``args.model_spacing``; time the whole :meth:`Predictor.segment_assessed` and, alone on
@@ -149,7 +156,7 @@ def _resampling_share(model_dir: str, cohort: str, args: SegmentBenchmark) -> di
     from brats.ingest.prepare import prepare_case
     from brats.io.cases import discover
     from brats.io.nifti import read_case
-    from brats.segment.predictor import Predictor, PredictSettings
+    from brats.segment.predictor import Predictor
     from brats.storage import resolve
     from brats.volume.resample import resample_image, resample_probabilities
 
@@ -159,9 +166,7 @@ def _resampling_share(model_dir: str, cohort: str, args: SegmentBenchmark) -> di
     card.write_text(
         json.dumps(json.loads(card.read_text()) | {"target_spacing": list(args.model_spacing)})
     )
-    predictor = Predictor.from_artifact(
-        spaced, PredictSettings(precision=args.precision, no_tta=True)
-    )
+    predictor = Predictor.from_artifact(spaced, _settings(args))
     loc = resolve(cohort)
     case = discover(loc).cases[0]
     modalities = predictor.preprocess.modalities
@@ -219,7 +224,6 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
     from brats.io.model_card import ModelInfo
     from brats.network.unet import UNetConfig, build_unet
     from brats.segment.job import SegmentConfig, segment
-    from brats.segment.predictor import PredictSettings
 
     init_ray(num_cpus=args.num_cpus)
     n = args.cases
@@ -234,7 +238,7 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
             ModelInfo(unet=unet, patch_size=(args.patch,) * 3),
             f"{tmp}/model",
         )
-        model_s, model_cases = _model_only(f"{tmp}/model", f"{tmp}/small", args.precision)
+        model_s, model_cases = _model_only(f"{tmp}/model", f"{tmp}/small", args)
         big = replace(synth, shape=args.resample_shape, field_of_view_mm=args.resample_shape)
         generate_cohort(f"{tmp}/one", 1, big)
         resampling = _resampling_share(f"{tmp}/model", f"{tmp}/one", args)
@@ -248,7 +252,7 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
                         cohort=f"{tmp}/{name}",
                         model=f"{tmp}/model",
                         out=f"{tmp}/o-{name}",
-                        predict=PredictSettings(precision=args.precision, no_tta=True),
+                        predict=_settings(args),
                     )
                 )
                 e2e[name] = time.perf_counter() - began
@@ -261,6 +265,7 @@ def run(args: SegmentBenchmark) -> dict[str, Any]:
     )
     figures = {
         "precision": args.precision,
+        "backend": args.backend,
         "cases": {"N": n, "4N": 4 * n},
         "shape": list(args.shape),
         "patch": args.patch,

@@ -29,7 +29,7 @@ import os
 import posixpath
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -222,7 +222,9 @@ def _card(
     folds: Sequence[FoldRef] = (),
 ) -> bytes:
     card = ModelCard(
-        info=info,
+        # The scheme written out even for a model that does not say (the default one), so
+        # that a server reading only this card knows the label values to write.
+        info=replace(info, label_scheme=info.scheme),
         version=version,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         keras_version="",

@@ -68,10 +68,19 @@ def resolve_backend(asked: str, card: ModelCard) -> str:
     return "keras" if asked == "auto" else asked
 
 
+def onnx_providers() -> list[str]:
+    """The execution providers a session uses: CUDA where ``onnxruntime-gpu`` is installed
+    (instead of ``onnxruntime``) and sees a GPU, then the CPU."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
 def onnx_session(model: bytes | str, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session of an ONNX model's bytes (or file), all graph
-    optimizations on, ``threads`` intra-op threads (0: ONNX Runtime's default, one per
-    physical core), warnings only.
+    """An ONNX Runtime session of an ONNX model's bytes (or file) on
+    :func:`onnx_providers`, all graph optimizations on, ``threads`` intra-op threads on the
+    CPU (0: ONNX Runtime's default, one per physical core), warnings only.
 
     Raises:
         BackendError: ONNX Runtime is not installed.
@@ -84,7 +93,7 @@ def onnx_session(model: bytes | str, threads: int = 0) -> Any:
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(model, options, providers=onnx_providers())
 
 
 def onnx_predict(model: bytes | str, threads: int = 0) -> Predict:

@@ -23,6 +23,7 @@ def test_on_the_cpu_every_section_is_measured_and_float16_is_refused_with_its_re
     args = GpuBenchmark(
         precisions=("float32", "float16", "bfloat16"), size=16, batch=1, steps=1,
         case_shape=(24, 20, 16), cases=1, base_filters=2, depth=2, cpu=True,
+        backends=("keras", "onnxruntime"),
     )  # fmt: skip
     figures = run(args)
     assert figures["refused"].keys() == {"float16"}
@@ -34,6 +35,8 @@ def test_on_the_cpu_every_section_is_measured_and_float16_is_refused_with_its_re
     case = figures["case"]["bfloat16"]
     assert case["plain_ms_per_case"] > 0 and case["tta_ms_per_case"] > 0
     assert figures["xla"]["float32"]["xla_speedup"] > 0
+    onnx = figures["case_onnxruntime"]  # the CPU wheel: ONNX Runtime on the CPU
+    assert onnx["providers"] == ["CPUExecutionProvider"] and onnx["plain_ms_per_case"] > 0
     assert step["float32"]["peak_gib"] is None  # no GPU memory statistics on a CPU
     assert figures["skipped"] == []
 
