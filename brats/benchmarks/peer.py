@@ -78,6 +78,7 @@ class _Peers:
     returning ``(K, D, H, W) float32`` probabilities; ``windows`` counts forward calls of
     ``ours`` and ``monai`` (both MONAI sides share one network)."""
 
+    backend: str
     ours: Callable[[], npt.NDArray[np.float32]]
     monai: Callable[[], npt.NDArray[np.float32]]
     monai_bf16: Callable[[], npt.NDArray[np.float32]]
@@ -236,6 +237,7 @@ def _build(args: PeerBenchmark, volume: npt.NDArray[np.float32]) -> _Peers:
         return np.asarray(out[0].float().numpy(), dtype=np.float32)
 
     return _Peers(
+        backend=ours_predictor.backend,
         ours=ours,
         monai=monai,
         monai_bf16=lambda: monai(bf16=True),
@@ -304,7 +306,7 @@ def run(args: PeerBenchmark, *, asked_by_name: bool = True) -> dict[str, Any]:
         "window": args.window,
         "overlap": args.overlap,
         "precision": args.precision,
-        "backend": args.backend,
+        "backend": peers.backend,
         "unet": {"base_filters": args.base_filters, "depth": args.depth},
         "params": peers.params,
         "threads": peers.threads,

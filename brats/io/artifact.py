@@ -160,6 +160,11 @@ def save_ensemble(
     refs = []
     for i, source in enumerate(folds):
         card, data = _verified(_location(source))
+        if card.export is not None:
+            raise ArtifactError(
+                f"{redact(_location(source).uri)}: an {card.export} export; an ensemble is "
+                "made of Keras models (brats export exports the ensemble)"
+            )
         ref = FoldRef(f"fold_{i}", card.version)
         target = loc.child(ref.folder)
         write_bytes_atomic(fs, target.join(MODEL_FILE), data)
@@ -243,6 +248,8 @@ def _fold_card(loc: Location, ensemble: ModelCard, fold: FoldRef, card: ModelCar
         raise ArtifactError(
             f"{where}: version {card.version} is not the {fold.version} the ensemble lists"
         )
+    if card.export != ensemble.export:
+        raise ArtifactError(f"{where}: not of the ensemble's kind ({ensemble.export or 'keras'})")
     mine, theirs = ensemble.info, card.info
     inputs = ("unet", "modalities", "normalization", "patch_size", "scheme", "target_spacing")
     if [getattr(mine, k) for k in inputs] != [getattr(theirs, k) for k in inputs]:

@@ -20,6 +20,7 @@ outputs ``(B, d, h, w, K)`` out.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,31 +28,59 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.errors import BratsError
+from brats.io.export import ONNX_EXTRA, ExportError, onnx_bytes, onnx_session
 from brats.segment.sliding_window import Predict
 
 if TYPE_CHECKING:
     import keras
 
-    from brats.io.model_card import ModelCard
+    from brats.io.model_card import ModelCard, ModelInfo
 
 BACKENDS: Final = ("auto", "keras", "onnxruntime")
 RUNTIMES: Final = ("keras", "onnxruntime")
 """What ``auto`` resolves to: the runtimes themselves."""
-ONNX_EXTRA: Final = "pip install 'brats-ray[onnx]'"
 
 
 class BackendError(BratsError, ValueError):
     """A backend that cannot run this model here (not installed, or not its format)."""
 
 
-def resolve_backend(asked: str, card: ModelCard) -> str:
+def resolve_backend(asked: str, card: ModelCard, precision: str = "float32") -> str:
     """The runtime (:data:`RUNTIMES`) that runs ``card``'s model when ``asked`` for
-    (:data:`BACKENDS`; see the module for ``auto``).
+    (:data:`BACKENDS`; see the module for ``auto``) at ``precision``; cheap (nothing is
+    loaded), so a job checks it before any case is touched.
 
     Raises:
         BackendError: a SavedModel export (served by TensorFlow Serving, not segmented
-            here), an ONNX export asked to run in Keras, or an unknown backend.
+            here), an ONNX export asked to run in Keras, ONNX Runtime at a precision other
+            than float32 (or ``auto``), ONNX Runtime (or, to convert a Keras model, tf2onnx)
+            not installed, or an unknown backend.
     """
+    runtime = _runtime(asked, card)
+    if runtime == "onnxruntime":
+        onnx_precision(precision)
+        needed = ["onnxruntime"] + (["tf2onnx"] if card.export is None else [])
+        missing = [name for name in needed if importlib.util.find_spec(name) is None]
+        if missing:
+            raise BackendError(f"{', '.join(missing)} not installed: {ONNX_EXTRA}")
+    return runtime
+
+
+def onnx_precision(asked: str) -> str:
+    """The precision ONNX Runtime runs at when ``asked`` for one: float32 (for ``float32``
+    and ``auto``).
+
+    Raises:
+        BackendError: any other precision.
+    """
+    if asked not in ("float32", "auto"):
+        raise BackendError(
+            f"ONNX Runtime runs the float32 network; --precision {asked} needs --backend keras"
+        )
+    return "float32"
+
+
+def _runtime(asked: str, card: ModelCard) -> str:
     if asked not in BACKENDS:
         raise BackendError(f"backend must be one of {BACKENDS}, got {asked!r}")
     if card.export == "saved_model":
@@ -68,37 +97,22 @@ def resolve_backend(asked: str, card: ModelCard) -> str:
     return "keras" if asked == "auto" else asked
 
 
-def onnx_providers() -> list[str]:
-    """The execution providers a session uses: CUDA where ``onnxruntime-gpu`` is installed
-    (instead of ``onnxruntime``) and sees a GPU, then the CPU."""
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-
-
-def onnx_session(model: bytes | str, threads: int = 0) -> Any:
-    """An ONNX Runtime session of an ONNX model's bytes (or file) on
-    :func:`onnx_providers`, all graph optimizations on, ``threads`` intra-op threads on the
-    CPU (0: ONNX Runtime's default, one per physical core), warnings only.
+def onnx_networks(models: Sequence[Any], info: ModelInfo) -> list[Any]:
+    """An ONNX Runtime session (:func:`brats.io.export.onnx_session`) of each network: ONNX
+    bytes as they are, a Keras model converted first (:func:`brats.io.export.onnx_bytes`).
 
     Raises:
-        BackendError: ONNX Runtime is not installed.
+        BackendError: ONNX Runtime or tf2onnx is not installed, or a conversion does not
+            reproduce its Keras model.
     """
     try:
-        import onnxruntime
-    except ImportError:
-        raise BackendError(f"ONNX Runtime is not installed: {ONNX_EXTRA}") from None
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(model, options, providers=onnx_providers())
+        return [onnx_session(m if isinstance(m, bytes) else onnx_bytes(m, info)) for m in models]
+    except (ExportError, ImportError) as err:
+        raise BackendError(f"running the model in ONNX Runtime: {err}") from None
 
 
-def onnx_predict(model: bytes | str, threads: int = 0) -> Predict:
-    """An ONNX model as a :data:`~brats.segment.sliding_window.Predict` (ONNX Runtime)."""
-    session = onnx_session(model, threads)
+def onnx_predict(session: Any) -> Predict:
+    """An ONNX Runtime session as a :data:`~brats.segment.sliding_window.Predict`."""
     name = session.get_inputs()[0].name
 
     def forward(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

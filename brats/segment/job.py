@@ -178,9 +178,10 @@ class SegmentResult(JobResult):
         }
 
 
-def verified_card(model: Location, backend: str = "auto") -> ModelCard:
+def verified_card(model: Location, backend: str = "auto", precision: str = "float32") -> ModelCard:
     """The model's card, after checking its weights (``model.keras``, an export's
-    ``model.onnx``) against it and that ``backend`` can run it (no TensorFlow here).
+    ``model.onnx``) against it and that ``backend`` can run it at ``precision`` (no
+    TensorFlow here).
 
     The actors check again when they load it; checking first makes a tampered model, or one
     the backend cannot run, a clear error before any case is touched.
@@ -189,7 +190,7 @@ def verified_card(model: Location, backend: str = "auto") -> ModelCard:
 
     try:
         card = verify_artifact(model)
-        resolve_backend(backend, card)
+        resolve_backend(backend, card, precision)
     except (ArtifactError, BackendError, OSError) as err:
         raise SegmentError(f"model {redact(model.uri)}: {err}") from err
     return card
@@ -212,7 +213,9 @@ def segment(
     cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
     card = verified_card(
-        resolve(config.model, s3_endpoint=config.s3_endpoint), config.predict.backend
+        resolve(config.model, s3_endpoint=config.s3_endpoint),
+        config.predict.backend,
+        config.predict.precision,
     )
     version = card.version
     try:

@@ -38,9 +38,10 @@ from brats.io.nifti import CaseVolumes, Limits, encode_mask, header_from_bytes, 
 from brats.io.schemes import names_scheme
 from brats.network.precision import at_precision, resolve_precision
 from brats.segment.backends import (
-    BackendError,
     keras_predict,
     mean_predict,
+    onnx_networks,
+    onnx_precision,
     onnx_predict,
     resolve_backend,
 )
@@ -165,6 +166,8 @@ class Predictor:
             "onnxruntime" if exported or self.settings.backend == "onnxruntime" else "keras"
         )
         """The runtime the network runs in here (``keras`` or ``onnxruntime``)."""
+        self.providers: list[str] = []
+        """ONNX Runtime's execution providers in use (empty for Keras)."""
         if self.backend == "keras":
             self.precision = resolve_precision(self.settings.precision)
             """The precision the network runs in here (``settings.precision`` resolved)."""
@@ -173,17 +176,10 @@ class Predictor:
             ]
             """Each network's forward pass (an ensemble's folds, in order)."""
         else:
-            if self.settings.precision not in ("float32", "auto"):
-                raise BackendError(
-                    f"ONNX Runtime runs the float32 network; --precision "
-                    f"{self.settings.precision} needs --backend keras"
-                )
-            self.precision = "float32"
-            if not exported:
-                from brats.io.export import onnx_bytes
-
-                models = [m if isinstance(m, bytes) else onnx_bytes(m, info) for m in models]
-            self.forwards = [onnx_predict(m) for m in models]
+            self.precision = onnx_precision(self.settings.precision)
+            sessions = onnx_networks(models, info)
+            self.providers = list(sessions[0].get_providers())
+            self.forwards = [onnx_predict(s) for s in sessions]
         self.forward: Predict = mean_predict(self.forwards)
         """The forward pass: windows ``(B, d, h, w, C)`` in, float32 outputs out."""
 
@@ -206,7 +202,7 @@ class Predictor:
         location = where if isinstance(where, Location) else resolve(where, s3_endpoint=s3_endpoint)
         settings = settings or PredictSettings()
         card = read_model_card(location)
-        resolve_backend(settings.backend, card)  # refuses what the backend cannot run
+        resolve_backend(settings.backend, card, settings.precision)  # what it cannot run
         if card.export is not None:
             card, networks = load_onnx(location, max_folds=settings.max_folds)
             return cls(networks, card.info, settings, version=card.version)

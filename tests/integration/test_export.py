@@ -143,6 +143,9 @@ def test_the_predictor_runs_an_export_or_a_converted_keras_model_in_onnx_runtime
     assert verify_artifact(str(tmp_path / "saved")).export == "saved_model"
     with pytest.raises(BackendError, match="SavedModel export is for TensorFlow Serving"):
         Predictor.from_artifact(str(tmp_path / "saved"))
+    # An ensemble is made of Keras models (an ensemble is exported as a whole).
+    with pytest.raises(ArtifactError, match="an onnx export; an ensemble is made of Keras"):
+        save_ensemble([str(out), model], INFO, str(tmp_path / "mixed"))
     # A changed model.onnx is refused as a changed model.keras is.
     (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes() + b"\0")
     with pytest.raises(ArtifactError, match=r"model\.onnx: sha256 .* differs"):

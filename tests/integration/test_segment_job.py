@@ -201,7 +201,7 @@ def test_records_written_before_the_schema_version_are_still_skipped(
     template = json.loads((V1_RECORDS / "done.json").read_text())
     for path in (out / "records").iterdir():
         current = json.loads(path.read_text())
-        added = {"schema", "precision", "label_scheme", "uncertainty"}
+        added = {"schema", "precision", "label_scheme", "uncertainty", "backend"}
         assert set(current) - set(template) == added
         assert set(template) - set(current) == {"convention"}  # what label_scheme was
         current["convention"] = current.pop("label_scheme")
@@ -478,6 +478,14 @@ def test_an_onnx_export_segments_like_keras_and_says_which_runtime_ran(
             tmp_path / "onnx",
             tmp_path / "refused",
             predict=PredictSettings(backend="keras"),
+        )
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(SegmentError, match="bfloat16 needs --backend keras"):
+        run(
+            cohort,
+            tmp_path / "onnx",
+            tmp_path / "refused",
+            predict=PredictSettings(precision="bfloat16"),
         )
     assert not (tmp_path / "refused").exists()
     # Another backend asked for by name is another output setting; auto keeps old records'.
