@@ -22,6 +22,13 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "us-east-1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "RAY_DEDUP_LOGS": "0",
+        # Ray Train's controller polls its workers every 2 s by default, so every run's
+        # start, end and failures wait up to that long to be seen; the tests' runs are
+        # seconds long. Its preemption watcher (one more actor a run) watches for nodes
+        # being drained, as a cloud reclaims a spot node; no test drains a node (the
+        # node-loss tests kill them). Set before Ray starts: its processes inherit them.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     }
 )
 for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "RAY_ADDRESS"):
