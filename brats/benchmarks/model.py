@@ -196,17 +196,16 @@ def _onnx_calls(args: ModelBenchmark, x: Any) -> Calls:
     within 1e-3 as every export is) and its forward pass in ONNX Runtime, with all of the
     machine's cores as TensorFlow has."""
     from brats.io.cases import MODALITIES, SEED_MODALITIES
-    from brats.io.export import onnx_bytes
     from brats.io.model_card import ModelInfo
     from brats.network.unet import build_unet
-    from brats.segment.backends import onnx_predict
+    from brats.segment.backends import onnx_networks, onnx_predict
 
     config = _network(args, "float32")
     modalities = MODALITIES if args.channels == len(MODALITIES) else SEED_MODALITIES
     info = ModelInfo(
         unet=config, modalities=modalities[: args.channels], patch_size=(args.size,) * 3
     )
-    forward = onnx_predict(onnx_bytes(build_unet(config), info))
+    forward = onnx_predict(onnx_networks([build_unet(config)], info)[0])
     batch = np.asarray(x)
     return {"forward": lambda: forward(batch)}
 
