@@ -178,10 +178,13 @@ class SegmentResult(JobResult):
         }
 
 
-def verified_card(model: Location, backend: str = "auto", precision: str = "float32") -> ModelCard:
-    """The model's card, after checking its weights (``model.keras``, an export's
-    ``model.onnx``) against it and that ``backend`` can run it at ``precision`` (no
-    TensorFlow here).
+def verified_card(
+    model: Location, backend: str = "auto", precision: str = "float32"
+) -> tuple[ModelCard, str]:
+    """The model's card and the runtime ``backend`` resolves to for it
+    (:func:`~brats.segment.backends.resolve_backend`), after checking its weights
+    (``model.keras``, an export's ``model.onnx``) against it and that the runtime can run it
+    at ``precision`` (no TensorFlow here).
 
     The actors check again when they load it; checking first makes a tampered model, or one
     the backend cannot run, a clear error before any case is touched.
@@ -190,10 +193,10 @@ def verified_card(model: Location, backend: str = "auto", precision: str = "floa
 
     try:
         card = verify_artifact(model)
-        resolve_backend(backend, card, precision)
+        runtime = resolve_backend(backend, card, precision)
     except (ArtifactError, BackendError, OSError) as err:
         raise SegmentError(f"model {redact(model.uri)}: {err}") from err
-    return card
+    return card, runtime
 
 
 def segment(
@@ -212,7 +215,7 @@ def segment(
     began = time.perf_counter()
     cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
     out = resolve(config.out, s3_endpoint=config.s3_endpoint)
-    card = verified_card(
+    card, runtime = verified_card(
         resolve(config.model, s3_endpoint=config.s3_endpoint),
         config.predict.backend,
         config.predict.precision,
@@ -234,11 +237,12 @@ def segment(
     ]
     skipped = len(found.cases) - len(todo)
     log.info(
-        "segment: %d cases under %s, %d already done with model %s, %d to do",
+        "segment: %d cases under %s, %d already done with model %s (in %s), %d to do",
         len(found.cases),
         redact(cohort.uri),
         skipped,
         version[:12],
+        runtime,
         len(todo),
     )
     if not todo and success_matches(out, existing.values()):
