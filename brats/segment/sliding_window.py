@@ -85,7 +85,9 @@ def sliding_window_predict(
         raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
     spatial = (int(image.shape[1]), int(image.shape[2]), int(image.shape[3]))
     padded_shape = tuple(max(s, w) for s, w in zip(spatial, window, strict=True))
-    volume = pad_or_crop(np.asarray(image, dtype=np.float32), padded_shape)
+    volume = np.asarray(image, dtype=np.float32)
+    if padded_shape != spatial:  # a copy only where the window overhangs the volume
+        volume = pad_or_crop(volume, padded_shape)
 
     weights = gaussian_importance(window) if blend == "gaussian" else np.ones(window, np.float32)
     probs = np.zeros((n_classes, *padded_shape), dtype=np.float32)
@@ -106,7 +108,7 @@ def sliding_window_predict(
             probs[(slice(None), *box)] += np.moveaxis(window_probs, -1, 0) * weights
             norm[box] += weights
     probs /= norm
-    return pad_or_crop(probs, spatial)
+    return probs if padded_shape == spatial else pad_or_crop(probs, spatial)
 
 
 def _predict_windows(
