@@ -1,4 +1,4 @@
-"""The training job's driver: a run's data, its ``TensorflowTrainer``, and the export.
+"""The training job's driver: a run's data, its Ray Train trainer, and the export.
 
 A run lives under ``STORAGE/NAME/``: Ray Train's checkpoints and snapshot, and ours:
 
@@ -104,22 +104,25 @@ def _at_spacing(cohort: Location, config: TrainConfig) -> Location:
 def build_trainer(
     config: TrainConfig, *, epoch_hook: EpochHook | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """The ``TensorflowTrainer`` for a run, and a summary of its data (for logs and json).
+    """The run's ``DataParallelTrainer`` (TensorFlow workers: :mod:`brats.train.backend`),
+    and a summary of its data (for logs and json).
 
     Ingests a raw cohort first (:func:`prepare_cohort`) and writes the run's split on its
     first start. Raises :class:`TrainingError` when the cohort's modalities are not the
     config's, or the split has fewer training cases than the group's largest size."""
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from brats.ingest.shards import load_manifest
+    from brats.train.backend import TensorflowWorkers
 
     cohort = prepare_cohort(config)
     manifest = load_manifest(cohort)
     check_modalities(config, cohort, manifest)
     split = load_or_write_split(config.run, manifest, config)
-    trainer = TensorflowTrainer(
+    trainer = DataParallelTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config(config, cohort, manifest, split, epoch_hook),
+        backend_config=TensorflowWorkers(),
         scaling_config=scaling_config(config),
         # No Ray Train datasets: each worker reads its own assign_cases share from its
         # shards, in order (Ray's default split hands blocks to whichever worker asks

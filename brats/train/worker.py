@@ -184,6 +184,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     config = worker.config
     hook: EpochHook | None = loop_config.get("epoch_hook")
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    if strategy.num_replicas_in_sync != worker.workers:  # TF_CONFIG: brats.train.backend
+        raise RuntimeError(
+            f"TensorFlow sees {strategy.num_replicas_in_sync} replicas in a group of "
+            f"{worker.workers} workers: TF_CONFIG was not set for this group"
+        )
     model, optimizer, train_step = build_step(config, strategy, worker.precision, worker.scheme)
     predictor = validation_predictor(model, worker, loop_config["normalization"])
     start, history = resume(config, model, optimizer)
