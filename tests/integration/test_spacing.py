@@ -110,7 +110,7 @@ OTHER_GRIDS = {"1x1x3": (5.0, 5.0, 15.0), "0.5x0.5x1": (2.5, 2.5, 5.0)}
 
 @pytest.mark.integration
 def test_a_trained_model_segments_the_same_anatomy_alike_at_other_spacings(tmp_path, ray_session):
-    """A small model trained at 5 mm (16 cases, 8 epochs: held-out WT Dice about 0.7)
+    """A small model trained at 5 mm (16 cases, 8 epochs, one worker: held-out WT Dice 0.84)
     segments six held-out cases generated at 5 mm, at 5 x 5 x 15 mm and at 2.5 x 2.5 x 5 mm:
     each mask is on its case's own grid, and the mean WT Dice against each grid's truth is
     within 0.03 of the same-grid figure. Without resampling (the model not knowing its
@@ -134,7 +134,8 @@ def test_a_trained_model_segments_the_same_anatomy_alike_at_other_spacings(tmp_p
             name="five-mm",
             epochs=8,
             learning_rate=3e-3,
-            num_workers=2,
+            num_workers=1,
+            cpus_per_worker=2,
             patch_size=(32, 32, 32),
             base_filters=8,
             depth=3,
