@@ -76,6 +76,11 @@ def test_run_reports_the_figures() -> None:
     assert figures["ours_over_monai_bf16"] == pytest.approx(
         figures["s_per_case"]["ours"] / figures["s_per_case"]["monai_bf16"], rel=0.02
     )
+    # The network's share is timed inside the same run: part of the case, never more.
+    assert 0 < figures["ours_network_s"] <= figures["s_per_case"]["ours"]
+    assert figures["ours_network_over_monai"] == pytest.approx(
+        figures["ours_network_s"] / figures["s_per_case"]["monai"], rel=0.02
+    )
 
 
 def test_ours_runs_in_onnx_runtime_when_asked() -> None:
