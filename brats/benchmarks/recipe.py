@@ -90,14 +90,17 @@ class RecipeBenchmark:
 @dataclass(frozen=True)
 class CaseScore:
     """One held-out case as a model segmented it: Dice per region of the scheme, the
-    uncertainty score (:class:`~brats.segment.predictor.Assessment`), whether its truth has
-    enhancing tumour, and the enhancing voxels predicted."""
+    uncertainty score and its two terms, the folds' ``agreement`` and the ``entropy``
+    inside the predicted tumour (:class:`~brats.segment.predictor.Assessment`), whether its
+    truth has enhancing tumour, and the enhancing voxels predicted."""
 
     case_id: str
     dice: dict[str, float]
     uncertainty: float
     truth_enhances: bool
     predicted_et_voxels: int
+    agreement: float = 1.0
+    entropy: float = 0.0
 
 
 def held_out_cases(model: str, cohort: str, tta: str = "model") -> list[CaseScore]:
@@ -134,6 +137,8 @@ def held_out_cases(model: str, cohort: str, tta: str = "model") -> list[CaseScor
                 predicted_et_voxels=int(region_mask(done.labels, "ET", scheme).sum())
                 if enhancing
                 else 0,
+                agreement=done.assessment.agreement,
+                entropy=done.assessment.entropy,
             )
         )
     return out
@@ -281,7 +286,9 @@ def _cross_validated(
             )
             print(
                 f"recipe {label} seed {config.seed} tta {tta} site {site}: ensemble/mean fold "
-                f"{regions}; Spearman(uncertainty, 1 - Dice) {f['spearman_uncertainty_error']}; "
+                f"{regions}; Spearman(uncertainty, 1 - Dice) {f['spearman_uncertainty_error']} "
+                f"(disagreement alone {f['spearman_disagreement_error']}, entropy alone "
+                f"{f['spearman_entropy_error']}); "
                 f"no-ET cases with ET specks {len(f['no_et_with_et'])} of {f['no_et_cases']}",
                 flush=True,
             )
@@ -316,28 +323,34 @@ def fold_figures(ensemble: str, folds: list[str], cohort: str, tta: str = "off")
     """A held-out cohort segmented by the ensemble and by each of its folds alone: mean Dice
     per region of each, the mean over the folds, whether the ensemble beats it, the Spearman
     correlation between the ensemble's uncertainty score and its error (1 - Dice of the
-    scheme's first region; ``None`` when either is constant), and the cases without
-    enhancing tumour that got some predicted."""
+    scheme's first region; ``None`` when either is constant) and that of each of the score's
+    terms alone, each case's figures, and the cases without enhancing tumour that got some
+    predicted."""
     cases = held_out_cases(ensemble, cohort, tta)
     singles = [held_out_cases(fold, cohort, tta) for fold in folds]
     regions = list(cases[0].dice)
     means = {r: float(np.mean([c.dice[r] for c in cases])) for r in regions}
     per_fold = {r: [float(np.mean([c.dice[r] for c in one])) for one in singles] for r in regions}
     mean_fold = {r: float(np.mean(v)) for r, v in per_fold.items()}
-    rho = _spearman([c.uncertainty for c in cases], [1.0 - c.dice[regions[0]] for c in cases])
+    errors = [1.0 - c.dice[regions[0]] for c in cases]
+    rho = _spearman([c.uncertainty for c in cases], errors)
     return {
         "ensemble": {r: round(v, 4) for r, v in means.items()},
         "single_folds": {r: [round(x, 4) for x in v] for r, v in per_fold.items()},
         "mean_single_fold": {r: round(v, 4) for r, v in mean_fold.items()},
         "ensemble_beats_mean_fold": {r: means[r] > mean_fold[r] for r in regions},
         "spearman_uncertainty_error": rho,
+        # Each term of the score alone, ranked against the same errors.
+        "spearman_disagreement_error": _spearman([1.0 - c.agreement for c in cases], errors),
+        "spearman_entropy_error": _spearman([c.entropy for c in cases], errors),
         "no_et_cases": sum(not c.truth_enhances for c in cases),
         "no_et_with_et": [
             c.case_id for c in cases if not c.truth_enhances and c.predicted_et_voxels > 0
         ],
         "cases": [
             {"case_id": c.case_id, "dice": {r: round(d, 4) for r, d in c.dice.items()},
-             "uncertainty": round(c.uncertainty, 4)}
+             "uncertainty": round(c.uncertainty, 4), "agreement": round(c.agreement, 4),
+             "entropy": round(c.entropy, 4)}
             for c in cases
         ],
     }  # fmt: skip

@@ -113,6 +113,13 @@ def test_fold_figures_compare_the_ensemble_with_each_fold_on_the_same_cases(tmp_
         [c.uncertainty for c in ensemble], abs=1e-4
     )
     assert all(c.uncertainty > 0 for c in ensemble)  # two untrained folds disagree
+    for row, case in zip(figures["cases"], ensemble, strict=True):  # the score's two terms
+        assert row["uncertainty"] == pytest.approx(
+            (1 - row["agreement"]) + row["entropy"], abs=2e-4
+        )
+        assert (row["agreement"], row["entropy"]) == pytest.approx(
+            (case.agreement, case.entropy), abs=1e-4
+        )
     assert figures["no_et_cases"] == sum(not c.truth_enhances for c in ensemble)
     assert figures["no_et_with_et"] == [
         c.case_id for c in ensemble if not c.truth_enhances and c.predicted_et_voxels
@@ -123,6 +130,13 @@ def test_fold_figures_compare_the_ensemble_with_each_fold_on_the_same_cases(tmp_
     scores = [c.uncertainty for c in ensemble]
     expected = spearmanr(scores, errors).statistic if len(set(errors)) > 1 else None
     assert figures["spearman_uncertainty_error"] == pytest.approx(expected, abs=1e-4)
+    for term, values in (
+        ("disagreement", [1 - c.agreement for c in ensemble]),
+        ("entropy", [c.entropy for c in ensemble]),
+    ):
+        defined = len(set(errors)) > 1 and len(set(values)) > 1
+        alone = spearmanr(values, errors).statistic if defined else None
+        assert figures[f"spearman_{term}_error"] == pytest.approx(alone, abs=1e-4)
     other = {
         **figures,
         "cases": [{**c, "uncertainty": -c["uncertainty"]} for c in figures["cases"]],
