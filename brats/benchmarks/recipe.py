@@ -99,8 +99,8 @@ class CaseScore:
     uncertainty: float
     truth_enhances: bool
     predicted_et_voxels: int
-    agreement: float = 1.0
-    entropy: float = 0.0
+    agreement: float
+    entropy: float
 
 
 def held_out_cases(model: str, cohort: str, tta: str = "model") -> list[CaseScore]:
