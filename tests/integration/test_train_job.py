@@ -332,15 +332,16 @@ def test_driver_killed_then_rerun_resumes_from_the_last_checkpoint(cohort, ray_s
     ]
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     repo = Path(__file__).resolve().parents[2]
-    driver = subprocess.Popen(
-        args, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    output = tmp_path / "driver.log"  # what the killed driver said, for a failure's message
+    with output.open("wb") as sink:
+        driver = subprocess.Popen(args, cwd=repo, env=env, stdout=sink, stderr=subprocess.STDOUT)
     snapshot = storage / "driver" / "checkpoint_manager_snapshot.json"
     deadline = time.monotonic() + 240
     try:
         while not snapshot.exists():
-            assert driver.poll() is None, "the driver exited before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            said = output.read_text(errors="replace")[-4000:]
+            assert driver.poll() is None, f"the driver exited before its first checkpoint:\n{said}"
+            assert time.monotonic() < deadline, f"no checkpoint within 240 s:\n{said}\n{_held()}"
             time.sleep(0.2)
     finally:
         driver.send_signal(signal.SIGKILL)
@@ -413,6 +414,17 @@ def test_patches_cut_in_ray_data_tasks_are_the_workers_own(cohort, ray_session, 
     # Patches are a function of their seeds (above); the batches: exactly the steps asked.
     batches = list(stream_batches(patch_dataset(ingested, share, config, 3, key), config, 3, key))
     assert len(batches) == 3 and batches[0][0].shape == (2, 16, 16, 16, 4)
+
+
+def _held() -> str:
+    """What the session's Ray holds now: its free resources and live actors (for a failure's
+    message: a run that never starts is usually waiting for CPUs something else holds)."""
+    import ray
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+    names = sorted(f"{a.class_name} (pid {a.pid})" for a in actors)
+    return f"free: {ray.available_resources()}; live actors: {names}"
 
 
 def _leave_broken_uploads(run: Path, done: int) -> None:
