@@ -54,12 +54,19 @@ from brats.volume.normalize import prepare_volume
 from brats.volume.postprocess import Postprocessing, small_et_to_necrosis
 from brats.volume.resample import (
     resample_image,
+    resample_labels,
     resample_probabilities,
     resampled_shape,
     same_spacing,
     separate_axis,
 )
-from brats.volume.uncertainty import entropy_map, mean_entropy, pairwise_dice, uncertainty_score
+from brats.volume.uncertainty import (
+    entropy_map,
+    foreground_probability,
+    pairwise_dice,
+    tumour_entropy,
+    uncertainty_score,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -69,8 +76,8 @@ if TYPE_CHECKING:
 class Assessment:
     """A network input's probabilities ``(K, D, H, W)``, their labels ``(D, H, W)`` (on the
     input's grid, before postprocessing), and how sure they are
-    (:mod:`brats.volume.uncertainty`): ``agreement`` of the folds, ``entropy`` inside the
-    predicted tumour, and ``uncertainty``, the score a reviewer sorts by; ``resampled_to``,
+    (:mod:`brats.volume.uncertainty`): ``agreement`` of the folds, ``entropy`` of the
+    tumour they predict, and ``uncertainty``, the score a reviewer sorts by; ``resampled_to``,
     the model's spacing where the network saw the input resampled to it, else ``None``."""
 
     probabilities: npt.NDArray[np.float32]
@@ -242,19 +249,26 @@ class Predictor:
         network's probabilities on their own (the same forward passes as
         :meth:`probabilities`, whose mean they are, blending being linear), the folds'
         agreement on the tumour (:func:`~brats.volume.uncertainty.pairwise_dice` of their
-        labels' foreground, on the network's grid; 1 for one model) and the mean entropy
-        inside the predicted tumour (:func:`~brats.volume.uncertainty.mean_entropy`), before
-        postprocessing. With ``back``, ``image`` is on the model's grid and the mean
-        probabilities are resampled to ``back.source`` before they are decoded (and the
-        entropy taken)."""
+        labels' foreground, on the network's grid; 1 for one model) and the tumour's entropy
+        (:func:`~brats.volume.uncertainty.tumour_entropy` of the mean's
+        :func:`~brats.volume.uncertainty.foreground_probability`, over the union of the
+        folds' tumours and the mean's), before postprocessing. With ``back``, ``image`` is on
+        the model's grid; the mean probabilities and the union are resampled to
+        ``back.source`` before they are decoded (and the entropy taken)."""
         each = [self.probabilities(image, forward) for forward in self.forwards]
         mean = each[0] if len(each) == 1 else np.stack(each).mean(axis=0, dtype=np.float32)
         # One network agrees with itself: its labels are the mean's, decoded once.
-        agreement = pairwise_dice([self.decode(p) > 0 for p in each]) if len(each) > 1 else 1.0
+        masks = [self.decode(p) > 0 for p in each] if len(each) > 1 else []
+        agreement = pairwise_dice(masks) if masks else 1.0
+        union = np.logical_or.reduce(masks) if masks else None
         if back is not None:
             mean = resample_probabilities(mean, back.source, back.axis)
+            if union is not None:
+                union = resample_labels(union.astype(np.uint8), back.source, back.axis) > 0
         labels = self.decode(mean)
-        entropy = mean_entropy(mean, labels > 0, self.output_kind)
+        inside = labels > 0 if union is None else union | (labels > 0)
+        outer = self.info.scheme.outer_outputs
+        entropy = tumour_entropy(foreground_probability(mean, self.output_kind, outer), inside)
         score = uncertainty_score(agreement, entropy)
         spacing = None if back is None else back.spacing
         return Assessment(mean, labels, agreement, entropy, score, spacing)

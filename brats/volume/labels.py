@@ -148,6 +148,18 @@ class LabelScheme:
         """Internal classes of each region output, in channel order (the losses' targets)."""
         return tuple(self.region_classes(r) for r in self.output_regions)
 
+    @property
+    def outer_outputs(self) -> tuple[int, ...]:
+        """The region outputs no other output contains, by channel: the ones whose classes
+        together cover the tumour (WT; WT and RC where a cavity is labelled on its own; GTV).
+        Of two outputs with the same classes, the first."""
+        sets = [frozenset(c) for c in self.output_classes()]
+        return tuple(
+            i
+            for i, s in enumerate(sets)
+            if not any(s < t or (s == t and j < i) for j, t in enumerate(sets))
+        )
+
     def colours(self) -> dict[int, tuple[int, int, int]]:
         """Internal class -> overlay colour."""
         return {i: c.colour for i, c in enumerate(self.classes, start=1)}

@@ -20,8 +20,10 @@ from brats.io.artifact import (
 )
 from brats.io.model_card import META_FILE, MODEL_FILE, ArtifactError, ModelInfo, ensemble_version
 from brats.network.unet import nnunet_config
-from brats.segment.predictor import Predictor, PredictSettings
+from brats.segment.predictor import Predictor, PredictSettings, Resampling
 from brats.volume.labels import BRATS2023
+from brats.volume.resample import resample_labels
+from brats.volume.uncertainty import foreground_probability, tumour_entropy
 
 INFO = ModelInfo(
     unet=nnunet_config(base_filters=4, depth=2),
@@ -134,7 +136,23 @@ def test_an_assessment_is_the_ensembles_probabilities_and_how_much_its_folds_agr
     masks = [Predictor.from_artifact(str(f), settings).labels(image) > 0 for f in folds]
     both, total = int((masks[0] & masks[1]).sum()), int(masks[0].sum() + masks[1].sum())
     assert assessed.agreement == pytest.approx(2 * both / total if total else 1.0)
-    assert 0.0 <= assessed.entropy <= 1.0
+    # The entropy is the tumour's (any tumour class), over every voxel a fold calls tumour.
+    outer = ensemble.info.scheme.outer_outputs
+    foreground = foreground_probability(assessed.probabilities, ensemble.output_kind, outer)
+    union = masks[0] | masks[1] | (assessed.labels > 0)
+    assert union.sum() > (assessed.labels > 0).sum()  # the folds' band is wider than the mean's
+    assert assessed.entropy == pytest.approx(tumour_entropy(foreground, union), abs=1e-6)
+    assert assessed.entropy != pytest.approx(tumour_entropy(foreground, assessed.labels > 0))
     assert assessed.uncertainty == pytest.approx(1 - assessed.agreement + assessed.entropy)
     one = Predictor.from_artifact(str(folds[0]), settings).assess(image)
     assert one.agreement == 1.0 and one.uncertainty == pytest.approx(one.entropy)
+    own = foreground_probability(one.probabilities, ensemble.output_kind, outer)
+    assert one.entropy == pytest.approx(tumour_entropy(own, one.labels > 0), abs=1e-6)
+    # Resampled back to a finer source grid: the union goes with the probabilities.
+    back = Resampling(spacing=(2.0, 2.0, 2.0), shape=(20, 20, 20), source=(20, 20, 30), axis=None)
+    fine = ensemble.assess(image, back)
+    assert fine.labels.shape == (20, 20, 30) and fine.agreement == assessed.agreement
+    band = resample_labels((masks[0] | masks[1]).astype(np.uint8), (20, 20, 30), None) > 0
+    inside = band | (fine.labels > 0)
+    fg = foreground_probability(fine.probabilities, ensemble.output_kind, outer)
+    assert fine.entropy == pytest.approx(tumour_entropy(fg, inside), abs=1e-6)

@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from brats.volume.uncertainty import entropy_map, mean_entropy, pairwise_dice, uncertainty_score
+from brats.volume.labels import SCHEMES
+from brats.volume.uncertainty import (
+    entropy_map,
+    foreground_probability,
+    pairwise_dice,
+    tumour_entropy,
+    uncertainty_score,
+)
 
 
 def _cube(corner: int, side: int = 4, shape: int = 12) -> np.ndarray:
@@ -47,16 +54,45 @@ def test_entropy_is_zero_when_sure_and_one_at_even_odds() -> None:
         entropy_map(np.full((1, 2, 2), 0.5), "softmax")
 
 
-def test_mean_entropy_counts_the_predicted_tumour_and_the_score_adds_disagreement() -> None:
-    p = np.zeros((1, 4, 4, 4))
-    p[0, :2] = 0.5  # unsure in the upper half
+def test_the_tumour_entropy_is_of_the_foreground_over_its_mask_and_the_score_adds_disagreement():
+    p = np.zeros((4, 4, 4))
+    p[:2] = 0.5  # unsure in the upper half
     inside = np.zeros((4, 4, 4), bool)
     inside[:2] = True
-    assert mean_entropy(p, inside) == pytest.approx(1.0)
-    assert mean_entropy(p, ~inside) == pytest.approx(0.0)
-    assert mean_entropy(p, np.zeros_like(inside)) == pytest.approx(0.5)  # whole volume
+    assert tumour_entropy(p, inside) == pytest.approx(1.0)
+    assert tumour_entropy(p, ~inside) == pytest.approx(0.0)
+    assert tumour_entropy(p, np.zeros_like(inside)) == pytest.approx(0.5)  # whole volume
+    h = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))
+    assert tumour_entropy(np.full((2, 2, 2), 0.25), np.ones((2, 2, 2), bool)) == pytest.approx(h)
     with pytest.raises(ValueError, match="mask of shape"):
-        mean_entropy(p, inside[:2])
+        tumour_entropy(p, inside[:2])
     assert uncertainty_score(1.0, 0.0) == 0.0 and uncertainty_score(0.25, 0.5) == 1.25
     with pytest.raises(ValueError, match="must be in"):
         uncertainty_score(1.5, 0.0)
+
+
+def test_the_foreground_is_the_outer_regions_or_all_but_the_background() -> None:
+    # WT sure, TC and ET at even odds: the tumour is certain, its core is not. The score's
+    # entropy sees a sure tumour; the per-voxel map (every output) does not.
+    regions = np.stack([np.ones((2, 2, 2)), np.full((2, 2, 2), 0.5), np.full((2, 2, 2), 0.5)])
+    brats = SCHEMES["brats2020"]
+    fg = foreground_probability(regions, "regions", brats.outer_outputs)
+    np.testing.assert_array_equal(fg, 1.0)
+    assert tumour_entropy(fg, np.ones((2, 2, 2), bool)) == 0.0
+    assert float(entropy_map(regions).mean()) == pytest.approx(2 / 3)
+    # A post-treatment scheme: WT and the cavity are disjoint; a voxel split between them is
+    # surely tumour-or-cavity.
+    gli = SCHEMES["gli2024"]
+    assert [gli.output_regions[i] for i in gli.outer_outputs] == ["WT", "RC"]
+    split = np.zeros((4, 1, 1, 1))
+    split[0], split[3] = 0.5, 0.5
+    assert float(foreground_probability(split, "regions", gli.outer_outputs)[0, 0, 0]) == 1.0
+    assert [SCHEMES[n].output_regions[i] for n in ("ped2024", "menrt2024")
+            for i in SCHEMES[n].outer_outputs] == ["WT", "GTV"]  # fmt: skip
+    # A softmax: 1 - p(background).
+    soft = np.stack([np.full((1, 1, 1), 0.7), np.full((1, 1, 1), 0.2), np.full((1, 1, 1), 0.1)])
+    assert float(foreground_probability(soft, "softmax")[0, 0, 0]) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="outer outputs"):
+        foreground_probability(regions, "regions", (3,))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        foreground_probability(regions, "logits")
