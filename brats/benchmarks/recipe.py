@@ -69,6 +69,12 @@ class RecipeBenchmark:
     )
     other_sites: tuple[str, ...] = option(("b", "c"), help="held-out sites the model never saw")
     held_out: int | None = option(None, help="held-out cases per site (default: the demo's)")
+    held_out_start: int = option(
+        1001,
+        help="the first held-out case's number at the training site (site i's: this plus "
+        "1000 i); the generator draws each case's anatomy from its number, so another start "
+        "gives cases no earlier run has scored",
+    )
     num_cpus: int | None = option(None, help="CPUs for the local Ray (default: all cores)")
     label_scheme: str | None = option(
         None,
@@ -170,6 +176,11 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
     if args.epochs:
         demo = replace(demo, epochs=args.epochs)
     held_out = args.held_out or demo.held_out
+    if args.held_out_start <= demo.cases:  # cases 1..N train: the same anatomy
+        raise ValueError(
+            f"held_out_start must be above the {demo.cases} training cases' numbers, got "
+            f"{args.held_out_start}"
+        )
     init_ray(num_cpus=args.num_cpus)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="brats-bench-recipe-") as tmp:
@@ -181,7 +192,7 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
         for i, site in enumerate(dict.fromkeys((demo.site, *args.other_sites))):
             sites[site] = f"{tmp}/held-out-{site}"
             # Held-out case numbers differ per site (1001.., 2001.., ...): other anatomy too.
-            start = 1001 + 1000 * i
+            start = args.held_out_start + 1000 * i
             generate_cohort(sites[site], held_out, demo.acquired(synth, site), start=start)
         ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
         for seed in args.seeds:

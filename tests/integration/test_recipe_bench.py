@@ -56,6 +56,12 @@ def test_recipe_variants_cross_presets_precisions_and_augmentations():
     assert ab[3][1] == {"preset": "nnunet", "precision": "bfloat16", "augmentation": "nnunet"}
 
 
+def test_held_out_cases_must_not_share_the_training_cases_numbers():
+    # The generator draws a case's anatomy from its number: cases 1..24 are the training set.
+    with pytest.raises(ValueError, match="above the 24 training cases' numbers, got 24"):
+        recipe.run(recipe.RecipeBenchmark(held_out_start=24))
+
+
 def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):
     import keras
 
