@@ -56,6 +56,35 @@ def ray_session():
     ray.shutdown()
 
 
+RELEASE_TIMEOUT_S = 60.0
+"""How long a test's Ray work may take to give its CPUs back once the test is over."""
+
+
+@pytest.fixture(autouse=True)
+def _gives_back_its_cpus(request):
+    """After each test on the session's Ray: every CPU is free again within
+    :data:`RELEASE_TIMEOUT_S`. A test that leaves an actor or a task holding CPUs fails here,
+    by name, rather than a later test waiting for CPUs that never come."""
+    yield
+    import sys
+    import time
+
+    ray = sys.modules.get("ray")
+    if request.node.get_closest_marker("multinode") or ray is None or not ray.is_initialized():
+        return
+    deadline = time.monotonic() + RELEASE_TIMEOUT_S
+    while (free := ray.available_resources().get("CPU", 0.0)) < (
+        total := ray.cluster_resources().get("CPU", 0.0)
+    ) - 1e-6:
+        if time.monotonic() > deadline:
+            from ray.util.state import list_actors
+
+            alive = list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+            names = sorted(f"{a.class_name} (pid {a.pid})" for a in alive)
+            pytest.fail(f"{free} of {total} CPUs free {RELEASE_TIMEOUT_S:.0f} s on; alive: {names}")
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 endpoint: moto's server on 127.0.0.1, as s3fs tests itself."""
