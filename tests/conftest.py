@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from brats.runtime import prepare_tensorflow
-from tests.helpers import FAKE_SECRETS, FlakyS3Proxy, free_port
+from tests.helpers import FAKE_SECRETS, FlakyS3Proxy, free_port, ray_holdings
 
 os.environ.update(
     {
@@ -77,11 +77,8 @@ def _gives_back_its_cpus(request):
         total := ray.cluster_resources().get("CPU", 0.0)
     ) - 1e-6:
         if time.monotonic() > deadline:
-            from ray.util.state import list_actors
-
-            alive = list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
-            names = sorted(f"{a.class_name} (pid {a.pid})" for a in alive)
-            pytest.fail(f"{free} of {total} CPUs free {RELEASE_TIMEOUT_S:.0f} s on; alive: {names}")
+            held = ray_holdings()
+            pytest.fail(f"{free} of {total} CPUs free {RELEASE_TIMEOUT_S:.0f} s on; {held}")
         time.sleep(0.1)
 
 

@@ -351,3 +351,14 @@ def spacing_grid() -> Any:
     from brats.devtools.synth import SynthConfig
 
     return SynthConfig(shape=(40, 40, 26), field_of_view_mm=(240.0, 240.0, 156.0), seed=4)
+
+
+def ray_holdings() -> str:
+    """What the connected Ray holds now, for a failure's message: its free resources and its
+    live actors (a run that never starts is usually waiting for CPUs something else holds)."""
+    import ray
+    from ray.util.state import list_actors
+
+    alive = list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+    names = sorted(f"{a.class_name} (pid {a.pid})" for a in alive)
+    return f"free: {ray.available_resources()}; live actors: {names}"

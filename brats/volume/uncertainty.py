@@ -68,7 +68,7 @@ def entropy_map(probabilities: npt.ArrayLike, kind: str = "regions") -> npt.NDAr
     if kind == "softmax":
         bits = -np.sum(_xlog2x(p), axis=0) / np.log2(p.shape[0])
     else:
-        bits = -np.mean(_xlog2x(p) + _xlog2x(1.0 - p), axis=0)
+        bits = np.mean(_binary_entropy(p), axis=0)
     return np.clip(bits, 0.0, 1.0).astype(np.float32)
 
 
@@ -106,8 +106,7 @@ def tumour_entropy(foreground: npt.ArrayLike, inside: npt.NDArray[np.bool_]) -> 
     if mask.shape != p.shape:
         raise ValueError(f"mask of shape {mask.shape} for probabilities of {p.shape}")
     values = p[mask] if mask.any() else p.ravel()
-    bits = -(_xlog2x(values) + _xlog2x(1.0 - values))
-    return float(np.clip(bits.mean(), 0.0, 1.0)) if values.size else 0.0
+    return float(np.clip(_binary_entropy(values).mean(), 0.0, 1.0)) if values.size else 0.0
 
 
 def uncertainty_score(agreement: float, entropy: float) -> float:
@@ -116,6 +115,11 @@ def uncertainty_score(agreement: float, entropy: float) -> float:
     if not (0.0 <= agreement <= 1.0 and 0.0 <= entropy <= 1.0):
         raise ValueError(f"agreement {agreement} and entropy {entropy} must be in [0, 1]")
     return (1.0 - agreement) + entropy
+
+
+def _binary_entropy(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``H(p)`` in bits of each probability in [0, 1] (1 at 0.5, 0 at 0 and 1)."""
+    return -(_xlog2x(p) + _xlog2x(1.0 - p))
 
 
 def _xlog2x(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
