@@ -65,6 +65,7 @@ def ingest_parser() -> argparse.ArgumentParser:
 
 def run_ingest(argv: Sequence[str] | None = None) -> int:
     from brats.ingest.job import IngestConfig, ingest
+    from brats.runtime import ActorsNotStarted
     from brats.volume.labels import SchemeError
 
     try:
@@ -72,6 +73,9 @@ def run_ingest(argv: Sequence[str] | None = None) -> int:
     except SchemeError as err:  # the cohort's scheme is open, or --label-scheme is bad
         log.error("%s", err)
         return 2
+    except ActorsNotStarted as err:  # the cluster had no room for a reader
+        log.error("%s", err)
+        return 1
     counts = result.manifest["counts"]
     _print_json(
         {
@@ -100,6 +104,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def run_train(argv: Sequence[str] | None = None) -> int:
+    from brats.runtime import ActorsNotStarted
     from brats.train.config import TrainConfig, TrainingError
     from brats.train.job import train
     from brats.volume.labels import SchemeError
@@ -107,7 +112,7 @@ def run_train(argv: Sequence[str] | None = None) -> int:
     config = _config_on_ray(train_parser(), TrainConfig, argv)
     try:
         result = train(config)
-    except (TrainingError, SchemeError) as err:
+    except (TrainingError, SchemeError, ActorsNotStarted) as err:
         log.error("%s", err)
         _print_json({"status": "failed", "error": str(err)})
         return 1

@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
+from brats.errors import BratsError
 from brats.options import option
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -281,6 +282,55 @@ def cpus_per_replica(
             free,
         )
     return cpus
+
+
+ACTOR_WAIT_S = 1800.0
+"""How long a job waits, by default, for room on the cluster for its first actors."""
+
+ACTOR_WAIT_HELP = (
+    "seconds to wait for room on the cluster for the first reader or model actors (for the "
+    "CPUs or GPUs they ask to be free, or for an autoscaler's node to join), then stop with "
+    "an error saying what is missing; 0 waits forever"
+)
+
+
+class ActorsNotStarted(BratsError, RuntimeError):
+    """An actor pool's first actors found no room in time: the cluster lacks what they ask."""
+
+
+def wait_for_room(bundle: dict[str, float], count: int, seconds: float, what: str) -> None:
+    """Return once the cluster has room for ``count`` actors of ``bundle`` (e.g.
+    ``{"CPU": 1, "GPU": 1}``), or raise after ``seconds``; ``seconds <= 0`` returns at once.
+
+    An actor pool's first actors otherwise wait forever (Ray Data's default) when the
+    cluster's CPUs or GPUs are held by something else or never come (a GPU asked of a CPU
+    cluster): a nightly job would hang without a word. The room is asked for as a placement
+    group, so an autoscaler sees the demand and adds nodes while this waits; the group is
+    removed as soon as it is placed (or the wait ends), before the job starts its actors.
+
+    Raises:
+        ActorsNotStarted: no room within ``seconds``; the message names ``what``, the limit
+            and the cluster's free and total resources.
+    """
+    if seconds <= 0:
+        return
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group([bundle] * count, strategy="PACK")
+    try:
+        placed = group.wait(timeout_seconds=seconds)
+    finally:
+        remove_placement_group(group)
+    if placed:
+        return
+    free, total = ray.available_resources(), ray.cluster_resources()
+    kinds = [k for k in ("CPU", "GPU") if k == "CPU" or k in bundle or total.get(k)]
+    have = " and ".join(f"{free.get(k, 0.0):g} of {total.get(k, 0.0):g} {k}s" for k in kinds)
+    raise ActorsNotStarted(
+        f"{what} found no room within {seconds:g} s: the cluster has {have} free. "
+        "Free them, add a node, or wait longer (--wait-for-actors)."
+    )
 
 
 def progress_bars() -> bool:

@@ -3,10 +3,12 @@ and a tiny model trained on a cohort. Test modules import from here, never from 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import socket
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +364,23 @@ def ray_holdings() -> str:
     alive = list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
     names = sorted(f"{a.class_name} (pid {a.pid})" for a in alive)
     return f"free: {ray.available_resources()}; live actors: {names}"
+
+
+@contextlib.contextmanager
+def every_cpu_held() -> Iterator[None]:
+    """An actor holds every CPU of the connected Ray inside this block (a cluster whose
+    CPUs another job has taken); they are free again when it ends."""
+    import ray
+
+    @ray.remote
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    total = ray.cluster_resources()["CPU"]
+    holder = Holder.options(num_cpus=total).remote()  # type: ignore[attr-defined]
+    ray.get(holder.ready.remote(), timeout=60)
+    try:
+        yield
+    finally:
+        ray.kill(holder)

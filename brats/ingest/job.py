@@ -29,6 +29,7 @@ from brats.io.cases import discover
 from brats.options import option
 from brats.progress import Progress
 from brats.report.status import is_done
+from brats.runtime import ACTOR_WAIT_HELP, ACTOR_WAIT_S, wait_for_room
 from brats.storage import S3_ENDPOINT_HELP, redact, resolve
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class IngestConfig:
         None,
         help="reader actors (one CPU each); default: one per CPU of the cluster at start",
     )
+    wait_for_actors: float = option(ACTOR_WAIT_S, metavar="SECONDS", help=ACTOR_WAIT_HELP)
     s3_endpoint: str | None = option(None, help=S3_ENDPOINT_HELP)
 
 
@@ -83,6 +85,8 @@ def ingest(
         brats.volume.labels.SchemeError: the cohort's label scheme is left open by its names
             and labels (:class:`brats.io.schemes.SchemeUnresolved`: nothing is read or
             written), or ``--label-scheme`` names none.
+        brats.runtime.ActorsNotStarted: no reader actor found a free CPU within
+            ``config.wait_for_actors`` seconds (no manifest is written).
     """
     started = time.perf_counter()
     cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
@@ -107,6 +111,7 @@ def ingest(
         len(found.cases),
     )
     readers = config.readers or default_readers()
+    wait_for_room({"CPU": 1.0}, 1, config.wait_for_actors, "the first reader actor (1 CPU)")
     results, found = read_cohort(
         cohort,
         preprocess,

@@ -57,7 +57,15 @@ from brats.report.records import (
     write_success,
 )
 from brats.report.status import DONE, FAILED
-from brats.runtime import LocalRay, Replicas, cpus_per_replica
+from brats.runtime import (
+    ACTOR_WAIT_HELP,
+    ACTOR_WAIT_S,
+    ActorsNotStarted,
+    LocalRay,
+    Replicas,
+    cpus_per_replica,
+    wait_for_room,
+)
 from brats.segment.actor import CaseSegmenter
 from brats.segment.attempts import Attempts
 from brats.segment.backends import BackendError, resolve_backend
@@ -95,6 +103,7 @@ class SegmentConfig(JobConfig):
         None, help="CPUs per model actor (default: 1 with GPUs; else at most 1, leaving one "
         "for reading)",
     )  # fmt: skip
+    wait_for_actors: float = option(ACTOR_WAIT_S, metavar="SECONDS", help=ACTOR_WAIT_HELP)
     predict: PredictSettings = field(default_factory=PredictSettings)
     save_probabilities: bool = option(
         False,
@@ -258,9 +267,12 @@ def segment(
     rows_out: list[dict[str, Any]] = []
     if todo:
         preprocess = PreprocessConfig.for_model(card.info, limits=config.limits).with_scheme(scheme)
-        rows_out = list(
-            _run_pipeline(todo, cohort, out, config, preprocess, predict_hook, write_hook)
-        )
+        try:
+            rows_out = list(
+                _run_pipeline(todo, cohort, out, config, preprocess, predict_hook, write_hook)
+            )
+        except ActorsNotStarted as err:
+            raise SegmentError(str(err)) from None
     records = read_records(out)
     report = _write_report(list(records.values()), out, cohort, found.cases, config, scheme)
     failed = [
@@ -312,6 +324,20 @@ def _run_pipeline(
 
     scheme = preprocess.scheme
     assert scheme is not None  # segment() resolved it
+    cpus = cpus_per_replica(
+        config.cpus_per_actor,
+        config.num_actors.min,
+        use_gpu=config.use_gpu,
+        what="model actors",
+    )
+    bundle = {"CPU": cpus, "GPU": 1.0} if config.use_gpu else {"CPU": cpus}
+    ask = f"{cpus:g} CPUs" + (" and a GPU" if config.use_gpu else "")
+    wait_for_room(
+        bundle,
+        config.num_actors.min,
+        config.wait_for_actors,
+        f"{config.num_actors.min} model actor(s) of {ask} each",
+    )
     ds, _ = read_cohort(cohort, preprocess, discovery=Discovery(cases=todo))
     ds = ds.map_batches(
         CaseSegmenter,
@@ -328,12 +354,7 @@ def _run_pipeline(
         compute=ray.data.ActorPoolStrategy(
             min_size=config.num_actors.min, max_size=config.num_actors.max
         ),
-        num_cpus=cpus_per_replica(
-            config.cpus_per_actor,
-            config.num_actors.min,
-            use_gpu=config.use_gpu,
-            what="model actors",
-        ),
+        num_cpus=cpus,
         num_gpus=1 if config.use_gpu else 0,
         # A dead actor is restarted and its batch retried, without limit (Ray Data's
         # default); a case that kills every actor it meets is failed by its Attempts count.

@@ -16,7 +16,7 @@ from brats.ingest.prepare import PreprocessConfig, prepare_case
 from brats.ingest.shards import load_manifest, read_prepared
 from brats.io.nifti import read_case
 from brats.storage import resolve
-from tests.helpers import s3fs_client
+from tests.helpers import every_cpu_held, s3fs_client
 
 pytestmark = pytest.mark.integration
 
@@ -170,6 +170,19 @@ def test_ingest_cli_three_channel_mode(cohort, tmp_path, ray_session, capsys):
     assert row["image"].shape[0] == 3 and row["image"].dtype == np.float32
     assert row["image"].min() >= 0.0 and row["image"].max() <= 1.0
     assert manifest["preprocess"]["modalities"] == ["flair", "t1ce", "t2"]
+
+
+def test_a_cluster_with_no_free_cpu_stops_ingest_saying_why(cohort, tmp_path, ray_session, caplog):
+    root, _ = cohort
+    out = tmp_path / "busy"
+    with every_cpu_held():
+        code = run_ingest(["--cohort", str(root), "--out", str(out), "--wait-for-actors", "2"])
+    assert code == 1
+    assert (
+        "the first reader actor (1 CPU) found no room within 2 s: the cluster has 0 of 2 CPUs "
+        "free" in caplog.text
+    )
+    assert not (out / "manifest.json").exists()
 
 
 def test_ingest_through_s3_slowdowns_retries_and_completes(

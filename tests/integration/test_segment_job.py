@@ -20,7 +20,13 @@ from brats.segment.job import SegmentConfig, SegmentError, segment
 from brats.storage import json_bytes, resolve
 from brats.volume.labels import to_internal
 from brats.volume.metrics import evaluate_case
-from tests.helpers import FAKE_SECRETS, nifti_data, s3fs_client, train_tiny_model
+from tests.helpers import (
+    FAKE_SECRETS,
+    every_cpu_held,
+    nifti_data,
+    s3fs_client,
+    train_tiny_model,
+)
 
 N_CASES = 6
 SHAPE = (32, 32, 24)
@@ -398,6 +404,24 @@ def test_rejected_folders_failed_predictions_and_stray_files_are_reported(
         assert record["status"] == "failed" and record["mask"] is None
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {**summary["counts"], "failed": 2, "done": N_CASES - 2}
+
+
+@pytest.mark.integration
+def test_a_cluster_with_no_room_for_the_model_actors_stops_the_run_saying_why(
+    cohort, model, tmp_path, ray_session
+):
+    out = tmp_path / "nightly"
+    with every_cpu_held(), pytest.raises(SegmentError) as refused:
+        run(cohort, model, out, wait_for_actors=2)
+    assert str(refused.value).startswith(
+        "1 model actor(s) of 1 CPUs each found no room within 2 s: the cluster has 0 of 2 "
+        "CPUs free."
+    )
+    assert "--wait-for-actors" in str(refused.value)
+    assert not (out / "masks").exists() or not any((out / "masks").iterdir())
+    assert not (out / "_SUCCESS").exists()
+    # Nothing was lost: once the CPUs are free, the same run does every case.
+    assert run(cohort, model, out, wait_for_actors=60).done == N_CASES
 
 
 def test_an_empty_cohort_is_a_failure(model, tmp_path, ray_session):
