@@ -308,6 +308,8 @@ def wait_for_room(bundle: dict[str, float], count: int, seconds: float, what: st
     group, so an autoscaler sees the demand and adds nodes while this waits; the group is
     removed as soon as it is placed (or the wait ends), before the job starts its actors.
 
+    Connects to Ray first if nothing has (as Ray Data's first dataset would).
+
     Raises:
         ActorsNotStarted: no room within ``seconds``; the message names ``what``, the limit
             and the cluster's free and total resources.
@@ -317,6 +319,8 @@ def wait_for_room(bundle: dict[str, float], count: int, seconds: float, what: st
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
+    if not ray.is_initialized():  # as Ray's own first call would: RAY_ADDRESS, else local
+        ray.init()
     group = placement_group([bundle] * count, strategy="PACK")
     try:
         placed = group.wait(timeout_seconds=seconds)

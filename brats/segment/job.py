@@ -324,6 +324,7 @@ def _run_pipeline(
 
     scheme = preprocess.scheme
     assert scheme is not None  # segment() resolved it
+    ds, _ = read_cohort(cohort, preprocess, discovery=Discovery(cases=todo))  # joins Ray
     cpus = cpus_per_replica(
         config.cpus_per_actor,
         config.num_actors.min,
@@ -338,7 +339,6 @@ def _run_pipeline(
         config.wait_for_actors,
         f"{config.num_actors.min} model actor(s) of {ask} each",
     )
-    ds, _ = read_cohort(cohort, preprocess, discovery=Discovery(cases=todo))
     ds = ds.map_batches(
         CaseSegmenter,
         fn_constructor_kwargs={

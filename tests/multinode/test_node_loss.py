@@ -35,7 +35,7 @@ from brats.devtools.synth import SynthConfig, generate_cohort
 from brats.io.cases import discover
 from brats.segment.job import SegmentConfig, SegmentResult, segment
 from brats.storage import resolve
-from tests.helpers import train_tiny_model
+from tests.helpers import ray_holdings, train_tiny_model
 from tests.multinode.conftest import in_background, wait_for
 
 N_CASES = 8
@@ -161,17 +161,25 @@ def test_a_killed_driver_is_resumed_by_the_next_run_which_redoes_nothing(
     out = tmp_path / "out"
     env = {**os.environ, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(REPO)}
     args = [str(cohort), model, str(out), str(markers)]
-    driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, *args], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    output = tmp_path / "driver.log"  # what the killed driver said, for a failure's message
+    with output.open("wb") as sink:
+        driver = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, *args], cwd=REPO, env=env,
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def held_and_done() -> object:
+        said = output.read_text(errors="replace")[-4000:]
+        assert driver.poll() is None, f"the driver exited early:\n{said}"
+        return NodeLog.held(str(markers)) and list((out / "records").glob("*.json"))
+
     try:
         # One case held in flight on an actor; the other actor finishes cases meanwhile.
-        wait_for(
-            lambda: NodeLog.held(str(markers)) and list((out / "records").glob("*.json")),
-            240,
-            "a case held and a case done",
-        )
+        try:
+            wait_for(held_and_done, 240, "a case held and a case done")
+        except AssertionError as err:
+            said = output.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{err}\n{said}\n{ray_holdings()}") from None
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
