@@ -65,7 +65,7 @@ def ingest_parser() -> argparse.ArgumentParser:
 
 def run_ingest(argv: Sequence[str] | None = None) -> int:
     from brats.ingest.job import IngestConfig, ingest
-    from brats.runtime import ActorsNotStarted
+    from brats.resources import ActorsNotStarted
     from brats.volume.labels import SchemeError
 
     try:
@@ -104,7 +104,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def run_train(argv: Sequence[str] | None = None) -> int:
-    from brats.runtime import ActorsNotStarted
+    from brats.resources import ActorsNotStarted
     from brats.train.config import TrainConfig, TrainingError
     from brats.train.job import train
     from brats.volume.labels import SchemeError

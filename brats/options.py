@@ -13,7 +13,7 @@ Types map to flags as follows: ``bool`` is a switch (``--x``; a field that defau
 ``Path`` take one value; ``X | None`` takes an ``X`` and defaults to ``None``; a
 ``StrEnum`` offers its values as choices; ``tuple[int, int, int]`` takes three numbers;
 ``tuple[str, ...]`` (or of ints) takes a comma-separated list; a class with a ``parse``
-classmethod (:class:`brats.runtime.Replicas`) takes one value, parsed by it.
+classmethod (:class:`brats.resources.Replicas`) takes one value, parsed by it.
 """
 
 from __future__ import annotations

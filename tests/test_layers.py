@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "storage": 0,
     "progress": 0,
     "runtime": 0,
+    "resources": 0,
     "autoscaler": 0,
     # pure maths, then what reads and writes files, then the network every stage runs
     "volume": 1,

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from brats.options import option
-from brats.runtime import Replicas, init_ray
+from brats.resources import Replicas
+from brats.runtime import init_ray
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from brats.io.cases import discover
 from brats.options import option
 from brats.progress import Progress
 from brats.report.status import is_done
-from brats.runtime import ACTOR_WAIT_HELP, ACTOR_WAIT_S, wait_for_room
+from brats.resources import ACTOR_WAIT_HELP, ACTOR_WAIT_S, wait_for_room
 from brats.storage import S3_ENDPOINT_HELP, redact, resolve
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def ingest(
         brats.volume.labels.SchemeError: the cohort's label scheme is left open by its names
             and labels (:class:`brats.io.schemes.SchemeUnresolved`: nothing is read or
             written), or ``--label-scheme`` names none.
-        brats.runtime.ActorsNotStarted: no reader actor found a free CPU within
+        brats.resources.ActorsNotStarted: no reader actor found a free CPU within
             ``config.wait_for_actors`` seconds (no manifest is written).
     """
     started = time.perf_counter()

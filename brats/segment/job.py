@@ -57,15 +57,15 @@ from brats.report.records import (
     write_success,
 )
 from brats.report.status import DONE, FAILED
-from brats.runtime import (
+from brats.resources import (
     ACTOR_WAIT_HELP,
     ACTOR_WAIT_S,
     ActorsNotStarted,
-    LocalRay,
     Replicas,
     cpus_per_replica,
     wait_for_room,
 )
+from brats.runtime import LocalRay
 from brats.segment.actor import CaseSegmenter
 from brats.segment.attempts import Attempts
 from brats.segment.backends import BackendError, resolve_backend

@@ -11,7 +11,7 @@ from brats.io.model_card import ModelInfo
 from brats.network.precision import POLICIES, PRECISIONS
 from brats.network.unet import NORMALIZATIONS, UNetConfig, nnunet_config
 from brats.options import option
-from brats.runtime import Replicas
+from brats.resources import Replicas
 from brats.storage import S3_ENDPOINT_HELP, Location, resolve
 from brats.volume.augment import Augmentation
 from brats.volume.geometry import Shape3

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from brats.runtime import cpus_per_replica
+from brats.resources import cpus_per_replica
 from brats.storage import Location, read_bytes, redact, resolve, write_bytes_atomic
 from brats.train.batches import (
     assign_cases,
@@ -181,7 +181,7 @@ def loop_config(
 
 def scaling_config(config: TrainConfig) -> Any:
     """Ray Train's ``ScalingConfig``: the group's size (a range when elastic) and each
-    worker's CPUs (:func:`brats.runtime.cpus_per_replica`, which warns when they leave too
+    worker's CPUs (:func:`brats.resources.cpus_per_replica`, which warns when they leave too
     few for reading data) and GPU."""
     from ray.train import ScalingConfig
 

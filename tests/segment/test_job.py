@@ -68,7 +68,7 @@ def test_settings_refuse_what_cannot_run(make, message):
 def test_num_actors_is_a_count_or_a_range_from_the_command_line():
     from brats.cli import segment_parser
     from brats.options import parse_config
-    from brats.runtime import Replicas
+    from brats.resources import Replicas
 
     def parsed(*flags: str) -> SegmentConfig:
         args = segment_parser().parse_args(["--cohort", "c", "--model", "m", "--out", "o", *flags])
