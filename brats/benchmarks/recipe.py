@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from brats.train.config import TrainConfig
 
 
+SITE_STRIDE = 1000
+"""Held-out case numbers of site ``i`` start ``SITE_STRIDE * i`` after the training site's."""
+
+
 @dataclass(frozen=True)
 class RecipeBenchmark:
     """``jobs/benchmark.py recipe``."""
@@ -181,6 +185,11 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
             f"held_out_start must be above the {demo.cases} training cases' numbers, got "
             f"{args.held_out_start}"
         )
+    if held_out > SITE_STRIDE:  # site i's cases start SITE_STRIDE * i later
+        raise ValueError(
+            f"held_out must be at most {SITE_STRIDE} a site (the next site's case numbers "
+            f"start {SITE_STRIDE} later, and a number is an anatomy), got {held_out}"
+        )
     init_ray(num_cpus=args.num_cpus)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="brats-bench-recipe-") as tmp:
@@ -192,7 +201,7 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
         for i, site in enumerate(dict.fromkeys((demo.site, *args.other_sites))):
             sites[site] = f"{tmp}/held-out-{site}"
             # Held-out case numbers differ per site (1001.., 2001.., ...): other anatomy too.
-            start = args.held_out_start + 1000 * i
+            start = args.held_out_start + SITE_STRIDE * i
             generate_cohort(sites[site], held_out, demo.acquired(synth, site), start=start)
         ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
         for seed in args.seeds:

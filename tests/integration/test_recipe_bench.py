@@ -60,6 +60,9 @@ def test_held_out_cases_must_not_share_the_training_cases_numbers():
     # The generator draws a case's anatomy from its number: cases 1..24 are the training set.
     with pytest.raises(ValueError, match="above the 24 training cases' numbers, got 24"):
         recipe.run(recipe.RecipeBenchmark(held_out_start=24))
+    # Nor another site's: site b's numbers start 1000 after site a's.
+    with pytest.raises(ValueError, match="held_out must be at most 1000 a site"):
+        recipe.run(recipe.RecipeBenchmark(held_out=1001))
 
 
 def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):
