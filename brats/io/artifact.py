@@ -188,16 +188,18 @@ def load_models(
     *,
     mixed_precision: bool | str | None = None,
     max_folds: int | None = None,
+    card: ModelCard | None = None,
 ) -> tuple[ModelCard, list[LoadedModel]]:
     """The card of a model folder and its networks: one for a model, the first ``max_folds``
     (default all) folds of an ensemble, each verified as :func:`load_artifact` verifies.
+    ``card``: the folder's card, when the caller has read it (it is not read again).
 
     Raises:
         ArtifactError: as :func:`load_artifact`, for the folder or any fold, or a fold that is
             not what the ensemble's card lists.
     """
     loc = _location(where)
-    card = read_model_card(loc)
+    card = card or read_model_card(loc)
     if card.export is not None:
         raise ArtifactError(
             f"{redact(loc.uri)}: an {card.export} export, not a Keras model: an ONNX export "
@@ -216,17 +218,18 @@ def load_models(
 
 
 def load_onnx(
-    where: str | Location, *, max_folds: int | None = None
+    where: str | Location, *, max_folds: int | None = None, card: ModelCard | None = None
 ) -> tuple[ModelCard, list[bytes]]:
     """The card of an ONNX export (:mod:`brats.io.export`) and its networks' ``model.onnx``
     bytes: one, or the first ``max_folds`` (default all) folds of an ensemble, each hashing
     to its card's version (and that to the version the ensemble lists). No TensorFlow.
+    ``card``: the export's card, when the caller has read it (it is not read again).
 
     Raises:
         ArtifactError: not an ONNX export, or a file that is not what its card says.
     """
     loc = _location(where)
-    card = read_model_card(loc)
+    card = card or read_model_card(loc)
     if card.export != "onnx":
         kind = "a Keras model" if card.export is None else f"an {card.export} export"
         raise ArtifactError(f"{redact(loc.uri)}: {kind}, not an ONNX export")

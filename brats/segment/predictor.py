@@ -211,9 +211,9 @@ class Predictor:
         card = read_model_card(location)
         resolve_backend(settings.backend, card, settings.precision)  # what it cannot run
         if card.export is not None:
-            card, networks = load_onnx(location, max_folds=settings.max_folds)
+            card, networks = load_onnx(location, max_folds=settings.max_folds, card=card)
             return cls(networks, card.info, settings, version=card.version)
-        card, loaded = load_models(location, max_folds=settings.max_folds)
+        card, loaded = load_models(location, max_folds=settings.max_folds, card=card)
         return cls([m.model for m in loaded], card.info, settings, version=card.version)
 
     @property
