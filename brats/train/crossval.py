@@ -204,13 +204,7 @@ def write_ensemble(config: TrainConfig, cohort: Location) -> str | None:
     first = cards[0].info
     cases = out_of_fold(config, cohort, models)
     rules, oof = choose_oof_postprocessing(cases, first.scheme)
-    log.info(
-        "out-of-fold, %d cases: postprocessing %s; Dice %s; lesion-wise Dice %s",
-        len(cases),
-        json.dumps(rules.to_dict(), sort_keys=True) if rules.to_dict() else "none",
-        " ".join(f"{r} {oof[f'oof_dice_{r}']:.3f}" for r in first.scheme.regions),
-        " ".join(f"{r} {oof[f'oof_lesion_dice_{r}']:.3f}" for r in first.scheme.regions),
-    )
+    log.info("out-of-fold, %d cases: %s", len(cases), oof_summary(rules, oof, first.scheme))
     metrics = _mean_figures([dict(c.info.metrics) for c in cards]) | oof
     training = {
         **first.training,
@@ -293,6 +287,20 @@ def choose_oof_postprocessing(
         figures[f"oof_dice_{region}"] = float(np.mean(scores))
     figures |= {f"oof_lesion_dice_{r}": v for r, v in lesion.items()}
     return rules, figures
+
+
+def oof_summary(rules: Postprocessing, figures: dict[str, float], scheme: LabelScheme) -> str:
+    """The chosen rules and the out-of-fold figures in one line: Dice for every region of
+    the scheme, lesion-wise Dice for those the scheme scores lesion-wise (not every region
+    is: gli2024's NETC and SNFH are not)."""
+    chosen = json.dumps(rules.to_dict(), sort_keys=True) if rules.to_dict() else "none"
+    volume = " ".join(f"{r} {figures[f'oof_dice_{r}']:.3f}" for r in scheme.regions)
+    lesion = " ".join(
+        f"{r} {figures[f'oof_lesion_dice_{r}']:.3f}"
+        for r in scheme.regions
+        if f"oof_lesion_dice_{r}" in figures
+    )
+    return f"postprocessing {chosen}; Dice {volume}; lesion-wise Dice {lesion or 'none'}"
 
 
 def _mean_figures(rows: list[dict[str, Any]]) -> dict[str, float]:
