@@ -92,17 +92,25 @@ def cpus_per_replica(
 
 
 ACTOR_WAIT_S = 1800.0
-"""How long a job waits, by default, for room on the cluster for its first actors."""
+"""How long a job waits, by default, for room on the cluster for its first actors (reader
+and model actors, training workers)."""
 
 ACTOR_WAIT_HELP = (
-    "seconds to wait for room on the cluster for the first reader or model actors (for the "
-    "CPUs or GPUs they ask to be free, or for an autoscaler's node to join), then stop with "
-    "an error saying what is missing; 0 waits forever"
+    "seconds to wait for room on the cluster for the first reader actors, model actors or "
+    "training workers (for the CPUs or GPUs they ask to be free, or for an autoscaler's node "
+    "to join), then stop with an error saying what is missing; 0 waits forever"
 )
 
 
 class ActorsNotStarted(BratsError, RuntimeError):
     """An actor pool's first actors found no room in time: the cluster lacks what they ask."""
+
+
+def replica_bundle(cpus: float, *, use_gpu: bool) -> tuple[dict[str, float], str]:
+    """What one replica asks of the cluster, ``{"CPU": cpus}`` (plus ``"GPU": 1``), and the
+    same in words for :func:`wait_for_room`'s message (``"1 CPUs and a GPU"``)."""
+    bundle = {"CPU": cpus, "GPU": 1.0} if use_gpu else {"CPU": cpus}
+    return bundle, f"{cpus:g} CPUs" + (" and a GPU" if use_gpu else "")
 
 
 def wait_for_room(bundle: dict[str, float], count: int, seconds: float, what: str) -> None:

@@ -63,6 +63,7 @@ from brats.resources import (
     ActorsNotStarted,
     Replicas,
     cpus_per_replica,
+    replica_bundle,
     wait_for_room,
 )
 from brats.runtime import LocalRay
@@ -331,8 +332,7 @@ def _run_pipeline(
         use_gpu=config.use_gpu,
         what="model actors",
     )
-    bundle = {"CPU": cpus, "GPU": 1.0} if config.use_gpu else {"CPU": cpus}
-    ask = f"{cpus:g} CPUs" + (" and a GPU" if config.use_gpu else "")
+    bundle, ask = replica_bundle(cpus, use_gpu=config.use_gpu)
     wait_for_room(
         bundle,
         config.num_actors.min,

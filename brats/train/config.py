@@ -11,7 +11,13 @@ from brats.io.model_card import ModelInfo
 from brats.network.precision import POLICIES, PRECISIONS
 from brats.network.unet import NORMALIZATIONS, UNetConfig, nnunet_config
 from brats.options import option
-from brats.resources import Replicas
+from brats.resources import (
+    ACTOR_WAIT_HELP,
+    ACTOR_WAIT_S,
+    Replicas,
+    cpus_per_replica,
+    replica_bundle,
+)
 from brats.storage import S3_ENDPOINT_HELP, Location, resolve
 from brats.volume.augment import Augmentation
 from brats.volume.geometry import Shape3
@@ -76,6 +82,7 @@ class TrainConfig:
         help="CPUs reserved per worker, and its TensorFlow compute threads, rounded up "
         "(default: 1 with GPUs; else at most 1, leaving one for data loading)",
     )
+    wait_for_actors: float = option(ACTOR_WAIT_S, metavar="SECONDS", help=ACTOR_WAIT_HELP)
     worker_niceness: int = option(
         0,
         help="niceness the workers compute at, 0-19 (Ray starts its worker processes at 15, "
@@ -323,3 +330,17 @@ class TrainResult:
     history: list[dict[str, Any]]
     best: dict[str, Any]
     seconds: float
+
+
+def worker_bundle(config: TrainConfig) -> tuple[dict[str, float], str]:
+    """What each worker asks of the cluster, and that in words: its CPUs
+    (:func:`brats.resources.cpus_per_replica`, which warns when they leave too few for
+    reading data) and GPU."""
+    cpus = cpus_per_replica(
+        config.cpus_per_worker,
+        config.num_workers.max,
+        use_gpu=config.use_gpu,
+        what="workers",
+        reads_data=config.streams_patches,  # else each worker reads its own shards
+    )
+    return replica_bundle(cpus, use_gpu=config.use_gpu)

@@ -29,18 +29,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from brats.resources import wait_for_room
 from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
 from brats.train.batches import MAX_SPLIT_BYTES, SPLIT_FILE
-from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult
+from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult, worker_bundle
 from brats.train.folds import FOLDS_FILE, fold_split, manifest_folds
 from brats.volume.labels import LabelScheme, region_mask
 from brats.volume.metrics import dice
@@ -65,6 +68,7 @@ def fold_config(config: TrainConfig, cohort: Location, i: int) -> TrainConfig:
         folds=1,
         fold=None,
         extra={**config.extra, "fold": i},
+        wait_for_actors=0.0,  # train_folds waited for one fold's room; the rest queue
     )
 
 
@@ -154,9 +158,20 @@ def train_folds(
         sum(len(f) for f in folds["folds"]),
         ", ".join(str(i) for i in chosen),
     )
+    bundle, ask = worker_bundle(config)
+    workers = config.num_workers.min
+    wait_for_room(
+        bundle,
+        workers,
+        config.wait_for_actors,
+        f"a fold's {workers} training worker(s) of {ask} each",
+    )
     results: dict[int, TrainResult] = {}
     failed: dict[int, str] = {}
-    with ThreadPoolExecutor(max_workers=len(configs), thread_name_prefix="fold") as pool:
+    with (
+        queued_folds_wait_quietly(),
+        ThreadPoolExecutor(max_workers=len(configs), thread_name_prefix="fold") as pool,
+    ):
         futures = {i: pool.submit(train_run, c, epoch_hook=epoch_hook) for i, c in configs.items()}
         for i, future in futures.items():
             try:
@@ -176,6 +191,31 @@ def train_folds(
         best=best,
         seconds=time.perf_counter() - began,
     )
+
+
+FOLD_START_TIMEOUT_S: Final = 7 * 24 * 3600.0
+"""How long a queued fold's worker group waits for room before Ray Train gives up that try
+(and tries again): its room comes when another fold finishes, however long that takes."""
+
+
+@contextmanager
+def queued_folds_wait_quietly() -> Iterator[None]:
+    """While the folds start: Ray Train's worker-group start timeout
+    (``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``, which Ray Train hands from the driver to each
+    run's controller) at :data:`FOLD_START_TIMEOUT_S`, unless the environment sets it.
+
+    At Ray Train's 60 s a fold waiting for another's workers logged a controller failure with
+    its traceback every minute, for as long as it waited. Its placement group still starts
+    the moment the cluster has room (or an autoscaler's node joins)."""
+    name = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = f"{FOLD_START_TIMEOUT_S:g}"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def write_ensemble(config: TrainConfig, cohort: Location) -> str | None:

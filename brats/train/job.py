@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from brats.resources import cpus_per_replica
+from brats.resources import wait_for_room
 from brats.storage import Location, read_bytes, redact, resolve, write_bytes_atomic
 from brats.train.batches import (
     assign_cases,
@@ -39,7 +39,7 @@ from brats.train.checkpoints import (
     checkpoint_candidates,
     read_checkpoint_state,
 )
-from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult
+from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult, worker_bundle
 from brats.train.worker import SCORE, train_loop_per_worker
 from brats.volume.labels import scheme_from_dict
 
@@ -71,6 +71,7 @@ def prepare_cohort(config: TrainConfig) -> Location:
             cohort=config.data,
             out=cohort.uri,
             s3_endpoint=config.s3_endpoint,
+            wait_for_actors=config.wait_for_actors,
             preprocess=PreprocessConfig(
                 modalities=config.modalities,
                 label_scheme=config.label_scheme,
@@ -108,8 +109,15 @@ def build_trainer(
     and a summary of its data (for logs and json).
 
     Ingests a raw cohort first (:func:`prepare_cohort`) and writes the run's split on its
-    first start. Raises :class:`TrainingError` when the cohort's modalities are not the
-    config's, or the split has fewer training cases than the group's largest size."""
+    first start, then waits until the cluster has room for the group's smallest size
+    (``config.wait_for_actors`` seconds at most; 0: no check): Ray Train itself would wait
+    for its workers without end, logging a traceback a minute.
+
+    Raises:
+        TrainingError: the cohort's modalities are not the config's, or the split has fewer
+            training cases than the group's largest size.
+        brats.resources.ActorsNotStarted: no room for the workers in time.
+    """
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from brats.ingest.shards import load_manifest
@@ -119,11 +127,16 @@ def build_trainer(
     manifest = load_manifest(cohort)
     check_modalities(config, cohort, manifest)
     split = load_or_write_split(config.run, manifest, config)
+    bundle, ask = worker_bundle(config)
+    workers = config.num_workers.min
+    wait_for_room(
+        bundle, workers, config.wait_for_actors, f"{workers} training worker(s) of {ask} each"
+    )
     trainer = DataParallelTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config(config, cohort, manifest, split, epoch_hook),
         backend_config=TensorflowWorkers(),
-        scaling_config=scaling_config(config),
+        scaling_config=scaling_config(config, bundle),
         # No Ray Train datasets: each worker reads its own assign_cases share from its
         # shards, in order (Ray's default split hands blocks to whichever worker asks
         # first, so which cases a worker saw would change from run to run), from the
@@ -179,21 +192,14 @@ def loop_config(
     }
 
 
-def scaling_config(config: TrainConfig) -> Any:
+def scaling_config(config: TrainConfig, resources: dict[str, float] | None = None) -> Any:
     """Ray Train's ``ScalingConfig``: the group's size (a range when elastic) and each
-    worker's CPUs (:func:`brats.resources.cpus_per_replica`, which warns when they leave too
-    few for reading data) and GPU."""
+    worker's ``resources`` (default :func:`worker_bundle`'s)."""
     from ray.train import ScalingConfig
 
     workers = config.num_workers
-    cpus = cpus_per_replica(
-        config.cpus_per_worker,
-        workers.max,
-        use_gpu=config.use_gpu,
-        what="workers",
-        reads_data=config.streams_patches,  # else each worker reads its own shards
-    )
-    resources = {"CPU": cpus} | ({"GPU": 1.0} if config.use_gpu else {})
+    if resources is None:
+        resources = worker_bundle(config)[0]
     size = workers.min if workers.fixed else (workers.min, workers.max)  # elastic: a range
     # Ray Train V2's ScalingConfig (the default in Ray 2.60); mypy sees V1's.
     return ScalingConfig(  # type: ignore[call-arg]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from brats.devtools.synth import SynthConfig, generate_cohort
 from brats.train.config import TrainConfig, TrainingError
 from brats.train.job import train
 from tests.helpers import TINY_TRAINING as TINY
-from tests.helpers import train_controllers
+from tests.helpers import every_cpu_held, train_controllers
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +76,50 @@ def test_one_fold_alone_then_the_other_into_an_ensemble_and_a_rerun_trains_nothi
     assert len([a for a in train_controllers() if a.actor_id not in before]) == 1  # none started
     with pytest.raises(TrainingError, match=r"2 folds of cohort .*, not 3"):
         train(TrainConfig(**{**config.to_dict(), "folds": 3}))
+
+
+def test_no_room_for_the_workers_stops_training_before_any_run_starts_saying_why(
+    cohort: Path, ray_session: object, tmp_path: Path
+) -> None:
+    from brats.ingest.job import IngestConfig, ingest
+    from brats.resources import ActorsNotStarted
+
+    ingested = tmp_path / "cohort"
+    ingest(IngestConfig(cohort=str(cohort), out=str(ingested)))
+    before = {a.actor_id for a in train_controllers()}
+    refused = {}
+    with every_cpu_held():
+        for folds in (1, 2):
+            config = TrainConfig(
+                data=str(ingested),
+                storage=str(tmp_path / "runs"),
+                name=f"busy-{folds}",
+                folds=folds,
+                epochs=1,
+                wait_for_actors=2,
+                **{**TINY, "num_workers": 1},
+            )
+            with pytest.raises(ActorsNotStarted) as error:
+                train(config)
+            refused[folds] = str(error.value)
+    free = "found no room within 2 s: the cluster has 0 of 2 CPUs free"
+    assert refused[1].startswith(f"1 training worker(s) of 1 CPUs each {free}")
+    assert refused[2].startswith(f"a fold's 1 training worker(s) of 1 CPUs each {free}")
+    assert [a for a in train_controllers() if a.actor_id not in before] == []  # no run began
+    assert not list((tmp_path / "runs").rglob("checkpoint*"))
+
+
+def test_queued_folds_wait_for_room_without_a_controller_failure_a_minute() -> None:
+    from brats.train.crossval import FOLD_START_TIMEOUT_S, queued_folds_wait_quietly
+
+    name = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+    with queued_folds_wait_quietly():  # what Ray Train hands each fold's controller
+        assert float(os.environ[name]) == FOLD_START_TIMEOUT_S >= 24 * 3600
+    assert name not in os.environ
+    os.environ[name] = "90"  # a user's own setting wins
+    try:
+        with queued_folds_wait_quietly():
+            assert os.environ[name] == "90"
+        assert os.environ[name] == "90"
+    finally:
+        del os.environ[name]
