@@ -39,6 +39,8 @@ from brats.options import option
 from brats.runtime import init_ray
 
 if TYPE_CHECKING:
+    from brats.devtools.demo import DemoConfig
+    from brats.devtools.synth import SynthConfig
     from brats.train.config import TrainConfig
 
 
@@ -90,6 +92,13 @@ class RecipeBenchmark:
         1,
         help="train each run as K-fold cross-validation and score the ensemble against each "
         "fold alone, with the uncertainty's correlation to the error (1: one model per run)",
+    )
+    spacing: tuple[float, float, float] | None = option(
+        None,
+        metavar=("X", "Y", "Z"),
+        help="acquire the training cohort and every held-out site on this voxel size in mm "
+        "over the same field of view (a site with thicker slices keeps its own; default: "
+        "the demo's grid): how far a model trained on such a grid gets",
     )
 
     def __post_init__(self) -> None:
@@ -168,9 +177,33 @@ def held_out_dice(model: str, cohort: str, tta: str = "model") -> dict[str, list
     return scores | ({"TC_no_ET": no_et} if no_et else {})
 
 
+def cohort_configs(
+    args: RecipeBenchmark, demo: DemoConfig
+) -> tuple[SynthConfig, dict[str, tuple[SynthConfig, int]]]:
+    """How the benchmark generates its cases: the training cohort's config, and for each
+    held-out site (the training site first) its config and first case number (``start``).
+
+    Held-out case numbers differ per site (1001.., 2001.., ...: other anatomy too). With
+    ``args.spacing`` the training cohort and every site are acquired on that grid; a site
+    with thicker slices (:meth:`DemoConfig.acquired`) keeps its own.
+    """
+    from brats.devtools.synth import SynthConfig
+
+    synth = SynthConfig(shape=demo.shape, seed=demo.seed, site=demo.site)
+    if args.label_scheme:
+        synth = replace(synth, convention=args.label_scheme)
+    if args.spacing:
+        synth = replace(synth, spacing_mm=args.spacing)
+    sites = {
+        site: (demo.acquired(synth, site), args.held_out_start + SITE_STRIDE * i)
+        for i, site in enumerate(dict.fromkeys((demo.site, *args.other_sites)))
+    }
+    return synth, sites
+
+
 def run(args: RecipeBenchmark) -> dict[str, Any]:
     from brats.devtools.demo import DemoConfig
-    from brats.devtools.synth import SynthConfig, generate_cohort
+    from brats.devtools.synth import generate_cohort
     from brats.ingest.job import IngestConfig, ingest
     from brats.train.job import train
 
@@ -193,16 +226,12 @@ def run(args: RecipeBenchmark) -> dict[str, Any]:
     init_ray(num_cpus=args.num_cpus)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="brats-bench-recipe-") as tmp:
-        synth = SynthConfig(shape=demo.shape, seed=demo.seed, site=demo.site)
-        if args.label_scheme:
-            synth = replace(synth, convention=args.label_scheme)
+        synth, held_out_sites = cohort_configs(args, demo)
         generate_cohort(f"{tmp}/raw", demo.cases, synth)
         sites: dict[str, str] = {}
-        for i, site in enumerate(dict.fromkeys((demo.site, *args.other_sites))):
+        for site, (acquired, start) in held_out_sites.items():
             sites[site] = f"{tmp}/held-out-{site}"
-            # Held-out case numbers differ per site (1001.., 2001.., ...): other anatomy too.
-            start = args.held_out_start + SITE_STRIDE * i
-            generate_cohort(sites[site], held_out, demo.acquired(synth, site), start=start)
+            generate_cohort(sites[site], held_out, acquired, start=start)
         ingest(IngestConfig(cohort=f"{tmp}/raw", out=f"{tmp}/cohort"))
         for seed in args.seeds:
             for label, overrides in variants(args):

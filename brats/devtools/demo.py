@@ -110,14 +110,16 @@ class DemoConfig:
         rendered as ``site`` renders them and, where its slices are thicker than the
         training grid's (site b: 5 mm against 3.2), acquired on a grid of that slice
         spacing (``spacing_mm``: the same anatomy in fewer slices), so the model meets a
-        case at another spacing as a hospital's would be."""
+        case at another spacing as a hospital's would be. A cohort already acquired at a
+        ``spacing_mm`` keeps its in-plane spacing, and its slices where they are thicker."""
         from brats.devtools.sites import SITES
 
         out = replace(synth, site=site)
         thickness = SITES[site].slice_thickness_mm
-        if thickness is None or thickness <= synth.spacing[2] * 1.001:
+        grid = synth.spacing_mm or synth.spacing
+        if thickness is None or thickness <= grid[2] * 1.001:
             return out
-        return replace(out, spacing_mm=(synth.spacing[0], synth.spacing[1], thickness))
+        return replace(out, spacing_mm=(grid[0], grid[1], thickness))
 
     @property
     def filters(self) -> int:

@@ -65,6 +65,23 @@ def test_held_out_cases_must_not_share_the_training_cases_numbers():
         recipe.run(recipe.RecipeBenchmark(held_out=1001))
 
 
+def test_a_spacing_acquires_the_training_cohort_and_every_site_on_that_grid():
+    from brats.devtools.demo import DemoConfig
+
+    demo = DemoConfig()
+    plain, sites = recipe.cohort_configs(recipe.RecipeBenchmark(other_sites=("b", "c")), demo)
+    assert plain.spacing_mm is None and sites["a"][0].spacing_mm is None
+    assert sites["b"][0].spacing_mm == (3.75, 3.75, 5.0)  # the demo's coarse-slice site
+    assert [start for _, start in sites.values()] == [1001, 2001, 3001]
+
+    args = recipe.RecipeBenchmark(other_sites=("b", "c"), spacing=(3.0, 3.0, 4.0))
+    synth, sites = recipe.cohort_configs(args, demo)
+    assert synth.spacing_mm == (3.0, 3.0, 4.0) and synth.acquired_shape == (80, 80, 39)
+    assert sites["a"][0].spacing_mm == (3.0, 3.0, 4.0) and sites["a"][0].site == "a"
+    assert sites["b"][0].spacing_mm == (3.0, 3.0, 5.0)  # site b's thicker slices stay
+    assert sites["c"][0].spacing_mm == (3.0, 3.0, 4.0) and sites["c"][0].site == "c"
+
+
 def test_held_out_dice_scores_every_case_of_a_cohort(tmp_path):
     import keras
 
