@@ -17,6 +17,7 @@ from brats.resources import (
     Replicas,
     cpus_per_replica,
     replica_bundle,
+    wait_for_room,
 )
 from brats.storage import S3_ENDPOINT_HELP, Location, resolve
 from brats.volume.augment import Augmentation
@@ -46,6 +47,10 @@ _PRESET_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
 }
 LR_SCHEDULES: Final = ("poly", "cosine", "constant")
 """``poly`` (nnU-Net's ``(1 - t)**0.9``), ``cosine`` or ``constant``, after the warm-up."""
+
+RUNTIME_ONLY: Final = ("s3_endpoint", "wait_for_actors")
+"""Settings of where and how patiently a run is carried out, not of what it trains: never
+in ``model.json``, and a rerun that changes them is the same run."""
 
 EpochHook = Callable[[int, int], None]
 """Called on every worker at the start of every epoch with ``(epoch, world_rank)``."""
@@ -295,10 +300,10 @@ class TrainConfig:
         target_spacing: Sequence[float] | None = None,
     ) -> ModelInfo:
         """The model card's description of a network this run trained on a cohort prepared
-        with ``normalization``; ``training`` holds this config (no endpoint) and the
+        with ``normalization``; ``training`` holds this config (but :data:`RUNTIME_ONLY`) and the
         checkpoint it came from. An ``nnunet`` model predicts with flip TTA by default, as
         nnU-Net does; a ``seed`` one without, as the tutorial did."""
-        notes: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k != "s3_endpoint"}
+        notes: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
         if checkpoint is not None:
             notes["checkpoint"] = checkpoint
         return ModelInfo(
@@ -344,3 +349,19 @@ def worker_bundle(config: TrainConfig) -> tuple[dict[str, float], str]:
         reads_data=config.streams_patches,  # else each worker reads its own shards
     )
     return replica_bundle(cpus, use_gpu=config.use_gpu)
+
+
+def wait_for_workers(config: TrainConfig, whose: str = "") -> dict[str, float]:
+    """Each worker's resources (:func:`worker_bundle`), once the cluster has room for the
+    group's smallest size: ``config.wait_for_actors`` seconds at most (0: no check). Ray
+    Train alone waits for its workers without end, logging a traceback a minute.
+
+    Raises:
+        brats.resources.ActorsNotStarted: no room in time; the message starts with
+            ``whose`` (``"a fold's "``) and the workers asked for.
+    """
+    bundle, ask = worker_bundle(config)
+    n = config.num_workers.min
+    what = f"{whose}{n} training worker(s) of {ask} each"
+    wait_for_room(bundle, n, config.wait_for_actors, what)
+    return bundle

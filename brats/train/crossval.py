@@ -40,10 +40,16 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from brats.resources import wait_for_room
+from brats.io.model_card import META_FILE
 from brats.storage import Location, json_bytes, read_bytes, redact, write_bytes_atomic
 from brats.train.batches import MAX_SPLIT_BYTES, SPLIT_FILE
-from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult, worker_bundle
+from brats.train.config import (
+    EpochHook,
+    TrainConfig,
+    TrainingError,
+    TrainResult,
+    wait_for_workers,
+)
 from brats.train.folds import FOLDS_FILE, fold_split, manifest_folds
 from brats.volume.labels import LabelScheme, region_mask
 from brats.volume.metrics import dice
@@ -139,6 +145,8 @@ def train_folds(
 
     Raises:
         TrainingError: naming every fold that failed (after the others finished).
+        brats.resources.ActorsNotStarted: a fold has yet to train and the cluster had no
+            room for one fold's workers within ``config.wait_for_actors`` seconds.
     """
     from brats.ingest.shards import load_manifest
 
@@ -158,14 +166,8 @@ def train_folds(
         sum(len(f) for f in folds["folds"]),
         ", ".join(str(i) for i in chosen),
     )
-    bundle, ask = worker_bundle(config)
-    workers = config.num_workers.min
-    wait_for_room(
-        bundle,
-        workers,
-        config.wait_for_actors,
-        f"a fold's {workers} training worker(s) of {ask} each",
-    )
+    if not all(_has_model(c) for c in configs.values()):  # a fold will train: room for one
+        wait_for_workers(config, whose="a fold's ")
     results: dict[int, TrainResult] = {}
     failed: dict[int, str] = {}
     with (
@@ -191,6 +193,11 @@ def train_folds(
         best=best,
         seconds=time.perf_counter() - began,
     )
+
+
+def _has_model(fold: TrainConfig) -> bool:
+    model = fold.run.child("model")
+    return model.filesystem().exists(model.join(META_FILE))
 
 
 FOLD_START_TIMEOUT_S: Final = 7 * 24 * 3600.0

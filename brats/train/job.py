@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from brats.resources import wait_for_room
 from brats.storage import Location, read_bytes, redact, resolve, write_bytes_atomic
 from brats.train.batches import (
     assign_cases,
@@ -39,7 +38,14 @@ from brats.train.checkpoints import (
     checkpoint_candidates,
     read_checkpoint_state,
 )
-from brats.train.config import EpochHook, TrainConfig, TrainingError, TrainResult, worker_bundle
+from brats.train.config import (
+    RUNTIME_ONLY,
+    EpochHook,
+    TrainConfig,
+    TrainingError,
+    TrainResult,
+    wait_for_workers,
+)
 from brats.train.worker import SCORE, train_loop_per_worker
 from brats.volume.labels import scheme_from_dict
 
@@ -110,8 +116,7 @@ def build_trainer(
 
     Ingests a raw cohort first (:func:`prepare_cohort`) and writes the run's split on its
     first start, then waits until the cluster has room for the group's smallest size
-    (``config.wait_for_actors`` seconds at most; 0: no check): Ray Train itself would wait
-    for its workers without end, logging a traceback a minute.
+    (:func:`~brats.train.config.wait_for_workers`).
 
     Raises:
         TrainingError: the cohort's modalities are not the config's, or the split has fewer
@@ -127,16 +132,12 @@ def build_trainer(
     manifest = load_manifest(cohort)
     check_modalities(config, cohort, manifest)
     split = load_or_write_split(config.run, manifest, config)
-    bundle, ask = worker_bundle(config)
-    workers = config.num_workers.min
-    wait_for_room(
-        bundle, workers, config.wait_for_actors, f"{workers} training worker(s) of {ask} each"
-    )
+    resources = wait_for_workers(config)
     trainer = DataParallelTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config(config, cohort, manifest, split, epoch_hook),
         backend_config=TensorflowWorkers(),
-        scaling_config=scaling_config(config, bundle),
+        scaling_config=scaling_config(config, resources),
         # No Ray Train datasets: each worker reads its own assign_cases share from its
         # shards, in order (Ray's default split hands blocks to whichever worker asks
         # first, so which cases a worker saw would change from run to run), from the
@@ -192,14 +193,12 @@ def loop_config(
     }
 
 
-def scaling_config(config: TrainConfig, resources: dict[str, float] | None = None) -> Any:
+def scaling_config(config: TrainConfig, resources: dict[str, float]) -> Any:
     """Ray Train's ``ScalingConfig``: the group's size (a range when elastic) and each
-    worker's ``resources`` (default :func:`worker_bundle`'s)."""
+    worker's ``resources`` (:func:`~brats.train.config.worker_bundle`)."""
     from ray.train import ScalingConfig
 
     workers = config.num_workers
-    if resources is None:
-        resources = worker_bundle(config)[0]
     size = workers.min if workers.fixed else (workers.min, workers.max)  # elastic: a range
     # Ray Train V2's ScalingConfig (the default in Ray 2.60); mypy sees V1's.
     return ScalingConfig(  # type: ignore[call-arg]
@@ -359,7 +358,7 @@ def _finished(config: TrainConfig) -> tuple[list[dict[str, Any]], dict[str, Any]
         trained_with = TrainConfig.from_dict(dict(card.info.training))
     except (TypeError, ValueError):
         return None
-    if replace(trained_with, s3_endpoint=config.s3_endpoint) != config:
+    if replace(trained_with, **{k: getattr(config, k) for k in RUNTIME_ONLY}) != config:
         return None
     candidates = checkpoint_candidates(run)
     if not candidates or candidates[0][0] < config.epochs:

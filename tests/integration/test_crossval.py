@@ -74,6 +74,9 @@ def test_one_fold_alone_then_the_other_into_an_ensemble_and_a_rerun_trains_nothi
     again = train(config)
     assert again.model == result.model and verify_artifact(again.model) == card
     assert len([a for a in train_controllers() if a.actor_id not in before]) == 1  # none started
+    with every_cpu_held():  # every fold is done: no room is asked for, none is needed
+        held = train(TrainConfig(**{**config.to_dict(), "wait_for_actors": 1}))
+    assert held.model == result.model
     with pytest.raises(TrainingError, match=r"2 folds of cohort .*, not 3"):
         train(TrainConfig(**{**config.to_dict(), "folds": 3}))
 
