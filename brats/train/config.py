@@ -300,7 +300,7 @@ class TrainConfig:
         target_spacing: Sequence[float] | None = None,
     ) -> ModelInfo:
         """The model card's description of a network this run trained on a cohort prepared
-        with ``normalization``; ``training`` holds this config (but :data:`RUNTIME_ONLY`) and the
+        with ``normalization``; ``training`` holds this config (less :data:`RUNTIME_ONLY`) and the
         checkpoint it came from. An ``nnunet`` model predicts with flip TTA by default, as
         nnU-Net does; a ``seed`` one without, as the tutorial did."""
         notes: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
