@@ -1,5 +1,5 @@
-"""Lesion-wise Dice and HD95 as the BraTS 2023 and 2024 challenges score them, plus normalized
-surface Dice, sensitivity and specificity: per region, on two boolean masks.
+"""Lesion-wise Dice and HD95 as the BraTS 2023 and 2024 challenges score them: per region, on
+two boolean masks (the lesions themselves are found by :mod:`brats.volume.lesion_parts`).
 
 Lesion-wise scoring (BraTS 2023 lesion-wise metrics, Saluja et al.; reference code
 ``rachitsaluja/BraTS-2023-Metrics``), with the parameters of :class:`LesionSettings`:
@@ -62,12 +62,6 @@ weighted by its area, the larger of the two directed 95th percentiles); here it 
 voxel-surface HD95 that the whole-volume figure uses too, so the two HD95 columns of a report
 mean the same thing. The two agree to within about a voxel on good segmentations.
 
-**NSD** (normalized surface Dice, Nikolov et al.) at tolerance ``tau``: the share of both
-masks' surface voxels that lie within ``tau`` mm of the other mask's surface. Both empty: 1;
-one empty: 0. **Sensitivity** is ``|P & T| / |T|`` (both empty: 1; empty truth, something
-predicted: 0); **specificity** is ``TN / (TN + FP)`` over the whole volume (1 when every voxel
-is in the truth).
-
 Everything runs on the bounding box of the two masks grown by ``dilation + 1`` voxels, which
 changes no result: a lesion costs what its box costs, not what the volume costs.
 """
@@ -75,7 +69,7 @@ changes no result: a lesion costs what its box costs, not what the volume costs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -86,18 +80,21 @@ from scipy import ndimage
 from brats.options import option
 from brats.volume.geometry import bounding_box
 from brats.volume.labels import LESION_TASKS
-from brats.volume.surfaces import as_masks, as_spacing, hd95, surface_figures
-
-_DILATION_ELEMENT: Final = ndimage.generate_binary_structure(3, 2)  # 18-connected
-_COMPONENTS: Final = ndimage.generate_binary_structure(3, 3)  # 26-connected
-_CELL: Final = 8
-"""Smallest side of the cells :func:`_lesions` pools the truth into to find its lesions."""
+from brats.volume.lesion_parts import (
+    Box,
+    Mask,
+    merged,
+    predicted_lesions,
+    regroup,
+    tissue_parts,
+    truth_lesions,
+    union,
+    within,
+)
+from brats.volume.surfaces import hd95
 
 LESION_METRICS: Final = ("brats2023", "brats2024")
 """Whose lesion-wise rules :func:`region_settings` gives: the BraTS 2023 or 2024 code's."""
-
-Box = tuple[slice, slice, slice]
-Mask = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -314,8 +311,8 @@ def lesion_scores(
         return _NOTHING
     box = bounding_box(pred | truth, margin=settings.dilation + 1).slices
     p, t = pred[box], truth[box]
-    component_of, n_components = _predicted_lesions(p, settings, _voxel_mm3(spacing))
-    lesions = _lesions(t, settings.dilation)
+    component_of, n_components = predicted_lesions(p, settings, _voxel_mm3(spacing))
+    lesions = truth_lesions(t, settings.dilation)
     return _tally(component_of, n_components, lesions, spacing, settings, penalty)
 
 
@@ -377,18 +374,18 @@ def tissue_lesion_scores(
     margin = max(s.dilation for s in settings.values()) + 1
     box = bounding_box(anything, margin=margin).slices
     voxel_mm3 = _voxel_mm3(spacing)
-    truth_parts = {n: _parts(m[box], settings[n], None) for n, m in sides["truth"].items()}
-    pred_parts = {n: _parts(m[box], settings[n], voxel_mm3) for n, m in sides["pred"].items()}
+    truth_parts = {n: tissue_parts(m[box], settings[n], None) for n, m in sides["truth"].items()}
+    pred_parts = {n: tissue_parts(m[box], settings[n], voxel_mm3) for n, m in sides["pred"].items()}
     frame = anything[box].shape
     out: dict[str, LesionScores] = {}
     for region, partners in rules.items():
-        truth_groups = _regroup(truth_parts, region, partners)
-        pred_groups = _regroup(pred_parts, region, partners)
+        truth_groups = regroup(truth_parts, region, partners)
+        pred_groups = regroup(pred_parts, region, partners)
         component_of = np.zeros(frame, dtype=np.int32)
         for k, group in enumerate(pred_groups, start=1):
             for part in group:
                 component_of[part.where][part.voxels] = k
-        lesions = (_merged(group) for group in truth_groups)
+        lesions = (merged(group) for group in truth_groups)
         out[region] = _tally(
             component_of, len(pred_groups), lesions, spacing, settings[region], penalties[region]
         )
@@ -454,9 +451,9 @@ def _tally(
         predicted = sum(size(int(c)) for c in matches)
         dice_sum += 2.0 * overlap / (voxels + predicted)
         # Only the box of the lesion's dilated mask and its matches holds either surface.
-        around = _union(where, *(component_boxes[c - 1] for c in matches))
+        around = union(where, *(component_boxes[c - 1] for c in matches))
         truth_mask = np.zeros([s.stop - s.start for s in around], dtype=bool)
-        truth_mask[_within(where, around)] = lesion
+        truth_mask[within(where, around)] = lesion
         hd_sum += hd95(np.isin(component_of[around], matches), truth_mask, spacing)
     n_fp = int(n_components - matched[1:].sum())
     charged = n_fp if settings.false_positives else 0
@@ -470,223 +467,3 @@ def _tally(
         fp=n_fp,
         fn=fn,
     )
-
-
-def _too_small(voxels: int, settings: LesionSettings, voxel_mm3: float) -> bool:
-    """Whether step 7 removes a predicted lesion of ``voxels`` voxels."""
-    if voxels <= settings.min_prediction_voxels:
-        return True
-    return settings.min_prediction_mm3 > 0 and voxels <= settings.min_prediction_mm3 / voxel_mm3
-
-
-def _prediction_parts(p: Mask, settings: LesionSettings) -> Iterator[tuple[Box, Mask, Mask]]:
-    """Each predicted lesion before step 7 as ``(box, voxels, dilated)``, as :func:`_lesions`
-    gives truth lesions: merged by the dilation (step 6), or the plain 26-components."""
-    if settings.merge_predictions:
-        yield from _lesions(p, settings.dilation)
-        return
-    labels, _ = ndimage.label(p, structure=_COMPONENTS)
-    for k, found in enumerate(ndimage.find_objects(labels), start=1):
-        if found is not None:
-            component = labels[found] == k
-            yield _box([(s.start, s.stop) for s in found]), component, component
-
-
-def _predicted_lesions(
-    p: Mask, settings: LesionSettings, voxel_mm3: float
-) -> tuple[npt.NDArray[np.int32], int]:
-    """The predicted lesions of ``p`` (steps 2, 6 and 7) as labels ``1..n``, and ``n``."""
-    dropping = settings.min_prediction_voxels > 0 or settings.min_prediction_mm3 > 0
-    if not settings.merge_predictions and not dropping:
-        labels, n = ndimage.label(p, structure=_COMPONENTS)
-        return labels, int(n)
-    labels = np.zeros(p.shape, dtype=np.int32)
-    n = 0
-    for where, voxels, _ in _prediction_parts(p, settings):
-        if not _too_small(int(np.count_nonzero(voxels)), settings, voxel_mm3):
-            n += 1
-            labels[where][voxels] = n
-    return labels, n
-
-
-@dataclass(frozen=True)
-class _Part:
-    """One lesion of one tissue before step 10: its box, its voxels and dilated mask within
-    the box, and the position of the dilated mask's first voxel in raster order."""
-
-    where: Box
-    voxels: Mask
-    reach: Mask
-    first: tuple[int, ...]
-
-
-def _parts(mask: Mask, settings: LesionSettings, voxel_mm3: float | None) -> list[_Part]:
-    """The lesions of one tissue, numbered (listed) in raster order of their dilated masks:
-    truth lesions (step 1), or with ``voxel_mm3`` predicted ones (steps 6 and 7)."""
-    found = (
-        _lesions(mask, settings.dilation)
-        if voxel_mm3 is None
-        else _prediction_parts(mask, settings)
-    )
-    parts: list[_Part] = []
-    for where, voxels, reach in found:
-        if voxel_mm3 is not None and _too_small(int(np.count_nonzero(voxels)), settings, voxel_mm3):
-            continue
-        first = np.unravel_index(int(np.argmax(reach)), reach.shape)
-        position = tuple(int(i) + s.start for i, s in zip(first, where, strict=True))
-        parts.append(_Part(where, voxels, reach, position))
-    parts.sort(key=lambda part: part.first)
-    return parts
-
-
-def _regroup(
-    parts: Mapping[str, list[_Part]], region: str, partners: Sequence[str]
-) -> list[list[_Part]]:
-    """Step 10: the lesions of ``region`` regrouped through each of ``partners`` in turn."""
-    own = parts[region]
-    # A voxel of margin around each part: its box holds it (or ends where the frame does).
-    near = [ndimage.binary_dilation(part.voxels, structure=_DILATION_ELEMENT) for part in own]
-    groups: list[list[int]] = [[i] for i in range(len(own))]
-    for partner in partners:
-        others = parts[partner]
-        if not own or not others:
-            continue
-        touched = [
-            _touched(part.where, grown, others) for part, grown in zip(own, near, strict=True)
-        ]
-        joined: dict[int, list[int]] = {}
-        regrouped: list[list[int]] = []
-        for group in groups:
-            numbers = set().union(*(touched[i] for i in group))
-            if not numbers:
-                regrouped.append(group)
-                continue
-            first = min(numbers)
-            if first in joined:
-                joined[first].extend(group)
-            else:
-                joined[first] = list(group)
-                regrouped.append(joined[first])
-        groups = regrouped
-    return [[own[i] for i in group] for group in groups]
-
-
-def _touched(where: Box, near: Mask, others: list[_Part]) -> set[int]:
-    """The numbers (1-based positions in ``others``) of the partner lesions that ``near``, a
-    part's voxels grown by one 18-connected step within ``where``, reaches."""
-    found: set[int] = set()
-    for k, other in enumerate(others, start=1):
-        common = _intersection(where, other.where)
-        if common is not None and np.any(
-            near[_within(common, where)] & other.voxels[_within(common, other.where)]
-        ):
-            found.add(k)
-    return found
-
-
-def _intersection(a: Box, b: Box) -> Box | None:
-    """The box two boxes share, or ``None``."""
-    bounds = [(max(s.start, t.start), min(s.stop, t.stop)) for s, t in zip(a, b, strict=True)]
-    return _box(bounds) if all(lo < hi for lo, hi in bounds) else None
-
-
-def _merged(group: list[_Part]) -> tuple[Box, Mask, Mask]:
-    """One lesion made of ``group``'s parts, as ``(box, lesion, dilated)``."""
-    if len(group) == 1:
-        return group[0].where, group[0].voxels, group[0].reach
-    around = _union(*(part.where for part in group))
-    lesion = np.zeros([s.stop - s.start for s in around], dtype=bool)
-    reach = np.zeros_like(lesion)
-    for part in group:
-        inner = _within(part.where, around)
-        lesion[inner] |= part.voxels
-        reach[inner] |= part.reach
-    return around, lesion, reach
-
-
-def _lesions(
-    truth: npt.NDArray[np.bool_], iterations: int
-) -> Iterator[tuple[Box, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]]:
-    """Each truth lesion as ``(box, lesion, dilated)``: a box of ``truth``, and within it the
-    lesion's truth voxels and its dilated mask (step 1 of the module docstring).
-
-    Exact, at the cost of the lesions rather than of the box around all of them: ``truth`` is
-    pooled into cells more than ``2 * iterations`` voxels wide, so that truth voxels in two
-    cells that do not touch are too far apart for their dilations to meet. Each connected
-    group of occupied cells is then dilated and split into components on its own, within its
-    box grown by ``iterations + 1``.
-    """
-    cell = max(_CELL, 2 * iterations + 1)
-    shape = truth.shape
-    padded = np.pad(truth, [(0, -n % cell) for n in shape])
-    d, h, w = (n // cell for n in padded.shape)
-    occupied = padded.reshape(d, cell, h, cell, w, cell).any(axis=(1, 3, 5))
-    groups, _ = ndimage.label(occupied, structure=_COMPONENTS)
-    for group, found in enumerate(ndimage.find_objects(groups), start=1):
-        if found is None:
-            continue
-        span = _box(
-            [(s.start * cell, min(s.stop * cell, n)) for s, n in zip(found, shape, strict=True)]
-        )
-        where = _box(
-            [(max(s.start - iterations - 1, 0), min(s.stop + iterations + 1, n))
-             for s, n in zip(span, shape, strict=True)]
-        )  # fmt: skip
-        mine = (groups[found] == group).repeat(cell, 0).repeat(cell, 1).repeat(cell, 2)
-        own = np.zeros([s.stop - s.start for s in where], dtype=bool)
-        own[_within(span, where)] = truth[span] & mine[_box([(0, s.stop - s.start) for s in span])]
-        dilated = own
-        if iterations:
-            dilated = ndimage.binary_dilation(
-                own, structure=_DILATION_ELEMENT, iterations=iterations
-            )
-        components, n = ndimage.label(dilated, structure=_COMPONENTS)
-        for k in range(1, n + 1):
-            component = components == k
-            yield where, own & component, component
-
-
-def _box(bounds: list[tuple[int, int]]) -> Box:
-    return slice(*bounds[0]), slice(*bounds[1]), slice(*bounds[2])
-
-
-def _within(inner: Box, outer: Box) -> Box:
-    """``inner`` in the coordinates of the box ``outer``, which holds it."""
-    return _box([(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer, strict=True)])
-
-
-def _union(*boxes: tuple[slice, ...] | None) -> tuple[slice, slice, slice]:
-    """The smallest box holding every one of ``boxes`` (slices as ``find_objects`` gives)."""
-    present = [b for b in boxes if b is not None]
-    lo = [min(b[axis].start for b in present) for axis in range(3)]
-    hi = [max(b[axis].stop for b in present) for axis in range(3)]
-    return slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2])
-
-
-def normalized_surface_dice(
-    pred: npt.NDArray[np.bool_],
-    truth: npt.NDArray[np.bool_],
-    spacing: Sequence[float],
-    tolerance_mm: float = 1.0,
-) -> float:
-    """Share of both masks' surface voxels within ``tolerance_mm`` of the other's surface.
-
-    Surfaces and distances as :func:`brats.volume.surfaces.surface_distances` defines them
-    (:func:`brats.volume.surfaces.surface_figures` computes it with HD95 in one pass).
-    Both masks empty: 1.0; one empty: 0.0.
-    """
-    p, t = as_masks(pred, truth)
-    return surface_figures(p, t, as_spacing(spacing, p.ndim), 0.0, tolerance_mm)[1]
-
-
-def specificity(pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_], size: int) -> float:
-    """``TN / (TN + FP)`` over a volume of ``size`` voxels of which ``pred`` and ``truth``
-    are a crop holding every voxel either marks (1.0 when every voxel is in the truth)."""
-    n_p, n_t = int(np.count_nonzero(pred)), int(np.count_nonzero(truth))
-    return specificity_of(n_p, n_t, int(np.count_nonzero(pred & truth)), size)
-
-
-def specificity_of(n_pred: int, n_truth: int, n_both: int, size: int) -> float:
-    """Specificity from ``|P|``, ``|T|``, ``|P & T|`` and the volume's voxel count."""
-    negatives = size - n_truth  # true negatives + false positives
-    return (size - n_pred - n_truth + n_both) / negatives if negatives else 1.0

@@ -32,6 +32,13 @@ Surfaces and HD95:
   ``compute_hausdorff_distance(percentile=95)`` instead takes the larger of the two directed
   95th percentiles; the two agree when the prediction is good and differ by a few voxels on
   lopsided errors.
+
+Besides those, per region: **NSD** (normalized surface Dice, Nikolov et al.) at tolerance
+``tau``, the share of both masks' surface voxels that lie within ``tau`` mm of the other
+mask's surface (both empty: 1; one empty: 0); **sensitivity** ``|P & T| / |T|`` (both empty:
+1; empty truth, something predicted: 0); **specificity** ``TN / (TN + FP)`` over the whole
+volume (1 when every voxel is in the truth). Lesion-wise figures are
+:mod:`brats.volume.lesions`'.
 """
 
 from __future__ import annotations
@@ -49,7 +56,6 @@ from brats.volume.lesions import (
     LesionSettings,
     lesion_scores,
     region_settings,
-    specificity_of,
     tissue_lesion_scores,
 )
 from brats.volume.surfaces import (
@@ -94,7 +100,8 @@ LESION_METRICS: Final = (
     "sensitivity",
     "specificity",
 )
-"""Per-region figures of :mod:`brats.volume.lesions`, after the whole-volume ones."""
+"""Per-region figures after the whole-volume ones: lesion-wise (:mod:`brats.volume.lesions`),
+then NSD, sensitivity and specificity."""
 
 METRIC_KEYS: Final[tuple[str, ...]] = (
     *(f"{m}_{r}" for r in REGIONS for m in REGION_METRICS),
@@ -175,8 +182,8 @@ def evaluate_case(
         ``accuracy`` (fraction of voxels whose class is right, background
         included); per region ``lesion_dice_WT``, ``lesion_hd95_WT``, ``lesion_tp_WT``,
         ``lesion_fp_WT``, ``lesion_fn_WT``, ``nsd_WT``, ``sensitivity_WT`` and
-        ``specificity_WT`` (:mod:`brats.volume.lesions`). Every value is a finite Python
-        float (the lesion counts are whole numbers).
+        ``specificity_WT`` (the lesion-wise ones: :mod:`brats.volume.lesions`). Every value
+        is a finite Python float (the lesion counts are whole numbers).
     """
     s = scheme_named(scheme)
     p = _labels(pred, "pred", s.n_classes)
@@ -287,3 +294,16 @@ def _labels(labels: npt.ArrayLike, what: str, n_classes: int = N_CLASSES) -> npt
             f"(min {arr.min()}, max {arr.max()}); convert with brats.volume.labels.to_internal"
         )
     return arr.astype(np.uint8, copy=False)
+
+
+def specificity(pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_], size: int) -> float:
+    """``TN / (TN + FP)`` over a volume of ``size`` voxels of which ``pred`` and ``truth``
+    are a crop holding every voxel either marks (1.0 when every voxel is in the truth)."""
+    n_p, n_t = int(np.count_nonzero(pred)), int(np.count_nonzero(truth))
+    return specificity_of(n_p, n_t, int(np.count_nonzero(pred & truth)), size)
+
+
+def specificity_of(n_pred: int, n_truth: int, n_both: int, size: int) -> float:
+    """Specificity from ``|P|``, ``|T|``, ``|P & T|`` and the volume's voxel count."""
+    negatives = size - n_truth  # true negatives + false positives
+    return (size - n_pred - n_truth + n_both) / negatives if negatives else 1.0

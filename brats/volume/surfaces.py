@@ -142,6 +142,22 @@ def surface_figures(
     return float(np.percentile(both, 95.0)), int(np.count_nonzero(both <= tolerance_mm)) / both.size
 
 
+def normalized_surface_dice(
+    pred: npt.NDArray[np.bool_],
+    truth: npt.NDArray[np.bool_],
+    spacing: Sequence[float],
+    tolerance_mm: float = 1.0,
+) -> float:
+    """Share of both masks' surface voxels within ``tolerance_mm`` of the other's surface.
+
+    Surfaces and distances as :func:`surface_distances` defines them
+    (:func:`surface_figures` computes it with HD95 in one pass).
+    Both masks empty: 1.0; one empty: 0.0.
+    """
+    p, t = as_masks(pred, truth)
+    return surface_figures(p, t, as_spacing(spacing, p.ndim), 0.0, tolerance_mm)[1]
+
+
 def as_masks(
     pred: npt.ArrayLike, truth: npt.ArrayLike
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:

@@ -12,10 +12,9 @@ from brats.volume.lesions import (
     METASTASIS,
     LesionSettings,
     lesion_scores,
-    normalized_surface_dice,
-    specificity,
 )
-from brats.volume.metrics import METRIC_KEYS, evaluate_case, hd95
+from brats.volume.metrics import METRIC_KEYS, evaluate_case, hd95, specificity
+from brats.volume.surfaces import normalized_surface_dice
 from tests.helpers import cube, empty_mask
 
 ONE_MM = (1.0, 1.0, 1.0)
