@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
-
-if TYPE_CHECKING:
-    from brats.volume.lesions import LesionSettings
 
 _DILATION_ELEMENT: Final = ndimage.generate_binary_structure(3, 2)  # 18-connected
 _COMPONENTS: Final = ndimage.generate_binary_structure(3, 3)  # 26-connected
@@ -26,14 +23,28 @@ Box = tuple[slice, slice, slice]
 Mask = npt.NDArray[np.bool_]
 
 
-def _too_small(voxels: int, settings: LesionSettings, voxel_mm3: float) -> bool:
+class PartRules(Protocol):
+    """How lesions are found: the fields of :class:`brats.volume.lesions.LesionSettings` that
+    steps 1, 6 and 7 read."""
+
+    @property
+    def dilation(self) -> int: ...
+    @property
+    def merge_predictions(self) -> bool: ...
+    @property
+    def min_prediction_voxels(self) -> int: ...
+    @property
+    def min_prediction_mm3(self) -> float: ...
+
+
+def _too_small(voxels: int, settings: PartRules, voxel_mm3: float) -> bool:
     """Whether step 7 removes a predicted lesion of ``voxels`` voxels."""
     if voxels <= settings.min_prediction_voxels:
         return True
     return settings.min_prediction_mm3 > 0 and voxels <= settings.min_prediction_mm3 / voxel_mm3
 
 
-def _prediction_parts(p: Mask, settings: LesionSettings) -> Iterator[tuple[Box, Mask, Mask]]:
+def _prediction_parts(p: Mask, settings: PartRules) -> Iterator[tuple[Box, Mask, Mask]]:
     """Each predicted lesion before step 7 as ``(box, voxels, dilated)``, as :func:`truth_lesions`
     gives truth lesions: merged by the dilation (step 6), or the plain 26-components."""
     if settings.merge_predictions:
@@ -47,7 +58,7 @@ def _prediction_parts(p: Mask, settings: LesionSettings) -> Iterator[tuple[Box, 
 
 
 def predicted_lesions(
-    p: Mask, settings: LesionSettings, voxel_mm3: float
+    p: Mask, settings: PartRules, voxel_mm3: float
 ) -> tuple[npt.NDArray[np.int32], int]:
     """The predicted lesions of ``p`` (steps 2, 6 and 7) as labels ``1..n``, and ``n``."""
     dropping = settings.min_prediction_voxels > 0 or settings.min_prediction_mm3 > 0
@@ -74,7 +85,7 @@ class Part:
     first: tuple[int, ...]
 
 
-def tissue_parts(mask: Mask, settings: LesionSettings, voxel_mm3: float | None) -> list[Part]:
+def tissue_parts(mask: Mask, settings: PartRules, voxel_mm3: float | None) -> list[Part]:
     """The lesions of one tissue, numbered (listed) in raster order of their dilated masks:
     truth lesions (step 1), or with ``voxel_mm3`` predicted ones (steps 6 and 7)."""
     found = (
