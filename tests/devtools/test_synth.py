@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import brats.devtools.synth as synth_module
+import brats.devtools.synth_config as synth_config
 from brats.devtools.sites import CONTRAST, SITES, slice_blur_sigma
 from brats.devtools.synth import (
     SynthCase,
@@ -417,7 +417,7 @@ def test_slice_thickness_blurs_along_axis_2_only() -> None:
     sites = MappingProxyType({**SITES, "thin": thin})
     patched = pytest.MonkeyPatch.context()
     with patched as mp:
-        mp.setattr(synth_module, "SITES", sites)
+        mp.setattr(synth_config, "SITES", sites)
         shape = (32, 32, 96)  # 1.6 mm slices: the 5 mm ones are much thicker
         thick_case = generate_case(1, SynthConfig(shape=shape, seed=2, site="b", noise=0.0))
         thin_case = generate_case(1, SynthConfig(shape=shape, seed=2, site="thin", noise=0.0))
