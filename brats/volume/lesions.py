@@ -79,7 +79,6 @@ from scipy import ndimage
 
 from brats.options import option
 from brats.volume.geometry import bounding_box
-from brats.volume.labels import LESION_TASKS
 from brats.volume.lesion_parts import (
     Box,
     Mask,
@@ -91,6 +90,7 @@ from brats.volume.lesion_parts import (
     union,
     within,
 )
+from brats.volume.scheme import LESION_TASKS
 from brats.volume.surfaces import hd95
 
 LESION_METRICS: Final = ("brats2023", "brats2024")
