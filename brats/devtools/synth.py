@@ -73,6 +73,13 @@ from brats.devtools.synth_config import (
     output_affine,
 )
 from brats.devtools.template import F64, Template, template_for
+from brats.devtools.treatment import (
+    add_cyst,
+    brain_depth,
+    grow_meningioma,
+    keep_connected_to_anchor,
+    resect,
+)
 from brats.devtools.tumor import (
     CAVITY,
     CYST,
@@ -81,18 +88,13 @@ from brats.devtools.tumor import (
     SATELLITE,
     SMALL,
     TYPICAL,
-    add_cyst,
-    brain_depth,
-    grow_meningioma,
     grow_tumor,
     has_kind,
-    keep_connected_to_anchor,
     keep_connected_to_core,
     keep_one_core_per_focus,
     kind_ordinal,
     kind_phases,
     merge_tumors,
-    resect,
 )
 from brats.io.cases import validate_case_id
 from brats.options import option
