@@ -1,4 +1,5 @@
-"""The app's viewer (brats.app): grey levels, slices in each view, the overlay and legend."""
+"""The app's viewer (brats.report.slices, through brats.app): grey levels, slices in each
+view, the overlay and legend."""
 
 from __future__ import annotations
 
@@ -7,15 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from brats.app import (
-    AppConfig,
-    check_label_scheme,
-    display_volume,
-    legend_html,
-    render_slice,
-    segment_upload,
-)
+from brats.app import AppConfig, check_label_scheme, segment_upload
 from brats.io.model_card import ArtifactError
+from brats.report.slices import display_volume, legend_html, render_slice
 from brats.volume.labels import (
     CLASS_COLOURS,
     DEFAULT,
