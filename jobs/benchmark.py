@@ -7,7 +7,7 @@ python jobs/benchmark.py all --json bench-out/figures.json
 
 import sys
 
-from brats.cli import run_benchmark
+from brats.benchmarks.command import run_benchmark
 from brats.runtime import prepare_tensorflow
 
 if __name__ == "__main__":

@@ -186,8 +186,8 @@ def test_synth_writes_the_cohort_it_is_asked_for(tmp_path, capsys):
 
 
 def test_benchmark_suites_take_their_settings_from_their_configs():
+    from brats.benchmarks.command import BENCHMARKS, benchmark_parser
     from brats.benchmarks.train import TrainBenchmark
-    from brats.cli import BENCHMARKS, benchmark_parser
 
     parser = benchmark_parser()
     args = parser.parse_args(["train", "--steps", "5", "--shape", "32", "32", "16"])

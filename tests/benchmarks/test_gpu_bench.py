@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from brats.benchmarks.command import run_benchmark
 from brats.benchmarks.gpu import GpuBenchmark, run
-from brats.cli import run_benchmark
 
 
 def test_without_a_gpu_it_says_so_measures_nothing_and_exits_0(tmp_path: Path, capsys) -> None:

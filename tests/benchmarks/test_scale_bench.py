@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from brats.benchmarks.command import benchmark_parser
 from brats.benchmarks.probes import ListingCounter
 from brats.benchmarks.scale import ScaleBenchmark, run, synthetic_records
-from brats.cli import benchmark_parser
 from brats.options import parse_config
 
 
