@@ -11,16 +11,14 @@ file). It then builds the network *in code* from the json's architecture
 function from the file is ever deserialized, so a ``Lambda`` layer or a pickled object in a
 user's file never runs, and HDF5 whole-model files are never loaded.
 
-The ``seed`` preset's published network (``brats_3d.hdf5``, a Keras 2 HDF5 file of the same
-architecture with 3 input channels) becomes an artifact through :func:`import_seed_hdf5`, the
-same way: the architecture is built in code and only the weight arrays are read from the file.
+The ``seed`` preset's published network (``brats_3d.hdf5``, a Keras 2 HDF5 file) becomes an
+artifact through :func:`brats.io.seed_model.import_seed_hdf5`, the same way.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import posixpath
 import tempfile
 import zipfile
 from collections import Counter
@@ -32,7 +30,6 @@ from typing import TYPE_CHECKING, Final
 from brats.io.model_card import (
     META_FILE,
     MODEL_FILE,
-    SEED_INFO,
     ArtifactError,
     FoldRef,
     ModelCard,
@@ -329,7 +326,7 @@ def load_artifact(
     model = build_unet(config)
     try:
         with h5py.File(io.BytesIO(weights), "r") as f:
-            _check_weight_shapes(f, model, model_uri)
+            check_weight_shapes(f, model, model_uri)
     except OSError as exc:
         raise ArtifactError(f"{model_uri}: {_KERAS_WEIGHTS_ENTRY} is not HDF5 ({exc})") from None
     with tempfile.TemporaryDirectory(prefix="brats-artifact-") as tmp:
@@ -344,66 +341,6 @@ def load_artifact(
                 f"{model_uri}: weights do not fit the architecture: {exc}"
             ) from None
     return LoadedModel(model=model, card=card, uri=redact(loc.uri))
-
-
-def import_seed_hdf5(
-    source: str | os.PathLike[str], where: str | Location, info: ModelInfo = SEED_INFO
-) -> ModelCard:
-    """Turn the ``seed`` preset's Keras 2 HDF5 model (``brats_3d.hdf5``) into an artifact.
-
-    The network of ``info.unet`` (the ``seed`` preset's by default) is built in code and the
-    weight arrays are read from the file by layer order (how Keras matches legacy HDF5
-    files; the U-Net creates its layers in that order). The file's model config,
-    training config and optimizer state are ignored. Both legacy layouts load: a whole model
-    (``model.save``: weights under ``model_weights/<layer>/``) and ``save_weights``.
-
-    Args:
-        source: path or URI of the HDF5 file.
-        where: folder for ``model.keras`` + ``model.json``.
-        info: the imported model's description; the source file's name and sha256 are added
-            to its ``training`` notes.
-
-    Returns:
-        The card written to ``model.json``.
-
-    Raises:
-        ArtifactError: not an HDF5 file, not a Keras HDF5 weights layout, or weights whose
-            count or shapes do not fit the architecture.
-    """
-    import h5py
-
-    src = resolve(os.fspath(source))
-    name = redact(src.uri)
-    try:
-        data = read_bytes(src.filesystem(), src.path, max_bytes=MAX_MODEL_BYTES)
-    except (FileNotFoundError, StorageError) as exc:
-        raise ArtifactError(f"{name}: cannot read the seed preset's HDF5 model ({exc})") from None
-    model = build_unet(info.unet)
-    with tempfile.TemporaryDirectory(prefix="brats-seed-") as tmp:
-        # The ".h5" suffix (not ".weights.h5", not ".keras") selects Keras' legacy loader.
-        path = os.path.join(tmp, "seed.h5")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        if not h5py.is_hdf5(path):
-            raise ArtifactError(f"{name}: not an HDF5 file")
-        with h5py.File(path, "r") as f:
-            group = f.get("model_weights", f)
-            if "layer_names" not in group.attrs:
-                raise ArtifactError(
-                    f"{name}: no Keras 2 'layer_names' in the HDF5 file; expected a model "
-                    "saved by Keras 2 model.save or save_weights"
-                )
-            _check_weight_shapes(group, model, name)
-        try:
-            model.load_weights(path)
-        except ValueError as exc:
-            raise ArtifactError(f"{name}: weights do not fit the architecture: {exc}") from None
-    training = {
-        **info.training,
-        "imported_from": posixpath.basename(src.path),
-        "source_sha256": sha256_hex(data),
-    }
-    return save_artifact(model, replace(info, training=training), where)
 
 
 def _location(where: str | Location) -> Location:
@@ -440,7 +377,7 @@ def _archive_weights(data: bytes, where: str) -> bytes:
         ) from None
 
 
-def _check_weight_shapes(group: h5py.Group, model: keras.Model, where: str) -> None:
+def check_weight_shapes(group: h5py.Group, model: keras.Model, where: str) -> None:
     """Every array under ``group`` against the network's variables, by shape, from headers.
 
     Keras skips some mismatches with only a warning, and reads an array before comparing its

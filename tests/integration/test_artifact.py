@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from brats.io.artifact import import_seed_hdf5, load_artifact, read_model_card, save_artifact
+from brats.io.artifact import load_artifact, read_model_card, save_artifact
 from brats.io.model_card import (
     FORMAT,
     META_FILE,
@@ -25,6 +25,7 @@ from brats.io.model_card import (
     ArtifactError,
     ModelInfo,
 )
+from brats.io.seed_model import import_seed_hdf5
 from brats.network.unet import SEED_CONFIG, UNetConfig, build_unet, nnunet_config
 from brats.volume.labels import BRATS2020, GLI2024
 from brats.volume.normalize import Normalization
