@@ -44,9 +44,9 @@ the second lesion) and the treatment (the cavity's wall, the cyst); the site dra
 its own, so the same index renders the same anatomy at every site. A BraTS 2020 or 2023
 cohort never uses the fifth stream, so it is what it was before schemes came. The config,
 the case and the names live in :mod:`brats.devtools.synth_config`, the template in
-:mod:`brats.devtools.template`, the tumor model in :mod:`brats.devtools.tumor`, the sites in
-:mod:`brats.devtools.sites`, and the corrupt inputs the reliability tests need in
-:func:`brats.devtools.faults.write_faulty_case`.
+:mod:`brats.devtools.template`, the tumor model in :mod:`brats.devtools.tumor` and
+:mod:`brats.devtools.treatment`, the sites in :mod:`brats.devtools.sites`, and the corrupt
+inputs the reliability tests need in :func:`brats.devtools.faults.write_faulty_case`.
 """
 
 from __future__ import annotations
