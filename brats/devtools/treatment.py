@@ -36,8 +36,8 @@ def resect(
     ``1.5..3.5`` mm (at least a voxel), keeping its labels (enhancing rim, non-enhancing core).
     Without it the whole core is gone: the case is cavity and edema alone (no tumor core, no
     enhancement), and nothing renders as tumor core any more. Run it after
-    :func:`keep_one_core_per_focus` and :func:`keep_connected_to_core`, which find lesions by
-    their cores.
+    :func:`keep_one_core_per_focus` and :func:`keep_connected_to_core` (both
+    :mod:`brats.devtools.tumor`'s), which find lesions by their cores.
     """
     inside, local, box = tumor_box(tumor, points, shape)
     core = np.isin(tumor.label, (NCR, ET))
@@ -70,7 +70,8 @@ def add_cyst(
     core or wider (a paediatric tumour's cyst is often larger than its solid part), kept a
     wall's width (at least a voxel) inside the tumor. Edema in that wall becomes necrotic,
     non-enhancing core, so the cyst is enclosed by tumor core. Run it after
-    :func:`keep_one_core_per_focus` and :func:`keep_connected_to_core`."""
+    :func:`keep_one_core_per_focus` and :func:`keep_connected_to_core` (both
+    :mod:`brats.devtools.tumor`'s)."""
     inside, local, box = tumor_box(tumor, points, shape)
     in_tumor = tumor.label > 0
     depth = _depth(in_tumor, inside, local, box, spacing)

@@ -145,7 +145,7 @@ class LabelScheme:
         return {i: c.text for i, c in enumerate(self.classes, start=1)}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; :func:`scheme_from_dict` inverts it."""
+        """JSON-ready; :func:`brats.volume.labels.scheme_from_dict` inverts it."""
         return {
             "name": self.name,
             "classes": [
