@@ -342,7 +342,7 @@ def logits(model: keras.Model) -> keras.Model:
 
     heads = [model.get_layer(name).input for name in model.output_names]
     outputs = heads if len(heads) > 1 else heads[0]
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_logits")
+    return keras.Model(model.input, outputs, name=f"{model.name}_logits")
 
 
 def main_output(model: keras.Model) -> keras.Model:
@@ -352,7 +352,7 @@ def main_output(model: keras.Model) -> keras.Model:
 
     if len(model.outputs) == 1:
         return model
-    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+    return keras.Model(model.input, model.outputs[0], name=model.name)
 
 
 def _conv_block(
