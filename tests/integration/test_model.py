@@ -326,6 +326,7 @@ def test_nnunet_preset_network() -> None:
     assert not np.allclose(y.sum(axis=-1), 1.0)  # independent sigmoids, not a softmax
 
 
+@pytest.mark.filterwarnings("error:The structure of `inputs`:UserWarning")  # called as built
 def test_deep_supervision_heads_are_for_training_only() -> None:
     config = nnunet_config(base_filters=4, depth=3)
     training = build_unet(config, deep_supervision=True)
@@ -346,6 +347,7 @@ def test_deep_supervision_heads_are_for_training_only() -> None:
         copy_weights(inference, training)
 
 
+@pytest.mark.filterwarnings("error:The structure of `inputs`:UserWarning")  # called as built
 def test_logits_are_what_each_output_is_the_sigmoid_of() -> None:
     config = nnunet_config(base_filters=4, depth=3)
     training = build_unet(config, deep_supervision=True)
