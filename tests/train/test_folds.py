@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from brats.train.config import TrainConfig
@@ -42,6 +43,44 @@ def test_every_fold_gets_its_share_of_every_kind_of_case() -> None:
         kinds = Counter(strata[c] for c in fold)
         for kind, total in totals.items():
             assert abs(kinds[kind] - total / 5) < 1, (kind, kinds)
+
+
+def _spreads(strata: dict[str, str], folds: list[list[str]]) -> dict[str, int]:
+    """Per class and per class absent: most minus fewest such cases in a fold."""
+    classes = {c for s in strata.values() for c in s.split("+") if c}
+    spreads = {}
+    for c in classes:
+        for present in (True, False):
+            n = [sum((c in strata[i].split("+")) == present for i in f) for f in folds]
+            spreads[c if present else f"no {c}"] = max(n) - min(n)
+    return spreads
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tumours_without_enhancement_in_different_strata_still_spread(seed) -> None:
+    # Two strata without ET, one case each: dealing stratum after stratum put both in fold 0.
+    strata = {"a": "SNFH", "b": "NETC+SNFH"}
+    strata |= {f"c{i}": "NETC+SNFH+ET" for i in range(4)} | {f"d{i}": "SNFH+ET" for i in range(4)}
+    folds = make_folds(strata, 5, seed=seed)
+    assert max(map(len, folds)) == 2 and min(map(len, folds)) == 2
+    assert max(_spreads(strata, folds).values()) <= 1
+
+
+def test_every_class_and_its_absence_within_two_of_its_share_on_brats_2024_like_cohorts() -> None:
+    rng = np.random.default_rng(0)
+    kinds = ("NETC+SNFH+ET", "SNFH+ET", "NETC+SNFH", "SNFH", "NETC+SNFH+ET+RC", "SNFH+RC")
+    weights = (0.55, 0.12, 0.1, 0.05, 0.12, 0.06)
+    within_one = 0
+    for trial in range(60):
+        n, k = (12, 24, 37, 61)[trial % 4], (3, 5)[trial % 2]
+        strata = {f"c{i:03d}": kinds[rng.choice(len(kinds), p=weights)] for i in range(n)}
+        folds = make_folds(strata, k, seed=trial)
+        assert sorted(c for f in folds for c in f) == sorted(strata)
+        assert max(map(len, folds)) - min(map(len, folds)) <= 1
+        worst = max(_spreads(strata, folds).values())
+        assert worst <= 2, (trial, _spreads(strata, folds))
+        within_one += worst <= 1
+    assert within_one >= 50  # dealing stratum after stratum: 16 of these 60, 5 beyond two
 
 
 def test_the_same_ids_and_seed_give_the_same_folds_and_another_seed_others() -> None:
