@@ -288,6 +288,14 @@ class TrainConfig:
             return Augmentation.sites()
         return Augmentation.flips_only() if self.augmentation == "flips" else Augmentation.none()
 
+    def training_notes(self, checkpoint: str | None = None) -> dict[str, Any]:
+        """What a model card's ``training`` says of the run: this config less
+        :data:`RUNTIME_ONLY`, and the checkpoint the model came from."""
+        notes: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
+        if checkpoint is not None:
+            notes["checkpoint"] = checkpoint
+        return notes
+
     def model_info(
         self,
         normalization: str,
@@ -303,9 +311,6 @@ class TrainConfig:
         with ``normalization``; ``training`` holds this config (less :data:`RUNTIME_ONLY`) and the
         checkpoint it came from. An ``nnunet`` model predicts with flip TTA by default, as
         nnU-Net does; a ``seed`` one without, as the tutorial did."""
-        notes: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
-        if checkpoint is not None:
-            notes["checkpoint"] = checkpoint
         return ModelInfo(
             unet=self.unet(scheme=label_scheme or DEFAULT),
             modalities=self.modalities,
@@ -314,7 +319,7 @@ class TrainConfig:
             label_scheme=label_scheme,
             manifest_hash=manifest_hash,
             metrics=dict(metrics or {}),
-            training=notes,
+            training=self.training_notes(checkpoint),
             postprocessing=dict(postprocessing or {}),
             tta=self.preset == "nnunet",
             target_spacing=None if target_spacing is None else as_spacing(target_spacing),

@@ -305,6 +305,7 @@ def train(config: TrainConfig, *, epoch_hook: EpochHook | None = None) -> TrainR
     model_uri = run.child("model").uri
     if _exported_from(run) == source:
         log.info("model already exported from %s; keeping it (same version)", source)
+        _restamp(run, config, source)
     else:
         with best_checkpoint.as_directory() as folder:
             read_checkpoint_state(folder)
@@ -383,6 +384,21 @@ def _exported_from(run: Location) -> str | None:
         return None
     source = card.info.training.get("checkpoint")
     return str(source) if source else None
+
+
+def _restamp(run: Location, config: TrainConfig, source: str) -> None:
+    """Keep the run's exported model (same checkpoint, same ``model.keras``, same version)
+    but let its card's ``training`` say the config this run now has (more epochs, say), so
+    that the next rerun finds the run finished (:func:`_finished`) instead of starting a
+    worker group to train nothing."""
+    from brats.io.artifact import read_model_card
+    from brats.io.model_card import META_FILE
+
+    model = run.child("model")
+    card = read_model_card(model)
+    now = replace(card, info=replace(card.info, training=config.training_notes(source)))
+    if now.to_json() != card.to_json():
+        write_bytes_atomic(run.filesystem(), model.join(META_FILE), now.to_json())
 
 
 def _root_cause(err: BaseException) -> str:
