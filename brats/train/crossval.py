@@ -180,6 +180,8 @@ def train_folds(
                 results[i] = future.result()
             except TrainingError as exc:
                 failed[i] = str(exc)
+            except Exception as exc:  # storage, export: still wait for and name every fold
+                failed[i] = f"{type(exc).__name__}: {exc}"
     if failed:
         raise TrainingError(
             "; ".join(f"fold {i} failed: {message}" for i, message in sorted(failed.items()))
@@ -253,8 +255,11 @@ def write_ensemble(config: TrainConfig, cohort: Location) -> str | None:
     rules, oof = choose_oof_postprocessing(cases, first.scheme)
     log.info("out-of-fold, %d cases: %s", len(cases), oof_summary(rules, oof, first.scheme))
     metrics = _mean_figures([dict(c.info.metrics) for c in cards]) | oof
+    # The ensemble's own description: not fold 0's (its fold number, its checkpoint).
+    fold_only = {"checkpoint", "extra"}
     training = {
-        **first.training,
+        **{k: v for k, v in first.training.items() if k not in fold_only},
+        "extra": {k: v for k, v in dict(first.training.get("extra") or {}).items() if k != "fold"},
         "name": config.name,
         "storage": config.storage,
         "folds": config.folds,

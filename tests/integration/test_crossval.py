@@ -63,6 +63,9 @@ def test_one_fold_alone_then_the_other_into_an_ensemble_and_a_rerun_trains_nothi
     ]
     assert card.folds[1].version == fold_1.version  # trained alone, then kept
     assert fold_1.info.training["extra"] == {"fold": 1}  # its epoch lines say "fold 1: ..."
+    # The ensemble's card describes the ensemble, not fold 0 (its number, its checkpoint).
+    assert card.info.training["folds"] == 2 and card.info.training["name"] == "cv"
+    assert card.info.training["extra"] == {} and "checkpoint" not in card.info.training
     metrics = card.info.metrics
     assert {"val_dice_WT", "val_dice_mean", "oof_dice_ET", "oof_lesion_dice_ET"} <= set(metrics)
     assert metrics["oof_cases"] == 6  # every labelled case, each predicted by the fold that
@@ -126,3 +129,31 @@ def test_queued_folds_wait_for_room_without_a_controller_failure_a_minute() -> N
         assert os.environ[name] == "90"
     finally:
         del os.environ[name]
+
+
+def test_every_failed_fold_is_named_whatever_it_raised(ray_session: object, tmp_path: Path) -> None:
+    from brats.ingest.shards import MANIFEST_FORMAT
+    from brats.storage import resolve
+    from brats.train.crossval import train_folds
+
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    cases = [
+        {"case_id": f"c{i}", "labeled": True, "class_voxels": {"NETC": 1, "SNFH": 1, "ET": i % 2}}
+        for i in range(6)
+    ]
+    manifest = {"format": MANIFEST_FORMAT, "hash": "0" * 64, "cases": cases}
+    (cohort / "manifest.json").write_text(json.dumps(manifest))
+    config = TrainConfig(data=str(cohort), storage=str(tmp_path / "runs"), name="cv", folds=3)
+
+    def train_run(fold: TrainConfig, epoch_hook: object = None) -> None:
+        if fold.extra["fold"] == 0:
+            raise OSError("storage hiccup while exporting fold 0")
+        raise TrainingError(f"fold {fold.extra['fold']} ran out of failures")
+
+    with pytest.raises(TrainingError) as error:
+        train_folds(config, prepare=lambda c: resolve(str(cohort)), train_run=train_run)
+    assert str(error.value) == (
+        "fold 0 failed: OSError: storage hiccup while exporting fold 0; "
+        "fold 1 failed: fold 1 ran out of failures; fold 2 failed: fold 2 ran out of failures"
+    )
