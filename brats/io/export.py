@@ -125,10 +125,9 @@ def export_model(config: ExportConfig) -> ExportResult:
             write_bytes_atomic(fs, out.join(key), data)
             written.append(key)
     folds = [FoldRef(folder, version) for folder, _, version, _ in exported]
-    sources = [m.card.version for m in loaded]
-    for (folder, _, version, _), source_version in zip(exported, sources, strict=True):
-        if folder:
-            document = _card(card.info, config.format, version, source_version)
+    for (folder, _, version, _), fold in zip(exported, loaded, strict=True):
+        if folder:  # a fold's card describes the fold, as its Keras card does
+            document = _card(fold.card.info, config.format, version, fold.card.version)
             write_bytes_atomic(fs, out.join(f"{folder}/{META_FILE}"), document)
             written.append(f"{folder}/{META_FILE}")
     if card.is_ensemble:

@@ -31,11 +31,11 @@ UNET = nnunet_config(base_filters=4, depth=2)
 INFO = ModelInfo(unet=UNET, patch_size=(16, 16, 16), target_spacing=(1.0, 1.0, 1.0), tta=True)
 
 
-def _model(where: Path, seed: int) -> str:
+def _model(where: Path, seed: int, info: ModelInfo = INFO) -> str:
     import keras
 
     keras.utils.set_random_seed(seed)
-    save_artifact(build_unet(UNET), INFO, str(where))
+    save_artifact(build_unet(UNET), info, str(where))
     return str(where)
 
 
@@ -81,8 +81,9 @@ def test_a_saved_model_export_serves_the_same_probabilities(tmp_path):
 
 
 def test_an_ensemble_exports_one_file_per_fold_and_its_card(tmp_path):
-    folds = [_model(tmp_path / f"fold{i}", i) for i in range(2)]
-    save_ensemble(folds, INFO, str(tmp_path / "ensemble"))
+    own = [replace(INFO, metrics={"val_dice_mean": 0.5 + i / 10}) for i in range(2)]
+    folds = [_model(tmp_path / f"fold{i}", i, own[i]) for i in range(2)]
+    save_ensemble(folds, replace(INFO, metrics={"oof_dice_WT": 0.9}), str(tmp_path / "ensemble"))
     out = tmp_path / "exported"
     assert main(["export", "--model", str(tmp_path / "ensemble"), "--out", str(out)]) == 0
     card = json.loads((out / "model.json").read_text())
@@ -94,10 +95,9 @@ def test_an_ensemble_exports_one_file_per_fold_and_its_card(tmp_path):
     for i, fold in enumerate(card["folds"]):
         onnx = out / fold["folder"] / "model.onnx"
         assert fold["version"] == hashlib.sha256(onnx.read_bytes()).hexdigest()
-        assert (
-            json.loads((out / fold["folder"] / "model.json").read_text())["version"]
-            == fold["version"]
-        )
+        fold_card = json.loads((out / fold["folder"] / "model.json").read_text())
+        assert fold_card["version"] == fold["version"]
+        assert fold_card["metrics"] == {"val_dice_mean": 0.5 + i / 10}  # the fold's own
         np.testing.assert_allclose(
             run_onnx(onnx.read_bytes(), window), _keras(folds[i], window), atol=1e-3
         )
