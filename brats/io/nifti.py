@@ -29,6 +29,7 @@ from brats.io.cases import Case, Naming
 from brats.options import option
 from brats.storage import Location, StorageError, read_bytes
 from brats.volume.labels import BRATS2020, DEFAULT, LabelError, LabelScheme, to_internal
+from brats.volume.resample import as_spacing
 
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_ERRORS: tuple[type[BaseException], ...] = (
@@ -178,11 +179,15 @@ def read_case(
 ) -> CaseVolumes:
     """Read and validate a case's modalities (and segmentation, if any) from storage.
 
-    Checks: every requested modality is present; each file is a sane NIfTI; all files share
-    one shape and (within ``limits.affine_atol``) one affine; image values are finite and no
-    modality is all zero; labels belong to the cohort's ``scheme`` (the jobs resolve it once
-    per cohort, :mod:`brats.io.schemes`; ``None``, for a lone case: BraTS 2020 for BraTS 2020
-    file names, else BraTS 2023).
+    Checks: every requested modality is present; each file is a sane NIfTI; the first
+    modality's voxel sizes (its header's ``pixdim``: the case's spacing) are all positive and
+    finite; all files share one shape and (within ``limits.affine_atol``) one affine; image
+    values are finite and no modality is all zero; labels belong to the cohort's ``scheme``
+    (the jobs resolve it once per cohort, :mod:`brats.io.schemes`; ``None``, for a lone case:
+    BraTS 2020 for BraTS 2020 file names, else BraTS 2023).
+
+    Raises:
+        brats.errors.CaseError: a check fails (naming the case, the file and the reason).
     """
     if scheme is None:
         scheme = BRATS2020 if case.naming is Naming.BRATS2020 else DEFAULT
@@ -210,6 +215,7 @@ def read_case(
         vol = load(path)
         if ref is None:
             ref, ref_name = vol, name
+            _check_spacing(vol, cid, name)
         else:
             check_same_geometry(vol, ref, cid, name, ref_name, limits)
         data = vol.data.astype(np.float32, copy=False)
@@ -241,6 +247,17 @@ def read_case(
         header=ref.header,
         checksums=checksums,
     )
+
+
+def _check_spacing(volume: Volume, case_id: str, file: str) -> None:
+    """Refuse a volume whose voxel sizes are not all positive and finite (a converter that
+    left ``pixdim`` empty): every millilitre, distance and resampling would be wrong."""
+    try:
+        as_spacing(volume.spacing)
+    except ValueError:
+        raise _fail(
+            case_id, file, f"voxel size (pixdim) {volume.spacing} is not positive and finite"
+        ) from None
 
 
 def encode_mask(labels: npt.NDArray[np.integer], header: nib.Nifti1Header) -> bytes:

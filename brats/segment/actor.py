@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from brats.errors import CaseError
 from brats.ingest.rows import Row, row_to_prepared
 from brats.report.records import PROBABILITIES, UNCERTAINTY
 from brats.report.status import FAILED, is_done
@@ -38,8 +39,11 @@ class CaseSegmenter:
     ``entropy_map`` (``(d, h, w) float16``; empty arrays when not asked for), with
     ``output_names`` (the probabilities' channels, space-separated); its image is
     emptied (the writer needs the labels, not the input again). A row whose prediction
-    raises becomes a failed row, and failed rows pass through. With ``attempts`` (the job's
-    output folder), each case's attempts are counted
+    raises becomes a failed row, and failed rows pass through: a
+    :class:`~brats.errors.CaseError` (a case the predictor refuses) keeps its message and
+    its file (``error``, ``error_file``; both object columns, so no name is cut short), any
+    other exception becomes ``prediction failed: <type>: <message>`` with no file. With
+    ``attempts`` (the job's output folder), each case's attempts are counted
     (:class:`~brats.segment.attempts.Attempts`) and a case that already killed
     :data:`~brats.segment.attempts.MAX_ATTEMPTS` actors becomes a failed row.
     """
@@ -65,6 +69,7 @@ class CaseSegmenter:
         out = dict(batch)
         out["status"] = np.array(batch["status"], dtype=object)
         out["error"] = np.array(batch["error"], dtype=object)
+        out["error_file"] = np.array(batch["error_file"], dtype=object)  # any name fits
         preds = np.empty(n, dtype=object)
         images = np.empty(n, dtype=object)
         probabilities = np.empty(n, dtype=object)
@@ -101,6 +106,12 @@ class CaseSegmenter:
                     probabilities[i] = assessment.probabilities.astype(np.float16)
                 if UNCERTAINTY in self.maps:
                     entropies[i] = self.predictor.entropy_map(assessment).astype(np.float16)
+            except CaseError as err:  # the case cannot be used: its own message and file
+                log.error("case %s: prediction refused it: %s", case_id, err)
+                out["status"][i] = FAILED
+                out["error"][i] = str(err)
+                out["error_file"][i] = err.file or ""
+                continue
             except Exception as err:  # this case fails; the actor and the others go on
                 log.exception("case %s: prediction failed", case_id)
                 out["status"][i] = FAILED

@@ -220,16 +220,19 @@ def segment(
     Needs a running Ray. A bad case never raises: it becomes a failed record.
 
     Raises:
-        SegmentError: the job cannot start (a refused model, a cohort that cannot be listed).
+        SegmentError: the job cannot start (a cohort, model or output URI that cannot be used,
+            such as an unsupported scheme or one with credentials in it; a refused model; a
+            cohort that cannot be listed).
     """
     began = time.perf_counter()
-    cohort = resolve(config.cohort, s3_endpoint=config.s3_endpoint)
-    out = resolve(config.out, s3_endpoint=config.s3_endpoint)
-    card, runtime = verified_card(
-        resolve(config.model, s3_endpoint=config.s3_endpoint),
-        config.predict.backend,
-        config.predict.precision,
-    )
+    at: dict[str, Location] = {}
+    for name in ("cohort", "out", "model"):
+        try:
+            at[name] = resolve(getattr(config, name), s3_endpoint=config.s3_endpoint)
+        except StorageError as err:  # named, and shown redacted: a failed result, no traceback
+            raise SegmentError(f"--{name} {redact(getattr(config, name))}: {err}") from err
+    cohort, out = at["cohort"], at["out"]
+    card, runtime = verified_card(at["model"], config.predict.backend, config.predict.precision)
     version = card.version
     try:
         found = discover(cohort)

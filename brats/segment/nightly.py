@@ -17,7 +17,9 @@ waits for that job instead). ``--force`` submits again under a suffixed id
 segment job skips the cases already done; it refuses while the first job is still running.
 
 No credentials travel with the job: the runtime environment carries no environment
-variables, and the cluster nodes reach S3 through their instance profile (``cluster.yaml``).
+variables, the cluster nodes reach S3 through their instance profile (``cluster.yaml``), and
+arguments with credentials in them (``s3://KEY:SECRET@bucket``, an ``--s3-endpoint`` with a
+``user:password@``) are refused before anything is logged or sent.
 The client needs the cluster's auth token (Ray 2.60 token authentication): run it with
 ``RAY_AUTH_MODE=token`` and the head's token in ``~/.ray/auth_token`` or in the file named
 by ``RAY_AUTH_TOKEN_PATH``.
@@ -44,8 +46,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from brats.options import option
+from brats.storage import StorageError, redact, resolve
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -102,12 +106,41 @@ def today() -> str:
 
 
 def output_prefix(out_root: str, day: str) -> str:
-    """The segment job's ``--out`` for ``day``: ``<out_root>/<day>`` (local path or URI)."""
+    """The segment job's ``--out`` for ``day``: ``<out_root>/<day>`` (local path or URI).
+
+    Raises:
+        ValueError: a bad date, a root that is no folder or bucket, or one with a ``?`` or
+            ``#`` (a URI's query or fragment would swallow the date: every night would
+            resolve to one folder).
+    """
     day = validate_date(day)
     root = out_root.rstrip("/")
     if not root or root.endswith(":"):
-        raise ValueError(f"--out-root needs a folder or a bucket, got {out_root!r}")
+        raise ValueError(f"--out-root needs a folder or a bucket, got {_shown(out_root)!r}")
+    if "?" in root or "#" in root:
+        raise ValueError(
+            f"--out-root may not contain '?' or '#' (every date would share one folder), "
+            f"got {_shown(out_root)!r}"
+        )
+    _check_uri("out-root", root)
     return f"{root}/{day}"
+
+
+def _shown(text: str) -> str:
+    """``text`` fit for a message: a URI without its ``user:password@`` and query."""
+    try:
+        return redact(text)
+    except ValueError:  # a port that is not a number
+        return "<a URI that does not parse>"
+
+
+def _check_uri(name: str, value: str) -> None:
+    """Refuse the ``--name`` argument if :func:`brats.storage.resolve` does (credentials in
+    it, an unsupported scheme), as a ValueError naming the argument."""
+    try:
+        resolve(value)
+    except (StorageError, ValueError) as err:
+        raise ValueError(f"--{name} {_shown(value)}: {err}") from None
 
 
 def submission_id(day: str, suffix: str | None = None) -> str:
@@ -130,24 +163,39 @@ def segment_argv(cohort: str, model: str, out: str, extra: Sequence[str] = ()) -
     """The arguments of ``jobs/segment.py``, checked with the segment job's own parser.
 
     ``extra`` may add any other segment option (``--use-gpu``, ``--num-actors 8``...) but may
-    not change the cohort, the model or the dated output folder.
+    not change the cohort, the model or the dated output folder. These arguments are logged
+    and sent to the cluster as the job's entrypoint, so none may carry credentials: the
+    cohort, the model and the output folder must be URIs :func:`brats.storage.resolve`
+    takes (no ``user:password@``, a supported scheme), and an ``--s3-endpoint`` may have no
+    ``user:password@`` either.
+
+    Raises:
+        ValueError: naming the argument refused (its value shown redacted).
     """
     from brats.segment.job import segment_parser
 
     for name, value in (("cohort", cohort), ("model", model), ("out", out)):
         if not value.strip():
             raise ValueError(f"--{name} is empty")
+        _check_uri(name, value)
     argv = ["--cohort", cohort, "--model", model, "--out", out, *extra]
     try:
         parsed = segment_parser(SEGMENT_SCRIPT).parse_args(argv)
     except SystemExit as err:  # argparse has printed the reason
-        raise ValueError(f"jobs/segment.py rejects these arguments: {shlex.join(argv)}") from err
+        shown = shlex.join(_shown(arg) for arg in argv)
+        raise ValueError(f"jobs/segment.py rejects these arguments: {shown}") from err
     given = {"cohort": cohort, "model": model, "out": out}
     for name in _OWN_SEGMENT_ARGS:
         if getattr(parsed, name) != given[name]:
             raise ValueError(
                 f"--{name} is set by the nightly command; remove it from the extra arguments"
             )
+    endpoint = urlsplit(parsed.s3_endpoint or "")
+    if endpoint.username is not None or endpoint.password is not None:
+        raise ValueError(
+            f"--s3-endpoint {_shown(parsed.s3_endpoint)}: credentials in the endpoint URL are "
+            "not accepted; the cluster's nodes find theirs in the environment"
+        )
     return argv
 
 
@@ -181,8 +229,11 @@ class NightlyConfig:
 
     Raises:
         ValueError: a date that is not ``YYYY-MM-DD``, a non-positive timeout or poll, a
-            working dir without ``jobs/segment.py``, or segment arguments the segmentation
-            job refuses (everything that is sent is built here, before any connection).
+            working dir without ``jobs/segment.py``, an ``--out-root`` with ``?`` or ``#``,
+            a cohort, model or output root with credentials in it (``user:password@``) or
+            a scheme storage does not support, an ``--s3-endpoint`` with credentials, or
+            segment arguments the segmentation job refuses (everything that is sent is
+            built here, before any connection).
     """
 
     address: str = option(help="the cluster's dashboard, e.g. http://127.0.0.1:8265")

@@ -8,6 +8,7 @@ there is one, and are written. Nothing here runs the model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -32,6 +33,7 @@ from brats.report.records import (
     mask_key,
     now,
     read_record,
+    record_key,
     write_record,
 )
 from brats.report.status import DONE, FAILED, is_done
@@ -67,7 +69,9 @@ def write_case_outputs(
     ``entropy_map`` of the ``maps`` asked for). The maps are pasted back into the source
     grid and written in the case's geometry (:func:`brats.io.nifti.encode_fractions`); the
     mask is written in ``scheme``'s values and the case scored in its regions. A row that
-    failed upstream gets a ``failed`` record. An exception while writing leaves no record
+    failed upstream gets a ``failed`` record. The case's earlier record (another model's,
+    other settings') is removed before any map or mask is written, so no reader sees an old
+    ``done`` record beside a new mask; an exception while writing therefore leaves no record
     (and, writes being whole-object, nothing half-written at a key): the case is reported
     failed now and redone next run.
     """
@@ -94,6 +98,7 @@ def write_case_outputs(
         if prepared.label is not None:
             truth = paste_back(prepared.label, prepared.crop)
             metrics = evaluate_case(labels, truth, prepared.spacing, scheme=scheme)
+        _remove_record(out, case_id)
         if write_hook is not None:
             write_hook(case_id)
         written = _write_maps(out, case_id, _maps(row, prepared, maps, scheme))
@@ -128,6 +133,12 @@ def write_case_outputs(
         log.exception("case %s: writing outputs failed", case_id)
         message = f"case {case_id}: {type(err).__name__}: {err}"
         return {"case_id": case_id, "status": FAILED, "written": False, "error": message}
+
+
+def _remove_record(out: Location, case_id: str) -> None:
+    """Remove ``records/<case>.json`` if there is one (a delete; none there is no error)."""
+    with contextlib.suppress(FileNotFoundError):
+        out.filesystem().rm(out.join(record_key(case_id)))
 
 
 def _uncertainty(row: Row) -> dict[str, float] | None:

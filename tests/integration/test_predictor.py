@@ -289,3 +289,38 @@ def test_the_size_guard_holds_at_the_models_spacing(cohort, ragged_model, tmp_pa
     assert caught.value.case_id == case.case_id
     assert caught.value.file and caught.value.file.endswith(".nii.gz")
     assert "0.05 x 0.05 x 0.05 mm" in str(caught.value)
+
+
+def test_the_model_actor_keeps_a_refused_cases_file_in_its_record(cohort, ragged_model, tmp_path):
+    """A case the predictor refuses (its size guard, a CaseError) fails in the model actor
+    with the predictor's own message and file, whole, and its record names that file."""
+    from brats.ingest.rows import case_to_row, load_and_prepare
+    from brats.report.records import read_record
+    from brats.segment.actor import CaseSegmenter
+    from brats.segment.writer import write_case_outputs
+    from brats.volume.labels import BRATS2023
+
+    case = discover(cohort).cases[0]
+    tiny = _at_spacing(ragged_model, tmp_path / "tiny", [0.05] * 3)
+    actor = CaseSegmenter(tiny, None, PredictSettings())
+    row = load_and_prepare(case_to_row(case), cohort=cohort, config=actor.predictor.preprocess)
+    # A one-row numpy batch as Ray Data hands it over: strings as fixed-width arrays (an
+    # empty error_file is "<U1"), the header's bytes as objects.
+    batch = {k: np.asarray([v], dtype=object if k == "header" else None) for k, v in row.items()}
+    assert batch["error_file"].dtype == np.dtype("<U1")
+    out = actor(batch)
+    assert out["status"][0] == "failed"
+    file = str(out["error_file"][0])
+    assert file.startswith(case.case_id) and file.endswith(".nii.gz")
+    assert str(out["error"][0]).startswith(f"case {case.case_id}: {file}: its brain box")
+    assert "prediction failed" not in str(out["error"][0])
+    written = resolve(str(tmp_path / "out"))
+    result = write_case_outputs(
+        {k: v[0] for k, v in out.items()}, out=written, settings={}, scheme=BRATS2023
+    )
+    assert result["status"] == "failed" and result["written"]
+    record = read_record(written, case.case_id)
+    assert record is not None and record.error is not None
+    assert record.error.file == file
+    assert record.error.reason.startswith("its brain box")
+    assert "over the limit" in record.error.reason

@@ -206,6 +206,26 @@ def test_read_case_errors_name_case_file_and_reason(tmp_path, mutate, file, reas
     assert info.value.case_id == "c1" and info.value.file == file
 
 
+@pytest.mark.parametrize(
+    ("zooms", "shown"),
+    [
+        ((0.0, 1.0, 1.0), "(0.0, 1.0, 1.0)"),  # a converter that left pixdim[1] empty
+        ((1.0, -1.0, 1.0), "(1.0, -1.0, 1.0)"),
+        ((1.0, 1.0, np.nan), "(1.0, 1.0, nan)"),
+    ],
+)
+def test_read_case_refuses_voxel_sizes_not_positive_and_finite(tmp_path, zooms, shown):
+    case = write_case(tmp_path, "c1", good_arrays())
+    pixdim = np.array([1.0, *zooms, 1.0, 1.0, 1.0, 1.0], np.float32)
+    flair = case.images["flair"]  # the first modality: the case's spacing is its
+    with open(flair, "wb") as fh:
+        fh.write(nifti_bytes(good_arrays()["flair"], pixdim=pixdim))
+    with pytest.raises(CaseError, match="is not positive and finite") as info:
+        read_case(case, resolve(str(tmp_path)), modalities=MODS)
+    assert info.value.case_id == "c1" and info.value.file == "c1_flair.nii.gz"
+    assert info.value.reason == f"voxel size (pixdim) {shown} is not positive and finite"
+
+
 def test_affine_mismatch_is_an_error(tmp_path):
     shifted = AFFINE.copy()
     shifted[0, 3] += 5

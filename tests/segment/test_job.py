@@ -81,3 +81,28 @@ def test_num_actors_is_a_count_or_a_range_from_the_command_line():
     assert SegmentConfig(cohort="c", model="m", out="o", num_actors=3).num_actors == Replicas(3, 3)
     with pytest.raises(SystemExit):
         parsed("--num-actors", "0:2")
+
+
+@pytest.mark.parametrize(
+    ("where", "uri", "reason"),
+    [
+        ("cohort", "gs://b/incoming", "unsupported storage scheme 'gs'"),
+        ("model", "s3://AKIAEXAMPLE:wJalrSECRET@b/model", "credentials in a storage URI"),
+        ("out", "s3://user:pw@b/out", "credentials in a storage URI"),
+        ("out", "s3:///out", "no bucket"),
+    ],
+)
+def test_a_uri_that_cannot_be_used_is_a_segment_error_naming_the_argument(
+    tmp_path, where, uri, reason
+):
+    from brats.report.batch import JobError
+    from brats.segment.job import SegmentError, segment
+
+    given = {"cohort": str(tmp_path), "model": str(tmp_path / "model"), "out": str(tmp_path)}
+    given[where] = uri
+    with pytest.raises(SegmentError, match=reason) as info:
+        segment(SegmentConfig(**given))  # refused before Ray or any storage is touched
+    assert isinstance(info.value, JobError)  # the CLI's failed result, not a traceback
+    message = str(info.value)
+    assert message.startswith(f"--{where} ")
+    assert not any(secret in message for secret in ("wJalrSECRET", "AKIAEXAMPLE", ":pw@"))

@@ -203,6 +203,56 @@ def test_bad_arguments_exit_2(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (
+            [*BASE[:3], "s3://AKIAEXAMPLE:wJalrSECRET@b/incoming", *BASE[4:]],
+            "--cohort s3://b/incoming: credentials",
+        ),
+        (
+            [*BASE[:5], "s3://AKIAEXAMPLE:wJalrSECRET@b/model", *BASE[6:]],
+            "--model s3://b/model: credentials",
+        ),
+        (
+            [*BASE[:7], "s3://AKIAEXAMPLE:wJalrSECRET@b/nightly"],
+            "--out-root s3://b/nightly: credentials",
+        ),
+        (
+            [*BASE, "--", "--s3-endpoint", "http://minio:wJalrSECRET@minio.local:9000"],
+            "--s3-endpoint http://minio.local:9000: credentials",
+        ),
+        ([*BASE[:3], "gs://b/incoming", *BASE[4:]], "--cohort gs://b/incoming: unsupported"),
+        ([*BASE[:7], "s3://b/nightly?versionId=1"], "--out-root may not contain '?' or '#'"),
+        ([*BASE[:7], "/data/nightly#latest"], "--out-root may not contain '?' or '#'"),
+    ],
+)
+def test_credentials_and_query_roots_are_refused_by_name(argv, named, capsys, caplog):
+    """Arguments are logged and sent as the job's entrypoint: none may carry a secret, and
+    an output root whose query or fragment would swallow the date is no root."""
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert "wJalrSECRET" not in err + caplog.text
+    assert "AKIAEXAMPLE" not in err + caplog.text
+
+
+def test_entrypoint_refuses_credentials_in_any_argument():
+    out = "s3://b/nightly/2026-11-25"
+    with pytest.raises(ValueError, match=r"^--out s3://b/o: credentials"):
+        build_entrypoint("s3://b/in", "s3://b/m", "s3://key:secret@b/o")
+    with pytest.raises(ValueError, match=r"^--s3-endpoint http://minio:9000: credentials"):
+        build_entrypoint("s3://b/in", "s3://b/m", out, ["--s3-endpoint=http://k:s@minio:9000"])
+    for root in ("s3://b/nightly?x=1", "s3://b/nightly#x"):
+        with pytest.raises(ValueError, match=r"--out-root may not contain"):
+            output_prefix(root, "2026-11-25")
+    # An endpoint without credentials is an ordinary segment option.
+    entry = build_entrypoint("s3://b/in", "s3://b/m", out, ["--s3-endpoint", "http://minio:9000"])
+    assert shlex.split(entry)[-2:] == ["--s3-endpoint", "http://minio:9000"]
+
+
 def test_cron_line_in_the_docstring_parses():
     assert nightly.__doc__
     cron = [
