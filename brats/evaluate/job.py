@@ -11,9 +11,10 @@ The outputs are the segmentation job's (:mod:`brats.report.records`,
 ``model_version`` is the name given to the predictions (``--name``).
 
 A truth case without a prediction is scored as an empty mask and says so in its record's
-``notes``. A prediction without a truth case, or a file that cannot be used (unreadable, other
-geometry than its truth, labels outside the scheme), becomes a failed record naming the
-file and the reason; every other case goes on.
+``notes``. A prediction without a truth case, a case either side refuses (two files for it,
+both named; never scored as a missing prediction), or a file that cannot be used (unreadable,
+a header spacing not positive and finite, other geometry than its truth, labels outside the
+scheme) becomes a failed record naming the case, the file and the reason; the others go on.
 
 Both sides are read in one label scheme, decided once before any case is scored
 (:mod:`brats.io.schemes`): ``--label-scheme``, else the truth's names and labels. Predictions
@@ -122,9 +123,13 @@ class EvaluateConfig(JobConfig):
 
     @property
     def lesion_settings(self) -> LesionSettings | None:
-        """The lesion-wise settings for every region when the flags changed them, else
-        ``None`` (each region's own, by the scheme's task and :attr:`lesion_metric`)."""
-        return None if self.lesions == LesionSettings() else self.lesions
+        """The lesion-wise settings for every region when ``--dilation``, ``--min-lesion-mm3``
+        or ``--penalty-mm`` changed them, else ``None`` (each region's own, by the scheme's
+        task and :attr:`lesion_metric`). The NSD tolerance alone changes no region's rules:
+        it reaches scoring on its own (``evaluate_case(nsd_tolerance_mm=...)``)."""
+        default = LesionSettings()
+        same = replace(self.lesions, nsd_tolerance_mm=default.nsd_tolerance_mm) == default
+        return None if same else self.lesions
 
     def settings(self) -> dict[str, Any]:
         """What decides a record's figures besides the two files."""
@@ -182,22 +187,24 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         len(orphans),
     )
     clear_success(out)
-    ids = {p.case_id for p in pairs}
+    ids: set[str] = set()  # the case ids that have a failed record already
     unnamed: list[dict[str, Any]] = []
     for side, found in (("predictions", preds), ("truth", truths)):
         for r in found.rejected:
-            if _valid(r.name) and r.name not in ids:
+            if not _valid(r.name):  # not a case id: it cannot have a record
+                unnamed.append({"case_id": r.name, "error": f"{side}: {r.reason}"})
+            elif r.name not in ids:
                 ids.add(r.name)
                 _write_failed(out, config, r.name, None, f"{side}: {r.reason}")
-            elif r.name not in ids:  # not a case id: it cannot have a record
-                unnamed.append({"case_id": r.name, "error": f"{side}: {r.reason}"})
     for case_id in orphans:
         if case_id in ids:
             continue
         ids.add(case_id)
         path = posixpath.basename(preds.files[case_id])
         _write_failed(out, config, case_id, path, "no ground truth has this case id")
-    rows = _score_all(pairs, out, config)
+    scored = [p for p in pairs if p.case_id not in ids]  # not refused by either side
+    rows = _score_all(scored, out, config)
+    ids.update(p.case_id for p in pairs)
     records = [r for case_id, r in read_records(out).items() if case_id in ids]
     report = _write_report(records, out, truth_root, pairs, config)
     write_success(out, model_version=config.name, cases=len(ids), records=records)
@@ -208,7 +215,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         out=redact(out.uri),
         cases=len(pairs),
         done=sum(row["status"] == DONE for row in rows),
-        missing_predictions=sorted(p.case_id for p in pairs if p.pred is None),
+        missing_predictions=sorted(p.case_id for p in scored if p.pred is None),
         failed=sorted(failed + unnamed, key=lambda f: str(f["case_id"])),
         report=report,
         seconds=time.perf_counter() - began,
@@ -272,6 +279,7 @@ def score_pair(row: dict[str, Any], *, out: Location, config: EvaluateConfig) ->
             config.lesion_settings,
             scheme=scheme,
             lesion_metric=config.lesion_metric,
+            nsd_tolerance_mm=config.lesions.nsd_tolerance_mm,
         )
         record = CaseRecord(
             case_id=case_id,
@@ -321,9 +329,14 @@ def _read_labels(
     root_uri: str, path: str, case_id: str, config: EvaluateConfig
 ) -> tuple[Volume, npt.NDArray[np.uint8], str]:
     """A label file's volume, internal classes (in the run's scheme) and sha256. Raises
-    CaseError naming it."""
-    root = resolve(root_uri, s3_endpoint=config.s3_endpoint)
-    return read_labels(VolumeFile(root, path, config.read_in), case_id, config.limits)
+    CaseError naming the case and the file when it cannot be read, its header spacing is not
+    three positive finite numbers, or it holds labels outside the scheme."""
+    file = VolumeFile(resolve(root_uri, s3_endpoint=config.s3_endpoint), path, config.read_in)
+    volume, labels, digest = read_labels(file, case_id, config.limits)
+    if not all(np.isfinite(x) and x > 0 for x in volume.spacing):
+        reason = f"header spacing {volume.spacing} mm: voxel sizes must be positive and finite"
+        raise CaseError(case_id, posixpath.basename(path), reason)
+    return volume, labels, digest
 
 
 def evaluation_scheme(

@@ -1,8 +1,9 @@
 """Finding label volumes under a folder or ``s3://`` prefix and pairing predictions with
 ground truth by case id, whatever the naming.
 
-A label volume is a NIfTI file named in one of these ways (searched recursively; dot files
-and ``__MACOSX`` skipped):
+A label volume is a NIfTI file named in one of these ways (searched recursively; dot files,
+``__MACOSX`` and the ``probabilities/`` and ``uncertainty/`` folders of a ``brats segment``
+output skipped, since they hold per-voxel maps named ``<case>.nii.gz`` beside ``masks/``):
 
 * ``<case>_seg.nii.gz`` or ``<case>-seg.nii.gz`` anywhere, which covers BraTS 2020 and 2023
   case folders (``BraTS20_Training_001/BraTS20_Training_001_seg.nii.gz``,
@@ -14,7 +15,8 @@ and ``__MACOSX`` skipped):
 
 Image files (``_flair``, ``_t1``, ``-t2f``, ...) are not label volumes and are passed over.
 Case ids are validated before they become keys; a name that is not a valid case id, or two
-files for one case, is a :class:`~brats.io.cases.Rejected` entry naming the file.
+files for one case, is a :class:`~brats.io.cases.Rejected` entry naming the file (both
+files, relative to the root, for two).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from brats.errors import InvalidCaseIdError
 from brats.io.cases import Rejected, is_hidden, nifti_stem, parse_name, validate_case_id
+from brats.report.records import MAPS
 from brats.storage import Location
 
 
@@ -57,7 +60,8 @@ def find_label_files(root: Location) -> LabelFiles:
     base = root.path.rstrip("/")
     by_folder: dict[str, list[str]] = defaultdict(list)
     for path in fs.find(root.path):
-        if nifti_stem(posixpath.basename(path)) and not is_hidden(path[len(base) :]):
+        relative = path[len(base) :]
+        if nifti_stem(posixpath.basename(path)) and not _skipped(relative):
             by_folder[posixpath.dirname(path)].append(path)
     candidates: dict[str, list[str]] = defaultdict(list)
     rejected: list[Rejected] = []
@@ -70,10 +74,17 @@ def find_label_files(root: Location) -> LabelFiles:
     files: dict[str, str] = {}
     for case_id, paths in sorted(candidates.items()):
         if len(paths) > 1:
-            rejected.append(Rejected(case_id, f"two label files: {paths[0]} and {paths[1]}"))
+            a, b = (p[len(base) :].lstrip("/") for p in paths[:2])
+            rejected.append(Rejected(case_id, f"two label files: {a} and {b}"))
         else:
             files[case_id] = paths[0]
     return LabelFiles(files, rejected)
+
+
+def _skipped(relative: str) -> bool:
+    """Whether a path below the root is never a label volume: hidden, or in a folder of
+    per-voxel maps (:data:`~brats.report.records.MAPS`)."""
+    return is_hidden(relative) or any(part in MAPS for part in relative.split("/")[:-1])
 
 
 def _label_files_in(folder: str, paths: list[str], *, is_root: bool) -> list[tuple[str, str]]:

@@ -162,6 +162,7 @@ def evaluate_case(
     *,
     scheme: SchemeLike | None = None,
     lesion_metric: str = "brats2023",
+    nsd_tolerance_mm: float | None = None,
 ) -> dict[str, float]:
     """All metrics of one case, as a flat dict with the keys of :func:`metric_keys`.
 
@@ -174,7 +175,13 @@ def evaluate_case(
             ``lesion_metric`` (:func:`brats.volume.lesions.region_settings`).
         scheme: the labels' scheme (default BraTS glioma).
         lesion_metric: ``brats2023`` or ``brats2024``: which challenge year's lesion-wise
-            rules score the case when ``lesions`` is ``None``.
+            rules score the case when ``lesions`` is ``None``. Under ``brats2024`` the
+            regions that are one tissue of :data:`brats.volume.lesions.CROSS_TISSUE` are
+            regrouped across tissues; a class is that tissue by what it is, not only by its
+            name (:data:`TISSUE_OF`: BraTS 2020's ``NCR`` is ``NETC``, its ``ED`` ``SNFH``), so
+            ``brats2020`` and ``brats2023`` labels score alike.
+        nsd_tolerance_mm: the NSD tolerance of every region, on its own: it changes no
+            lesion-wise rule. ``None``: that of ``lesions``, else of the region's settings.
 
     Returns:
         ``dice_WT``, ``hd95_WT``, ... for the scheme's regions; ``dice_class1``,
@@ -184,6 +191,10 @@ def evaluate_case(
         ``lesion_fp_WT``, ``lesion_fn_WT``, ``nsd_WT``, ``sensitivity_WT`` and
         ``specificity_WT`` (the lesion-wise ones: :mod:`brats.volume.lesions`). Every value
         is a finite Python float (the lesion counts are whole numbers).
+
+    Raises:
+        ValueError: bad labels, shapes or spacing, or a tolerance that is not a finite
+            number >= 0.
     """
     s = scheme_named(scheme)
     p = _labels(pred, "pred", s.n_classes)
@@ -195,21 +206,24 @@ def evaluate_case(
     size = p.size
     # Outside the bounding box of everything labelled, both volumes are background: no
     # count below changes, and a brain volume shrinks to its tumour. The margin leaves room
-    # for the lesion-wise dilation.
+    # for the lesion-wise dilation, and where tissues are regrouped for the largest of the
+    # partner tissues' (which tissue_lesion_scores requires of a crop).
     settings = {
         region: lesions or region_settings(s.lesion_task, lesion_metric, region)
         for region in s.regions
     }
+    tolerances = {region: _tolerance(nsd_tolerance_mm, x) for region, x in settings.items()}
+    tissues = _regrouped_tissues(s) if lesions is None and lesion_metric == "brats2024" else {}
     # The reference's penalty "diagonal" (meningioma radiotherapy) is the image's, in voxels.
     voxel_diagonal = float(np.sqrt(np.sum(np.square(p.shape))))
     labelled = (p != 0) | (t != 0)
     if labelled.any():
         margin = max(x.dilation for x in settings.values()) + 1
+        if tissues:
+            margin = max(margin, _regroup_margin(s.lesion_task))
         box = bounding_box(labelled, margin=margin).slices
         p, t = p[box], t[box]
-    regrouped = (
-        _regrouped(p, t, s, sampling) if lesions is None and lesion_metric == "brats2024" else {}
-    )
+    regrouped = _regrouped(p, t, s, tissues, sampling) if tissues else {}
     out: dict[str, float] = {}
     for region in s.regions:
         in_region = np.zeros(s.n_classes, dtype=bool)
@@ -218,7 +232,7 @@ def evaluate_case(
         n_p, n_t, n_pt = _counts(p_mask, t_mask)
         out[f"dice_{region}"] = _dice_of(n_p, n_t, n_pt)
         out[f"hd95_{region}"], out[f"nsd_{region}"] = surface_figures(
-            p_mask, t_mask, sampling, diagonal, settings[region].nsd_tolerance_mm
+            p_mask, t_mask, sampling, diagonal, tolerances[region]
         )
         scores = regrouped.get(region) or lesion_scores(
             p_mask, t_mask, sampling, settings[region], diagonal_mm=voxel_diagonal
@@ -240,25 +254,64 @@ def evaluate_case(
     return {key: out[key] for key in metric_keys(s)}
 
 
-_REGROUP_MARGIN: Final = 6
+TISSUE_OF: Final[dict[str, str]] = {"NCR": "NETC", "ED": "SNFH"}
+"""Class names that are a tissue of :data:`brats.volume.lesions.CROSS_TISSUE` under another
+name: BraTS 2020's necrotic core ``NCR`` is the non-enhancing tumour core ``NETC`` of 2023 and
+2024, its edema ``ED`` the FLAIR hyperintensity ``SNFH``. Every other class is the tissue its
+name says."""
+
+
+def _tolerance(given: float | None, settings: LesionSettings) -> float:
+    if given is None:
+        return settings.nsd_tolerance_mm
+    value = float(given)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"nsd_tolerance_mm must be a finite number >= 0, got {given!r}")
+    return value
+
+
+def _regrouped_tissues(s: LabelScheme) -> dict[str, str]:
+    """Region -> tissue, for the scheme's regions that are one class that is a tissue BraTS
+    2024 regroups (:data:`TISSUE_OF`); empty when its task regroups none."""
+    rules = CROSS_TISSUE.get(s.lesion_task, {})
+    out: dict[str, str] = {}
+    for region, members in s.regions.items():
+        if len(members) == 1 and TISSUE_OF.get(members[0], members[0]) in rules:
+            out[region] = TISSUE_OF.get(members[0], members[0])
+    return out
+
+
+def _regroup_margin(task: str) -> int:
+    """The crop margin :func:`brats.volume.lesions.tissue_lesion_scores` needs: the largest
+    2024 dilation among the task's regrouped and partner tissues, plus one."""
+    rules = CROSS_TISSUE[task]
+    names = {n for region, partners in rules.items() for n in (region, *partners)}
+    return max(region_settings(task, "brats2024", n).dilation for n in names) + 1
 
 
 def _regrouped(
-    p: npt.NDArray[np.uint8], t: npt.NDArray[np.uint8], s: LabelScheme, spacing: Spacing
+    p: npt.NDArray[np.uint8],
+    t: npt.NDArray[np.uint8],
+    s: LabelScheme,
+    tissues: dict[str, str],
+    spacing: Spacing,
 ) -> dict[str, LesionScores]:
-    """BraTS 2024's lesion-wise figures of the regions whose lesions are regrouped across
-    tissues (:func:`brats.volume.lesions.tissue_lesion_scores`), for those of the scheme's
-    regions that are one such tissue; a tissue the scheme lacks is an empty mask."""
-    rules = CROSS_TISSUE.get(s.lesion_task)
-    if not rules or not any(r in s.regions and s.regions[r] == (r,) for r in rules):
-        return {}
+    """BraTS 2024's lesion-wise figures of the regions ``tissues`` names (region -> tissue,
+    :func:`_regrouped_tissues`), regrouped across tissues
+    (:func:`brats.volume.lesions.tissue_lesion_scores`). A tissue's mask is every class that is
+    that tissue (:data:`TISSUE_OF`); a tissue the scheme lacks is an empty mask. ``p`` and
+    ``t`` are whole volumes or crops of at least :func:`_regroup_margin`."""
+    rules = CROSS_TISSUE[s.lesion_task]
     names = {n for region, partners in rules.items() for n in (region, *partners)}
-    classes = {c.name: i for i, c in enumerate(s.classes, start=1)}
-    empty = np.zeros(p.shape, dtype=bool)
-    pred = {n: (p == classes[n]) if n in classes else empty for n in names}
-    truth = {n: (t == classes[n]) if n in classes else empty for n in names}
+    of: dict[str, list[int]] = {n: [] for n in names}
+    for i, c in enumerate(s.classes, start=1):
+        tissue = TISSUE_OF.get(c.name, c.name)
+        if tissue in of:
+            of[tissue].append(i)
+    pred = {n: np.isin(p, classes) for n, classes in of.items()}
+    truth = {n: np.isin(t, classes) for n, classes in of.items()}
     scores = tissue_lesion_scores(pred, truth, spacing, s.lesion_task)
-    return {r: v for r, v in scores.items() if r in s.regions and s.regions[r] == (r,)}
+    return {region: scores[tissue] for region, tissue in tissues.items()}
 
 
 def _counts(p: npt.NDArray[np.bool_], t: npt.NDArray[np.bool_]) -> tuple[int, int, int]:

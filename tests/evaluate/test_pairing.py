@@ -63,6 +63,26 @@ def test_two_files_for_one_case_and_bad_names_are_refused(tmp_path):
     assert "-bad.nii.gz" in reasons
 
 
+def test_a_segment_output_s_per_voxel_maps_are_not_predictions(tmp_path):
+    """--pred at a ``brats segment`` output: masks/ holds the labels; probabilities/ and
+    uncertainty/ hold maps of the same names, never a second label file. Two label files
+    elsewhere are refused, named relative to the root."""
+    _touch(
+        tmp_path,
+        "masks/C1.nii.gz",
+        "masks/C2.nii.gz",
+        "probabilities/C1.nii.gz",
+        "uncertainty/C1.nii.gz",
+        "uncertainty/C9.nii.gz",
+        "postprocessed/C2.nii.gz",
+    )
+    found = find_label_files(resolve(str(tmp_path)))
+    assert _found(tmp_path) == {"C1": "masks/C1.nii.gz"}
+    assert [(r.name, r.reason) for r in found.rejected] == [
+        ("C2", "two label files: masks/C2.nii.gz and postprocessed/C2.nii.gz")
+    ]
+
+
 def test_pairs_by_case_id_with_missing_and_orphan_predictions(tmp_path):
     _touch(
         tmp_path / "truth",

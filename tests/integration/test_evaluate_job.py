@@ -264,3 +264,38 @@ def test_predictions_in_another_scheme_than_the_truth_stop_the_run_naming_both(
     with pytest.raises(EvaluateError) as caught:
         evaluate(config)
     assert "gli2024" in str(caught.value) and "ped2024" in str(caught.value)
+
+
+@pytest.mark.integration
+def test_a_case_with_two_predictions_fails_naming_both_and_a_segment_output_is_read(
+    ray_session, tmp_path
+):
+    """--pred at a ``brats segment`` output: the masks are the predictions, never the maps
+    beside them; a case with a second label file (postprocessed/) is a failed record naming
+    both files, not an empty prediction, and the other case is scored."""
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[4:12, 4:12, 2:8] = 2
+    seg[6:10, 6:10, 3:7] = 3
+    for case in ("BraTS-GLI-00001-000", "BraTS-GLI-00002-000"):
+        _save(tmp_path / "truth" / case / f"{case}-seg.nii.gz", seg)
+        _save(tmp_path / "pred" / "masks" / f"{case}.nii.gz", seg)
+        _save(tmp_path / "pred" / "probabilities" / f"{case}.nii.gz", seg.astype(np.float32))
+        _save(tmp_path / "pred" / "uncertainty" / f"{case}.nii.gz", seg.astype(np.float32))
+    _save(tmp_path / "pred" / "postprocessed" / "BraTS-GLI-00002-000.nii.gz", seg)
+    out = tmp_path / "eval"
+    result = evaluate(
+        EvaluateConfig(pred=str(tmp_path / "pred"), truth=str(tmp_path / "truth"), out=str(out))
+    )
+    records = _records(out)
+    scored = records["BraTS-GLI-00001-000"]
+    assert scored["status"] == "done" and scored["metrics"]["dice_WT"] == 1.0
+    assert not scored.get("notes")
+    refused = records["BraTS-GLI-00002-000"]
+    assert refused["status"] == "failed" and not refused.get("metrics")
+    assert refused["error"]["reason"] == (
+        "predictions: two label files: masks/BraTS-GLI-00002-000.nii.gz and "
+        "postprocessed/BraTS-GLI-00002-000.nii.gz"
+    )
+    assert (result.cases, result.done, result.missing_predictions) == (2, 1, [])
+    assert [f["case_id"] for f in result.failed] == ["BraTS-GLI-00002-000"]
+    assert "case BraTS-GLI-00002-000: predictions: two label files" in result.failed[0]["error"]

@@ -319,3 +319,80 @@ def test_the_2024_lesion_metric_regroups_tissues_and_drops_specks_per_scheme() -
         assert new[f"lesion_dice_{region}"] == scores.dice
         assert new[f"lesion_hd95_{region}"] == scores.hd95
         assert new[f"lesion_tp_{region}"] == scores.tp
+
+
+def _whole_volume_2024(pred: np.ndarray, truth: np.ndarray, names: dict[str, int]) -> dict:
+    """tissue_lesion_scores of glioma labels on the uncropped volumes."""
+    from brats.volume.lesions import tissue_lesion_scores
+
+    tissues = ("NETC", "SNFH", "ET", "RC")
+    return tissue_lesion_scores(
+        {n: pred == names[n] if n in names else np.zeros(pred.shape, bool) for n in tissues},
+        {n: truth == names[n] if n in names else np.zeros(truth.shape, bool) for n in tissues},
+        (1, 1, 1),
+        "glioma",
+    )
+
+
+def test_regrouping_crops_with_the_partner_tissues_dilation() -> None:
+    """brats2023 labels (dilation 3 in every region of their own) under the 2024 rules: ET is
+    regrouped through NETC, dilated by 5, so the crop keeps 5 + 1 voxels, not 3 + 1. A tighter
+    crop cuts NETC B's dilated mask, which then begins before NETC A's in raster order: E2
+    would join E1's group and its miss go unseen."""
+    truth = np.zeros((30, 45, 40), np.uint8)
+    truth[10:12, 30:32, 10:12] = 1  # NETC A: the lowest x of anything labelled
+    truth[11:13, 10:12, 10:32] = 1  # NETC B: one x further, lower y, long in z
+    truth[11:13, 12:30, 10:12] = 3  # ET E1 bridging A and B
+    truth[11:13, 12:14, 28:32] = 3  # ET E2 touching B only, far from E1
+    pred = truth.copy()
+    pred[11:13, 12:14, 28:32] = 0  # E2 missed
+    want = _whole_volume_2024(pred, truth, {"NETC": 1, "SNFH": 2, "ET": 3})["ET"]
+    assert (want.tp, want.fn) == (1, 1)
+    for scheme in ("brats2023", "gli2024"):
+        got = evaluate_case(pred, truth, (1, 1, 1), scheme=scheme, lesion_metric="brats2024")
+        assert (got["lesion_tp_ET"], got["lesion_fn_ET"]) == (want.tp, want.fn)
+        assert got["lesion_dice_ET"] == want.dice and got["lesion_hd95_ET"] == want.hd95
+
+
+def test_brats2020_core_and_edema_are_regrouped_as_netc_and_snfh() -> None:
+    """NCR is NETC and ED is SNFH: the same internal labels score alike under brats2020 and
+    brats2023 with the 2024 rules. One core lesion touches two far-apart ET blobs, which are
+    therefore one ET lesion, half found."""
+    truth = np.zeros((40, 40, 40), np.uint8)
+    truth[10:30, 18:22, 18:22] = 1  # the core
+    truth[30:34, 18:22, 18:22] = 2  # edema at one end
+    truth[8:12, 14:18, 18:22] = 3  # ET near one end of the core
+    truth[28:32, 14:18, 18:22] = 3  # ET near the other end
+    pred = truth.copy()
+    pred[28:32, 14:18, 18:22] = 1  # the second ET blob called core
+    want = _whole_volume_2024(pred, truth, {"NETC": 1, "SNFH": 2, "ET": 3})["ET"]
+    assert (want.tp, want.fn) == (1, 0)
+    old, new = (
+        evaluate_case(pred, truth, (1, 1, 1), scheme=s, lesion_metric="brats2024")
+        for s in ("brats2020", "brats2023")
+    )
+    assert old == new
+    assert (old["lesion_tp_ET"], old["lesion_fn_ET"]) == (1.0, 0.0)
+    assert old["lesion_dice_ET"] == pytest.approx(want.dice)
+    assert old["lesion_hd95_ET"] == pytest.approx(want.hd95)
+
+
+def test_the_nsd_tolerance_alone_changes_no_lesion_wise_rule() -> None:
+    """nsd_tolerance_mm reaches NSD and nothing else: the 2024 metastasis rules (truth lesions
+    over 2 mm^3) still count a missed 27 mm^3 lesion, which the 2023 glioma default (50 mm^3)
+    would leave out."""
+    truth = np.zeros((24, 24, 24), np.uint8)
+    truth[3:6, 3:6, 3:6] = 3  # ET of met2024, missed
+    truth[12:20, 12:20, 12:20] = 3  # found, one voxel short
+    pred = np.zeros_like(truth)
+    pred[12:20, 12:20, 12:19] = 3
+    kw = {"scheme": "met2024", "lesion_metric": "brats2024"}
+    default = evaluate_case(pred, truth, (1, 1, 1), **kw)
+    tight = evaluate_case(pred, truth, (1, 1, 1), nsd_tolerance_mm=0.5, **kw)
+    assert tight["lesion_fn_ET"] == default["lesion_fn_ET"] == 1.0
+    assert {k: v for k, v in tight.items() if not k.startswith("nsd_")} == {
+        k: v for k, v in default.items() if not k.startswith("nsd_")
+    }
+    assert tight["nsd_ET"] < default["nsd_ET"]
+    with pytest.raises(ValueError, match="nsd_tolerance_mm"):
+        evaluate_case(pred, truth, (1, 1, 1), nsd_tolerance_mm=float("nan"), **kw)

@@ -1,0 +1,103 @@
+"""The evaluation job's pieces that need no Ray: which lesion-wise settings a run scores with,
+and one pair scored by :func:`brats.evaluate.job.score_pair` on real NIfTI files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brats.cli import evaluate_parser
+from brats.evaluate.job import EvaluateConfig, score_pair
+from brats.options import parse_config
+from brats.storage import resolve
+from brats.volume.labels import BRATS2023, MET2024, to_internal
+from brats.volume.metrics import evaluate_case
+
+
+def _config(*flags: str, **fields) -> EvaluateConfig:
+    args = evaluate_parser().parse_args(["--pred", "p", "--truth", "t", "--out", "o", *flags])
+    return replace(parse_config(EvaluateConfig, args), **fields)
+
+
+def _save(path: Path, seg: np.ndarray, pixdim: tuple[float, float, float] = (1, 1, 1)) -> str:
+    """``seg`` as a NIfTI file whose header says ``pixdim`` and nothing else about space."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(seg, None)
+    image.header.set_qform(None, code=0)
+    image.header.set_sform(None, code=0)
+    image.header["pixdim"][1:4] = pixdim
+    nib.save(image, str(path))
+    return str(path)
+
+
+def test_only_the_lesion_flags_replace_each_region_s_rules():
+    assert _config("--lesion-metric", "brats2024").lesion_settings is None
+    assert _config("--nsd-tolerance-mm", "0.5").lesion_settings is None
+    for flag, value in (("--dilation", "2"), ("--min-lesion-mm3", "9"), ("--penalty-mm", "9")):
+        chosen = _config(flag, value, "--nsd-tolerance-mm", "0.5").lesion_settings
+        assert chosen is not None and chosen.nsd_tolerance_mm == 0.5
+
+
+def test_the_nsd_tolerance_reaches_scoring_and_keeps_the_2024_rules(tmp_path):
+    """A 27 mm^3 metastasis missed: the 2024 rules (lesions over 2 mm^3) count it whatever
+    the NSD tolerance; the 2023 glioma default (over 50 mm^3) would not."""
+    seg = np.zeros((24, 24, 24), np.uint8)
+    seg[3:6, 3:6, 3:6] = 3  # ET, missed
+    seg[12:20, 12:20, 12:20] = 3  # ET, found one voxel short
+    guess = np.zeros_like(seg)
+    guess[12:20, 12:20, 12:19] = 3
+    truth, pred = (
+        _save(tmp_path / "t" / "C1.nii.gz", seg),
+        _save(tmp_path / "p" / "C1.nii.gz", guess),
+    )
+    config = _config(
+        "--lesion-metric", "brats2024", "--nsd-tolerance-mm", "0.5",
+        pred=str(tmp_path / "p"), truth=str(tmp_path / "t"), out=str(tmp_path / "out"),
+        scheme=MET2024,
+    )  # fmt: skip
+    row = score_pair(
+        {"case_id": "C1", "truth": truth, "pred": pred}, out=resolve(config.out), config=config
+    )
+    assert row["status"] == "done"
+    metrics = json.loads((tmp_path / "out" / "records" / "C1.json").read_text())["metrics"]
+    p, t = to_internal(guess, MET2024), to_internal(seg, MET2024)
+    kw = {"scheme": MET2024, "lesion_metric": "brats2024"}
+    assert metrics == pytest.approx(evaluate_case(p, t, (1, 1, 1), nsd_tolerance_mm=0.5, **kw))
+    assert metrics["lesion_fn_ET"] == 1.0
+    assert metrics["nsd_ET"] < evaluate_case(p, t, (1, 1, 1), **kw)["nsd_ET"]
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+@pytest.mark.parametrize("side", ["truth", "prediction", "both"])
+def test_a_label_file_whose_spacing_is_not_positive_is_a_failed_record(tmp_path, bad, side):
+    """Read as it is (no header repair): a failed record naming the file, never a ValueError
+    out of the Ray task; with both files alike, the truth (read first) is named."""
+    seg = np.zeros((12, 12, 12), np.uint8)
+    seg[3:8, 3:8, 3:8] = 2
+    spacing = {"truth": (1.0, 1.0, 1.0), "prediction": (1.0, 1.0, 1.0)}
+    for which in spacing if side == "both" else [side]:
+        spacing[which] = (1.0, bad, 1.0)
+    truth = _save(tmp_path / "t" / "C1-seg.nii.gz", seg, spacing["truth"])
+    pred = _save(tmp_path / "p" / "C1.nii.gz", seg, spacing["prediction"])
+    config = _config(
+        pred=str(tmp_path / "p"), truth=str(tmp_path / "t"), out=str(tmp_path / "out"),
+        scheme=BRATS2023,
+    )  # fmt: skip
+    row = score_pair(
+        {"case_id": "C1", "truth": truth, "pred": pred}, out=resolve(config.out), config=config
+    )
+    assert row["status"] == "failed"
+    record = json.loads((tmp_path / "out" / "records" / "C1.json").read_text())
+    assert record["status"] == "failed"
+    name = "C1.nii.gz" if side == "prediction" else "C1-seg.nii.gz"
+    assert record["error"]["file"] == name
+    assert (
+        "spacing" in record["error"]["reason"]
+        and "must be positive and finite" in record["error"]["reason"]
+    )
+    assert row["error"].startswith(f"case C1: {name}: ")
