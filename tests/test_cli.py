@@ -220,7 +220,8 @@ def test_train_prints_the_best_epochs_validation_figures_not_its_whole_row():
 def test_brats_schemes_lists_the_built_ins_and_checks_a_users_file(tmp_path, capsys, caplog):
     assert main(["schemes"]) == 0
     listed = capsys.readouterr().out
-    for name in ("brats2020", "brats2023", "gli2024", "met2024", "ped2024", "menrt2024"):
+    built_in = ("brats2020", "brats2023", "met2023", "men2023", "gli2024", "met2024", "ped2024")
+    for name in (*built_in, "menrt2024"):
         assert name in listed
     assert "4 RC" in listed and "metrics_PED.py" in listed
     assert main(["schemes", "ped2024"]) == 0

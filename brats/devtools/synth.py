@@ -117,6 +117,8 @@ from brats.volume.resample import (
 _TISSUE_CLASSES: Final[dict[str, dict[int, str]]] = {
     "brats2020": {NCR: "NCR", ED: "ED", ET: "ET"},
     "brats2023": {NCR: "NETC", ED: "SNFH", ET: "ET"},
+    "met2023": {NCR: "NETC", ED: "SNFH", ET: "ET"},
+    "men2023": {NCR: "NETC", ED: "SNFH", ET: "ET"},
     "gli2024": {NCR: "NETC", ED: "SNFH", ET: "ET", CAVITY: "RC"},
     "met2024": {NCR: "NETC", ED: "SNFH", ET: "ET", CAVITY: "RC"},
     "ped2024": {NCR: "NETC", ED: "ED", ET: "ET", CYST: "CC"},

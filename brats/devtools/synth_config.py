@@ -39,6 +39,8 @@ class _Naming:
 _NAMING: Final[dict[str, _Naming]] = {
     "brats2020": _Naming("BraTS20_Training_{:03d}", "_", None),
     "brats2023": _Naming("BraTS-GLI-{:05d}-000", "-", _TOKENS_2023),
+    "met2023": _Naming("BraTS-MET-{:05d}-000", "-", _TOKENS_2023),
+    "men2023": _Naming("BraTS-MEN-{:05d}-000", "-", _TOKENS_2023),
     # BraTS 2024 post-treatment glioma: time points -100, -101, ...
     "gli2024": _Naming("BraTS-GLI-{:05d}-100", "-", _TOKENS_2023),
     "met2024": _Naming("BraTS-MET-{:05d}-000", "-", _TOKENS_2023),

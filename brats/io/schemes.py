@@ -10,8 +10,10 @@ SCHEMES`) or a small JSON file (local or ``s3://``) holding a user scheme.
 3. A ``*_gtv`` truth file or the ``BraTS-MEN-RT`` prefix means ``menrt2024``.
 4. ``BraTS-PED`` names with a 4 anywhere in the cohort's truth mean ``ped2024``; without one
    the cohort could be BraTS 2023 or 2024 paediatric, which read 1 and 3 differently: stop.
-5. Other 2023-style names with no 4 anywhere mean ``brats2023``; with a 4, ``BraTS-GLI``
-   means ``gli2024`` and ``BraTS-MET`` means ``met2024``.
+5. Other 2023-style names with no 4 anywhere mean ``brats2023``, but ``met2023`` when every
+   prefix is ``BraTS-MET`` and ``men2023`` when every one is ``BraTS-MEN`` (the same labels,
+   scored with the 2023 metastasis or meningioma lesion-wise settings); with a 4,
+   ``BraTS-GLI`` means ``gli2024`` and ``BraTS-MET`` means ``met2024``.
 
 The prefix is that of the cases named ``BraTS-...`` (``BraTS-GLI-02000-101`` ->
 ``BraTS-GLI``); a case named otherwise in the same cohort takes the cohort's scheme.
@@ -39,7 +41,9 @@ from brats.volume.labels import (
     BRATS2020,
     BRATS2023,
     GLI2024,
+    MEN2023,
     MENRT2024,
+    MET2023,
     MET2024,
     PED2024,
     SCHEMES,
@@ -155,10 +159,12 @@ def resolve_scheme(
             f"2024 paediatric (1 ET, 2 NETC, 3 CC), which read 1 and 3 differently; pass "
             f"{FLAG} brats2023 or {FLAG} ped2024"
         )
+    prefix = next(iter(prefixes)) if len(prefixes) == 1 else ""
     if not has_four:
-        return Resolved(BRATS2023, "names and labels")
+        by_2023_prefix = {"BraTS-MET": MET2023, "BraTS-MEN": MEN2023}
+        return Resolved(by_2023_prefix.get(prefix, BRATS2023), "names and labels")
     by_prefix = {"BraTS-GLI": GLI2024, "BraTS-MET": MET2024}
-    if len(prefixes) == 1 and (prefix := next(iter(prefixes))) in by_prefix:
+    if prefix in by_prefix:
         return Resolved(by_prefix[prefix], "names and labels")
     candidates = ", ".join(s.name for s in (GLI2024, MET2024, PED2024) if 4 in s.disk_values)
     raise SchemeUnresolved(

@@ -139,6 +139,7 @@ _LESION_SETTINGS: Final = {
     "metastasis": "BraTS metastasis settings",
     "paediatric": "BraTS paediatric settings",
     "meningioma_rt": "BraTS meningioma radiotherapy settings",
+    "meningioma": "BraTS 2023 meningioma settings",
 }
 
 

@@ -78,7 +78,7 @@ from brats.segment.writer import (
     write_case_outputs,
 )
 from brats.storage import Location, StorageError, redact, remove_partial_writes, resolve
-from brats.volume.labels import BRATS2020, BRATS2023, LabelScheme, SchemeError, interchangeable
+from brats.volume.labels import BEFORE_2024, LabelScheme, SchemeError, interchangeable
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,9 @@ class SegmentConfig(JobConfig):
         """What, besides the model, decides a mask's bytes (the scheme it is written in and
         the prediction settings): a change redoes every case. A BraTS 2020 or 2023 cohort
         nobody named a scheme for is written in its own values, as before schemes, and says
-        so in the words of then (``label_convention: null``), so that work stays done."""
-        if self.label_scheme is None and scheme in (BRATS2020, BRATS2023):
+        so in the words of then (``label_convention: null``), so that work stays done; so is
+        a ``met2023`` or ``men2023`` one, which read as ``brats2023`` then (the same values)."""
+        if self.label_scheme is None and scheme in BEFORE_2024:
             return {"label_convention": None, **self.predict.output_settings()}
         return {"label_scheme": scheme.name, **self.predict.output_settings()}
 

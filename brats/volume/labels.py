@@ -18,6 +18,8 @@ scheme        on disk                                    regions
 ============  =========================================  ======================================
 brats2020     1 NCR, 2 ED, 4 ET                          WT {NCR,ED,ET}, TC {NCR,ET}, ET
 brats2023     1 NETC, 2 SNFH, 3 ET                       WT, TC {NETC,ET}, ET
+met2023       as brats2023 (metastasis lesion settings)  as brats2023
+men2023       as brats2023 (meningioma lesion settings)  as brats2023
 gli2024       1 NETC, 2 SNFH, 3 ET, 4 RC                 WT {NETC,SNFH,ET}, TC, ET, NETC, SNFH, RC
 met2024       1 NETC, 2 SNFH, 3 ET, 4 RC                 WT, TC, ET, RC
 ped2024       1 ET, 2 NETC, 3 CC, 4 ED                   WT {all}, TC {ET,NETC,CC}, ET, NETC, CC, ED
@@ -49,7 +51,9 @@ _SOURCE_2024 = "BraTS 2024 metrics (rachitsaluja/BraTS-2024-Metrics), metrics_{}
 _GLIOMA_DECODE: Final = (("WT", "SNFH"), ("TC", "NETC"), ("ET", "ET"))
 
 
-def _glioma_2023(name: str, et_value: int, netc: str, snfh: str, source: str) -> LabelScheme:
+def _glioma_2023(
+    name: str, et_value: int, netc: str, snfh: str, source: str, task: str = "glioma"
+) -> LabelScheme:
     return LabelScheme(
         name=name,
         classes=(
@@ -59,6 +63,7 @@ def _glioma_2023(name: str, et_value: int, netc: str, snfh: str, source: str) ->
         ),
         regions={"WT": (netc, snfh, "ET"), "TC": (netc, "ET"), "ET": ("ET",)},
         decode=(("WT", snfh), ("TC", netc), ("ET", "ET")),
+        lesion_task=task,
         source=source,
     )
 
@@ -91,6 +96,14 @@ BRATS2020: Final = _glioma_2023(
     "brats2020", 4, "NCR", "ED", "BraTS 2020 (labels 1 NCR, 2 ED, 4 ET); regions as BraTS 2023"
 )
 BRATS2023: Final = _glioma_2023("brats2023", 3, "NETC", "SNFH", _SOURCE_2023)
+# BraTS 2023 metastasis and pre-operative meningioma: the glioma's labels and regions, scored
+# with their own lesion-wise settings (eval.py's challenge_name BraTS-MET, BraTS-MEN).
+MET2023: Final = _glioma_2023(
+    "met2023", 3, "NETC", "SNFH", _SOURCE_2023 + ", eval.py BraTS-MET", task="metastasis"
+)
+MEN2023: Final = _glioma_2023(
+    "men2023", 3, "NETC", "SNFH", _SOURCE_2023 + ", eval.py BraTS-MEN", task="meningioma"
+)
 GLI2024: Final = _post_treatment(
     "gli2024", ("WT", "TC", "ET", "NETC", "SNFH", "RC"), "glioma", _SOURCE_2024.format("GLI")
 )
@@ -129,9 +142,13 @@ MENRT2024: Final = LabelScheme(
 )
 
 SCHEMES: Final[dict[str, LabelScheme]] = {
-    s.name: s for s in (BRATS2020, BRATS2023, GLI2024, MET2024, PED2024, MENRT2024)
+    s.name: s
+    for s in (BRATS2020, BRATS2023, MET2023, MEN2023, GLI2024, MET2024, PED2024, MENRT2024)
 }
 """The built-in schemes by name."""
+BEFORE_2024: Final = (BRATS2020, BRATS2023, MET2023, MEN2023)
+"""The built-in schemes of the BraTS 2020 and 2023 labels: a cohort in ``met2023`` or
+``men2023`` read as ``brats2023`` before those schemes were built in."""
 DEFAULT: Final = BRATS2023
 """What a function that takes a scheme assumes when given none (2020 has the same classes)."""
 
@@ -342,7 +359,8 @@ def region_table(scheme: SchemeLike | None = None) -> dict[str, tuple[int, ...]]
 def interchangeable(a: LabelScheme, b: LabelScheme) -> bool:
     """Whether two schemes give the same internal classes the same meaning (the same regions
     and decoding, class by class), so one's masks can be written in the other's values:
-    ``brats2020`` and ``brats2023``; ``gli2024`` and ``met2024`` are not (different regions)."""
+    ``brats2020``, ``brats2023``, ``met2023`` and ``men2023`` (which differ only in their
+    lesion-wise settings); ``gli2024`` and ``met2024`` are not (different regions)."""
     return (
         a.n_classes == b.n_classes
         and region_table(a) == region_table(b)

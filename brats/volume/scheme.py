@@ -16,8 +16,10 @@ import numpy.typing as npt
 
 IMAGES: Final = ("flair", "t1", "t1ce", "t2")
 """Canonical image names (BraTS 2020 spelling), the default images a scheme needs."""
-LESION_TASKS: Final = ("glioma", "metastasis", "paediatric", "meningioma_rt")
-"""Which challenge's lesion-wise settings a scheme is scored with (:mod:`brats.volume.lesions`)."""
+LESION_TASKS: Final = ("glioma", "metastasis", "paediatric", "meningioma_rt", "meningioma")
+"""Which challenge's lesion-wise settings a scheme is scored with
+(:mod:`brats.volume.lesion_settings`); ``meningioma`` is pre-operative, ``meningioma_rt`` the
+2024 radiotherapy target."""
 MAX_CLASSES: Final = 32
 _NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}", re.ASCII)
 

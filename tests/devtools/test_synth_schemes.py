@@ -39,6 +39,8 @@ NAMES = {
         ["_flair.nii.gz", "_seg.nii.gz", "_t1.nii.gz", "_t1ce.nii.gz", "_t2.nii.gz"],
     ),
     "brats2023": ("BraTS-GLI-00001-000", _FILES_2023),
+    "met2023": ("BraTS-MET-00001-000", _FILES_2023),
+    "men2023": ("BraTS-MEN-00001-000", _FILES_2023),
     "gli2024": ("BraTS-GLI-00001-100", _FILES_2023),
     "met2024": ("BraTS-MET-00001-000", _FILES_2023),
     "ped2024": ("BraTS-PED-00001-000", _FILES_2023),

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from brats.cli import evaluate_parser
-from brats.evaluate.job import EvaluateConfig, score_pair
+from brats.evaluate.job import EvaluateConfig, EvaluateError, evaluation_scheme, score_pair
+from brats.evaluate.pairing import find_label_files
 from brats.options import parse_config
 from brats.storage import resolve
-from brats.volume.labels import BRATS2023, MET2024, to_internal
+from brats.volume.labels import BRATS2023, MET2023, MET2024, to_internal
 from brats.volume.metrics import evaluate_case
 
 
@@ -70,6 +71,37 @@ def test_the_nsd_tolerance_reaches_scoring_and_keeps_the_2024_rules(tmp_path):
     assert metrics == pytest.approx(evaluate_case(p, t, (1, 1, 1), nsd_tolerance_mm=0.5, **kw))
     assert metrics["lesion_fn_ET"] == 1.0
     assert metrics["nsd_ET"] < evaluate_case(p, t, (1, 1, 1), **kw)["nsd_ET"]
+
+
+def test_a_2023_metastasis_truth_is_scored_as_metastasis_against_a_glioma_model(tmp_path):
+    """BraTS-MET truth without a 4 is met2023 (dilation 1, lesions over 2 mm^3), and a
+    brats2023 model's predictions are read against it without refusal: a missed 27 mm^3
+    metastasis is a missed lesion, which the glioma settings (over 50 mm^3) dropped."""
+    seg = np.zeros((24, 24, 24), np.uint8)
+    seg[3:6, 3:6, 3:6] = 3  # ET, missed
+    seg[12:20, 12:20, 12:20] = 3  # ET, found
+    guess = np.zeros_like(seg)
+    guess[12:20, 12:20, 12:20] = 3
+    case = "BraTS-MET-00001-000"
+    truth = _save(tmp_path / "t" / case / f"{case}-seg.nii.gz", seg)
+    pred = _save(tmp_path / "p" / f"{case}.nii.gz", guess)
+    (tmp_path / "p" / "summary.json").write_text(json.dumps({"label_scheme": "brats2023"}))
+    config = _config(pred=str(tmp_path / "p"), truth=str(tmp_path / "t"), out=str(tmp_path / "o"))
+    roots = resolve(config.truth), resolve(config.pred)
+    scheme = evaluation_scheme(config, roots[0], find_label_files(roots[0]), roots[1])
+    assert scheme is MET2023
+    row = score_pair(
+        {"case_id": case, "truth": truth, "pred": pred},
+        out=resolve(config.out),
+        config=replace(config, scheme=scheme),
+    )
+    assert row["status"] == "done"
+    record = json.loads((tmp_path / "o" / "records" / f"{case}.json").read_text())
+    assert record["metrics"]["lesion_fn_ET"] == 1.0 and record["metrics"]["lesion_tp_ET"] == 1.0
+    assert record["settings"]["label_scheme"] == "met2023"
+    (tmp_path / "p" / "summary.json").write_text(json.dumps({"label_scheme": "met2024"}))
+    with pytest.raises(EvaluateError, match="mean different things"):
+        evaluation_scheme(config, roots[0], find_label_files(roots[0]), roots[1])
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])

@@ -17,7 +17,7 @@ from brats.io.schemes import (
     resolve_scheme,
 )
 from brats.storage import resolve
-from brats.volume.labels import BRATS2023, GLI2024, SchemeError
+from brats.volume.labels import BRATS2023, GLI2024, MEN2023, MET2023, SchemeError
 
 
 def _case(case_id: str, naming: Naming = Naming.BRATS2023, truth: str = "seg") -> Case:
@@ -48,6 +48,36 @@ def _values(*values: int):
 def test_the_names_and_the_cohorts_labels_decide(cases, values, expected):
     labels = _never if values is None else _values(*values)
     assert resolve_scheme(cases, None, labels).scheme.name == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected", "task"),
+    [
+        ("BraTS-MET", MET2023, "metastasis"),
+        ("BraTS-MEN", MEN2023, "meningioma"),
+        ("BraTS-GLI", BRATS2023, "glioma"),
+        ("BraTS-SSA", BRATS2023, "glioma"),
+    ],
+)
+def test_a_2023_cohort_is_scored_with_its_challenge_s_lesion_settings(prefix, expected, task):
+    """BraTS 2023 metastasis and pre-operative meningioma carry the glioma's labels (no 4) but
+    are scored with their own lesion-wise settings (BraTS-2023-Metrics eval.py, by
+    challenge_name): the prefix decides, the labels only rule out a 4."""
+    cases = [_case(f"{prefix}-00001-000"), _case(f"{prefix}-00002-000"), _case("renamed")]
+    resolved = resolve_scheme(cases, None, _values(0, 1, 2, 3))
+    assert resolved.scheme is expected and resolved.scheme.lesion_task == task
+    assert resolved.reason == "names and labels"
+
+
+def test_the_2023_metastasis_and_meningioma_schemes_stop_at_their_own_cohorts():
+    mixed = [_case("BraTS-MET-00001-000"), _case("BraTS-MEN-00001-000")]
+    assert resolve_scheme(mixed, None, _values(0, 1, 2, 3)).scheme is BRATS2023
+    men_rt = [_case("BraTS-MEN-RT-0001-1")]  # by its prefix alone, whatever its truth's suffix
+    assert resolve_scheme(men_rt, None, _never).scheme.name == "menrt2024"
+    with_four = [_case("BraTS-MET-00001-000")]
+    assert resolve_scheme(with_four, None, _values(0, 1, 4)).scheme.name == "met2024"
+    with pytest.raises(SchemeUnresolved, match="ped2024"):
+        resolve_scheme([_case("BraTS-PED-00001-000")], None, _values(0, 1, 2, 3))
 
 
 def test_folders_named_otherwise_ride_along_with_the_challenges_prefix():

@@ -6,7 +6,7 @@ import pytest
 
 from brats.segment.job import SegmentConfig, SegmentResult
 from brats.segment.predictor import PredictSettings
-from brats.volume.labels import BRATS2023, GLI2024
+from brats.volume.labels import BRATS2020, BRATS2023, GLI2024, MEN2023, MET2023
 
 
 def test_exit_code_rules():
@@ -27,6 +27,8 @@ def test_output_settings_are_what_decides_a_masks_bytes():
         "overlap": 0.5,
         "tta": "model",
     }
+    for scheme in (BRATS2020, MET2023, MEN2023):  # read as a 2020 or 2023 cohort before
+        assert config.output_settings(scheme) == config.output_settings(BRATS2023)
     faster = SegmentConfig(cohort="c", model="m", out="o", predict=PredictSettings(batch_size=8))
     assert faster.output_settings(BRATS2023) == config.output_settings(
         BRATS2023

@@ -160,6 +160,15 @@ def test_a_cavity_under_gli2024_is_never_enhancing_tumour():
 
 def test_only_schemes_whose_classes_mean_the_same_are_interchangeable():
     assert interchangeable(SCHEMES["brats2020"], SCHEMES["brats2023"])
+    for name in ("met2023", "men2023"):  # the 2023 labels, other lesion-wise settings
+        assert interchangeable(SCHEMES["brats2023"], SCHEMES[name])
+        assert interchangeable(SCHEMES[name], SCHEMES["brats2020"])
+        assert SCHEMES[name].disk_values == SCHEMES["brats2023"].disk_values
+        assert SCHEMES[name].images == SCHEMES["brats2023"].images
+    assert (SCHEMES["met2023"].lesion_task, SCHEMES["men2023"].lesion_task) == (
+        "metastasis",
+        "meningioma",
+    )
     assert not interchangeable(SCHEMES["brats2023"], SCHEMES["gli2024"])
     assert not interchangeable(SCHEMES["gli2024"], SCHEMES["ped2024"])
 

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from brats.volume.labels import BRATS2023, MEN2023, MET2023
 from brats.volume.lesions import (
     GLIOMA,
+    MENINGIOMA,
     METASTASIS,
     LesionSettings,
     lesion_scores,
+    region_settings,
 )
 from brats.volume.metrics import METRIC_KEYS, evaluate_case, hd95, specificity
 from brats.volume.surfaces import normalized_surface_dice
@@ -150,6 +153,68 @@ def test_evaluate_case_carries_every_new_key_per_region():
         assert 0.99 < metrics[f"dice_{region}"] < 1.0  # one voxel hardly moves the old Dice
 
 
+# --- the 2023 challenges' settings ----------------------------------------------------
+
+# rachitsaluja/BraTS-2023-Metrics, eval.py, get_LesionWiseResults:
+#     if challenge_name == 'BraTS-GLI':   dilation_factor = 3; lesion_volume_thresh = 50
+#     elif challenge_name == 'BraTS-SSA': dilation_factor = 3; lesion_volume_thresh = 50
+#     elif challenge_name == 'BraTS-MEN': dilation_factor = 1; lesion_volume_thresh = 50
+#     elif challenge_name == 'BraTS-PED': dilation_factor = 3; lesion_volume_thresh = 50
+#     elif challenge_name == 'BraTS-MET': dilation_factor = 1; lesion_volume_thresh = 2
+# and, for every challenge, metric_df.replace(np.inf, 374) and len(fp)*374 (the penalty).
+_EVAL_PY_2023 = {
+    "BraTS-GLI": ("glioma", 3, 50.0),
+    "BraTS-SSA": ("glioma", 3, 50.0),
+    "BraTS-MEN": ("meningioma", 1, 50.0),
+    "BraTS-PED": ("glioma", 3, 50.0),  # 2023's paediatric labels are the glioma's
+    "BraTS-MET": ("metastasis", 1, 2.0),
+}
+
+
+@pytest.mark.parametrize("challenge", sorted(_EVAL_PY_2023))
+def test_the_2023_settings_are_the_2023_evaluation_code_s(challenge):
+    task, dilation, threshold = _EVAL_PY_2023[challenge]
+    for region in ("WT", "TC", "ET"):
+        s = region_settings(task, "brats2023", region)
+        assert (s.dilation, s.min_volume_mm3, s.penalty_mm) == (dilation, threshold, 374.0)
+        assert (s.merge_predictions, s.min_prediction_voxels, s.false_positives) == (False, 0, True)
+    assert region_settings("meningioma", "brats2023", "ET") is MENINGIOMA
+    # BraTS-2024-Metrics has no pre-operative meningioma code: 2024 keeps the 2023 settings.
+    assert region_settings("meningioma", "brats2024", "WT") is MENINGIOMA
+
+
+def _met_case() -> tuple[np.ndarray, np.ndarray]:
+    truth = np.zeros((40, 40, 40), np.uint8)
+    truth[5:8, 5:8, 5:8] = 3  # a 27 mm^3 metastasis, missed
+    truth[20:30, 20:30, 20:30] = 3  # 1000 mm^3, found
+    pred = np.zeros_like(truth)
+    pred[20:30, 20:30, 20:30] = 3
+    return pred, truth
+
+
+def test_a_missed_small_metastasis_counts_under_met2023_and_vanished_as_glioma():
+    pred, truth = _met_case()
+    met = evaluate_case(pred, truth, ONE_MM, scheme=MET2023)
+    assert (met["lesion_tp_ET"], met["lesion_fn_ET"], met["lesion_fp_ET"]) == (1, 1, 0)
+    assert met["lesion_dice_ET"] == pytest.approx(0.5)
+    assert met["lesion_hd95_ET"] == pytest.approx(374 / 2)
+    glioma = evaluate_case(pred, truth, ONE_MM, scheme=BRATS2023)  # 27 <= 50 mm^3: dropped
+    assert (glioma["lesion_tp_ET"], glioma["lesion_fn_ET"], glioma["lesion_dice_ET"]) == (1, 0, 1)
+    assert met["dice_ET"] == glioma["dice_ET"]  # the same labels: only lesion-wise differs
+
+
+def test_men2023_keeps_lesions_a_glioma_dilation_would_merge():
+    truth = np.zeros((30, 30, 30), np.uint8)
+    truth[5:10, 5:10, 5:10] = 3
+    truth[5:10, 5:10, 14:19] = 3  # 4 voxels apart: one lesion at dilation 3, two at 1
+    pred = truth.copy()
+    pred[5:10, 5:10, 14:19] = 0
+    men = evaluate_case(pred, truth, ONE_MM, scheme=MEN2023)
+    assert (men["lesion_tp_ET"], men["lesion_fn_ET"], men["lesion_dice_ET"]) == (1, 1, 0.5)
+    glioma = evaluate_case(pred, truth, ONE_MM, scheme=BRATS2023)
+    assert (glioma["lesion_tp_ET"], glioma["lesion_fn_ET"]) == (1, 0)
+
+
 # --- against the reference algorithm ----------------------------------------------------
 
 
@@ -204,7 +269,13 @@ def test_matches_the_reference_algorithm_on_random_blobs(seed):
     pred = truth ^ (_blobs(rng, shape, 2) & (rng.random(shape) < 0.7))
     spacing = (1.0, 1.0, 1.0) if seed % 2 else (1.0, 1.2, 2.0)
     wide = LesionSettings(dilation=5, min_volume_mm3=5)  # cells wider than 8 voxels
-    for settings in (GLIOMA, METASTASIS, LesionSettings(dilation=0, min_volume_mm3=5), wide):
+    for settings in (
+        GLIOMA,
+        METASTASIS,
+        MENINGIOMA,
+        LesionSettings(dilation=0, min_volume_mm3=5),
+        wide,
+    ):
         got = lesion_scores(pred, truth, spacing, settings)
         want = _reference(pred, truth, spacing, settings.dilation, settings.min_volume_mm3)
         assert (got.tp, got.fp, got.fn) == want[2:]

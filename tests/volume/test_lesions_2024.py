@@ -20,6 +20,7 @@ from brats.volume.lesions import (
     GLIOMA,
     LESION_METRICS,
     LESION_TASKS,
+    MENINGIOMA,
     METASTASIS,
     LesionScores,
     LesionSettings,
@@ -194,9 +195,10 @@ def test_partner_lesions_are_numbered_in_raster_order_of_their_dilated_masks():
 
 
 def test_region_settings_of_2023_are_the_2023_constants():
+    special = {"metastasis": METASTASIS, "meningioma": MENINGIOMA}
     for task in LESION_TASKS:
         for region in ("WT", "TC", "ET", "NETC", "GTV"):
-            expected = METASTASIS if task == "metastasis" else GLIOMA
+            expected = special.get(task, GLIOMA)
             assert region_settings(task, "brats2023", region) is expected
 
 
