@@ -16,16 +16,16 @@ both named; never scored as a missing prediction), or a file that cannot be used
 a header spacing not positive and finite, other geometry than its truth, labels outside the
 scheme) becomes a failed record naming the case, the file and the reason; the others go on.
 
-Both sides are read in one label scheme, decided once before any case is scored
+Both sides are scored in one label scheme, decided once before any case is scored
 (:mod:`brats.io.schemes`): ``--label-scheme``, else the truth's names and labels. Predictions
 written by ``brats segment`` name their scheme in their ``summary.json``; one that does not
-read like the truth's stops the run, naming both.
+read like the truth's stops the run, naming both, and one that does but writes other values
+(``brats2023``'s ET 3 against ``brats2020``'s 4) has its files read in its own values.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import posixpath
 import time
@@ -36,8 +36,15 @@ import numpy as np
 import numpy.typing as npt
 
 from brats.errors import CaseError, InvalidCaseIdError
-from brats.evaluate.pairing import LabelFiles, Pair, find_label_files, pair_files
-from brats.io.cases import Case, Naming, discover, validate_case_id
+from brats.evaluate.pairing import (
+    LabelFiles,
+    Pair,
+    find_label_files,
+    pair_files,
+    predictions_scheme,
+    truth_case,
+)
+from brats.io.cases import discover, validate_case_id
 from brats.io.nifti import Volume, check_same_geometry
 from brats.io.schemes import load_scheme, resolve_cohort_scheme
 from brats.options import internal, option
@@ -52,7 +59,6 @@ from brats.report.batch import (
     write_job_report,
 )
 from brats.report.records import (
-    MASKS,
     CaseFailure,
     CaseRecord,
     clear_success,
@@ -62,12 +68,11 @@ from brats.report.records import (
     write_success,
 )
 from brats.report.status import DONE
-from brats.storage import Location, StorageError, read_bytes, redact, resolve
+from brats.storage import Location, StorageError, redact, resolve
 from brats.volume.labels import (
     LabelScheme,
     SchemeError,
     interchangeable,
-    scheme_from_dict,
     scheme_named,
 )
 from brats.volume.lesions import LESION_METRICS, LesionSettings
@@ -108,7 +113,12 @@ class EvaluateConfig(JobConfig):
     )
     lesions: LesionSettings = field(default_factory=LesionSettings)
     scheme: LabelScheme | None = internal()
-    """The scheme both sides are read in, set by :func:`evaluate` once it is resolved."""
+    """The scheme the truth is read and both sides scored in, set by :func:`evaluate` once it
+    is resolved."""
+    pred_scheme: LabelScheme | None = internal()
+    """The scheme the predictions are read in where their ``summary.json`` names another one
+    that reads like :attr:`scheme` (``brats2023`` masks, ET 3, against ``brats2020`` truth,
+    ET 4); ``None``: :attr:`scheme`."""
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 200:
@@ -118,8 +128,15 @@ class EvaluateConfig(JobConfig):
 
     @property
     def read_in(self) -> LabelScheme:
-        """The scheme both sides are read and scored in (BraTS glioma until resolved)."""
+        """The scheme the truth is read in and both sides are scored in (BraTS glioma until
+        resolved)."""
         return self.scheme or scheme_named(None)
+
+    @property
+    def pred_read_in(self) -> LabelScheme:
+        """The scheme the predictions' values are read in (:attr:`pred_scheme`, else
+        :attr:`read_in`): the same internal classes either way."""
+        return self.pred_scheme or self.read_in
 
     @property
     def lesion_settings(self) -> LesionSettings | None:
@@ -179,7 +196,8 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     if not truths.files:
         raise EvaluateError(f"truth {redact(truth_root.uri)}: no label volumes found")
     pairs, orphans = pair_files(preds, truths)
-    config = replace(config, scheme=evaluation_scheme(config, truth_root, truths, pred_root))
+    scheme, predicted = evaluation_scheme(config, truth_root, truths, pred_root)
+    config = replace(config, scheme=scheme, pred_scheme=predicted)
     log.info(
         "evaluate: %d truth cases, %d predictions (%d without truth)",
         len(pairs),
@@ -256,14 +274,18 @@ def score_pair(row: dict[str, Any], *, out: Location, config: EvaluateConfig) ->
     pred_path = str(row["pred"]) or None
     began = time.perf_counter()
     try:
-        truth_volume, truth, truth_sum = _read_labels(config.truth, row["truth"], case_id, config)
+        truth_volume, truth, truth_sum = _read_labels(
+            config.truth, row["truth"], case_id, config, config.read_in
+        )
         checksums = {f"truth/{posixpath.basename(row['truth'])}": truth_sum}
         notes: list[str] = []
         if pred_path is None:
             pred = np.zeros_like(truth)
             notes.append(MISSING_PREDICTION)
         else:
-            pred_volume, pred, pred_sum = _read_labels(config.pred, pred_path, case_id, config)
+            pred_volume, pred, pred_sum = _read_labels(
+                config.pred, pred_path, case_id, config, config.pred_read_in
+            )
             checksums[f"prediction/{posixpath.basename(pred_path)}"] = pred_sum
             check_same_geometry(
                 pred_volume, truth_volume, case_id, posixpath.basename(pred_path), "the truth",
@@ -326,12 +348,12 @@ def _valid(name: str) -> bool:
 
 
 def _read_labels(
-    root_uri: str, path: str, case_id: str, config: EvaluateConfig
+    root_uri: str, path: str, case_id: str, config: EvaluateConfig, scheme: LabelScheme
 ) -> tuple[Volume, npt.NDArray[np.uint8], str]:
-    """A label file's volume, internal classes (in the run's scheme) and sha256. Raises
+    """A label file's volume, internal classes (its values read in ``scheme``) and sha256. Raises
     CaseError naming the case and the file when it cannot be read, its header spacing is not
     three positive finite numbers, or it holds labels outside the scheme."""
-    file = VolumeFile(resolve(root_uri, s3_endpoint=config.s3_endpoint), path, config.read_in)
+    file = VolumeFile(resolve(root_uri, s3_endpoint=config.s3_endpoint), path, scheme)
     volume, labels, digest = read_labels(file, case_id, config.limits)
     if not all(np.isfinite(x) and x > 0 for x in volume.spacing):
         reason = f"header spacing {volume.spacing} mm: voxel sizes must be positive and finite"
@@ -341,8 +363,10 @@ def _read_labels(
 
 def evaluation_scheme(
     config: EvaluateConfig, truth_root: Location, truths: LabelFiles, pred_root: Location
-) -> LabelScheme:
-    """The one scheme both sides are read in (see the module docstring).
+) -> tuple[LabelScheme, LabelScheme | None]:
+    """The scheme the truth is read and both sides scored in (see the module docstring), and
+    the one the predictions are read in when their ``summary.json`` names another that reads
+    like it (else ``None``).
 
     Raises:
         EvaluateError: the truth's names and labels leave it open, or the predictions say
@@ -350,7 +374,7 @@ def evaluation_scheme(
     """
     try:
         given = load_scheme(config.label_scheme, s3_endpoint=config.s3_endpoint)
-        cases = [_truth_case(case_id, path) for case_id, path in sorted(truths.files.items())]
+        cases = [truth_case(case_id, path) for case_id, path in sorted(truths.files.items())]
         scheme = resolve_cohort_scheme(cases, truth_root, given, config.limits).scheme
     except SchemeError as err:
         raise EvaluateError(f"truth {redact(truth_root.uri)}: {err}") from None
@@ -362,36 +386,11 @@ def evaluation_scheme(
             f"would be scored right (pass --label-scheme {predicted.name} if the truth is "
             f"in fact in the predictions' scheme)"
         )
+    if predicted is not None and predicted.disk_values != scheme.disk_values:
+        log.info("label scheme %s (predictions read in %s)", scheme.name, predicted.name)
+        return scheme, predicted
     log.info("label scheme %s", scheme.name)
-    return scheme
-
-
-def _truth_case(case_id: str, path: str) -> Case:
-    """A truth file as a case for :func:`~brats.io.schemes.resolve_scheme`: BraTS 2020 naming
-    for ``<id>_seg``, else 2023-style."""
-    stem = posixpath.basename(path).split(".")[0].lower()
-    naming = Naming.BRATS2020 if stem.endswith("_seg") else Naming.BRATS2023
-    return Case(case_id, {}, path, naming)
-
-
-def predictions_scheme(pred_root: Location) -> LabelScheme | None:
-    """The scheme a ``brats segment`` output says its masks are in (its ``summary.json``, in
-    ``--pred`` or, for the job's ``masks/`` folder, beside it), or ``None`` when it says none."""
-    fs, folder = pred_root.filesystem(), pred_root.path.rstrip("/")
-    places = [folder]
-    if posixpath.basename(folder) == MASKS:
-        places.append(posixpath.dirname(folder))
-    for place in places:
-        try:
-            raw = read_bytes(fs, posixpath.join(place, "summary.json"), max_bytes=1 << 24)
-            data = json.loads(raw).get("label_scheme")
-            if isinstance(data, dict) and "classes" in data:
-                return scheme_from_dict(data)
-            name = data.get("name") if isinstance(data, dict) else data
-            return scheme_named(name) if isinstance(name, str) else None
-        except (OSError, StorageError, ValueError, AttributeError):
-            continue
-    return None
+    return scheme, None
 
 
 def _write_report(
@@ -416,6 +415,7 @@ def _write_report(
             cohort=cohort,
             pairs={p.case_id: p for p in pairs},
             scheme=config.read_in,
+            pred_scheme=config.pred_read_in,
         )
     return write_job_report(records, out, find=find, limits=config.limits, scheme=config.read_in)
 
@@ -428,9 +428,10 @@ def _case_files(
     cohort: dict[str, Any],
     pairs: dict[str, Pair],
     scheme: LabelScheme,
+    pred_scheme: LabelScheme,
 ) -> CaseFiles:
-    """The case's FLAIR in the truth cohort, its truth and its prediction (``None`` when
-    there is none), both read in ``scheme``.
+    """The case's FLAIR in the truth cohort, its truth (read in ``scheme``) and its
+    prediction (in ``pred_scheme``; ``None`` when there is none).
 
     Raises:
         CaseError: the truth cohort has no FLAIR of the case, or the case no truth.
@@ -438,7 +439,7 @@ def _case_files(
     case, pair = cohort.get(case_id), pairs.get(case_id)
     if case is None or pair is None:
         raise CaseError(case_id, None, "no FLAIR in the truth folder to draw")
-    pred = None if pair.pred is None else VolumeFile(pred_root, pair.pred, scheme)
+    pred = None if pair.pred is None else VolumeFile(pred_root, pair.pred, pred_scheme)
     return CaseFiles(
         flair=VolumeFile(truth_root, case.images["flair"]),
         pred=pred,

@@ -17,18 +17,32 @@ Image files (``_flair``, ``_t1``, ``-t2f``, ...) are not label volumes and are p
 Case ids are validated before they become keys; a name that is not a valid case id, or two
 files for one case, is a :class:`~brats.io.cases.Rejected` entry naming the file (both
 files, relative to the root, for two).
+
+What the files say of their labels is here too: a truth file as a case whose names the
+scheme is resolved from (:func:`truth_case`), and the scheme a ``brats segment`` output
+says its masks are in (:func:`predictions_scheme`).
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from brats.errors import InvalidCaseIdError
-from brats.io.cases import Rejected, is_hidden, nifti_stem, parse_name, validate_case_id
-from brats.report.records import MAPS
-from brats.storage import Location
+from brats.io.cases import (
+    Case,
+    Naming,
+    Rejected,
+    is_hidden,
+    nifti_stem,
+    parse_name,
+    validate_case_id,
+)
+from brats.report.records import MAPS, MASKS
+from brats.storage import Location, StorageError, read_bytes
+from brats.volume.labels import LabelScheme, scheme_from_dict, scheme_named
 
 
 @dataclass(frozen=True)
@@ -116,3 +130,31 @@ def pair_files(preds: LabelFiles, truths: LabelFiles) -> tuple[list[Pair], list[
     pairs = [Pair(c, path, preds.files.get(c)) for c, path in sorted(truths.files.items())]
     orphans = sorted(set(preds.files) - set(truths.files))
     return pairs, orphans
+
+
+def truth_case(case_id: str, path: str) -> Case:
+    """A truth file as a case for :func:`~brats.io.schemes.resolve_scheme`: BraTS 2020 naming
+    for ``<id>_seg``, else 2023-style."""
+    stem = posixpath.basename(path).split(".")[0].lower()
+    naming = Naming.BRATS2020 if stem.endswith("_seg") else Naming.BRATS2023
+    return Case(case_id, {}, path, naming)
+
+
+def predictions_scheme(pred_root: Location) -> LabelScheme | None:
+    """The scheme a ``brats segment`` output says its masks are in (its ``summary.json``, in
+    ``--pred`` or, for the job's ``masks/`` folder, beside it), or ``None`` when it says none."""
+    fs, folder = pred_root.filesystem(), pred_root.path.rstrip("/")
+    places = [folder]
+    if posixpath.basename(folder) == MASKS:
+        places.append(posixpath.dirname(folder))
+    for place in places:
+        try:
+            raw = read_bytes(fs, posixpath.join(place, "summary.json"), max_bytes=1 << 24)
+            data = json.loads(raw).get("label_scheme")
+            if isinstance(data, dict) and "classes" in data:
+                return scheme_from_dict(data)
+            name = data.get("name") if isinstance(data, dict) else data
+            return scheme_named(name) if isinstance(name, str) else None
+        except (OSError, StorageError, ValueError, AttributeError):
+            continue
+    return None

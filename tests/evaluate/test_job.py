@@ -16,7 +16,7 @@ from brats.evaluate.job import EvaluateConfig, EvaluateError, evaluation_scheme,
 from brats.evaluate.pairing import find_label_files
 from brats.options import parse_config
 from brats.storage import resolve
-from brats.volume.labels import BRATS2023, MET2023, MET2024, to_internal
+from brats.volume.labels import BRATS2020, BRATS2023, MET2023, MET2024, to_internal
 from brats.volume.metrics import evaluate_case
 
 
@@ -88,8 +88,8 @@ def test_a_2023_metastasis_truth_is_scored_as_metastasis_against_a_glioma_model(
     (tmp_path / "p" / "summary.json").write_text(json.dumps({"label_scheme": "brats2023"}))
     config = _config(pred=str(tmp_path / "p"), truth=str(tmp_path / "t"), out=str(tmp_path / "o"))
     roots = resolve(config.truth), resolve(config.pred)
-    scheme = evaluation_scheme(config, roots[0], find_label_files(roots[0]), roots[1])
-    assert scheme is MET2023
+    scheme, predicted = evaluation_scheme(config, roots[0], find_label_files(roots[0]), roots[1])
+    assert scheme is MET2023 and predicted is None  # the same values: read alike
     row = score_pair(
         {"case_id": case, "truth": truth, "pred": pred},
         out=resolve(config.out),
@@ -102,6 +102,33 @@ def test_a_2023_metastasis_truth_is_scored_as_metastasis_against_a_glioma_model(
     (tmp_path / "p" / "summary.json").write_text(json.dumps({"label_scheme": "met2024"}))
     with pytest.raises(EvaluateError, match="mean different things"):
         evaluation_scheme(config, roots[0], find_label_files(roots[0]), roots[1])
+
+
+def test_brats2023_predictions_are_read_in_their_own_values_against_brats2020_truth(tmp_path):
+    """The two schemes mean the same classes, ET 4 on one side and 3 on the other: a segment
+    output that says it wrote brats2023 is read as such and scored against BraTS 2020 truth
+    (it was read in the truth's values, and every case with ET failed)."""
+    seg = np.zeros((16, 16, 16), np.uint8)
+    seg[2:14, 2:14, 2:14] = 2
+    seg[4:12, 4:12, 4:12] = 1
+    seg[6:10, 6:10, 6:10] = 4
+    case = "BraTS20_Training_001"
+    truth = _save(tmp_path / "t" / case / f"{case}_seg.nii.gz", seg)
+    pred = _save(tmp_path / "p" / f"{case}.nii.gz", np.where(seg == 4, 3, seg).astype(np.uint8))
+    (tmp_path / "p" / "summary.json").write_text(json.dumps({"label_scheme": "brats2023"}))
+    config = _config(pred=str(tmp_path / "p"), truth=str(tmp_path / "t"), out=str(tmp_path / "o"))
+    roots = resolve(config.truth), resolve(config.pred)
+    scheme, predicted = evaluation_scheme(config, roots[0], find_label_files(roots[0]), roots[1])
+    assert scheme is BRATS2020 and predicted is BRATS2023
+    row = score_pair(
+        {"case_id": case, "truth": truth, "pred": pred},
+        out=resolve(config.out),
+        config=replace(config, scheme=scheme, pred_scheme=predicted),
+    )
+    assert row["status"] == "done", row
+    record = json.loads((tmp_path / "o" / "records" / f"{case}.json").read_text())
+    assert [record["metrics"][f"dice_{r}"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
+    assert record["label_scheme"] == "brats2020"
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
