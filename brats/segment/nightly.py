@@ -119,8 +119,8 @@ def output_prefix(out_root: str, day: str) -> str:
         raise ValueError(f"--out-root needs a folder or a bucket, got {_shown(out_root)!r}")
     if "?" in root or "#" in root:
         raise ValueError(
-            f"--out-root may not contain '?' or '#' (every date would share one folder), "
-            f"got {_shown(out_root)!r}"
+            "--out-root may not contain '?' or '#': storage drops what follows them, so "
+            "every date would share one folder"
         )
     _check_uri("out-root", root)
     return f"{root}/{day}"
