@@ -354,11 +354,7 @@ def _read_labels(
     CaseError naming the case and the file when it cannot be read, its header spacing is not
     three positive finite numbers, or it holds labels outside the scheme."""
     file = VolumeFile(resolve(root_uri, s3_endpoint=config.s3_endpoint), path, scheme)
-    volume, labels, digest = read_labels(file, case_id, config.limits)
-    if not all(np.isfinite(x) and x > 0 for x in volume.spacing):
-        reason = f"header spacing {volume.spacing} mm: voxel sizes must be positive and finite"
-        raise CaseError(case_id, posixpath.basename(path), reason)
-    return volume, labels, digest
+    return read_labels(file, case_id, config.limits)
 
 
 def evaluation_scheme(

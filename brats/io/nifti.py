@@ -117,7 +117,12 @@ def _fail(case_id: str, file: str, reason: str) -> CaseError:
 def parse_header(
     raw: bytes, *, case_id: str, file: str, limits: Limits
 ) -> tuple[nib.Nifti1Header, tuple[int, ...], np.dtype[np.generic], int]:
-    """Parse and check a NIfTI header. Returns (header, 3-D shape, dtype, data offset)."""
+    """Parse and check a NIfTI header (a 3-D shape, voxel sizes positive and finite, a voxel
+    type and a size within ``limits``). Returns (header, 3-D shape, dtype, data offset).
+
+    Raises:
+        brats.errors.CaseError: naming the case, the file and what is wrong.
+    """
     if not raw:
         raise _fail(case_id, file, "empty file")
     head = _open(raw, case_id, file)
@@ -179,9 +184,9 @@ def read_case(
 ) -> CaseVolumes:
     """Read and validate a case's modalities (and segmentation, if any) from storage.
 
-    Checks: every requested modality is present; each file is a sane NIfTI; the first
-    modality's voxel sizes (its header's ``pixdim``: the case's spacing) are all positive and
-    finite; all files share one shape and (within ``limits.affine_atol``) one affine; image
+    Checks: every requested modality is present; each file is a sane NIfTI (its voxel sizes,
+    the header's ``pixdim``, among them: positive and finite, :func:`parse_header`); all files
+    share one shape and (within ``limits.affine_atol``) one affine; image
     values are finite and no modality is all zero; labels belong to the cohort's ``scheme``
     (the jobs resolve it once per cohort, :mod:`brats.io.schemes`; ``None``, for a lone case:
     BraTS 2020 for BraTS 2020 file names, else BraTS 2023).
@@ -215,7 +220,6 @@ def read_case(
         vol = load(path)
         if ref is None:
             ref, ref_name = vol, name
-            _check_spacing(vol, cid, name)
         else:
             check_same_geometry(vol, ref, cid, name, ref_name, limits)
         data = vol.data.astype(np.float32, copy=False)
@@ -247,17 +251,6 @@ def read_case(
         header=ref.header,
         checksums=checksums,
     )
-
-
-def _check_spacing(volume: Volume, case_id: str, file: str) -> None:
-    """Refuse a volume whose voxel sizes are not all positive and finite (a converter that
-    left ``pixdim`` empty): every millilitre, distance and resampling would be wrong."""
-    try:
-        as_spacing(volume.spacing)
-    except ValueError:
-        raise _fail(
-            case_id, file, f"voxel size (pixdim) {volume.spacing} is not positive and finite"
-        ) from None
 
 
 def encode_mask(labels: npt.NDArray[np.integer], header: nib.Nifti1Header) -> bytes:
@@ -375,6 +368,12 @@ def _check_header(
         raise _fail(case_id, file, f"expected a 3-D volume, header declares shape {shape}")
     if any(s < 1 for s in shape):
         raise _fail(case_id, file, f"header declares shape {shape}; an axis is empty")
+    zooms = tuple(float(z) for z in header.get_zooms()[:3])
+    try:  # a converter that left pixdim empty: every millilitre, distance and resampling
+        as_spacing(zooms)  # would be wrong
+    except ValueError:
+        reason = f"voxel size (pixdim) {zooms} is not positive and finite"
+        raise _fail(case_id, file, reason) from None
     try:
         dtype = np.dtype(header.get_data_dtype())
     except (TypeError, KeyError, ValueError) as err:
