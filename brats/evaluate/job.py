@@ -149,12 +149,18 @@ class EvaluateConfig(JobConfig):
         return None if same else self.lesions
 
     def settings(self) -> dict[str, Any]:
-        """What decides a record's figures besides the two files."""
+        """What decides a record's figures besides the two files: the scheme, whose rules
+        (its ``lesion_task``'s per region, or the flags' for every region when changed) and
+        the NSD tolerance."""
+        rules: dict[str, Any] = {"lesion_task": self.read_in.lesion_task}  # each region its own
+        if self.lesion_settings:  # the flags', every region
+            rules = self.lesions.to_dict()
         return {
             "evaluate": True,
             "label_scheme": self.scheme.name if self.scheme else self.label_scheme,
             "lesion_metric": self.lesion_metric,
-            **self.lesions.to_dict(),
+            "nsd_tolerance_mm": self.lesions.nsd_tolerance_mm,
+            **rules,
         }
 
 

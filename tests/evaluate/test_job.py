@@ -99,6 +99,9 @@ def test_a_2023_metastasis_truth_is_scored_as_metastasis_against_a_glioma_model(
     record = json.loads((tmp_path / "o" / "records" / f"{case}.json").read_text())
     assert record["metrics"]["lesion_fn_ET"] == 1.0 and record["metrics"]["lesion_tp_ET"] == 1.0
     assert record["settings"]["label_scheme"] == "met2023"
+    # The record says whose rules scored it, not the flags' glioma defaults it did not use.
+    assert record["settings"]["lesion_task"] == "metastasis"
+    assert "dilation" not in record["settings"]
     (tmp_path / "p" / "summary.json").write_text(json.dumps({"label_scheme": "met2024"}))
     with pytest.raises(EvaluateError, match="mean different things"):
         evaluation_scheme(config, roots[0], find_label_files(roots[0]), roots[1])
