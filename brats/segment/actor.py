@@ -86,11 +86,10 @@ class CaseSegmenter:
             if not is_done(batch["status"][i]):
                 continue
             case_id = str(batch["case_id"][i])
-            if self.attempts is not None and self.attempts.begin(case_id) is None:
-                log.error("case %s: failed after %d attempts", case_id, self.attempts.limit)
-                self.attempts.end(case_id)
+            refused = self._begin(case_id)
+            if refused is not None:
                 out["status"][i] = FAILED
-                out["error"][i] = self.attempts.exhausted_error(case_id)
+                out["error"][i] = refused
                 continue
             began = time.perf_counter()
             try:
@@ -118,8 +117,7 @@ class CaseSegmenter:
                 out["error"][i] = f"case {case_id}: prediction failed: {type(err).__name__}: {err}"
                 continue
             finally:
-                if self.attempts is not None:
-                    self.attempts.end(case_id)
+                self._end(case_id)
             seconds[i] = time.perf_counter() - began
         out["image"] = images
         out["pred"] = preds
@@ -134,6 +132,32 @@ class CaseSegmenter:
         out["precision"] = np.asarray([self.predictor.precision] * n)
         out["backend"] = np.asarray([self.predictor.backend] * n)
         return out
+
+    def _begin(self, case_id: str) -> str | None:
+        """Count an attempt at ``case_id``; or why it is not tried: it killed
+        :data:`~brats.segment.attempts.MAX_ATTEMPTS` actors already, or its attempts cannot
+        be counted (storage failing), which fails this case and not the batch."""
+        if self.attempts is None:
+            return None
+        try:
+            if self.attempts.begin(case_id) is not None:
+                return None
+        except (OSError, ValueError) as err:
+            log.error("case %s: its attempts cannot be counted: %s", case_id, err)
+            return f"case {case_id}: its attempts cannot be counted: {type(err).__name__}: {err}"
+        log.error("case %s: failed after %d attempts", case_id, self.attempts.limit)
+        self._end(case_id)
+        return self.attempts.exhausted_error(case_id)
+
+    def _end(self, case_id: str) -> None:
+        """Forget ``case_id``'s count; a count that cannot be removed stays (the next job
+        clears every count as it starts) and fails nothing."""
+        if self.attempts is None:
+            return
+        try:
+            self.attempts.end(case_id)
+        except OSError as err:
+            log.warning("case %s: its attempt count stays: %s", case_id, err)
 
 
 def _row(batch: dict[str, npt.NDArray[Any]], i: int) -> Row:

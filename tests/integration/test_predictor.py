@@ -324,3 +324,34 @@ def test_the_model_actor_keeps_a_refused_cases_file_in_its_record(cohort, ragged
     assert record.error.file == file
     assert record.error.reason.startswith("its brain box")
     assert "over the limit" in record.error.reason
+
+
+def test_a_case_whose_attempts_cannot_be_counted_fails_alone(cohort, ragged_model, tmp_path):
+    """Counting a case's attempts is storage I/O: where it fails (here the counter's key is a
+    folder), that case fails, naming why, and the batch's other case is segmented."""
+    from brats.ingest.rows import case_to_row, load_and_prepare
+    from brats.segment.actor import CaseSegmenter
+
+    cases = discover(cohort).cases[:2]
+    out_folder = tmp_path / "out"  # the job's output: the counts go under its _attempts/
+    attempts = out_folder / "_attempts"
+    (attempts / cases[0].case_id).mkdir(parents=True)  # neither read nor written as a count
+    (attempts / cases[0].case_id / "x").write_text("")
+    actor = CaseSegmenter(ragged_model, None, PredictSettings(), attempts=resolve(str(out_folder)))
+    rows = [
+        load_and_prepare(case_to_row(c), cohort=cohort, config=actor.predictor.preprocess)
+        for c in cases
+    ]
+    batch = {}  # as Ray Data hands a batch over: arrays (and the header's bytes) as objects
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        if key == "header" or isinstance(values[0], np.ndarray):
+            batch[key] = np.empty(len(values), dtype=object)
+            batch[key][:] = values
+        else:
+            batch[key] = np.asarray(values)
+    out = actor(batch)
+    assert list(out["status"]) == ["failed", "done"]
+    assert str(out["error"][0]).startswith(f"case {cases[0].case_id}: its attempts cannot be")
+    assert out["pred"][1].size > 0 and out["pred"][0].size == 0
+    assert not (attempts / cases[1].case_id).exists()  # counted, then forgotten
