@@ -83,17 +83,19 @@ def load_or_write_folds(run: Location, manifest: dict[str, Any], config: TrainCo
     written.
 
     Raises:
-        TrainingError: the run's folds were made on another cohort, or for another ``K``.
+        TrainingError: the run's folds were made on another cohort, for another ``K`` or
+            with another ``--seed`` (its finished folds would resume under the new seed).
     """
     fs = run.filesystem()
     path = run.join(FOLDS_FILE)
     if fs.exists(path):
         folds = json.loads(read_bytes(fs, path, max_bytes=MAX_SPLIT_BYTES))
-        if (folds.get("manifest_hash"), folds.get("k")) != (manifest["hash"], config.folds):
+        made = (folds.get("manifest_hash"), folds.get("k"), folds.get("seed"))
+        if made != (manifest["hash"], config.folds, config.seed):
             raise TrainingError(
-                f"{redact(run.uri)}: this run's folds are {folds.get('k')} folds of cohort "
-                f"{folds.get('manifest_hash')}, not {config.folds} of {manifest['hash']}; "
-                "use a new --name"
+                f"{redact(run.uri)}: this run's folds are {made[1]} folds of cohort "
+                f"{made[0]} (seed {made[2]}), not {config.folds} of {manifest['hash']} "
+                f"(seed {config.seed}); use a new --name"
             )
         return folds
     try:

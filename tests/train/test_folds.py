@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -118,3 +119,21 @@ def test_a_fold_needs_folds_and_must_be_one_of_them() -> None:
         TrainConfig(data="d", storage="s", folds=5, fold=5)
     with pytest.raises(ValueError, match="> 1 to pick a fold"):
         TrainConfig(data="d", storage="s", fold=0)
+
+
+def test_a_run_s_folds_are_kept_and_another_cohort_k_or_seed_is_refused(tmp_path) -> None:
+    from brats.storage import resolve
+    from brats.train.config import TrainingError
+    from brats.train.crossval import load_or_write_folds
+
+    cases = [{"case_id": f"c{i}", "labeled": True, "class_voxels": {"ET": i % 2}} for i in range(6)]
+    manifest = {"hash": "h", "cases": cases}
+    config = TrainConfig(data="d", storage=str(tmp_path), name="cv", folds=3, seed=1)
+    run = resolve(str(tmp_path / "cv"))
+    written = load_or_write_folds(run, manifest, config)
+    assert load_or_write_folds(run, manifest, config) == written  # read back, not made again
+    for change in ({"seed": 2}, {"folds": 2}):
+        with pytest.raises(TrainingError, match=r"3 folds of cohort h \(seed 1\), not"):
+            load_or_write_folds(run, manifest, replace(config, **change))
+    with pytest.raises(TrainingError, match="use a new --name"):
+        load_or_write_folds(run, {**manifest, "hash": "other"}, config)
