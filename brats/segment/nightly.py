@@ -14,7 +14,8 @@ host's local date). The submission id comes from the date, so a second run for t
 is refused by Ray: that is reported as ``already submitted`` and exits 0 (with ``--wait`` it
 waits for that job instead). ``--force`` submits again under a suffixed id
 (``brats-segment-2026-11-25-r20261125T081500Z``) into the same output folder, where the
-segment job skips the cases already done; it refuses while the first job is still running.
+segment job skips the cases already done; it refuses while any of the date's jobs (the first
+or a forced one) is still running.
 
 No credentials travel with the job: the runtime environment carries no environment
 variables, the cluster nodes reach S3 through their instance profile (``cluster.yaml``), and
@@ -353,6 +354,21 @@ def connect(address: str) -> JobSubmissionClient:
     return JobSubmissionClient(address)
 
 
+def unfinished(jobs: Sequence[Any], day: str) -> list[tuple[str, str]]:
+    """``(submission id, status)`` of ``day``'s nightly jobs (the first and every forced
+    one, :func:`submission_id`) that have not finished, among ``jobs`` (the cluster's
+    ``JobDetails``): ``--force`` submits nothing beside any of them, since two jobs would
+    write into one ``--out``."""
+    first = submission_id(day)
+    return sorted(
+        (str(j.submission_id), str(j.status))
+        for j in jobs
+        if j.submission_id
+        and (j.submission_id == first or j.submission_id.startswith(first + "-"))
+        and str(j.status) not in TERMINAL
+    )
+
+
 def _submit(client: JobSubmissionClient, config: NightlyConfig, sid: str) -> None:
     client.submit_job(
         entrypoint=config.entrypoint,
@@ -378,8 +394,8 @@ def run(config: NightlyConfig, client: JobSubmissionClient) -> tuple[int, dict[s
         if not config.force:
             log.info("%s already submitted (%s)", sid, existing)
             summary["status"] = "already submitted"
-        elif existing not in TERMINAL:
-            log.error("%s is still %s; not submitting a second run beside it", sid, existing)
+        elif busy := unfinished(client.list_jobs(), config.day):
+            log.error("%s is still %s; not submitting a second run beside it", *busy[0])
             summary["status"] = "refused"
             return EXIT_JOB_FAILED, summary
         else:

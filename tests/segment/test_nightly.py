@@ -24,6 +24,7 @@ from brats.segment.nightly import (
     is_already_submitted,
     output_prefix,
     submission_id,
+    unfinished,
     validate_date,
 )
 from tests.helpers import FAKE_SECRETS, free_port
@@ -290,3 +291,22 @@ def test_job_script_reports_an_unreachable_cluster():
     assert summary["submission_id"] == "brats-segment-2026-11-25"
     assert summary["status"] == "error"
     assert summary["out"] == "s3://b/nightly/2026-11-25"
+
+
+def test_force_sees_every_unfinished_job_of_the_date_not_only_the_first():
+    """Two --force runs: the second must see the first forced job (suffixed id) running."""
+    from ray.job_submission import JobDetails, JobStatus, JobType
+
+    def job(sid: str, status: JobStatus) -> JobDetails:
+        return JobDetails(type=JobType.SUBMISSION, submission_id=sid, entrypoint="e", status=status)
+
+    first = submission_id("2026-11-25")
+    jobs = [
+        job(first, JobStatus.SUCCEEDED),
+        job(submission_id("2026-11-25", "r20261125T090000Z"), JobStatus.RUNNING),
+        job(submission_id("2026-11-25", "r20261125T080000Z"), JobStatus.FAILED),
+        job(submission_id("2026-11-26"), JobStatus.RUNNING),  # another date
+        job("brats-segment-2026-11-250", JobStatus.PENDING),  # not this date's
+    ]
+    assert unfinished(jobs, "2026-11-25") == [(f"{first}-r20261125T090000Z", "RUNNING")]
+    assert unfinished(jobs[:1], "2026-11-25") == []
