@@ -43,6 +43,7 @@ volume (1 when every voxel is in the truth). Lesion-wise figures are
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Final
 
 import numpy as np
@@ -212,7 +213,8 @@ def evaluate_case(
         region: lesions or region_settings(s.lesion_task, lesion_metric, region)
         for region in s.regions
     }
-    tolerances = {region: _tolerance(nsd_tolerance_mm, x) for region, x in settings.items()}
+    if nsd_tolerance_mm is not None:  # NSD's alone; LesionSettings checks it
+        settings = {r: replace(x, nsd_tolerance_mm=nsd_tolerance_mm) for r, x in settings.items()}
     tissues = _regrouped_tissues(s) if lesions is None and lesion_metric == "brats2024" else {}
     # The reference's penalty "diagonal" (meningioma radiotherapy) is the image's, in voxels.
     voxel_diagonal = float(np.sqrt(np.sum(np.square(p.shape))))
@@ -232,7 +234,7 @@ def evaluate_case(
         n_p, n_t, n_pt = _counts(p_mask, t_mask)
         out[f"dice_{region}"] = _dice_of(n_p, n_t, n_pt)
         out[f"hd95_{region}"], out[f"nsd_{region}"] = surface_figures(
-            p_mask, t_mask, sampling, diagonal, tolerances[region]
+            p_mask, t_mask, sampling, diagonal, settings[region].nsd_tolerance_mm
         )
         scores = regrouped.get(region) or lesion_scores(
             p_mask, t_mask, sampling, settings[region], diagonal_mm=voxel_diagonal
@@ -259,15 +261,6 @@ TISSUE_OF: Final[dict[str, str]] = {"NCR": "NETC", "ED": "SNFH"}
 name: BraTS 2020's necrotic core ``NCR`` is the non-enhancing tumour core ``NETC`` of 2023 and
 2024, its edema ``ED`` the FLAIR hyperintensity ``SNFH``. Every other class is the tissue its
 name says."""
-
-
-def _tolerance(given: float | None, settings: LesionSettings) -> float:
-    if given is None:
-        return settings.nsd_tolerance_mm
-    value = float(given)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"nsd_tolerance_mm must be a finite number >= 0, got {given!r}")
-    return value
 
 
 def _regrouped_tissues(s: LabelScheme) -> dict[str, str]:
