@@ -36,6 +36,14 @@ def _save(path: Path, seg: np.ndarray, pixdim: tuple[float, float, float] = (1, 
     return str(path)
 
 
+def _scored(config: EvaluateConfig, case: str, truth: str, pred: str) -> tuple[dict, dict]:
+    """:func:`score_pair`'s row for one pair, and the record it wrote under ``config.out``."""
+    pair = {"case_id": case, "truth": truth, "pred": pred}
+    row = score_pair(pair, out=resolve(config.out), config=config)
+    record = json.loads((Path(config.out) / "records" / f"{case}.json").read_text())
+    return row, record
+
+
 def test_only_the_lesion_flags_replace_each_region_s_rules():
     assert _config("--lesion-metric", "brats2024").lesion_settings is None
     assert _config("--nsd-tolerance-mm", "0.5").lesion_settings is None
@@ -61,11 +69,9 @@ def test_the_nsd_tolerance_reaches_scoring_and_keeps_the_2024_rules(tmp_path):
         pred=str(tmp_path / "p"), truth=str(tmp_path / "t"), out=str(tmp_path / "out"),
         scheme=MET2024,
     )  # fmt: skip
-    row = score_pair(
-        {"case_id": "C1", "truth": truth, "pred": pred}, out=resolve(config.out), config=config
-    )
+    row, record = _scored(config, "C1", truth, pred)
     assert row["status"] == "done"
-    metrics = json.loads((tmp_path / "out" / "records" / "C1.json").read_text())["metrics"]
+    metrics = record["metrics"]
     p, t = to_internal(guess, MET2024), to_internal(seg, MET2024)
     kw = {"scheme": MET2024, "lesion_metric": "brats2024"}
     assert metrics == pytest.approx(evaluate_case(p, t, (1, 1, 1), nsd_tolerance_mm=0.5, **kw))
@@ -90,13 +96,8 @@ def test_a_2023_metastasis_truth_is_scored_as_metastasis_against_a_glioma_model(
     roots = resolve(config.truth), resolve(config.pred)
     scheme, predicted = evaluation_scheme(config, roots[0], find_label_files(roots[0]), roots[1])
     assert scheme is MET2023 and predicted is None  # the same values: read alike
-    row = score_pair(
-        {"case_id": case, "truth": truth, "pred": pred},
-        out=resolve(config.out),
-        config=replace(config, scheme=scheme),
-    )
+    row, record = _scored(replace(config, scheme=scheme), case, truth, pred)
     assert row["status"] == "done"
-    record = json.loads((tmp_path / "o" / "records" / f"{case}.json").read_text())
     assert record["metrics"]["lesion_fn_ET"] == 1.0 and record["metrics"]["lesion_tp_ET"] == 1.0
     assert record["settings"]["label_scheme"] == "met2023"
     # The record says whose rules scored it, not the flags' glioma defaults it did not use.
@@ -123,13 +124,8 @@ def test_brats2023_predictions_are_read_in_their_own_values_against_brats2020_tr
     roots = resolve(config.truth), resolve(config.pred)
     scheme, predicted = evaluation_scheme(config, roots[0], find_label_files(roots[0]), roots[1])
     assert scheme is BRATS2020 and predicted is BRATS2023
-    row = score_pair(
-        {"case_id": case, "truth": truth, "pred": pred},
-        out=resolve(config.out),
-        config=replace(config, scheme=scheme, pred_scheme=predicted),
-    )
+    row, record = _scored(replace(config, scheme=scheme, pred_scheme=predicted), case, truth, pred)
     assert row["status"] == "done", row
-    record = json.loads((tmp_path / "o" / "records" / f"{case}.json").read_text())
     assert [record["metrics"][f"dice_{r}"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
     assert record["label_scheme"] == "brats2020"
 
@@ -150,11 +146,8 @@ def test_a_label_file_whose_spacing_is_not_positive_is_a_failed_record(tmp_path,
         pred=str(tmp_path / "p"), truth=str(tmp_path / "t"), out=str(tmp_path / "out"),
         scheme=BRATS2023,
     )  # fmt: skip
-    row = score_pair(
-        {"case_id": "C1", "truth": truth, "pred": pred}, out=resolve(config.out), config=config
-    )
+    row, record = _scored(config, "C1", truth, pred)
     assert row["status"] == "failed"
-    record = json.loads((tmp_path / "out" / "records" / "C1.json").read_text())
     assert record["status"] == "failed"
     name = "C1.nii.gz" if side == "prediction" else "C1-seg.nii.gz"
     assert record["error"]["file"] == name
